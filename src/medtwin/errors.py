@@ -1,0 +1,78 @@
+"""The exception tree of medtwin.
+
+Every error medtwin raises on purpose derives from :class:`MedtwinError`, so a
+caller can catch the whole family in one place::
+
+    MedtwinError
+    ├── DataError            bad input data (a dataset, a regimen, a parameter table)
+    │   └── DatasetError     a NONMEM-style dataset row/column is invalid (names both)
+    ├── ModelError           a model definition is inconsistent
+    │   └── WellPosednessError   the vector field is non-finite or explodes on the domain
+    ├── ParameterError       parameter values missing, unknown or outside their bounds
+    ├── SimulationError      the simulation request itself is invalid
+    └── ConsentError         access to patient data denied by the consent policy
+
+Numerical failure of one patient during a batched simulation is *not* an
+exception: it is reported as a :class:`medtwin.core.status.Status` value per
+patient, so that one failed virtual patient cannot abort a trial.
+"""
+
+from __future__ import annotations
+
+
+class MedtwinError(Exception):
+    """Root of every error raised deliberately by medtwin."""
+
+
+class DataError(MedtwinError, ValueError):
+    """Input data are invalid."""
+
+
+class DatasetError(DataError):
+    """One cell or record of a NONMEM-style dataset is invalid.
+
+    Parameters
+    ----------
+    message : str
+        Why the record is invalid.
+    row : int, optional
+        1-based data row number in the file (header excluded).
+    column : str, optional
+        Name of the offending column.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None):
+        self.row = row
+        self.column = column
+        self.reason = message
+        where = []
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column}")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+
+
+class ModelError(MedtwinError, ValueError):
+    """A model definition is inconsistent."""
+
+
+class WellPosednessError(ModelError):
+    """The vector field is non-finite or its Jacobian explodes on the parameter domain."""
+
+    def __init__(self, message: str, report=None):
+        self.report = report
+        super().__init__(message)
+
+
+class ParameterError(MedtwinError, ValueError):
+    """Parameter values are missing, unknown, non-finite or outside their bounds."""
+
+
+class SimulationError(MedtwinError, ValueError):
+    """A simulation request is invalid (not a numerical failure: see Status)."""
+
+
+class ConsentError(MedtwinError, PermissionError):
+    """Access to patient data was denied by the consent policy."""
