@@ -1,0 +1,194 @@
+"""The ``medtwin`` command line: a thin shell over the library functions.
+
+Commands: ``models`` (the library, optionally as JSON), ``simulate`` (a
+NONMEM-style dataset through a model, one row per observation record) and
+``demo`` (the vancomycin virtual ward).  Errors from the library's exception
+tree are printed as one clear line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medtwin.errors import MedtwinError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+class _ProgressBar:
+    """A rich progress bar usable as the ``progress(done, total)`` callback of simulate()."""
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.enabled = enabled
+        self.progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} patients"),
+                                 TimeElapsedColumn(), console=err_console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("run", total=total)
+        self.progress.update(self.task, completed=done)
+
+
+@app.command("models")
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the full descriptions as JSON."),
+    name: Optional[str] = typer.Argument(None, help="Show one model only."),
+) -> None:
+    """List every library model with its parameters, units, compartments and outputs."""
+    from medtwin.models import get_model, list_models
+
+    try:
+        names = [name] if name else list_models()
+        described = [get_model(n).describe() for n in names]
+    except MedtwinError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(described, indent=2) + "\n")
+        return
+    for info in described:
+        table = Table(title=f"{info['name']} — {info['description']}", title_justify="left", show_lines=False)
+        table.add_column("kind")
+        table.add_column("name")
+        table.add_column("unit")
+        table.add_column("value / details")
+        for c in info["compartments"]:
+            table.add_row("compartment", f"{c['cmt']}: {c['name']}", c["unit"], c["description"])
+        for p in info["parameters"]:
+            table.add_row("parameter", p["name"], p["unit"], f"{p['value']:g}  ({p['description']})")
+        for o in info["outputs"]:
+            table.add_row("output", o["name"], o["unit"], o["description"])
+        for cov in info["covariates"]:
+            table.add_row("covariate", cov["name"], cov["unit"], "")
+        console.print(table)
+        if info["citation"]:
+            console.print(f"  [dim]{info['citation']}[/]")
+
+
+def _parse_param_overrides(items: List[str]) -> dict[str, float]:
+    values = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--param expects NAME=VALUE, got {item!r}")
+        key, _, raw = item.partition("=")
+        try:
+            values[key.strip()] = float(raw)
+        except ValueError:
+            raise typer.BadParameter(f"--param {key}: {raw!r} is not a number") from None
+    return values
+
+
+@app.command("simulate")
+def simulate_command(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="Library model name (see `medtwin models`)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style dataset (CSV)."),
+    params: Optional[Path] = typer.Option(None, "--params", exists=True, dir_okay=False,
+                                          help="CSV with an ID column and one column per parameter."),
+    param: List[str] = typer.Option([], "--param", help="NAME=VALUE for every patient (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Output CSV: ID, TIME and every model output per observation."),
+    method: str = typer.Option("auto", help="auto | exact | dopri5 | euler | heun | rk4"),
+    rtol: float = typer.Option(1e-8, help="Relative tolerance (dopri5)."),
+    atol: float = typer.Option(1e-10, help="Absolute tolerance (dopri5)."),
+    dt: Optional[float] = typer.Option(None, help="Step (h) for fixed-step methods."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Simulate MODEL on every subject of a NONMEM-style dataset."""
+    import pandas as pd
+
+    from medtwin.io.nonmem import read_nonmem, simulate_dataset, write_simulation
+    from medtwin.models import get_model
+
+    try:
+        model = get_model(model_name)
+        dataset = read_nonmem(data, model=model)
+        table = pd.read_csv(params) if params is not None else None
+        overrides = _parse_param_overrides(param)
+        if table is not None:
+            for key, value in overrides.items():
+                table[key] = value
+            parameters = table
+        else:
+            parameters = overrides or None
+        with _ProgressBar(f"simulating {model.name}", enabled=not no_progress) as bar:
+            trajectory = simulate_dataset(model, dataset, parameters, method=method, rtol=rtol, atol=atol, dt=dt,
+                                          progress=bar, keep_states=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_simulation(trajectory, out)
+    except MedtwinError as exc:
+        _fail(exc)
+    failed = [s for s in trajectory.statuses() if not s.ok]
+    console.print(f"wrote {len(trajectory.time)} rows for {trajectory.n_patients} subjects to {out} "
+                  f"(solver {trajectory.solver.method}, rtol {trajectory.solver.rtol:g}, atol {trajectory.solver.atol:g})")
+    if failed:
+        err_console.print(f"[yellow]warning:[/] {len(failed)} subject(s) failed: {failed[0].message}")
+
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("medtwin-demo"), "--out", help="Folder for the CSV and PNG."),
+    n_patients: int = typer.Option(12, "--patients", min=1, help="Number of virtual patients."),
+    seed: int = typer.Option(2026, help="Random seed of the virtual ward."),
+) -> None:
+    """Vancomycin virtual ward on 1,000 mg q12h: concentration curves and AUC24 vs the 400–600 target."""
+    from medtwin.demo import demo_table, plot_demo, run_vancomycin_demo
+
+    try:
+        with _ProgressBar("simulating vancomycin") as bar:
+            result = run_vancomycin_demo(n_patients=n_patients, seed=seed, progress=bar)
+    except MedtwinError as exc:
+        _fail(exc)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "vancomycin_demo.csv"
+    conc_path = out / "vancomycin_concentrations.csv"
+    png_path = out / "vancomycin_demo.png"
+    demo_table(result).to_csv(csv_path, index=False)
+    result.trajectory.to_frame().to_csv(conc_path, index=False)
+    plot_demo(result, png_path)
+    lo, hi = result.target
+    table = Table(title="Vancomycin virtual ward (Goti 2018 model), last-24-h AUC", title_justify="left")
+    for col in ("ID", "CrCl (mL/min)", "WT (kg)", "CL (L/h)", "AUC24 (mg·h/L)", f"in {lo:.0f}–{hi:.0f}"):
+        table.add_column(col, justify="right")
+    for i in range(len(result.auc24)):
+        table.add_row(str(i + 1), f"{result.covariates['CRCL'][i]:.0f}", f"{result.covariates['WT'][i]:.0f}",
+                      f"{result.parameters['CL'][i]:.2f}", f"{result.auc24[i]:.0f}",
+                      "yes" if lo <= result.auc24[i] <= hi else "no")
+    console.print(table)
+    console.print(f"{100 * result.fraction_on_target:.0f} % of patients on target. Solver: "
+                  f"{result.trajectory.solver.method}.")
+    console.print(f"table:          {csv_path.resolve()}")
+    console.print(f"concentrations: {conc_path.resolve()}")
+    console.print(f"plot:           {png_path.resolve()}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
