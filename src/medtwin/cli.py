@@ -119,9 +119,10 @@ def simulate_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Simulate MODEL on every subject of a NONMEM-style dataset."""
+    import numpy as np
     import pandas as pd
 
-    from medtwin.io.nonmem import read_nonmem, simulate_dataset, write_simulation
+    from medtwin.io.nonmem import read_nonmem, simulate_dataset
     from medtwin.models import get_model
 
     try:
@@ -139,11 +140,13 @@ def simulate_command(
             trajectory = simulate_dataset(model, dataset, parameters, method=method, rtol=rtol, atol=atol, dt=dt,
                                           progress=bar, keep_states=False)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_simulation(trajectory, out)
+        frame = trajectory.to_frame()
+        frame = frame[np.asarray(trajectory.extra["evid"]) == 0]  # one row per observation record (EVID 0)
+        frame.to_csv(out, index=False, na_rep=".", lineterminator="\n")
     except MedtwinError as exc:
         _fail(exc)
     failed = [s for s in trajectory.statuses() if not s.ok]
-    console.print(f"wrote {len(trajectory.time)} rows for {trajectory.n_patients} subjects to {out} "
+    console.print(f"wrote {len(frame)} rows for {trajectory.n_patients} subjects to {out} "
                   f"(solver {trajectory.solver.method}, rtol {trajectory.solver.rtol:g}, atol {trajectory.solver.atol:g})")
     if failed:
         err_console.print(f"[yellow]warning:[/] {len(failed)} subject(s) failed: {failed[0].message}")

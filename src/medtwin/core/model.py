@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import linecache
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -108,13 +109,20 @@ class State:
 
 @dataclass(frozen=True)
 class Output:
-    """An observable: ``function(x, p)`` written with arithmetic only, like the vector field."""
+    """An observable: ``function(x, p)`` written with arithmetic only, like the vector field.
+
+    ``linear`` declares that the output is linear in the state for fixed
+    parameters (y = w(p)·x, e.g. a concentration amount/volume); the exact
+    solver then reads the weights once per patient instead of calling the
+    function at every time.
+    """
 
     name: str
     unit: str
     function: Callable | None = None
     description: str = ""
     build: Callable | None = None
+    linear: bool = False
 
     def lifted(self, jit=_identity):
         """Return the output function lifted by ``jit`` (see the module docstring)."""
@@ -381,7 +389,7 @@ class Model:
                     "name": p.name,
                     "unit": p.unit,
                     "value": p.value,
-                    "lower": p.lower,
+                    "lower": None if math.isinf(p.lower) else p.lower,
                     "upper": None if math.isinf(p.upper) else p.upper,
                     "transform": p.transform,
                     "description": p.description,
@@ -424,6 +432,20 @@ def _source(function) -> str:
         return repr(function)
 
 
+def generated_function(source: str, name: str, namespace: dict | None = None, tag: str = "medtwin"):
+    """Compile generated model code, keeping its source visible to ``inspect`` (and so to digests).
+
+    Model code generated from a specification (unrolled matrices, PBPK fluxes)
+    is registered in ``linecache`` under a stable file name, so that
+    :meth:`Model.digest` hashes its text and is reproducible across processes.
+    """
+    filename = f"<{tag}:{name}:{hashlib.sha256(source.encode()).hexdigest()[:12]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    scope = dict(namespace or {})
+    exec(compile(source, filename, "exec"), scope)
+    return scope[name]
+
+
 def _linear_rhs(matrix, n):
     """Vector field f = A(p) x built from a linear_matrix function.
 
@@ -432,9 +454,7 @@ def _linear_rhs(matrix, n):
     """
     rows = ", ".join(" + ".join(f"a[{i}][{j}] * x[{j}]" for j in range(n)) for i in range(n))
     source = f"def linear_vector_field(t, x, p):\n    a = matrix(p)\n    return ({rows},)\n"
-    namespace = {"matrix": matrix}
-    exec(compile(source, f"<linear_vector_field n={n}>", "exec"), namespace)
-    return namespace["linear_vector_field"]
+    return generated_function(source, "linear_vector_field", {"matrix": matrix})
 
 
 def check_parameter_table(model: Model, table: np.ndarray) -> None:

@@ -9,9 +9,11 @@ of the result: a failed patient gets NaN outputs and a status, not an exception.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import numba
 import numpy as np
 
 from medtwin.core import kernels
@@ -57,13 +59,15 @@ class Trajectory:
     """Simulated outputs (and optionally states) at the requested times.
 
     Rows are in long format: row ``r`` belongs to patient ``patient[r]`` at
-    ``time[r]`` h.  When every patient shares the same times, :meth:`output`
-    returns an array of shape (n_patients, n_times).
+    ``time[r]`` h.  When every patient shares the same times, ``times`` holds
+    them once (``row_patient`` is None) and :meth:`output` returns an array of
+    shape (n_patients, n_times); otherwise ``times`` and ``row_patient`` are
+    per row.
     """
 
     model: str
-    patient: np.ndarray
-    time: np.ndarray
+    times: np.ndarray
+    row_patient: np.ndarray | None
     outputs: Mapping[str, np.ndarray]
     output_units: Mapping[str, str]
     status: np.ndarray
@@ -73,6 +77,18 @@ class Trajectory:
     shape: tuple[int, int] | None = None
     ids: np.ndarray | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def time(self) -> np.ndarray:
+        """Time (h) of every row, shape (n_rows,)."""
+        return np.tile(self.times, self.n_patients) if self.shape is not None else self.times
+
+    @property
+    def patient(self) -> np.ndarray:
+        """0-based patient index of every row, shape (n_rows,)."""
+        if self.shape is not None:
+            return np.repeat(np.arange(self.shape[0]), self.shape[1])
+        return self.row_patient
 
     @property
     def n_patients(self) -> int:
@@ -128,25 +144,91 @@ def _parameter_matrix(model: Model, params) -> np.ndarray:
     return np.ascontiguousarray(table)
 
 
-def _time_arrays(times, n: int) -> list[np.ndarray]:
+def _check_times(t: np.ndarray, who: str) -> np.ndarray:
+    if t.ndim != 1:
+        raise SimulationError(f"{who}: times must be one-dimensional")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise SimulationError(f"{who}: times must be finite and >= 0 h")
+    if np.any(np.diff(t) < 0):
+        raise SimulationError(f"{who}: times must be non-decreasing")
+    return t
+
+
+def _is_shared_times(times) -> bool:
+    if isinstance(times, np.ndarray):
+        return times.ndim == 1
+    return isinstance(times, (list, tuple)) and (len(times) == 0 or np.isscalar(times[0]))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Flat arrays handed to the kernels; every field is indexed per patient or per row."""
+
+    ev_flat: np.ndarray
+    ev_start: np.ndarray
+    ev_stop: np.ndarray
+    obs_flat: np.ndarray
+    pre_flat: np.ndarray
+    obs_start: np.ndarray
+    obs_stop: np.ndarray
+    row_start: np.ndarray
+    n_rows: int
+    shared_regimen: bool
+    shared_times: np.ndarray | None
+
+
+def _layout(model: Model, n: int, regimen, times, pre_dose) -> _Layout:
+    """Validate regimens/times once and lay them out; O(1) Python work when they are shared."""
     if times is None:
         raise SimulationError("give the output times (h)")
-    if isinstance(times, np.ndarray) and times.ndim == 1 or (
-        isinstance(times, (list, tuple)) and (len(times) == 0 or np.isscalar(times[0]))
-    ):
-        arrays = [np.asarray(times, dtype=float)] * n
+    dose_cmts = [t.cmt for t in model.dose_targets]
+    regimen = regimen if regimen is not None else Regimen()
+    if isinstance(regimen, Regimen):
+        ev_flat = event_matrix(regimen, model.n_states, model.default_cmt, dose_cmts)
+        ev_start = np.zeros(n, np.int64)
+        ev_stop = np.full(n, len(ev_flat), np.int64)
+        shared_regimen = True
     else:
-        arrays = [np.asarray(t, dtype=float) for t in times]
-        if len(arrays) != n:
-            raise SimulationError(f"{len(arrays)} time vectors for {n} patients")
-    for i, t in enumerate(arrays):
-        if t.ndim != 1:
-            raise SimulationError(f"patient {i}: times must be one-dimensional")
-        if not np.all(np.isfinite(t)) or np.any(t < 0):
-            raise SimulationError(f"patient {i}: times must be finite and >= 0 h")
-        if np.any(np.diff(t) < 0):
-            raise SimulationError(f"patient {i}: times must be non-decreasing")
-    return arrays
+        regimens = as_regimens(regimen, n)
+        blocks: dict[int, tuple[int, np.ndarray]] = {}
+        ev_start = np.empty(n, np.int64)
+        ev_stop = np.empty(n, np.int64)
+        offset = 0
+        for i, r in enumerate(regimens):
+            if id(r) not in blocks:
+                block = event_matrix(r, model.n_states, model.default_cmt, dose_cmts)
+                blocks[id(r)] = (offset, block)
+                offset += len(block)
+            start, block = blocks[id(r)]
+            ev_start[i], ev_stop[i] = start, start + len(block)
+        ev_flat = np.concatenate([b for _, b in blocks.values()]) if blocks else np.zeros((0, 7))
+        shared_regimen = len(blocks) == 1
+    if _is_shared_times(times) and pre_dose is None:
+        t = _check_times(np.ascontiguousarray(times, dtype=float), "all patients")
+        counts = np.full(n, len(t), np.int64)
+        row_start = np.arange(n, dtype=np.int64) * len(t)
+        return _Layout(np.ascontiguousarray(ev_flat), ev_start, ev_stop, t, np.zeros(len(t), bool),
+                       np.zeros(n, np.int64), counts.copy(), row_start, n * len(t), shared_regimen, t)
+    if _is_shared_times(times):
+        time_list = [np.asarray(times, dtype=float)] * n
+    else:
+        time_list = [np.asarray(t, dtype=float) for t in times]
+        if len(time_list) != n:
+            raise SimulationError(f"{len(time_list)} time vectors for {n} patients")
+    for i, t in enumerate(time_list):
+        _check_times(t, f"patient {i}")
+    if pre_dose is None:
+        pre_list = [np.zeros(len(t), dtype=bool) for t in time_list]
+    else:
+        pre_list = [np.asarray(p, dtype=bool) for p in pre_dose]
+        if len(pre_list) != n or any(len(p) != len(t) for p, t in zip(pre_list, time_list)):
+            raise SimulationError("pre_dose must give one flag per output time and patient")
+    counts = np.array([len(t) for t in time_list], dtype=np.int64)
+    row_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
+    obs_flat = np.concatenate(time_list) if n else np.zeros(0)
+    pre_flat = np.concatenate(pre_list) if n else np.zeros(0, bool)
+    return _Layout(np.ascontiguousarray(ev_flat), ev_start, ev_stop, obs_flat, pre_flat, row_start,
+                   row_start + counts, row_start, int(counts.sum()), shared_regimen, None)
 
 
 def model_callbacks(model: Model) -> dict:
@@ -182,6 +264,7 @@ def simulate(
     ids: np.ndarray | None = None,
     progress: ProgressCallback | None = None,
     chunk_size: int = 65_536,
+    threads: int | None = None,
 ) -> Trajectory:
     """Simulate ``model`` for one or many patients.
 
@@ -215,7 +298,10 @@ def simulate(
     progress : callable(done, total), optional
         Called after each chunk of patients.
     chunk_size : int
-        Patients per compiled call (progress granularity).
+        Patients per progress update.
+    threads : int, optional
+        Worker threads (default: numba's thread count, ``NUMBA_NUM_THREADS``);
+        results do not depend on it.
 
     Returns
     -------
@@ -238,88 +324,73 @@ def simulate(
         raise SimulationError("rtol and atol must be > 0")
     table = _parameter_matrix(model, params)
     n = table.shape[0]
-    regimens = as_regimens(regimen if regimen is not None else Regimen(), n)
-    time_list = _time_arrays(times, n)
-    shared_times = pre_dose is None and all(t is time_list[0] for t in time_list)
-    if pre_dose is None:
-        pre_list = [np.zeros(len(t), dtype=bool) for t in time_list]
-    else:
-        pre_list = [np.asarray(p, dtype=bool) for p in pre_dose]
-        if len(pre_list) != n or any(len(p) != len(t) for p, t in zip(pre_list, time_list)):
-            raise SimulationError("pre_dose must give one flag per output time and patient")
-
-    dose_cmts = [t.cmt for t in model.dose_targets]
-    matrices: dict[int, np.ndarray] = {}
-    ev_blocks, ev_index = [], []
-    for r in regimens:
-        if id(r) not in matrices:
-            matrices[id(r)] = event_matrix(r, model.n_states, model.default_cmt, dose_cmts)
-            ev_blocks.append(matrices[id(r)])
-        ev_index.append(id(r))
-    offsets, start = {}, 0
-    for block, key in zip(ev_blocks, dict.fromkeys(ev_index)):
-        offsets[key] = (start, start + len(block))
-        start += len(block)
-    ev_flat = np.ascontiguousarray(np.concatenate(ev_blocks) if ev_blocks else np.zeros((0, 7)))
-    ev_start = np.array([offsets[k][0] for k in ev_index], dtype=np.int64)
-    ev_stop = np.array([offsets[k][1] for k in ev_index], dtype=np.int64)
-
-    if shared_times:
-        obs_flat = np.ascontiguousarray(time_list[0])
-        counts = np.full(n, len(time_list[0]), dtype=np.int64)
-    else:
-        obs_flat = np.concatenate(time_list) if n else np.zeros(0)
-        counts = np.array([len(t) for t in time_list], dtype=np.int64)
-    pre_flat = pre_list[0] if shared_times else (np.concatenate(pre_list) if n else np.zeros(0, bool))
-    row_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    n_rows = int(counts.sum())
+    lay = _layout(model, table.shape[0], regimen, times, pre_dose)
 
     callbacks = model_callbacks(model)
     matrix = callbacks["matrix"] if callbacks["matrix"] is not None else kernels.no_matrix()
     idx = kernels.dose_parameter_index(model)
+    n = table.shape[0]
     schedule_columns = sorted(set(idx[idx >= 0].tolist()))
-    single_regimen = len(set(ev_index)) == 1
     same_schedule_params = n > 0 and all(np.all(table[:, j] == table[0, j]) for j in schedule_columns)
-    use_shared = bool(single_regimen and shared_times and same_schedule_params)
+    use_shared = bool(lay.shared_regimen and lay.shared_times is not None and same_schedule_params)
     if use_shared:
-        sched = kernels.build_schedule(table[0], ev_flat[ev_start[0]:ev_stop[0]], time_list[0], pre_list[0], idx)
+        sched = kernels.build_schedule(table[0], lay.ev_flat[lay.ev_start[0]:lay.ev_stop[0]], lay.obs_flat,
+                                       lay.pre_flat, idx)
     else:
         sched = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
                  np.zeros(2, np.int64))
 
-    out = np.empty((n_rows, len(model.outputs)))
-    states = np.empty((n_rows if keep_states else 1, model.n_states))
+    out = np.empty((lay.n_rows, len(model.outputs)))
+    states = np.empty((lay.n_rows if keep_states else 1, model.n_states))
     status = np.zeros(n, dtype=np.int64)
     dt_value = float(dt) if dt is not None else 1.0
-    if shared_times:  # every patient reads the same observation block
-        obs_start = np.zeros(n, dtype=np.int64)
-        obs_stop = np.full(n, len(time_list[0]), dtype=np.int64)
-    else:
-        obs_start, obs_stop = row_start, row_start + counts
     code = kernels.METHOD_CODES[method]
-    for lo in range(0, n, chunk_size):
-        hi = min(n, lo + chunk_size)
+    n_threads = max(1, int(threads if threads is not None else numba.get_num_threads()))
+
+    def run_block(lo: int, hi: int) -> None:
         kernels.run_cohort(
-            callbacks["rhs"], callbacks["init"], callbacks["outputs"], matrix, code, model.n_states,
-            len(model.outputs), table[lo:hi], ev_flat, ev_start[lo:hi], ev_stop[lo:hi], obs_flat, pre_flat,
-            obs_start[lo:hi], obs_stop[lo:hi], row_start[lo:hi], idx, *sched, use_shared, out, states,
+            callbacks["rhs"], callbacks["init"], callbacks["outputs"], matrix, code, model.is_linear, model.n_states,
+            len(model.outputs), table[lo:hi], lay.ev_flat, lay.ev_start[lo:hi], lay.ev_stop[lo:hi], lay.obs_flat,
+            lay.pre_flat, lay.obs_start[lo:hi], lay.obs_stop[lo:hi], lay.row_start[lo:hi], idx, *sched, use_shared,
+            out, states,
             keep_states, float(rtol), float(atol), dt_value, int(max_steps), status[lo:hi],
         )
-        if progress is not None:
-            progress(hi, n)
 
-    patient = np.repeat(np.arange(n), counts)
-    time = np.tile(time_list[0], n) if shared_times and n else (obs_flat.copy() if n else np.zeros(0))
+    program = None
+    if code == 0 and use_shared and all(o.linear for o in model.outputs):
+        program = kernels.linear_program(sched, model.n_states)
+    if program is not None:
+        n_times = len(lay.shared_times)
+
+        def run_block(lo: int, hi: int) -> None:  # noqa: F811 - the linear fast path
+            kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
+                                      len(model.outputs), table, *program, n_times, out, states, keep_states,
+                                      status, lo, hi)
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for lo in range(0, n, chunk_size):
+            hi = min(n, lo + chunk_size)
+            edges = np.linspace(lo, hi, min(n_threads, hi - lo) + 1).astype(int)
+            list(pool.map(run_block, edges[:-1], edges[1:]))
+            if progress is not None:
+                progress(hi, n)
+
+    shared = lay.shared_times is not None
+    if shared:
+        times_out, row_patient = lay.shared_times, None
+    else:
+        times_out = lay.obs_flat.copy()
+        row_patient = np.repeat(np.arange(n), lay.obs_stop - lay.obs_start)
     return Trajectory(
         model=model.name,
-        patient=patient,
-        time=time,
+        times=times_out,
+        row_patient=row_patient,
         outputs={o.name: out[:, j] for j, o in enumerate(model.outputs)},
         output_units={o.name: o.unit for o in model.outputs},
         status=status,
         solver=SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps)),
         states=states if keep_states else None,
         state_names=model.state_names,
-        shape=(n, len(time_list[0])) if shared_times else None,
+        shape=(n, len(lay.shared_times)) if shared else None,
         ids=None if ids is None else np.asarray(ids),
     )

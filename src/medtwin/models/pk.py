@@ -11,7 +11,7 @@ models carry ``F1`` (bioavailability) and ``ALAG1`` (lag time, h) for the depot.
 
 from __future__ import annotations
 
-from medtwin.core.model import DoseTarget, Model, Output, Parameter, State
+from medtwin.core.model import DoseTarget, Model, Output, Parameter, State, generated_function
 
 CITATION_PK = "Gabrielsson J, Weiner D. Pharmacokinetic and Pharmacodynamic Data Analysis, 5th ed. 2016; NONMEM Users Guide VI (ADVAN1-4, 11, 12)."
 
@@ -46,9 +46,7 @@ ORAL = DoseTarget(1, "oral", bioavailability="F1", lag="ALAG1")
 def _conc(index, volume_index):
     """Output C = amount in state ``index`` / volume parameter ``volume_index`` (mg/L)."""
     source = f"def concentration(x, p):\n    return x[{index}] / p[{volume_index}]\n"
-    namespace: dict = {}
-    exec(compile(source, f"<concentration x[{index}]/p[{volume_index}]>", "exec"), namespace)
-    return Output("C", "mg/L", namespace["concentration"], "concentration in the central compartment")
+    return Output("C", "mg/L", generated_function(source, "concentration"), "concentration in the central compartment", linear=True)
 
 
 # ---------------------------------------------------------------- linear models
@@ -184,8 +182,6 @@ def transit_model(n_transit: int = 3) -> Model:
         f"    ktr = {n + 1}.0 / mtt\n"
         f"    return ({', '.join(rows)},)\n"
     )
-    namespace: dict = {}
-    exec(compile(source, f"<transit_matrix n={n}>", "exec"), namespace)
     states = tuple(State(f"TRANSIT{i + 1}", "mg", f"transit compartment {i + 1}") for i in range(n)) + (
         DEPOT,
         CENTRAL,
@@ -197,7 +193,7 @@ def transit_model(n_transit: int = 3) -> Model:
         parameters=(MTT, KA, CL, V, F1, ALAG1),
         outputs=(_conc(n + 1, 3),),
         dose_targets=(ORAL, DoseTarget(n + 2, "iv")),
-        linear_matrix=namespace["transit_matrix"],
+        linear_matrix=generated_function(source, "transit_matrix"),
         citation="Savic RM, Jonker DM, Kerbusch T, Karlsson MO. J Pharmacokinet Pharmacodyn 2007;34:711-726.",
     )
 

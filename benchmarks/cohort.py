@@ -1,0 +1,233 @@
+"""Cohort simulation benchmark (engine issue): W1 closed form, W2 nonlinear PK/PD.
+
+Run:  python benchmarks/cohort.py            (full: W1 N=1e3/1e5/1e6, W2 N=1e3/1e5)
+      python benchmarks/cohort.py --quick    (small sizes, for a smoke run)
+
+W1: pk2_oral, 100 mg every 12 h for 7 days (14 doses), hourly outputs 0–168 h,
+    log-normal parameters (30 % CV).  Exact (matrix-exponential) solution.
+W2: the same PK with Michaelis–Menten elimination, an effect compartment with
+    sigmoid Emax and an indirect-response (III) biomarker driven by the effect
+    site: model ``pk2_oral_mm_effect_idr3``, adaptive Dormand–Prince 5(4).
+
+Every figure is printed next to a baseline measured in the same process: a
+naive per-patient loop of ``scipy.integrate.solve_ivp`` (RK45, the same
+Dormand–Prince pair, same tolerances, integrating dose interval by dose interval
+with ``t_eval``), on a subset of patients, as patients/second.  W2 accuracy is
+the maximum pointwise relative error of every output (points where the
+reference exceeds 1e-6 of that patient's peak) against (a) medtwin at
+rtol 1e-12 on all patients and (b) an independent scipy DOP853 solve at
+rtol 1e-12 on a subset.  Peak memory is the process resident set size sampled
+every 5 ms during the timed call, minus the resident size before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy.integrate import solve_ivp  # noqa: E402
+
+from medtwin import Regimen, get_model, simulate  # noqa: E402
+
+TIMES = np.arange(0.0, 169.0)
+DOSE_TIMES = np.arange(14) * 12.0
+W1_TYPICAL = {"KA": 1.0, "CL": 5.0, "V1": 30.0, "Q": 8.0, "V2": 40.0}
+RTOL, ATOL = 1e-7, 1e-9
+
+
+def lognormal_params(typical: dict, n: int, cv: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    sd = np.sqrt(np.log(1 + cv**2))
+    return {k: v * np.exp(rng.normal(0.0, sd, n)) for k, v in typical.items()}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timed(fn):
+    """Run fn(); return (result, seconds, peak RSS increase in bytes)."""
+    base = rss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    peak[0] = max(peak[0], rss_bytes())
+    return result, seconds, peak[0] - base
+
+
+# ----------------------------------------------------------------- naive scipy baselines
+def w1_rhs(t, x, ka, cl, v1, q, v2):
+    depot, central, periph = x
+    return [-ka * depot, ka * depot - (cl + q) / v1 * central + q / v2 * periph, q / v1 * central - q / v2 * periph]
+
+
+def w2_rhs(t, x, p):
+    ka, vmax, km, v1, q, v2, f1, alag, ke0, e0, emax, ec50, hill, r0, kout, smax, sc50 = p
+    depot, central, periph, ce, r = x
+    c = central / v1
+    exchange = q * c - q * periph / v2
+    effect_driver = ce
+    return [
+        -ka * depot,
+        ka * depot - vmax * c / (km + c) - exchange,
+        exchange,
+        ke0 * (c - ce),
+        r0 * kout * (1 + smax * effect_driver / (sc50 + effect_driver)) - kout * r,
+    ]
+
+
+def naive_loop(rhs, x0, dose_cmt, dose, params_rows, times, rtol, atol, method="RK45", outputs=None):
+    """Per-patient solve_ivp, interval by interval between doses, outputs at ``times``."""
+    results = []
+    for p in params_rows:
+        x = np.array(x0(p), dtype=float)
+        out = np.empty((len(times), len(x)))
+        bounds = list(DOSE_TIMES) + [times[-1] + 1e-9]
+        for k in range(len(DOSE_TIMES)):
+            x[dose_cmt] += dose
+            t0, t1 = bounds[k], bounds[k + 1]
+            mask = (times >= t0) & (times < t1) if k < len(DOSE_TIMES) - 1 else (times >= t0)
+            sol = solve_ivp(rhs, (t0, min(t1, times[-1])), x, method=method, rtol=rtol, atol=atol,
+                            t_eval=times[mask], args=(p,) if not isinstance(p, tuple) else p)
+            out[mask] = sol.y.T
+            if k < len(DOSE_TIMES) - 1:
+                end = solve_ivp(rhs, (t0, t1), x, method=method, rtol=rtol, atol=atol,
+                                args=(p,) if not isinstance(p, tuple) else p) if sol.t.size == 0 or sol.t[-1] != t1 \
+                    else sol
+                x = end.y[:, -1].copy()
+        results.append(out if outputs is None else outputs(out, p))
+    return results
+
+
+def run_w1(sizes, baseline_n):
+    model = get_model("pk2_oral")
+    regimen = Regimen.every(12, "h", 100, "mg", n=14)
+    print("\n== W1: pk2_oral, 14 oral doses, 169 hourly outputs, 30 % CV (exact solution)")
+    _, compile_s, _ = timed(lambda: simulate(model, lognormal_params(W1_TYPICAL, 10, 0.3, 0), regimen, TIMES,
+                                             keep_states=False))
+    print(f"  compile + first call (N=10): {compile_s:.2f} s")
+    params = lognormal_params(W1_TYPICAL, baseline_n, 0.3, 1)
+    rows = [tuple(params[k][i] for k in ("KA", "CL", "V1", "Q", "V2")) for i in range(baseline_n)]
+    ours = simulate(model, params, regimen, TIMES, keep_states=False).output("C")
+    naive, naive_s, _ = timed(lambda: naive_loop(w1_rhs, lambda p: (0.0, 0.0, 0.0), 0, 100.0, rows, TIMES,
+                                                 RTOL, ATOL))
+    naive_c = np.array([o[:, 1] / r[2] for o, r in zip(naive, rows)])
+    naive_rate = baseline_n / naive_s
+    err = np.max(np.abs(naive_c - ours) / np.maximum(np.abs(ours), 1e-6 * ours.max()))
+    print(f"  naive solve_ivp loop (RK45 rtol {RTOL:g}): {naive_rate:,.1f} patients/s on {baseline_n} patients "
+          f"(max rel. difference to exact {err:.1e})")
+    for n in sizes:
+        params = lognormal_params(W1_TYPICAL, n, 0.3, 2)
+        tr, seconds, mem = timed(lambda: simulate(model, params, regimen, TIMES, keep_states=False))
+        assert tr.ok
+        rate = n / seconds
+        print(f"  N={n:>9,}: {seconds:7.3f} s  {rate:>12,.0f} patients/s  ratio vs naive {rate / naive_rate:>10,.0f}x"
+              f"  peak memory +{mem / 2**30:.2f} GiB  (target >= 1,000,000 patients/s at N=1e6, <= 8 GiB)")
+
+
+W2_EXTRA = {"KE0": 0.5, "E0": 0.0, "EMAX": 1.0, "EC50": 2.0, "HILL": 2.0, "R0": 10.0, "KOUT": 0.1, "SMAX": 2.0,
+            "SC50": 1.0}
+
+
+def run_w2(sizes, baseline_n, reference_n):
+    model = get_model("pk2_oral_mm_effect_idr3")
+    regimen = Regimen.every(12, "h", 100, "mg", n=14)
+    varied = ("KA", "VMAX", "KM", "V1", "Q", "V2", "KE0", "EC50", "KOUT", "SC50")
+    typical = {name: model.parameter(name).value for name in varied}
+    print(f"\n== W2: {model.name} ({model.n_states} states: {', '.join(model.state_names)}), "
+          f"outputs {', '.join(model.output_names)}; dopri5 rtol {RTOL:g} atol {ATOL:g}")
+    _, compile_s, _ = timed(lambda: simulate(model, lognormal_params(typical, 10, 0.3, 0), regimen, TIMES,
+                                             rtol=RTOL, atol=ATOL, keep_states=False))
+    print(f"  compile + first call (N=10): {compile_s:.2f} s")
+    params = lognormal_params(typical, baseline_n, 0.3, 3)
+    table = model.parameter_table(params)
+    rows = [tuple(row) for row in table]
+    names = model.parameter_names
+    i_v1, i_e0, i_emax, i_ec50, i_hill = (names.index(k) for k in ("V1", "E0", "EMAX", "EC50", "HILL"))
+    if names[:8] != ("KA", "VMAX", "KM", "V1", "Q", "V2", "F1", "ALAG1"):
+        raise SystemExit(f"unexpected parameter order {names}")
+
+    def outputs(states, p):
+        c = states[:, 1] / p[i_v1]
+        ce = states[:, 3]
+        e = p[i_e0] + p[i_emax] * ce ** p[i_hill] / (p[i_ec50] ** p[i_hill] + ce ** p[i_hill])
+        return states, c, e
+
+    def x0(p):
+        return (0.0, 0.0, 0.0, 0.0, p[names.index("R0")])
+
+    naive, naive_s, _ = timed(lambda: naive_loop(lambda t, x, *p: w2_rhs(t, x, p), x0, 0, 100.0, rows, TIMES,
+                                                 RTOL, ATOL, outputs=outputs))
+    naive_rate = baseline_n / naive_s
+    print(f"  naive solve_ivp loop (RK45 rtol {RTOL:g}): {naive_rate:,.1f} patients/s on {baseline_n} patients")
+    for n in sizes:
+        params = lognormal_params(typical, n, 0.3, 4)
+        tr, seconds, mem = timed(lambda: simulate(model, params, regimen, TIMES, rtol=RTOL, atol=ATOL,
+                                                  keep_states=False))
+        rate = n / seconds
+        print(f"  N={n:>9,}: {seconds:7.3f} s  {rate:>12,.0f} patients/s  ratio vs naive {rate / naive_rate:>8,.0f}x"
+              f"  peak memory +{mem / 2**30:.2f} GiB  failed {int((tr.status != 0).sum())}  (target >= 200x at N=1e5)")
+    # Accuracy of the largest run.
+    tight = simulate(model, params, regimen, TIMES, rtol=1e-12, atol=1e-14, keep_states=False)
+    worst = max(max_rel_error(tr.output(o), tight.output(o)) for o in model.output_names)
+    print(f"  max relative error vs medtwin rtol 1e-12, all {n:,} patients, outputs {model.output_names}: {worst:.2e}"
+          f"  (target < 1e-5)")
+    subset = np.arange(reference_n)
+    ref_rows = [tuple(r) for r in model.parameter_table({k: v[subset] for k, v in params.items()})]
+    ref = naive_loop(lambda t, x, *p: w2_rhs(t, x, p), x0, 0, 100.0, ref_rows, TIMES, 1e-12, 1e-14,
+                     method="DOP853", outputs=outputs)
+    ref_c = np.array([r[1] for r in ref])
+    ref_e = np.array([r[2] for r in ref])
+    ref_r = np.array([r[0][:, 4] for r in ref])
+    err_scipy = max(max_rel_error(tr.output("C")[subset], ref_c), max_rel_error(tr.output("E")[subset], ref_e),
+                    max_rel_error(tr.output("R")[subset], ref_r))
+    print(f"  max relative error vs scipy DOP853 rtol 1e-12 on {reference_n} patients (C, E, R): {err_scipy:.2e}")
+
+
+def max_rel_error(values, reference):
+    values, reference = np.asarray(values), np.asarray(reference)
+    peak = np.max(np.abs(reference), axis=-1, keepdims=True)
+    mask = np.abs(reference) > 1e-6 * peak
+    return float(np.max(np.abs(values - reference)[mask] / np.abs(reference)[mask]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    args = parser.parse_args()
+    import numba
+
+    print(f"threads: NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} (numba uses {numba.get_num_threads()}), "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, "
+          f"cpus={os.cpu_count()}")
+    if args.quick:
+        run_w1([1_000, 20_000], baseline_n=20)
+        run_w2([1_000], baseline_n=5, reference_n=5)
+    else:
+        run_w1([1_000, 100_000, 1_000_000], baseline_n=200)
+        run_w2([1_000, 100_000], baseline_n=40, reference_n=40)
+
+
+if __name__ == "__main__":
+    main()
