@@ -68,7 +68,7 @@ def test_batch_with_per_patient_regimens_and_times():
 
 
 def test_modelled_rate_and_duration_use_parameters():
-    from medtwin import DoseTarget, Model, Parameter
+    from medtwin import DoseTarget, Parameter
     base = get_model("pk1_iv")
     m = base.with_changes(
         name="pk1_iv_rd",

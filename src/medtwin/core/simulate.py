@@ -347,25 +347,24 @@ def simulate(
     code = kernels.METHOD_CODES[method]
     n_threads = max(1, int(threads if threads is not None else numba.get_num_threads()))
 
-    def run_block(lo: int, hi: int) -> None:
+    def run_general(lo: int, hi: int) -> None:
         kernels.run_cohort(
             callbacks["rhs"], callbacks["init"], callbacks["outputs"], matrix, code, model.is_linear, model.n_states,
             len(model.outputs), table[lo:hi], lay.ev_flat, lay.ev_start[lo:hi], lay.ev_stop[lo:hi], lay.obs_flat,
             lay.pre_flat, lay.obs_start[lo:hi], lay.obs_stop[lo:hi], lay.row_start[lo:hi], idx, *sched, use_shared,
-            out, states,
-            keep_states, float(rtol), float(atol), dt_value, int(max_steps), status[lo:hi],
+            out, states, keep_states, float(rtol), float(atol), dt_value, int(max_steps), status[lo:hi],
         )
 
+    def run_linear(lo: int, hi: int) -> None:
+        kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
+                                  len(model.outputs), table, *program, len(lay.shared_times), out, states,
+                                  keep_states, status, lo, hi)
+
+    # Fast path: a linear model whose patients share one schedule (cohorts), outputs linear in the state.
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
         program = kernels.linear_program(sched, model.n_states)
-    if program is not None:
-        n_times = len(lay.shared_times)
-
-        def run_block(lo: int, hi: int) -> None:  # noqa: F811 - the linear fast path
-            kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
-                                      len(model.outputs), table, *program, n_times, out, states, keep_states,
-                                      status, lo, hi)
+    run_block = run_linear if program is not None else run_general
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for lo in range(0, n, chunk_size):
