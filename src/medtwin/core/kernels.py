@@ -706,7 +706,7 @@ def dose_parameter_index(model) -> np.ndarray:
 
 # ----------------------------------------------------------------- fast path: linear model, shared schedule
 OP_ADVANCE, OP_BOLUS, OP_RATE, OP_OBS = 0, 1, 2, 3
-BLOCK = 32
+BLOCK = 64
 
 
 def linear_program(schedule, n_states: int):
@@ -875,44 +875,57 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                 x[j, b] = x0[j]
         for hidx in range(n_h):
             _block_expm(a, step_sizes[hidx], phi[hidx], gam[hidx], uses_rates, m)
+        # Flat views, taken once per block: the op loop below creates no array views (each view costs an
+        # atomic reference-count update) and its inner loops over the block's patients vectorise.
+        phf = phi.reshape(-1)
+        gmf = gam.reshape(-1)
+        xf = x.reshape(-1)
+        xnf = xn.reshape(-1)
+        wf = w.reshape(-1)
+        yf = ybuf.reshape(-1)
+        nn = n * n * BLOCK
         r[:] = 0.0
         any_rate = False
-        # Inner loops run over the patients of the block (contiguous): LLVM vectorises them.
         for op in range(op_kind.shape[0]):
             kind = op_kind[op]
             if kind == OP_ADVANCE:
-                ph = phi[op_int[op]]
-                xn[:, :] = 0.0
+                h0 = op_int[op] * nn
                 for i in range(n):
+                    oi = i * BLOCK
+                    for b in range(BLOCK):
+                        xnf[oi + b] = 0.0
                     for j in range(n):
+                        om = h0 + (i * n + j) * BLOCK
+                        oj = j * BLOCK
                         for b in range(BLOCK):
-                            xn[i, b] += ph[i, j, b] * x[j, b]
-                if any_rate:
-                    gm = gam[op_int[op]]
-                    for i in range(n):
-                        for j in range(n):
+                            xnf[oi + b] += phf[om + b] * xf[oj + b]
+                        if any_rate and r[j] != 0.0:
                             rj = r[j]
-                            if rj != 0.0:
-                                for b in range(BLOCK):
-                                    xn[i, b] += gm[i, j, b] * rj
-                x[:, :] = xn
+                            for b in range(BLOCK):
+                                xnf[oi + b] += gmf[om + b] * rj
+                for k in range(n * BLOCK):
+                    xf[k] = xnf[k]
             elif kind == OP_OBS:
-                row = op_int[op]
-                yb = ybuf[row]
-                yb[:, :] = 0.0
+                oy = op_int[op] * n_out * BLOCK
                 for o in range(n_out):
+                    oo = oy + o * BLOCK
+                    for b in range(BLOCK):
+                        yf[oo + b] = 0.0
                     for j in range(n):
+                        ow = (o * n + j) * BLOCK
+                        oj = j * BLOCK
                         for b in range(BLOCK):
-                            yb[o, b] += w[o, j, b] * x[j, b]
+                            yf[oo + b] += wf[ow + b] * xf[oj + b]
                 if keep_states:
+                    row = op_int[op]
                     for b in range(m):
                         for j in range(n):
-                            states_out[(start + b) * n_times + row, j] = x[j, b]
+                            states_out[(start + b) * n_times + row, j] = xf[j * BLOCK + b]
             elif kind == OP_BOLUS:
-                c = op_int[op]
+                oc = op_int[op] * BLOCK
                 amt = op_float[op]
                 for b in range(BLOCK):
-                    x[c, b] += amt
+                    xf[oc + b] += amt
             else:
                 r[op_int[op]] = op_float[op]
                 any_rate = False
@@ -923,7 +936,7 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
             base = (start + b) * n_times
             for row in range(n_times):
                 for o in range(n_out):
-                    out[base + row, o] = ybuf[row, o, b]
+                    out[base + row, o] = yf[(row * n_out + o) * BLOCK + b]
         for b in range(m):
             ok = True
             for j in range(n):
