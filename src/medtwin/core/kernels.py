@@ -312,7 +312,7 @@ def build_schedule(p, ev, obs_t, obs_pre, idx):
 
 
 # ----------------------------------------------------------------- integrators
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _stage(rhs, t, xs, p, rates, kout):
     rhs(t, xs.ctypes, p.ctypes, kout.ctypes)
     for j in range(kout.shape[0]):
@@ -836,7 +836,9 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
     """Exact solution of a linear model on a shared schedule, patients ``lo:hi``, in SoA blocks.
 
     Outputs must be linear in the state (``Output.linear``): their weights are
-    read once per patient by evaluating them at unit states.
+    read once per patient by evaluating them at unit states.  ``out`` is
+    time-major, shape (n_times, n_outputs, n_patients), so that every write is
+    contiguous across the block's patients.
     """
     n_par = P.shape[1]
     n_h = step_sizes.shape[0]
@@ -852,7 +854,7 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
     unit = np.zeros(n)
     y = np.zeros(n_out)
     x0 = np.zeros(n)
-    ybuf = np.zeros((n_times, n_out, BLOCK))
+    ybuf = np.zeros((n_out, BLOCK))
     for start in range(lo, hi, BLOCK):
         m = min(BLOCK, hi - start)
         a[:, :, :] = 0.0  # unused lanes of a short last block stay finite
@@ -882,7 +884,6 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
         xf = x.reshape(-1)
         xnf = xn.reshape(-1)
         wf = w.reshape(-1)
-        yf = ybuf.reshape(-1)
         nn = n * n * BLOCK
         r[:] = 0.0
         any_rate = False
@@ -906,18 +907,20 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                 for k in range(n * BLOCK):
                     xf[k] = xnf[k]
             elif kind == OP_OBS:
-                oy = op_int[op] * n_out * BLOCK
+                row = op_int[op]
                 for o in range(n_out):
-                    oo = oy + o * BLOCK
+                    yb = ybuf[o]
                     for b in range(BLOCK):
-                        yf[oo + b] = 0.0
+                        yb[b] = 0.0
                     for j in range(n):
                         ow = (o * n + j) * BLOCK
                         oj = j * BLOCK
                         for b in range(BLOCK):
-                            yf[oo + b] += wf[ow + b] * xf[oj + b]
+                            yb[b] += wf[ow + b] * xf[oj + b]
+                    dest = out[row, o]
+                    for b in range(m):
+                        dest[start + b] = yb[b]
                 if keep_states:
-                    row = op_int[op]
                     for b in range(m):
                         for j in range(n):
                             states_out[(start + b) * n_times + row, j] = xf[j * BLOCK + b]
@@ -932,11 +935,6 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                 for j in range(n):
                     if r[j] != 0.0:
                         any_rate = True
-        for b in range(m):
-            base = (start + b) * n_times
-            for row in range(n_times):
-                for o in range(n_out):
-                    out[base + row, o] = yf[(row * n_out + o) * BLOCK + b]
         for b in range(m):
             ok = True
             for j in range(n):

@@ -58,11 +58,11 @@ class SolverSettings:
 class Trajectory:
     """Simulated outputs (and optionally states) at the requested times.
 
-    Rows are in long format: row ``r`` belongs to patient ``patient[r]`` at
-    ``time[r]`` h.  When every patient shares the same times, ``times`` holds
-    them once (``row_patient`` is None) and :meth:`output` returns an array of
-    shape (n_patients, n_times); otherwise ``times`` and ``row_patient`` are
-    per row.
+    When every patient shares the same times, ``times`` holds them once
+    (``row_patient`` is None) and each entry of ``outputs`` has shape
+    (n_patients, n_times).  Otherwise rows are in long format: ``outputs``
+    entries, ``times`` and ``row_patient`` are flat (n_rows,), row ``r``
+    belonging to patient ``row_patient[r]`` at ``times[r]`` h.
     """
 
     model: str
@@ -105,10 +105,9 @@ class Trajectory:
     def output(self, name: str) -> np.ndarray:
         """Output ``name``: (n_patients, n_times) when times are shared, else flat (n_rows,)."""
         try:
-            values = self.outputs[name]
+            return self.outputs[name]
         except KeyError:
             raise SimulationError(f"no output {name!r}; outputs are {list(self.outputs)}") from None
-        return values.reshape(self.shape) if self.shape is not None else values
 
     def state(self, name: str) -> np.ndarray:
         """State ``name`` at the output times (needs ``keep_states=True``)."""
@@ -124,7 +123,7 @@ class Trajectory:
 
         ids = self.ids[self.patient] if self.ids is not None else self.patient + 1
         data = {"ID": ids, "TIME": self.time}
-        data.update({name: values for name, values in self.outputs.items()})
+        data.update({name: np.asarray(values).reshape(-1) for name, values in self.outputs.items()})
         return pd.DataFrame(data)
 
 
@@ -313,8 +312,8 @@ def simulate(
     >>> from medtwin.core.events import Regimen
     >>> m = get_model("pk1_iv")
     >>> tr = simulate(m, {"CL": 2.0, "V": 20.0}, Regimen.single(100.0), [0.0, 10.0])
-    >>> [round(c, 4) for c in tr.output("C")[0]]
-    [5.0, 1.8394]
+    >>> tr.output("C").round(4).tolist()
+    [[5.0, 1.8394]]
     """
     model.require_well_posed()
     method = resolve_method(model, method)
@@ -340,7 +339,7 @@ def simulate(
         sched = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
                  np.zeros(2, np.int64))
 
-    out = np.empty((lay.n_rows, len(model.outputs)))
+    out = np.empty((lay.n_rows if n else 0, len(model.outputs)))
     states = np.empty((lay.n_rows if keep_states else 1, model.n_states))
     status = np.zeros(n, dtype=np.int64)
     dt_value = float(dt) if dt is not None else 1.0
@@ -357,13 +356,15 @@ def simulate(
 
     def run_linear(lo: int, hi: int) -> None:
         kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
-                                  len(model.outputs), table, *program, len(lay.shared_times), out, states,
+                                  len(model.outputs), table, *program, len(lay.shared_times), out_tm, states,
                                   keep_states, status, lo, hi)
 
     # Fast path: a linear model whose patients share one schedule (cohorts), outputs linear in the state.
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
         program = kernels.linear_program(sched, model.n_states)
+    if program is not None:
+        out_tm = np.empty((len(lay.shared_times), len(model.outputs), n))  # time-major: contiguous writes
     run_block = run_linear if program is not None else run_general
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
@@ -377,14 +378,19 @@ def simulate(
     shared = lay.shared_times is not None
     if shared:
         times_out, row_patient = lay.shared_times, None
+        if program is not None:
+            outputs = {o.name: out_tm[:, j, :].T for j, o in enumerate(model.outputs)}
+        else:
+            outputs = {o.name: out[:, j].reshape(n, len(times_out)) for j, o in enumerate(model.outputs)}
     else:
         times_out = lay.obs_flat.copy()
         row_patient = np.repeat(np.arange(n), lay.obs_stop - lay.obs_start)
+        outputs = {o.name: out[:, j] for j, o in enumerate(model.outputs)}
     return Trajectory(
         model=model.name,
         times=times_out,
         row_patient=row_patient,
-        outputs={o.name: out[:, j] for j, o in enumerate(model.outputs)},
+        outputs=outputs,
         output_units={o.name: o.unit for o in model.outputs},
         status=status,
         solver=SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps)),
