@@ -146,6 +146,11 @@ def run_w1(sizes, baseline_n):
         rate = n / seconds
         print(f"  N={n:>9,}: {seconds:7.3f} s  {rate:>12,.0f} patients/s  ratio vs naive {rate / naive_rate:>10,.0f}x"
               f"  peak memory +{mem / 2**30:.2f} GiB  (target >= 1,000,000 patients/s at N=1e6, <= 8 GiB)")
+        del tr
+        # How much of that is the operating system providing fresh memory for the output (first touch)?
+        _, touch_s, _ = timed(lambda: np.empty((n, len(TIMES))).fill(0.0))
+        print(f"             of which first touch of a fresh {n * len(TIMES) * 8 / 2**30:.2f} GiB output array "
+              f"costs about {touch_s:.3f} s on this machine (measured separately, single thread)")
 
 
 def run_w2(sizes, baseline_n, reference_n):

@@ -706,7 +706,7 @@ def dose_parameter_index(model) -> np.ndarray:
 
 # ----------------------------------------------------------------- fast path: linear model, shared schedule
 OP_ADVANCE, OP_BOLUS, OP_RATE, OP_OBS = 0, 1, 2, 3
-BLOCK = 64
+BLOCK = 512
 
 
 def linear_program(schedule, n_states: int):
@@ -854,7 +854,6 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
     unit = np.zeros(n)
     y = np.zeros(n_out)
     x0 = np.zeros(n)
-    ybuf = np.zeros((n_out, BLOCK))
     for start in range(lo, hi, BLOCK):
         m = min(BLOCK, hi - start)
         a[:, :, :] = 0.0  # unused lanes of a short last block stay finite
@@ -904,22 +903,19 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                             rj = r[j]
                             for b in range(BLOCK):
                                 xnf[oi + b] += gmf[om + b] * rj
-                for k in range(n * BLOCK):
-                    xf[k] = xnf[k]
+                xf, xnf = xnf, xf  # the new state becomes current without a copy
             elif kind == OP_OBS:
                 row = op_int[op]
                 for o in range(n_out):
-                    yb = ybuf[o]
-                    for b in range(BLOCK):
-                        yb[b] = 0.0
-                    for j in range(n):
-                        ow = (o * n + j) * BLOCK
-                        oj = j * BLOCK
-                        for b in range(BLOCK):
-                            yb[b] += wf[ow + b] * xf[oj + b]
-                    dest = out[row, o]
+                    dest = out[row, o, start:start + m]
+                    w0 = o * n * BLOCK
                     for b in range(m):
-                        dest[start + b] = yb[b]
+                        dest[b] = wf[w0 + b] * xf[b]
+                    for j in range(1, n):
+                        ow = w0 + j * BLOCK
+                        oj = j * BLOCK
+                        for b in range(m):
+                            dest[b] += wf[ow + b] * xf[oj + b]
                 if keep_states:
                     for b in range(m):
                         for j in range(n):
@@ -938,6 +934,6 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
         for b in range(m):
             ok = True
             for j in range(n):
-                if not math.isfinite(x[j, b]):
+                if not math.isfinite(xf[j * BLOCK + b]):
                     ok = False
             status[start + b] = ST_OK if ok else ST_NON_FINITE
