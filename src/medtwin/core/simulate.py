@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numba
 import numpy as np
 
-from medtwin.core import kernels
+from medtwin.core import kernels, linear_kernels
 from medtwin.core.events import Regimen, as_regimens, event_matrix
 from medtwin.core.model import Model
 from medtwin.core.status import Status
@@ -355,14 +355,14 @@ def simulate(
         )
 
     def run_linear(lo: int, hi: int) -> None:
-        kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
+        linear_kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
                                   len(model.outputs), table, *program, len(lay.shared_times), out_tm, states,
                                   keep_states, status, lo, hi)
 
     # Fast path: a linear model whose patients share one schedule (cohorts), outputs linear in the state.
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
-        program = kernels.linear_program(sched, model.n_states)
+        program = linear_kernels.linear_program(sched, model.n_states)
     if program is not None:
         out_tm = np.empty((len(lay.shared_times), len(model.outputs), n))  # time-major: contiguous writes
     run_block = run_linear if program is not None else run_general

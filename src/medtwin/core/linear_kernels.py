@@ -1,0 +1,254 @@
+"""Cohort fast path: exact solution of a linear model when every patient shares one schedule.
+
+A virtual cohort usually shares the regimen and the output times; only θ varies.
+The shared schedule then becomes a straight-line *program* (advance by h, bolus,
+set infusion rate, observe) run over blocks of patients in structure-of-arrays
+layout: Φ(h) = e^{Ah} and Γ(h) = ∫₀ʰ e^{As} ds are computed once per patient and
+distinct step size, and every inner loop runs over the block's patients, so it
+vectorises.  Outputs must be linear in the state (``Output.linear``).  Results
+equal the general kernel's (tests/unit/test_simulate_paths.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from medtwin.core.kernels import (
+    ACT_BOLUS, ACT_INF_END, ACT_INF_START, ACT_OBS, ACT_RESET, ACT_SS, ST_NON_FINITE, ST_OK,
+)
+
+OP_ADVANCE, OP_BOLUS, OP_RATE, OP_OBS = 0, 1, 2, 3
+BLOCK = 512
+
+
+def linear_program(schedule, n_states: int):
+    """Turn a shared schedule into a straight-line program for :func:`run_linear_blocks`.
+
+    Returns (op_kind, op_int, op_float, step_sizes, uses_rates) or None when the
+    schedule has resets or steady-state records (the general kernel handles those).
+    """
+    a_t, a_kind, a_cmt, a_val, a_ref, info = schedule
+    if np.any((a_kind == ACT_RESET) | (a_kind == ACT_SS)) or info[1]:
+        return None
+    kinds, ints, floats = [], [], []
+    steps: dict[float, int] = {}
+    rates = np.zeros(n_states)
+    active = np.zeros(n_states, np.int64)
+    on = np.zeros(max(int(info[0]), 1), bool)
+    uses_rates = False
+    t = a_t[0] if len(a_t) else 0.0
+    for k in range(len(a_t)):
+        if a_t[k] > t:
+            h = float(a_t[k] - t)
+            kinds.append(OP_ADVANCE)
+            ints.append(steps.setdefault(h, len(steps)))
+            floats.append(0.0)
+            t = a_t[k]
+        kind, c = int(a_kind[k]), int(a_cmt[k])
+        if kind == ACT_OBS:
+            kinds.append(OP_OBS)
+            ints.append(int(a_ref[k]))
+            floats.append(0.0)
+        elif kind == ACT_BOLUS:
+            kinds.append(OP_BOLUS)
+            ints.append(c)
+            floats.append(float(a_val[k]))
+        elif kind in (ACT_INF_START, ACT_INF_END):
+            ref = int(a_ref[k])
+            if kind == ACT_INF_START:
+                on[ref] = True
+                rates[c] += a_val[k]
+                active[c] += 1
+            elif on[ref]:
+                on[ref] = False
+                active[c] -= 1
+                rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
+            uses_rates = True
+            kinds.append(OP_RATE)
+            ints.append(c)
+            floats.append(float(rates[c]))
+    step_sizes = np.array(sorted(steps, key=steps.get), dtype=float)
+    return (np.array(kinds, np.int64), np.array(ints, np.int64), np.array(floats, float), step_sizes,
+            uses_rates)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _block_expm(a, h, phi, gam, need_gamma, m):
+    """SoA scaling-and-squaring Taylor expm for ``m`` patients: a (n, n, B) → phi, gam (n, n, B)."""
+    n = a.shape[0]
+    norm = 0.0
+    for b in range(m):
+        for j in range(n):
+            col = 0.0
+            for i in range(n):
+                col += abs(a[i, j, b])
+            norm = max(norm, col)
+    norm *= h
+    m = a.shape[2]  # compute every lane: fixed-length inner loops vectorise
+    s = 0
+    if norm > 0.5:
+        s = int(math.ceil(math.log2(norm / 0.5)))
+    tau = h / (2.0 ** s)
+    B = a.shape[2]
+    term = np.zeros((n, n, B))
+    nxt = np.zeros((n, n, B))
+    for i in range(n):
+        for j in range(n):
+            for b in range(m):
+                v = 1.0 if i == j else 0.0
+                term[i, j, b] = v
+                phi[i, j, b] = v
+                gam[i, j, b] = v
+    # With ||A τ|| <= 0.5, 18 terms leave a truncation error below 0.5^19/19! ~ 2e-23.
+    for k in range(1, 19):
+        scale = tau / k
+        nxt[:, :, :] = 0.0
+        for i in range(n):
+            for j in range(n):
+                for q in range(n):
+                    for b in range(m):
+                        nxt[i, j, b] += term[i, q, b] * a[q, j, b] * scale
+        for i in range(n):
+            for j in range(n):
+                for b in range(m):
+                    term[i, j, b] = nxt[i, j, b]
+                    phi[i, j, b] += nxt[i, j, b]
+                    gam[i, j, b] += nxt[i, j, b] / (k + 1)
+    for i in range(n):
+        for j in range(n):
+            for b in range(m):
+                gam[i, j, b] *= tau
+    for _ in range(s):
+        if need_gamma:
+            nxt[:, :, :] = 0.0
+            for i in range(n):
+                for j in range(n):
+                    for q in range(n):
+                        for b in range(m):
+                            nxt[i, j, b] += phi[i, q, b] * gam[q, j, b]
+            for i in range(n):
+                for j in range(n):
+                    for b in range(m):
+                        gam[i, j, b] += nxt[i, j, b]
+        nxt[:, :, :] = 0.0
+        for i in range(n):
+            for j in range(n):
+                for q in range(n):
+                    for b in range(m):
+                        nxt[i, j, b] += phi[i, q, b] * phi[q, j, b]
+        for i in range(n):
+            for j in range(n):
+                for b in range(m):
+                    phi[i, j, b] = nxt[i, j, b]
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_float, step_sizes, uses_rates,
+                      n_times, out, states_out, keep_states, status, lo, hi):
+    """Exact solution of a linear model on a shared schedule, patients ``lo:hi``, in SoA blocks.
+
+    Outputs must be linear in the state (``Output.linear``): their weights are
+    read once per patient by evaluating them at unit states.  ``out`` is
+    time-major, shape (n_times, n_outputs, n_patients), so that every write is
+    contiguous across the block's patients.
+    """
+    n_par = P.shape[1]
+    n_h = step_sizes.shape[0]
+    a = np.zeros((n, n, BLOCK))
+    phi = np.zeros((n_h, n, n, BLOCK))
+    gam = np.zeros((n_h, n, n, BLOCK))
+    w = np.zeros((n_out, n, BLOCK))
+    x = np.zeros((n, BLOCK))
+    xn = np.zeros((n, BLOCK))
+    r = np.zeros(n)
+    p = np.zeros(n_par)
+    flat = np.zeros(n * n)
+    unit = np.zeros(n)
+    y = np.zeros(n_out)
+    x0 = np.zeros(n)
+    for start in range(lo, hi, BLOCK):
+        m = min(BLOCK, hi - start)
+        a[:, :, :] = 0.0  # unused lanes of a short last block stay finite
+        x[:, :] = 0.0
+        for b in range(m):
+            for k in range(n_par):
+                p[k] = P[start + b, k]
+            matrix(p.ctypes, flat.ctypes)
+            for i in range(n):
+                for j in range(n):
+                    a[i, j, b] = flat[i * n + j]
+            for j in range(n):
+                unit[:] = 0.0
+                unit[j] = 1.0
+                outputs(unit.ctypes, p.ctypes, y.ctypes)
+                for o in range(n_out):
+                    w[o, j, b] = y[o]
+            init(p.ctypes, x0.ctypes)
+            for j in range(n):
+                x[j, b] = x0[j]
+        for hidx in range(n_h):
+            _block_expm(a, step_sizes[hidx], phi[hidx], gam[hidx], uses_rates, m)
+        # Flat views, taken once per block: the op loop below creates no array views (each view costs an
+        # atomic reference-count update) and its inner loops over the block's patients vectorise.
+        phf = phi.reshape(-1)
+        gmf = gam.reshape(-1)
+        xf = x.reshape(-1)
+        xnf = xn.reshape(-1)
+        wf = w.reshape(-1)
+        nn = n * n * BLOCK
+        r[:] = 0.0
+        any_rate = False
+        for op in range(op_kind.shape[0]):
+            kind = op_kind[op]
+            if kind == OP_ADVANCE:
+                h0 = op_int[op] * nn
+                for i in range(n):
+                    oi = i * BLOCK
+                    for b in range(BLOCK):
+                        xnf[oi + b] = 0.0
+                    for j in range(n):
+                        om = h0 + (i * n + j) * BLOCK
+                        oj = j * BLOCK
+                        for b in range(BLOCK):
+                            xnf[oi + b] += phf[om + b] * xf[oj + b]
+                        if any_rate and r[j] != 0.0:
+                            rj = r[j]
+                            for b in range(BLOCK):
+                                xnf[oi + b] += gmf[om + b] * rj
+                xf, xnf = xnf, xf  # the new state becomes current without a copy
+            elif kind == OP_OBS:
+                row = op_int[op]
+                for o in range(n_out):
+                    dest = out[row, o, start:start + m]
+                    w0 = o * n * BLOCK
+                    for b in range(m):
+                        dest[b] = wf[w0 + b] * xf[b]
+                    for j in range(1, n):
+                        ow = w0 + j * BLOCK
+                        oj = j * BLOCK
+                        for b in range(m):
+                            dest[b] += wf[ow + b] * xf[oj + b]
+                if keep_states:
+                    for b in range(m):
+                        for j in range(n):
+                            states_out[(start + b) * n_times + row, j] = xf[j * BLOCK + b]
+            elif kind == OP_BOLUS:
+                oc = op_int[op] * BLOCK
+                amt = op_float[op]
+                for b in range(BLOCK):
+                    xf[oc + b] += amt
+            else:
+                r[op_int[op]] = op_float[op]
+                any_rate = False
+                for j in range(n):
+                    if r[j] != 0.0:
+                        any_rate = True
+        for b in range(m):
+            ok = True
+            for j in range(n):
+                if not math.isfinite(xf[j * BLOCK + b]):
+                    ok = False
+            status[start + b] = ST_OK if ok else ST_NON_FINITE
