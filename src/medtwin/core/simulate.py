@@ -153,6 +153,33 @@ def _check_times(t: np.ndarray, who: str) -> np.ndarray:
     return t
 
 
+def _simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, progress) -> "Trajectory":
+    """The JAX + diffrax path of :func:`simulate` (patient by patient; see :mod:`medtwin.core.jax_solve`)."""
+    from medtwin.core.jax_solve import simulate_diffrax
+
+    n = table.shape[0]
+    regimens = as_regimens(regimen if regimen is not None else Regimen(), n)
+    time_list = [lay.obs_flat[a:b] for a, b in zip(lay.obs_start, lay.obs_stop)]
+    pre_list = [lay.pre_flat[a:b] for a, b in zip(lay.obs_start, lay.obs_stop)]
+    values, status = simulate_diffrax(model, table, regimens, time_list, pre_list, rtol=float(rtol),
+                                      atol=float(atol), max_steps=int(max_steps), progress=progress)
+    stacked = np.concatenate(values) if values else np.zeros((0, len(model.outputs)))
+    shared = lay.shared_times is not None
+    if shared:
+        outputs = {o.name: stacked[:, j].reshape(n, len(lay.shared_times)) for j, o in enumerate(model.outputs)}
+        times_out, row_patient = lay.shared_times, None
+    else:
+        outputs = {o.name: stacked[:, j] for j, o in enumerate(model.outputs)}
+        times_out, row_patient = lay.obs_flat.copy(), np.repeat(np.arange(n), lay.obs_stop - lay.obs_start)
+    return Trajectory(
+        model=model.name, times=times_out, row_patient=row_patient, outputs=outputs,
+        output_units={o.name: o.unit for o in model.outputs}, status=status,
+        solver=SolverSettings("diffrax-dopri5", float(rtol), float(atol), None, int(max_steps), backend="jax"),
+        states=None, state_names=model.state_names,
+        shape=(n, len(lay.shared_times)) if shared else None, ids=None if ids is None else np.asarray(ids),
+    )
+
+
 def _is_shared_times(times) -> bool:
     if isinstance(times, np.ndarray):
         return times.ndim == 1
@@ -240,8 +267,10 @@ def model_callbacks(model: Model) -> dict:
 def resolve_method(model: Model, method: str) -> str:
     if method == "auto":
         return "exact" if model.is_linear else "dopri5"
+    if method == "diffrax":
+        return method
     if method not in kernels.METHODS:
-        raise SimulationError(f"unknown method {method!r}; choose auto or one of {kernels.METHODS}")
+        raise SimulationError(f"unknown method {method!r}; choose auto, diffrax or one of {kernels.METHODS}")
     if method == "exact" and not model.is_linear:
         raise SimulationError(f"model {model.name} is nonlinear: no exact solution; use dopri5")
     return method
@@ -279,8 +308,11 @@ def simulate(
         One regimen for everybody or one per patient.  ``None``: no doses.
     times : array_like or sequence of array_like
         Output times in h, shared (1-D) or per patient; non-decreasing, >= 0.
-    method : {"auto", "exact", "dopri5", "euler", "heun", "rk4"}
-        ``auto`` is ``exact`` for linear models and ``dopri5`` otherwise.
+    method : {"auto", "exact", "dopri5", "euler", "heun", "rk4", "diffrax"}
+        ``auto`` is ``exact`` for linear models and ``dopri5`` otherwise (numba
+        kernels).  ``diffrax`` integrates with JAX + diffrax patient by patient
+        (the differentiable path, :mod:`medtwin.core.jax_solve`; needs the
+        ``jax`` extra; no SS records; states are not kept).
     rtol, atol : float
         Tolerances of ``dopri5``.
     dt : float, optional
@@ -324,6 +356,8 @@ def simulate(
     table = _parameter_matrix(model, params)
     n = table.shape[0]
     lay = _layout(model, table.shape[0], regimen, times, pre_dose)
+    if method == "diffrax":
+        return _simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, progress)
 
     callbacks = model_callbacks(model)
     matrix = callbacks["matrix"] if callbacks["matrix"] is not None else kernels.no_matrix()
