@@ -102,8 +102,8 @@ def _block_expm(a, h, phi, gam, need_gamma, m):
                 term[i, j, b] = v
                 phi[i, j, b] = v
                 gam[i, j, b] = v
-    # With ||A τ|| <= 0.5, 18 terms leave a truncation error below 0.5^19/19! ~ 2e-23.
-    for k in range(1, 19):
+    # With ||A τ|| <= 0.5, 14 terms leave a truncation error below 0.5^15/15! ~ 2.3e-17 (under one ulp).
+    for k in range(1, 15):
         _block_matmul(term, a, nxt, m)
         scale = tau / k
         for i in range(n):

@@ -464,8 +464,12 @@ def check_parameter_table(model: Model, table: np.ndarray) -> None:
         raise ParameterError(
             f"model {model.name}: parameter table must have shape (n, {len(model.parameters)}), got {table.shape}"
         )
+    biggest = np.finfo(float).max
     for j, par in enumerate(model.parameters):
         col = table[:, j]
+        # One pass: NaN fails both comparisons, ±inf fails the finite-clipped bounds.
+        if np.all((col >= max(par.lower, -biggest)) & (col <= min(par.upper, biggest))):
+            continue
         bad = ~np.isfinite(col) | (col < par.lower) | (col > par.upper)
         if bad.any():
             i = int(np.argmax(bad))
