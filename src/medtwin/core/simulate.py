@@ -373,12 +373,20 @@ def simulate(
         sched = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
                  np.zeros(2, np.int64))
 
-    out = np.empty((lay.n_rows if n else 0, len(model.outputs)))
-    states = np.empty((lay.n_rows if keep_states else 1, model.n_states))
     status = np.zeros(n, dtype=np.int64)
+    states = np.empty((lay.n_rows if keep_states else 1, model.n_states))
     dt_value = float(dt) if dt is not None else 1.0
     code = kernels.METHOD_CODES[method]
     n_threads = max(1, int(threads if threads is not None else numba.get_num_threads()))
+    # Fast path: a linear model whose patients share one schedule (cohorts), outputs linear in the state;
+    # it writes a time-major buffer (contiguous across patients), the general kernel a row per output time.
+    program = None
+    if code == 0 and use_shared and all(o.linear for o in model.outputs):
+        program = linear_kernels.linear_program(sched, model.n_states)
+    if program is not None:
+        out = np.empty((len(lay.shared_times), len(model.outputs), n))
+    else:
+        out = np.empty((lay.n_rows if n else 0, len(model.outputs)))
 
     def run_general(lo: int, hi: int) -> None:
         kernels.run_cohort(
@@ -389,16 +397,10 @@ def simulate(
         )
 
     def run_linear(lo: int, hi: int) -> None:
-        linear_kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"], model.n_states,
-                                  len(model.outputs), table, *program, len(lay.shared_times), out_tm, states,
-                                  keep_states, status, lo, hi)
+        linear_kernels.run_linear_blocks(callbacks["matrix"], callbacks["outputs"], callbacks["init"],
+                                         model.n_states, len(model.outputs), table, *program,
+                                         len(lay.shared_times), out, states, keep_states, status, lo, hi)
 
-    # Fast path: a linear model whose patients share one schedule (cohorts), outputs linear in the state.
-    program = None
-    if code == 0 and use_shared and all(o.linear for o in model.outputs):
-        program = linear_kernels.linear_program(sched, model.n_states)
-    if program is not None:
-        out_tm = np.empty((len(lay.shared_times), len(model.outputs), n))  # time-major: contiguous writes
     run_block = run_linear if program is not None else run_general
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
@@ -413,7 +415,7 @@ def simulate(
     if shared:
         times_out, row_patient = lay.shared_times, None
         if program is not None:
-            outputs = {o.name: out_tm[:, j, :].T for j, o in enumerate(model.outputs)}
+            outputs = {o.name: out[:, j, :].T for j, o in enumerate(model.outputs)}
         else:
             outputs = {o.name: out[:, j].reshape(n, len(times_out)) for j, o in enumerate(model.outputs)}
     else:
