@@ -1,0 +1,34 @@
+"""Governance: canonical digests, signed provenance records, PROV-JSON and FHIR exports.
+
+Examples
+--------
+>>> from medtwin.governance import digest
+>>> digest({"b": 1, "a": 2}) == digest({"a": 2, "b": 1})
+True
+"""
+
+from medtwin.governance.canonical import DIGEST_PREFIX, UnsupportedValueError, canonical_bytes, digest
+from medtwin.governance.provenance import (
+    KEY_FILENAME,
+    KeyFileError,
+    ProvenanceRecord,
+    environment,
+    from_prov_json,
+    key_id,
+    load_or_create_key,
+    new_run_id,
+    now,
+    record_for_simulation,
+    sign,
+    signing_payload,
+    to_fhir_provenance,
+    to_prov_json,
+    verify,
+)
+
+__all__ = [
+    "DIGEST_PREFIX", "KEY_FILENAME", "KeyFileError", "ProvenanceRecord", "UnsupportedValueError",
+    "canonical_bytes", "digest", "environment", "from_prov_json", "key_id", "load_or_create_key",
+    "new_run_id", "now", "record_for_simulation", "sign", "signing_payload", "to_fhir_provenance",
+    "to_prov_json", "verify",
+]

@@ -1,0 +1,246 @@
+"""Storage: database URL, engine factory and schema migrations.
+
+medtwin keeps durable records (the audit log first) in a SQL database through
+SQLAlchemy 2. SQLite is the embedded default; PostgreSQL (driver psycopg 3) is
+the production choice.
+
+Where the database lives
+------------------------
+:func:`database_url` resolves, in this order:
+
+1. ``MEDTWIN_DATABASE_URL`` -- any SQLAlchemy URL, e.g.
+   ``postgresql+psycopg://user@host:5432/medtwin`` (a bare ``postgresql://``
+   URL is mapped to the psycopg 3 driver);
+2. ``sqlite:///$MEDTWIN_HOME/medtwin.db`` when ``MEDTWIN_HOME`` is set;
+3. ``sqlite:///$XDG_DATA_HOME/medtwin/medtwin.db``, ``XDG_DATA_HOME``
+   defaulting to ``~/.local/share``.
+
+Schema
+------
+The schema is owned by Alembic. The migration scripts ship *inside* the
+package (``medtwin/migrations``), and :func:`upgrade` builds the Alembic
+configuration in code, so no ``alembic.ini`` is needed at run time.
+
+Examples
+--------
+>>> import tempfile, pathlib, sqlalchemy as sa
+>>> d = tempfile.mkdtemp()
+>>> url = database_url({"MEDTWIN_HOME": d})
+>>> url.endswith("medtwin.db")
+True
+>>> engine = make_engine(url)
+>>> upgrade(engine)
+>>> "audit_log" in sa.inspect(engine).get_table_names()
+True
+>>> upgrade(engine)  # idempotent
+>>> engine.dispose()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+__all__ = ["AUDIT_TABLE", "audit_table", "database_url", "default_sqlite_path", "make_engine",
+           "metadata", "upgrade"]
+
+#: Name of the hash-chained audit log table.
+AUDIT_TABLE = "audit_log"
+
+#: Schema description of the tables, matching the head Alembic revision.
+#: Used by code (queries); the migrations, not ``metadata.create_all``, create it.
+metadata = sa.MetaData()
+
+audit_table = sa.Table(
+    AUDIT_TABLE,
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("patient", sa.Text, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_patient", "patient"),
+)
+
+#: Milliseconds a SQLite connection waits for a lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def default_sqlite_path(env: Mapping[str, str] | None = None) -> Path:
+    """Return the default SQLite database file.
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment to read (default ``os.environ``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$MEDTWIN_HOME/medtwin.db`` if ``MEDTWIN_HOME`` is set, otherwise
+        ``$XDG_DATA_HOME/medtwin/medtwin.db`` (``~/.local/share`` by default).
+
+    Examples
+    --------
+    >>> str(default_sqlite_path({"MEDTWIN_HOME": "/srv/mt"}))
+    '/srv/mt/medtwin.db'
+    >>> default_sqlite_path({"XDG_DATA_HOME": "/data"}).as_posix()
+    '/data/medtwin/medtwin.db'
+    """
+    env = os.environ if env is None else env
+    home = env.get("MEDTWIN_HOME")
+    if home:
+        return Path(home).expanduser() / "medtwin.db"
+    base = env.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return Path(base).expanduser() / "medtwin" / "medtwin.db"
+
+
+def database_url(env: Mapping[str, str] | None = None) -> str:
+    """Return the database URL medtwin should use.
+
+    Parameters
+    ----------
+    env : mapping, optional
+        Environment to read (default ``os.environ``).
+
+    Returns
+    -------
+    str
+        ``MEDTWIN_DATABASE_URL`` when set, otherwise a SQLite URL to
+        :func:`default_sqlite_path`.
+
+    Examples
+    --------
+    >>> database_url({"MEDTWIN_DATABASE_URL": "postgresql://u@h/db"})
+    'postgresql://u@h/db'
+    >>> database_url({"MEDTWIN_HOME": "/srv/mt"})
+    'sqlite:////srv/mt/medtwin.db'
+    """
+    env = os.environ if env is None else env
+    url = env.get("MEDTWIN_DATABASE_URL")
+    if url:
+        return url
+    return "sqlite:///" + default_sqlite_path(env).as_posix()
+
+
+def _on_sqlite_connect(dbapi_connection, connection_record):
+    # Let SQLAlchemy (our "begin" hook), not the sqlite3 module, emit BEGIN.
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    # FULL: every commit is fsync'ed to the WAL, so a committed entry survives
+    # a power loss, not only a process crash (NORMAL would only guarantee that).
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _on_sqlite_begin(conn):
+    # ``conn.execution_options(sqlite_begin="IMMEDIATE")`` takes the write lock
+    # at BEGIN, so read-then-write transactions (the audit head) cannot race.
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+        raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str | sa.URL | None = None, **kwargs) -> Engine:
+    """Create a SQLAlchemy engine configured for medtwin.
+
+    Parameters
+    ----------
+    url : str or sqlalchemy.URL, optional
+        Database URL; default :func:`database_url`. ``postgresql://`` without
+        a driver uses psycopg 3 (``postgresql+psycopg://``).
+    **kwargs
+        Passed to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    sqlalchemy.engine.Engine
+
+    Notes
+    -----
+    SQLite: the parent directory is created; each connection runs in WAL mode
+    with ``synchronous=FULL`` and a busy timeout of
+    :data:`SQLITE_BUSY_TIMEOUT_MS`; transactions are begun by SQLAlchemy, and a
+    connection with execution option ``sqlite_begin="IMMEDIATE"`` begins with
+    ``BEGIN IMMEDIATE`` (write lock taken at once).
+
+    Examples
+    --------
+    >>> engine = make_engine("sqlite://")
+    >>> with engine.connect() as c:
+    ...     c.exec_driver_sql("select 1").scalar()
+    1
+    """
+    u = make_url(database_url() if url is None else url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    kwargs.setdefault("pool_pre_ping", True)
+    if u.get_backend_name() == "sqlite":
+        db = u.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        engine = sa.create_engine(u, connect_args=connect_args, **kwargs)
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+    return sa.create_engine(u, **kwargs)
+
+
+def alembic_config(connection: sa.Connection | None = None):
+    """Build the Alembic configuration for the packaged migrations in code.
+
+    Parameters
+    ----------
+    connection : sqlalchemy.Connection, optional
+        Connection the migration environment runs on.
+
+    Returns
+    -------
+    alembic.config.Config
+    """
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` (default: the newest).
+
+    Runs the Alembic migrations shipped in ``medtwin/migrations``
+    programmatically; safe to call on every start (already-applied revisions
+    are skipped).
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        Target database (tables go to the connection's default schema, i.e.
+        the first entry of ``search_path`` on PostgreSQL).
+    revision : str, default "head"
+        Target Alembic revision.
+    """
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
