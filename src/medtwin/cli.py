@@ -189,6 +189,63 @@ def demo_command(
     console.print(f"plot:           {png_path.resolve()}")
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained, signed audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+def _open_audit_log():
+    """The installation's audit log (database from MEDTWIN_DATABASE_URL or the default SQLite file) and key."""
+    from medtwin.governance.audit import AuditLog
+    from medtwin.governance.provenance import load_or_create_key
+    from medtwin.io.storage import data_home, database_url, make_engine, upgrade
+
+    engine = make_engine(database_url())
+    upgrade(engine)
+    key = load_or_create_key(data_home() / "keys")
+    return AuditLog(engine, key), key
+
+
+@audit_app.command("verify")
+def audit_verify_command(
+    key: List[Path] = typer.Option([], "--key", exists=True, dir_okay=False,
+                                   help="Extra Ed25519 public key (PEM) of another signer; repeatable."),
+) -> None:
+    """Check the whole chain and every signature; name the first bad entry. Exit status 1 when broken."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        log, own = _open_audit_log()
+        keys = [own.public_key()] + [load_pem_public_key(path.read_bytes()) for path in key]
+        report = log.verify(keys)
+    except MedtwinError as exc:
+        _fail(exc)
+    if report.ok:
+        console.print(f"audit log intact: {report.n_entries} entries, chain and signatures verified")
+        return
+    err_console.print(f"[bold red]audit log broken[/] at entry {report.first_bad_seq}: {report.reason} "
+                      f"({report.n_entries} entries verified before it)")
+    raise typer.Exit(code=1)
+
+
+@audit_app.command("show")
+def audit_show_command(
+    patient: Optional[str] = typer.Option(None, "--patient", help="Only entries about this patient."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many (the most recent)."),
+) -> None:
+    """List audit entries (time, actor, action, patient, payload)."""
+    try:
+        log, _ = _open_audit_log()
+        entries = list(log.entries(patient=patient))[-limit:]
+    except MedtwinError as exc:
+        _fail(exc)
+    table = Table(title=f"audit log ({len(entries)} entries shown)", title_justify="left")
+    for col in ("seq", "time (UTC)", "actor", "action", "patient", "payload"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e.seq), e.time, e.actor, e.action, e.patient or "", e.payload_json[:80])
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -98,12 +98,25 @@ def default_sqlite_path(env: Mapping[str, str] | None = None) -> Path:
     >>> default_sqlite_path({"XDG_DATA_HOME": "/data"}).as_posix()
     '/data/medtwin/medtwin.db'
     """
+    return data_home(env) / "medtwin.db"
+
+
+def data_home(env: Mapping[str, str] | None = None) -> Path:
+    """The installation's data folder: ``$MEDTWIN_HOME``, else ``$XDG_DATA_HOME/medtwin`` (``~/.local/share``).
+
+    Holds the default SQLite database and, under ``keys/``, the signing key.
+
+    Examples
+    --------
+    >>> data_home({"MEDTWIN_HOME": "/srv/mt"}).as_posix()
+    '/srv/mt'
+    """
     env = os.environ if env is None else env
     home = env.get("MEDTWIN_HOME")
     if home:
-        return Path(home).expanduser() / "medtwin.db"
+        return Path(home).expanduser()
     base = env.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
-    return Path(base).expanduser() / "medtwin" / "medtwin.db"
+    return Path(base).expanduser() / "medtwin"
 
 
 def database_url(env: Mapping[str, str] | None = None) -> str:
