@@ -13,7 +13,6 @@ from medtwin.governance.provenance import (
     KeyFileError,
     ProvenanceRecord,
     environment,
-    from_prov_json,
     key_id,
     load_or_create_key,
     new_run_id,
@@ -21,10 +20,9 @@ from medtwin.governance.provenance import (
     record_for_simulation,
     sign,
     signing_payload,
-    to_fhir_provenance,
-    to_prov_json,
     verify,
 )
+from medtwin.governance.interchange import from_prov_json, to_fhir_provenance, to_prov_json
 
 __all__ = [
     "DIGEST_PREFIX", "KEY_FILENAME", "KeyFileError", "ProvenanceRecord", "UnsupportedValueError",
