@@ -246,6 +246,96 @@ def audit_show_command(
     console.print(table)
 
 
+consent_app = typer.Typer(no_args_is_help=True, help="Dynamic consent: patients' FHIR Consents, audited.")
+app.add_typer(consent_app, name="consent")
+
+
+def _default_actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (containers)
+        return "medtwin-cli"
+
+
+def _open_consent_store():
+    from medtwin.governance.consent_store import ConsentStore
+
+    log, _ = _open_audit_log()
+    return ConsentStore(log.engine, log)
+
+
+def _purposes_text(policy) -> str:
+    if not policy.provisions:
+        return "any"
+    names = set()
+    for p in policy.provisions:
+        if p.purposes is None:
+            return "any"
+        names |= p.purposes
+    return ", ".join(sorted(names))
+
+
+def _period_text(period) -> str:
+    if period is None:
+        return ""
+    start = period.start.date().isoformat() if period.start else "…"
+    end = period.end.date().isoformat() if period.end else "…"
+    return f"{start} – {end}"
+
+
+@consent_app.command("add")
+def consent_add_command(
+    file: Path = typer.Argument(..., metavar="FILE.json", exists=True, dir_okay=False,
+                                help="FHIR R5 (or R4B) Consent resource as JSON."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who records it (default: login name)."),
+) -> None:
+    """Validate a FHIR Consent and store it (audit entry consent.add)."""
+    try:
+        store = _open_consent_store()
+        policy = store.add(file, actor or _default_actor())
+    except MedtwinError as exc:
+        _fail(exc)
+    console.print(f"stored consent {policy.id} for patient {policy.patient} "
+                  f"({policy.status}, {policy.decision})")
+
+
+@consent_app.command("show")
+def consent_show_command(
+    patient: str = typer.Argument(..., metavar="PATIENT", help="Patient id (or Patient/id)."),
+) -> None:
+    """List the stored consents of PATIENT (id, status, decision, period, purposes, date)."""
+    try:
+        consents = _open_consent_store().for_patient(patient)
+    except MedtwinError as exc:
+        _fail(exc)
+    table = Table(title=f"consents of patient {patient.split('/')[-1]} ({len(consents)})", title_justify="left")
+    table.add_column("id", no_wrap=True)  # ids are what users copy: never folded
+    for col in ("status", "decision", "period", "purposes", "date"):
+        table.add_column(col, overflow="fold")
+    for c in consents:
+        table.add_row(c.id, c.status, c.decision, _period_text(c.period), _purposes_text(c),
+                      c.date.isoformat() if c.date else "")
+    console.print(table)
+
+
+@consent_app.command("withdraw")
+def consent_withdraw_command(
+    patient: str = typer.Argument(..., metavar="PATIENT", help="Patient id (or Patient/id)."),
+    purpose: str = typer.Option(..., "--purpose", help="treatment | decision-support | research | "
+                                "model-training | third-party-sharing"),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who records it (default: login name)."),
+) -> None:
+    """Withdraw PATIENT's consent to a purpose from now on (audit entry consent.withdraw)."""
+    try:
+        policy = _open_consent_store().withdraw(patient, purpose, actor or _default_actor())
+    except MedtwinError as exc:
+        _fail(exc)
+    console.print(f"stored consent {policy.id}: patient {policy.patient} denies {purpose} "
+                  f"from {policy.period.start.isoformat(timespec='seconds')}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

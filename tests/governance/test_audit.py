@@ -144,7 +144,7 @@ def test_upgrade_creates_table_and_is_idempotent(db):
         assert len(log) == 1
         with eng.connect() as c:
             assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == \
-                "0001_audit_log"
+                "0002_consents"
     finally:
         eng.dispose()
 

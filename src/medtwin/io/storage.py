@@ -45,7 +45,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["AUDIT_TABLE", "audit_table", "database_url", "default_sqlite_path", "make_engine",
+__all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "audit_table", "consents_table", "database_url", "default_sqlite_path", "make_engine",
            "metadata", "upgrade"]
 
 #: Name of the hash-chained audit log table.
@@ -69,6 +69,21 @@ audit_table = sa.Table(
     sa.Column("signature", sa.String(128), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Index("ix_audit_log_patient", "patient"),
+)
+
+#: Name of the table of stored FHIR Consents (R5 JSON, see medtwin.governance.consent_store).
+CONSENTS_TABLE = "consents"
+
+consents_table = sa.Table(
+    CONSENTS_TABLE,
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("patient", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("date", sa.Text, nullable=True),
+    sa.Column("resource", sa.Text, nullable=False),
+    sa.Column("added_at", sa.Text, nullable=False),
+    sa.Index("ix_consents_patient", "patient"),
 )
 
 #: Milliseconds a SQLite connection waits for a lock before failing.

@@ -1,0 +1,196 @@
+"""Dynamic consent persisted: FHIR Consents in the database, every change and decision audited.
+
+:class:`ConsentStore` keeps each patient's consents in the ``consents`` table
+(created by migration ``0002_consents``; see :func:`medtwin.io.storage.upgrade`)
+as FHIR R5 JSON written by :func:`medtwin.governance.consent.to_fhir`, and
+writes to the hash-chained :class:`~medtwin.governance.audit.AuditLog`:
+
+=====================  ==========================================================
+action                 payload
+=====================  ==========================================================
+``consent.add``        ``consent_id``, ``status``, ``decision``
+``consent.withdraw``   ``consent_id`` (the new deny), ``supersedes``, ``purpose``
+``consent.decision``   ``decision`` (permit / deny), ``reason``, ``consent_id``,
+                       ``purpose``, ``data_class``, ``time``
+=====================  ==========================================================
+
+Examples
+--------
+>>> import tempfile, os
+>>> from datetime import datetime, timezone
+>>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+>>> from medtwin.governance.audit import AuditLog
+>>> from medtwin.io.storage import make_engine, upgrade
+>>> engine = make_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "c.db"))
+>>> upgrade(engine)
+>>> store = ConsentStore(engine, AuditLog(engine, Ed25519PrivateKey.generate()))
+>>> doc = {"resourceType": "Consent", "id": "c1", "status": "active",
+...        "subject": {"reference": "Patient/p1"}, "date": "2026-01-01", "decision": "permit"}
+>>> store.add(doc, "dr.who").id
+'c1'
+>>> t = datetime(2026, 6, 1, tzinfo=timezone.utc)
+>>> store.check("p1", "Organization/lab", "research", "observations", t).permit
+True
+>>> store.withdraw("p1", "research", "dr.who", t).id
+'c1-withdraw-research'
+>>> store.check("p1", "Organization/lab", "research", "observations", t)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+medtwin.governance.consent.ConsentDenied: consent denied (c1-withdraw-research): ...
+>>> [e.action for e in store.audit_log.entries(patient="p1")]
+['consent.add', 'consent.decision', 'consent.withdraw', 'consent.decision']
+>>> engine.dispose()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from medtwin.errors import DataError
+from medtwin.governance.audit import AuditLog
+from medtwin.governance.consent import (
+    DEFAULT_POLICY, ConsentPolicy, Decision, DefaultPolicy, load_consent, require, to_fhir,
+    withdraw as withdraw_policy,
+)
+from medtwin.io.storage import consents_table
+
+__all__ = ["ConsentStore"]
+
+_T = consents_table
+
+
+def _pid(patient: str) -> str:
+    pid = str(patient).split("/")[-1]
+    if not pid:
+        raise DataError(f"patient id is empty: {patient!r}")
+    return pid
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _recency(policy: ConsentPolicy, added_at: str):
+    start = (policy.period.start if policy.period and policy.period.start
+             else datetime.min.replace(tzinfo=timezone.utc))
+    return (policy.date or date.min, start, added_at)
+
+
+class ConsentStore:
+    """Patients' FHIR Consents in the ``consents`` table; changes and decisions go to the audit log.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        Database at revision ``0002_consents`` or later.
+    audit_log : AuditLog
+        Log (with a signing key) receiving ``consent.*`` entries.
+    default_policy : DefaultPolicy
+        Passed to :func:`~medtwin.governance.consent.decide` by :meth:`check`.
+    """
+
+    def __init__(self, engine: sa.Engine, audit_log: AuditLog,
+                 default_policy: DefaultPolicy = DEFAULT_POLICY):
+        self.engine = engine
+        self.audit_log = audit_log
+        self.default_policy = default_policy
+
+    # -- writing -----------------------------------------------------------------
+    def _insert(self, policy: ConsentPolicy) -> None:
+        row = {"id": policy.id, "patient": policy.patient, "status": policy.status,
+               "date": policy.date.isoformat() if policy.date else None,
+               "resource": json.dumps(to_fhir(policy), sort_keys=True),
+               "added_at": _now().isoformat(timespec="microseconds")}
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(_T.c.id).where(_T.c.id == policy.id)).first() is not None:
+                raise DataError(f"a consent with id {policy.id!r} is already stored")
+            conn.execute(_T.insert(), row)
+
+    def _free_id(self, wanted: str) -> str:
+        with self.engine.connect() as conn:
+            taken = set(conn.execute(sa.select(_T.c.id).where(_T.c.id.like(f"{wanted}%"))).scalars())
+        if wanted not in taken:
+            return wanted
+        n = 2
+        while f"{wanted}-{n}" in taken:
+            n += 1
+        return f"{wanted}-{n}"
+
+    def add(self, resource: ConsentPolicy | dict | str | Path, actor: str) -> ConsentPolicy:
+        """Validate and store a Consent (FHIR R5/R4B dict, JSON text, file, or a policy).
+
+        A resource without ``id`` gets a random one. Returns the stored policy.
+
+        Raises
+        ------
+        InvalidConsent
+            (a DataError) naming the invalid element; DataError for a duplicate id.
+        """
+        policy = resource if isinstance(resource, ConsentPolicy) else load_consent(resource)
+        policy = load_consent(to_fhir(policy))  # what is stored is exactly what is read back
+        if not policy.id:
+            policy = dataclasses.replace(policy, id=uuid.uuid4().hex)
+        self._insert(policy)
+        self.audit_log.append(actor, "consent.add", {"consent_id": policy.id, "status": policy.status,
+                                                     "decision": policy.decision},
+                              patient=policy.patient)
+        return policy
+
+    def withdraw(self, patient: str, purpose: str, actor: str,
+                 time: datetime | None = None) -> ConsentPolicy:
+        """Withdraw consent to *purpose* from *time* (default now) on.
+
+        Stores a new active deny (see :func:`medtwin.governance.consent.withdraw`)
+        superseding the patient's most recent active consent, or a deny-only
+        consent when none is on file. Returns the new consent.
+        """
+        pid, t = _pid(patient), time or _now()
+        active = [(p, added) for p, added in self._rows(pid) if p.status == "active"]
+        if active:
+            base = max(active, key=lambda pa: _recency(*pa))[0]
+        else:
+            base = ConsentPolicy(pid, pid, "active", "deny")
+        new = withdraw_policy(base, purpose, t)
+        new = dataclasses.replace(new, id=self._free_id(new.id))
+        self._insert(new)
+        self.audit_log.append(actor, "consent.withdraw",
+                              {"consent_id": new.id, "supersedes": base.id if active else None,
+                               "purpose": purpose}, patient=pid)
+        return new
+
+    # -- reading -----------------------------------------------------------------
+    def _rows(self, pid: str) -> list[tuple[ConsentPolicy, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_T.c.resource, _T.c.added_at).where(_T.c.patient == pid)
+                                .order_by(_T.c.added_at, _T.c.id)).all()
+        return [(load_consent(json.loads(r[0])), r[1]) for r in rows]
+
+    def for_patient(self, patient: str) -> list[ConsentPolicy]:
+        """Every stored consent of *patient* (id or ``Patient/id``), in the order added."""
+        return [p for p, _ in self._rows(_pid(patient))]
+
+    def check(self, patient: str, actor: str, purpose: str, data_class: str,
+              time: datetime | None = None) -> Decision:
+        """:func:`~medtwin.governance.consent.require` on the stored consents, audited.
+
+        Every decision (permit or deny) is appended as ``consent.decision``
+        before the result is returned or :class:`ConsentDenied` (a
+        :class:`~medtwin.errors.ConsentError`) is raised.
+        """
+        pid, t = _pid(patient), time or _now()
+
+        def audit(d: Decision) -> None:
+            self.audit_log.append(actor, "consent.decision",
+                                  {"decision": "permit" if d.permit else "deny", "reason": d.reason,
+                                   "consent_id": d.consent_id, "purpose": purpose,
+                                   "data_class": data_class, "time": d.time.isoformat()},
+                                  patient=pid)
+
+        return require(self.for_patient(pid), pid, actor, purpose, data_class, t,
+                       self.default_policy, on_decision=audit)
