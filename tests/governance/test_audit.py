@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -22,20 +21,8 @@ from medtwin.errors import DataError
 from medtwin.governance.audit import GENESIS_HASH, AuditLog, entry_hash, key_id
 from medtwin.io.storage import database_url, default_sqlite_path, make_engine, upgrade
 
-PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc)
-
-
-def _pg_reachable() -> str | None:
-    try:
-        eng = make_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with eng.connect() as c:
-            c.exec_driver_sql("select 1")
-        eng.dispose()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
-        return f"PostgreSQL not reachable at {PG_URL} ({type(exc).__name__}: {exc})"
 
 
 def _engine_for(spec: dict) -> sa.Engine:
@@ -50,21 +37,8 @@ def db(request, tmp_path):
     if request.param == "sqlite":
         yield {"backend": "sqlite", "url": f"sqlite:///{tmp_path / 'audit.db'}", "schema": None}
         return
-    why = _pg_reachable()
-    if why:
-        if os.environ.get("MEDTWIN_REQUIRE_POSTGRES") == "1":  # set by .ci/run: CI must not skip
-            pytest.fail(why)
-        pytest.skip(why)
-    schema = "mt_" + uuid.uuid4().hex[:12]
-    admin = make_engine(PG_URL)
-    with admin.begin() as c:
-        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield {"backend": "postgresql", "url": PG_URL, "schema": schema}
-    finally:
-        with admin.begin() as c:
-            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    schema = request.getfixturevalue("pg_schema")  # conftest: fresh schema, skip/fail without a server
+    yield {"backend": "postgresql", "url": PG_URL, "schema": schema}
 
 
 @pytest.fixture
