@@ -116,10 +116,9 @@ def diffrax_solver(model: Model, regimen: Regimen, times, params=None, *, pre_do
     """
     model.require_well_posed()
     jax, jnp, _ = _jax()
-    if isinstance(params, np.ndarray):
-        reference = np.asarray(params, dtype=float).reshape(-1)
-    else:
-        reference = model.parameter_table(params)[0]
+    from medtwin.core.simulate import _parameter_matrix  # the same parameter parsing and checks as simulate()
+
+    reference = _parameter_matrix(model, params)[0]
     times = np.asarray(times, dtype=float)
     pre = np.zeros(len(times), bool) if pre_dose is None else np.asarray(pre_dose, bool)
     ev = event_matrix(regimen, model.n_states, model.default_cmt, [t.cmt for t in model.dose_targets])

@@ -31,11 +31,16 @@ import numpy as np
 from numba import types
 
 from medtwin.core.events import EV_AMT, EV_CMT, EV_EVID, EV_II, EV_RATE, EV_SS, EV_TIME
+from medtwin.core.status import Status
 
 ACT_RESET, ACT_SS, ACT_BOLUS, ACT_INF_START, ACT_INF_END, ACT_OBS = 0, 1, 2, 3, 4, 5
 PRI_RESET, PRI_OBS_PRE, PRI_SS, PRI_DOSE, PRI_OBS_POST = 0, 1, 2, 3, 4
 
-ST_OK, ST_MAX_STEPS, ST_NON_FINITE, ST_SS, ST_SMALL, ST_OVERFLOW = 0, 1, 2, 3, 4, 5
+# Plain ints for numba, taken from the one definition of the status values.
+ST_OK, ST_MAX_STEPS, ST_NON_FINITE, ST_SS, ST_SMALL, ST_OVERFLOW = (
+    int(Status.OK), int(Status.MAX_STEPS), int(Status.NON_FINITE), int(Status.STEADY_STATE_NOT_CONVERGED),
+    int(Status.STEP_TOO_SMALL), int(Status.SCHEDULE_OVERFLOW),
+)
 MAX_SS_RESIDUALS = 8
 METHOD_CODES = {"exact": 0, "euler": 1, "heun": 2, "rk4": 4, "dopri5": 5}
 FIXED_ORDERS = {"euler": 1, "heun": 2, "rk4": 4}

@@ -18,7 +18,7 @@ import numpy as np
 
 from medtwin.core import kernels, linear_kernels
 from medtwin.core.events import Regimen, as_regimens, event_matrix
-from medtwin.core.model import Model
+from medtwin.core.model import Model, check_parameter_table
 from medtwin.core.status import Status
 from medtwin.errors import SimulationError
 
@@ -137,8 +137,6 @@ def _parameter_matrix(model: Model, params) -> np.ndarray:
     table = np.asarray(params, dtype=float)
     if table.ndim == 1:
         table = table[None, :]
-    from medtwin.core.model import check_parameter_table
-
     check_parameter_table(model, table)
     return np.ascontiguousarray(table)
 
@@ -153,6 +151,30 @@ def _check_times(t: np.ndarray, who: str) -> np.ndarray:
     return t
 
 
+def _assemble(model: Model, lay: "_Layout", n: int, out: np.ndarray, status: np.ndarray, solver: "SolverSettings",
+              states: np.ndarray | None, ids, time_major: bool = False) -> "Trajectory":
+    """Wrap kernel output in a Trajectory: (n, n_times) per output when times are shared, else flat rows.
+
+    ``out`` is (n_rows, n_outputs) in patient-major row order, or (n_times, n_outputs, n) when ``time_major``.
+    """
+    shared = lay.shared_times is not None
+    if shared:
+        shape = (n, len(lay.shared_times))
+        times_out, row_patient = lay.shared_times, None
+        outputs = {o.name: out[:, j, :].T if time_major else out[:, j].reshape(shape)
+                   for j, o in enumerate(model.outputs)}
+    else:
+        shape = None
+        times_out = lay.obs_flat.copy()
+        row_patient = np.repeat(np.arange(n), lay.obs_stop - lay.obs_start)
+        outputs = {o.name: out[:, j] for j, o in enumerate(model.outputs)}
+    return Trajectory(
+        model=model.name, times=times_out, row_patient=row_patient, outputs=outputs,
+        output_units={o.name: o.unit for o in model.outputs}, status=status, solver=solver, states=states,
+        state_names=model.state_names, shape=shape, ids=None if ids is None else np.asarray(ids),
+    )
+
+
 def _simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, progress) -> "Trajectory":
     """The JAX + diffrax path of :func:`simulate` (patient by patient; see :mod:`medtwin.core.jax_solve`)."""
     from medtwin.core.jax_solve import simulate_diffrax
@@ -164,20 +186,8 @@ def _simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, pr
     values, status = simulate_diffrax(model, table, regimens, time_list, pre_list, rtol=float(rtol),
                                       atol=float(atol), max_steps=int(max_steps), progress=progress)
     stacked = np.concatenate(values) if values else np.zeros((0, len(model.outputs)))
-    shared = lay.shared_times is not None
-    if shared:
-        outputs = {o.name: stacked[:, j].reshape(n, len(lay.shared_times)) for j, o in enumerate(model.outputs)}
-        times_out, row_patient = lay.shared_times, None
-    else:
-        outputs = {o.name: stacked[:, j] for j, o in enumerate(model.outputs)}
-        times_out, row_patient = lay.obs_flat.copy(), np.repeat(np.arange(n), lay.obs_stop - lay.obs_start)
-    return Trajectory(
-        model=model.name, times=times_out, row_patient=row_patient, outputs=outputs,
-        output_units={o.name: o.unit for o in model.outputs}, status=status,
-        solver=SolverSettings("diffrax-dopri5", float(rtol), float(atol), None, int(max_steps), backend="jax"),
-        states=None, state_names=model.state_names,
-        shape=(n, len(lay.shared_times)) if shared else None, ids=None if ids is None else np.asarray(ids),
-    )
+    solver = SolverSettings("diffrax-dopri5", float(rtol), float(atol), None, int(max_steps), backend="jax")
+    return _assemble(model, lay, n, stacked, status, solver, None, ids)
 
 
 def _is_shared_times(times) -> bool:
@@ -411,27 +421,6 @@ def simulate(
             if progress is not None:
                 progress(hi, n)
 
-    shared = lay.shared_times is not None
-    if shared:
-        times_out, row_patient = lay.shared_times, None
-        if program is not None:
-            outputs = {o.name: out[:, j, :].T for j, o in enumerate(model.outputs)}
-        else:
-            outputs = {o.name: out[:, j].reshape(n, len(times_out)) for j, o in enumerate(model.outputs)}
-    else:
-        times_out = lay.obs_flat.copy()
-        row_patient = np.repeat(np.arange(n), lay.obs_stop - lay.obs_start)
-        outputs = {o.name: out[:, j] for j, o in enumerate(model.outputs)}
-    return Trajectory(
-        model=model.name,
-        times=times_out,
-        row_patient=row_patient,
-        outputs=outputs,
-        output_units={o.name: o.unit for o in model.outputs},
-        status=status,
-        solver=SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps)),
-        states=states if keep_states else None,
-        state_names=model.state_names,
-        shape=(n, len(lay.shared_times)) if shared else None,
-        ids=None if ids is None else np.asarray(ids),
-    )
+    solver = SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps))
+    return _assemble(model, lay, n, out, status, solver, states if keep_states else None, ids,
+                     time_major=program is not None)
