@@ -7,9 +7,11 @@ caller can catch the whole family in one place::
     ├── DataError            bad input data (a dataset, a regimen, a parameter table)
     │   └── DatasetError     a NONMEM-style dataset row/column is invalid (names both)
     ├── ModelError           a model definition is inconsistent
-    │   └── WellPosednessError   the vector field is non-finite or explodes on the domain
+    │   ├── WellPosednessError   the vector field is non-finite or explodes on the domain
+    │   └── PopulationError      a population model is inconsistent (names the field)
     ├── ParameterError       parameter values missing, unknown or outside their bounds
     ├── SimulationError      the simulation request itself is invalid
+    ├── EstimationError      an estimation request cannot be run (no observations, unsupported feature)
     └── ConsentError         access to patient data denied by the consent policy
 
 Numerical failure of one patient during a batched simulation is *not* an
@@ -66,12 +68,23 @@ class WellPosednessError(ModelError):
         super().__init__(message)
 
 
+class PopulationError(ModelError):
+    """A population model (typical values, covariate effects, Ω, residual error) is inconsistent.
+
+    The message starts with the offending field, e.g. ``"omega: ..."``.
+    """
+
+
 class ParameterError(MedtwinError, ValueError):
     """Parameter values are missing, unknown, non-finite or outside their bounds."""
 
 
 class SimulationError(MedtwinError, ValueError):
     """A simulation request is invalid (not a numerical failure: see Status)."""
+
+
+class EstimationError(MedtwinError, ValueError):
+    """An estimation request cannot be run (a numerical failure is a status of the result instead)."""
 
 
 class ConsentError(MedtwinError, PermissionError):
