@@ -1,4 +1,4 @@
-"""Shared test settings: float64 references, a fixed seed."""
+"""Shared test settings: float64 references, a fixed seed, and a private data home per test."""
 
 import numpy as np
 import pytest
@@ -7,3 +7,12 @@ import pytest
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261125)
+
+
+@pytest.fixture(autouse=True)
+def private_data_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own MEDTWIN_HOME (SQLite database and signing key), never the user's."""
+    home = tmp_path_factory.mktemp("medtwin_home")
+    monkeypatch.setenv("MEDTWIN_HOME", str(home))
+    monkeypatch.delenv("MEDTWIN_DATABASE_URL", raising=False)
+    return home

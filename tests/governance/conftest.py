@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from medtwin.io.storage import make_engine
+from medtwin.io.storage import make_engine, upgrade
 
 PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -45,3 +45,21 @@ def pg_schema():
         with admin.begin() as c:
             c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """An engine on an empty database upgraded to head: a SQLite file, then a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'medtwin-test.db'}")
+        upgrade(eng)
+        yield eng
+        eng.dispose()
+        return
+    schema = request.getfixturevalue("pg_schema")
+    eng = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        upgrade(eng)
+        yield eng
+    finally:
+        eng.dispose()

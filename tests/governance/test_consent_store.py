@@ -10,7 +10,6 @@ skipped, with the reason, only when no server answers (they fail instead when
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -23,10 +22,7 @@ from medtwin.errors import ConsentError, DataError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.consent import PURPOSE_SYSTEMS, InvalidConsent, load_consent, to_fhir
 from medtwin.governance.consent_store import ConsentStore
-from medtwin.io.storage import make_engine, upgrade
 
-PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 LAB = "Organization/lab"
 
@@ -37,24 +33,6 @@ CONSENT = {
     "provision": [{"purpose": [{"system": PURPOSE_SYSTEMS["research"], "code": "HRESCH"},
                                {"system": PURPOSE_SYSTEMS["model-training"], "code": "model-training"}]}],
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    """An engine on an empty database upgraded to head."""
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'consent.db'}")
-        upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    schema = request.getfixturevalue("pg_schema")  # conftest: fresh schema, skip/fail without a server
-    eng = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        upgrade(eng)
-        yield eng
-    finally:
-        eng.dispose()
 
 
 @pytest.fixture
@@ -77,7 +55,7 @@ def test_migration_creates_consents_table(engine):
         {"id", "patient", "status", "date", "resource", "added_at"}
     assert any(ix["column_names"] == ["patient"] for ix in insp.get_indexes("consents"))
     with engine.connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002_consents"
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003_runs"  # head: 0002 created consents
 
 
 def test_add_show_withdraw_round_trip(store, engine, key):

@@ -11,15 +11,22 @@ import pytest
 
 from medtwin.core.events import DoseEvent
 from medtwin.errors import DatasetError, ParameterError, SimulationError
-from medtwin.io.nonmem import (
-    Dataset,
-    read_nonmem,
-    simulate_dataset,
-    validate_nonmem,
-    write_nonmem,
-    write_simulation,
-)
+from functools import partial
+
+from medtwin.io import nonmem
+from medtwin.io.access import OpenData
+from medtwin.io.dataset_simulation import simulate_dataset
+from medtwin.io.dataset_simulation import write_simulation as _write_simulation
+from medtwin.io.nonmem import Dataset
 from medtwin.models import get_model
+
+# Every record in this module is made up; the consent gate itself is tested in
+# tests/governance/test_data_access.py.
+SYNTHETIC = OpenData("synthetic records written in the tests")
+read_nonmem = partial(nonmem.read_nonmem, access=SYNTHETIC)
+validate_nonmem = partial(nonmem.validate_nonmem, access=SYNTHETIC)
+write_nonmem = partial(nonmem.write_nonmem, access=SYNTHETIC)
+write_simulation = partial(_write_simulation, access=SYNTHETIC)
 
 CL, V = 2.0, 20.0
 K = CL / V

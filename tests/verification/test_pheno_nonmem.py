@@ -43,7 +43,9 @@ pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships
 scipy_optimize = pytest.importorskip("scipy.optimize")
 from scipy import sparse  # noqa: E402
 
-from medtwin.io.nonmem import read_nonmem, simulate_dataset  # noqa: E402
+from medtwin.io.access import OpenData  # noqa: E402
+from medtwin.io.dataset_simulation import simulate_dataset  # noqa: E402
+from medtwin.io.nonmem import read_nonmem  # noqa: E402
 from medtwin.models import get_model  # noqa: E402
 
 FINAL_ITERATION = -1000000000
@@ -79,7 +81,7 @@ def run():
     eta = phi[["ETA(1)", "ETA(2)"]].to_numpy(dtype=float)
     etas = {int(i): eta[k] for k, i in enumerate(phi["ID"])}
     table = _nonmem_table(_example("pheno.tab"))
-    dataset = read_nonmem(_example("pheno.dta"))
+    dataset = read_nonmem(_example("pheno.dta"), access=OpenData("pharmpy's de-identified phenobarbital example"))
     return {"theta": theta, "etas": etas, "table": table, "dataset": dataset, "model": get_model("pk1_iv")}
 
 

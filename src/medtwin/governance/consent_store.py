@@ -47,20 +47,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from medtwin.errors import DataError
+from medtwin.errors import ConsentError, DataError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.consent import (
-    DEFAULT_POLICY, ConsentPolicy, Decision, DefaultPolicy, load_consent, require, to_fhir,
+    DEFAULT_POLICY, PURPOSES, ConsentPolicy, Decision, DefaultPolicy, decide, load_consent, require, to_fhir,
     withdraw as withdraw_policy,
 )
 from medtwin.io.storage import consents_table
 
-__all__ = ["ConsentStore"]
+__all__ = ["AccessDenied", "ConsentGate", "ConsentStore"]
 
 _T = consents_table
 
@@ -175,6 +177,14 @@ class ConsentStore:
         """Every stored consent of *patient* (id or ``Patient/id``), in the order added."""
         return [p for p, _ in self._rows(_pid(patient))]
 
+    def _audit_record(self, d: Decision, actor: str, purpose: str, data_class: str,
+                      operation: str | None = None) -> dict:
+        payload = {"decision": "permit" if d.permit else "deny", "reason": d.reason, "consent_id": d.consent_id,
+                   "purpose": purpose, "data_class": data_class, "time": d.time.isoformat()}
+        if operation is not None:
+            payload["operation"] = operation
+        return {"actor": actor, "action": "consent.decision", "payload": payload, "patient": d.patient}
+
     def check(self, patient: str, actor: str, purpose: str, data_class: str,
               time: datetime | None = None) -> Decision:
         """:func:`~medtwin.governance.consent.require` on the stored consents, audited.
@@ -186,11 +196,126 @@ class ConsentStore:
         pid, t = _pid(patient), time or _now()
 
         def audit(d: Decision) -> None:
-            self.audit_log.append(actor, "consent.decision",
-                                  {"decision": "permit" if d.permit else "deny", "reason": d.reason,
-                                   "consent_id": d.consent_id, "purpose": purpose,
-                                   "data_class": data_class, "time": d.time.isoformat()},
-                                  patient=pid)
+            record = self._audit_record(d, actor, purpose, data_class)
+            self.audit_log.append(record["actor"], record["action"], record["payload"], patient=pid)
 
         return require(self.for_patient(pid), pid, actor, purpose, data_class, t,
                        self.default_policy, on_decision=audit)
+
+    def check_many(self, patients: Sequence[str], actor: str, purpose: str, data_classes: Sequence[str],
+                   time: datetime | None = None, *, operation: str | None = None) -> list[Decision]:
+        """Decide every (patient, data class) pair; all decisions audited in one transaction.
+
+        Unlike :meth:`check` this does not raise: the caller (e.g.
+        :class:`ConsentGate`) decides what a deny means.  The consents of all
+        patients are read in one query and the ``consent.decision`` entries
+        (with ``operation`` when given) are appended with
+        :meth:`~medtwin.governance.audit.AuditLog.append_many`.
+
+        Returns
+        -------
+        list of Decision
+            Patient-major: ``len(patients) * len(data_classes)`` decisions.
+        """
+        pids, t = [_pid(p) for p in patients], time or _now()
+        by_patient: dict[str, list[tuple[ConsentPolicy, str]]] = {pid: [] for pid in pids}
+        with self.engine.connect() as conn:
+            for chunk in range(0, len(pids), 500):
+                rows = conn.execute(sa.select(_T.c.patient, _T.c.resource, _T.c.added_at)
+                                    .where(_T.c.patient.in_(pids[chunk:chunk + 500]))
+                                    .order_by(_T.c.added_at, _T.c.id)).all()
+                for patient, resource, added_at in rows:
+                    by_patient[patient].append((load_consent(json.loads(resource)), added_at))
+        decisions = [decide([c for c, _ in by_patient[pid]], pid, actor, purpose, data_class, t,
+                            self.default_policy)
+                     for pid in pids for data_class in data_classes]
+        self.audit_log.append_many([self._audit_record(d, actor, purpose, d.data_class, operation)
+                                    for d in decisions])
+        return decisions
+
+
+class AccessDenied(ConsentError):
+    """A read or write of several patients' data was refused; nothing was returned or written.
+
+    Attributes
+    ----------
+    denied : list of Decision
+        Every refused (patient, data class) pair, with the reason and deciding consent.
+    operation : str
+        ``"read"`` or ``"write"``.
+    """
+
+    def __init__(self, denied: Sequence[Decision], operation: str, purpose: str, actor: str):
+        self.denied, self.operation = list(denied), operation
+        patients = list(dict.fromkeys(d.patient for d in self.denied))
+        first = self.denied[0]
+        super().__init__(
+            f"{operation} of patient data for {purpose} by {actor} denied for {len(patients)} patient(s) "
+            f"({', '.join(patients[:5])}{', ...' if len(patients) > 5 else ''}); first: patient {first.patient}, "
+            f"{first.data_class}: {first.reason}; no data were {'returned' if operation == 'read' else 'written'}")
+
+
+@dataclass(frozen=True)
+class ConsentGate:
+    """The consent gate for :mod:`medtwin.io`: one actor, one purpose, audited decisions.
+
+    Pass it as ``access=`` to every reader and writer of patient data
+    (:func:`medtwin.io.nonmem.read_nonmem`, :func:`~medtwin.io.nonmem.write_nonmem`,
+    :func:`~medtwin.io.dataset_simulation.write_simulation`, run records).
+
+    Parameters
+    ----------
+    store : ConsentStore
+        The stored consents and the audit log receiving every decision.
+    actor : str
+        Who reads or writes (a person, ``Organization/...`` for a third party).
+    purpose : str
+        One of :data:`medtwin.governance.consent.PURPOSES`.
+    time : datetime, optional
+        The time of the access (default: now, at each call).
+    patient_map : mapping, optional
+        Dataset subject id (text, see :func:`medtwin.io.access.patient_ids`)
+        -> FHIR Patient id; unmapped ids are used as they are.
+
+    Examples
+    --------
+    >>> import io, tempfile, os
+    >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    >>> from medtwin.governance.audit import AuditLog
+    >>> from medtwin.io.nonmem import read_nonmem
+    >>> from medtwin.io.storage import make_engine, upgrade
+    >>> engine = make_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "g.db"))
+    >>> upgrade(engine)
+    >>> store = ConsentStore(engine, AuditLog(engine, Ed25519PrivateKey.generate()))
+    >>> text = "ID,TIME,AMT,DV\\n7,0,100,.\\n7,2,0,3.1\\n"
+    >>> read_nonmem(io.StringIO(text), access=ConsentGate(store, "dr.who", "treatment")).ids
+    array([7])
+    >>> read_nonmem(io.StringIO(text), access=ConsentGate(store, "lab", "research"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medtwin.governance.consent_store.AccessDenied: read of patient data for research by lab denied for 1 patient(s) (7)...
+    >>> [e.payload["decision"] for e in store.audit_log.entries(patient="7")]
+    ['permit', 'permit', 'deny', 'deny']
+    >>> engine.dispose()
+    """
+
+    store: ConsentStore
+    actor: str
+    purpose: str
+    time: datetime | None = None
+    patient_map: Mapping[str, str] | None = None
+
+    def __post_init__(self):
+        if self.purpose not in PURPOSES:
+            raise DataError(f"purpose must be one of {PURPOSES}, not {self.purpose!r}")
+        if not isinstance(self.actor, str) or not self.actor:
+            raise DataError(f"actor must be a non-empty string, got {self.actor!r}")
+
+    def authorize(self, patients: Sequence[str], data_classes: Sequence[str], operation: str) -> None:
+        """Check every patient x data class; raise :class:`AccessDenied` if any is refused (all audited)."""
+        mapped = [self.patient_map.get(p, p) if self.patient_map else p for p in patients]
+        decisions = self.store.check_many(mapped, self.actor, self.purpose, data_classes, self.time,
+                                          operation=operation)
+        denied = [d for d in decisions if not d.permit]
+        if denied:
+            raise AccessDenied(denied, operation, self.purpose, self.actor)

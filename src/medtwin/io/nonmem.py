@@ -38,7 +38,7 @@ import csv
 import os
 import re
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -46,12 +46,12 @@ import pandas as pd
 
 from medtwin.core.events import DoseEvent, Regimen, validate_dose_fields
 from medtwin.core.model import Model
-from medtwin.core.simulate import Trajectory, simulate
-from medtwin.errors import DatasetError, ParameterError, SimulationError
+from medtwin.errors import DatasetError
+from medtwin.io.access import authorize
 
 __all__ = [
-    "STANDARD_COLUMNS", "Subject", "Dataset", "read_nonmem", "validate_nonmem", "simulate_dataset",
-    "write_nonmem", "write_simulation",
+    "STANDARD_COLUMNS", "Subject", "Dataset", "data_classes", "dataset_data_classes", "read_nonmem", "validate_nonmem",
+    "write_nonmem",
 ]
 
 STANDARD_COLUMNS = ("ID", "TIME", "AMT", "DV", "MDV", "EVID", "CMT", "RATE", "II", "ADDL", "SS")
@@ -573,7 +573,7 @@ def _pre_dose_flags(time, evid, rows, subject_id, notes: list) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- public API
-def validate_nonmem(source, *, model: Model | None = None, strict_covariates: bool = False,
+def validate_nonmem(source, *, access, model: Model | None = None, strict_covariates: bool = False,
                     columns: Sequence[str] | None = None, drop: Sequence[str] = ()) -> list[DatasetError]:
     """Every problem of a NONMEM-style dataset, in file order (empty when valid).
 
@@ -581,6 +581,8 @@ def validate_nonmem(source, *, model: Model | None = None, strict_covariates: bo
     ----------
     source : path, text/binary buffer, pandas.DataFrame or Dataset
         The dataset; see :func:`read_nonmem`.
+    access : DataAccess
+        As for :func:`read_nonmem` (problems quote cell values).
     model : Model, optional
         Also check CMT, RATE = -1/-2 and covariates against this model.
     strict_covariates, columns, drop
@@ -594,16 +596,53 @@ def validate_nonmem(source, *, model: Model | None = None, strict_covariates: bo
     Examples
     --------
     >>> import io
-    >>> [str(e) for e in validate_nonmem(io.StringIO("ID,TIME,AMT\\n1,-1,10\\n1,2,x\\n"))]
+    >>> from medtwin.io.access import OpenData
+    >>> synthetic = OpenData("synthetic records")
+    >>> [str(e) for e in validate_nonmem(io.StringIO("ID,TIME,AMT\\n1,-1,10\\n1,2,x\\n"), access=synthetic)]
     ['row 1, column TIME: negative time -1 h', "row 2, column AMT: non-numeric cell 'x'"]
     """
     if isinstance(source, Dataset):
         source = source.frame
-    errors, _ = _analyse(source, model=model, strict_covariates=strict_covariates, columns=columns, drop=drop)
+    errors, parts = _analyse(source, model=model, strict_covariates=strict_covariates, columns=columns, drop=drop)
+    _authorize_parts(access, parts, "read")
     return errors
 
 
-def read_nonmem(source, *, model: Model | None = None, strict_covariates: bool = False,
+def data_classes(columns: Iterable[str]) -> tuple[str, ...]:
+    """Consent data classes a table with these columns holds (see :mod:`medtwin.io.access`).
+
+    DV or TIME -> ``observations``; AMT or RATE -> ``medications``; any
+    non-standard column (a covariate) -> ``demographics``.
+
+    Examples
+    --------
+    >>> data_classes(["ID", "TIME", "AMT", "DV", "WGT"])
+    ('observations', 'medications', 'demographics')
+    """
+    names = {str(c).upper() for c in columns}
+    classes = [cls for cls, keys in (("observations", {"DV", "TIME"}), ("medications", {"AMT", "RATE"}))
+               if names & keys]
+    if names - set(STANDARD_COLUMNS):
+        classes.append("demographics")
+    return tuple(classes)
+
+
+def _authorize_parts(access, parts, operation: str) -> None:
+    """Ask *access* about every subject of an analysed table (no subjects when its ID column is unusable)."""
+    if parts is None:
+        authorize(access, [], (), operation)
+        return
+    num, mapping, _, covariates, std, _ = parts
+    ids = std["ID"][np.isfinite(std["ID"])]
+    authorize(access, np.unique(ids), data_classes([*mapping, *covariates]), operation)
+
+
+def dataset_data_classes(dataset: Dataset) -> tuple[str, ...]:
+    """The consent data classes of a dataset (:func:`data_classes` of its columns)."""
+    return data_classes([*dataset.columns, *dataset.covariate_names])
+
+
+def read_nonmem(source, *, access, model: Model | None = None, strict_covariates: bool = False,
                 columns: Sequence[str] | None = None, drop: Sequence[str] = ()) -> Dataset:
     """Read and validate a NONMEM-style dataset.
 
@@ -615,6 +654,11 @@ def read_nonmem(source, *, model: Model | None = None, strict_covariates: bool =
         starting with ``#`` or ``@``, or whose first cell is ``C``, are comment
         records (NONMEM IGNORE=#/@/C) and are listed in :attr:`Dataset.notes`.
         A DataFrame is taken as the records themselves (row k is data row k+1).
+    access : DataAccess
+        Required: a :class:`~medtwin.governance.consent_store.ConsentGate`
+        (the subjects' consents are checked for every data class in the file
+        before anything is returned) or :class:`~medtwin.io.access.OpenData`
+        for data that are not identifiable (see :mod:`medtwin.io.access`).
     model : Model, optional
         Also check the records against this model (:meth:`Dataset.check_against`).
     strict_covariates : bool
@@ -633,17 +677,22 @@ def read_nonmem(source, *, model: Model | None = None, strict_covariates: bool =
 
     Raises
     ------
+    ConsentError
+        *access* denies any subject (checked before any problem is reported).
     DatasetError
         The first problem in file order (``row`` 1-based, ``column`` named).
 
     Examples
     --------
     >>> import io
-    >>> ds = read_nonmem(io.StringIO("ID TIME AMT DV\\n1 0 25 0\\n1 2 0 17.3\\n"))
+    >>> from medtwin.io.access import OpenData
+    >>> synthetic = OpenData("synthetic records")
+    >>> ds = read_nonmem(io.StringIO("ID TIME AMT DV\\n1 0 25 0\\n1 2 0 17.3\\n"), access=synthetic)
     >>> ds.inferred, ds.frame["EVID"].tolist()
     (('MDV', 'EVID', 'CMT', 'RATE', 'II', 'ADDL', 'SS'), [1.0, 0.0])
     """
     errors, parts = _analyse(source, model=model, strict_covariates=strict_covariates, columns=columns, drop=drop)
+    _authorize_parts(access, parts, "read")
     if errors:
         raise errors[0]
     num, mapping, inferred, covariates, std, notes = parts
@@ -659,127 +708,6 @@ def read_nonmem(source, *, model: Model | None = None, strict_covariates: bool =
                    inferred=inferred, notes=tuple(notes))
 
 
-# ---------------------------------------------------------------------------- simulation
-def _subject_parameters(model: Model, dataset: Dataset, params) -> np.ndarray:
-    """Parameter table (n_subjects, n_parameters), one row per subject in dataset order."""
-    n = len(dataset.subjects)
-    ids = dataset.ids
-    if params is None:
-        if model.covariate_model is not None and model.covariates:
-            cov = {c: np.array([s.covariates[c] for s in dataset.subjects]) for c in model.covariates}
-            return _table(model, model.typical_parameters(cov), n, ids)
-        return _table(model, {}, n, ids)
-    if callable(params) and not isinstance(params, Mapping):
-        rows = []
-        for s in dataset.subjects:
-            try:
-                rows.append(model.parameter_table(params(s), n=1)[0])
-            except ParameterError as exc:
-                raise ParameterError(f"subject ID {s.id}: {exc}") from exc
-        return np.array(rows).reshape(n, len(model.parameters))
-    if isinstance(params, pd.DataFrame):
-        id_cols = [c for c in params.columns if str(c).upper() == "ID"]
-        if not id_cols:
-            raise DatasetError("the parameter table needs an ID column to match subjects", column="ID")
-        params = {("ID" if c == id_cols[0] else c): params[c].to_numpy() for c in params.columns}
-    if isinstance(params, Mapping):
-        if "ID" not in params:
-            return _table(model, params, n, ids)
-        return _table(model, _match_ids(params, ids), n, ids)
-    table = np.asarray(params, dtype=float)
-    return _table(model, {name: table[..., j] for j, name in enumerate(model.parameter_names)}, n, ids)
-
-
-def _match_ids(params: Mapping, ids: np.ndarray) -> dict:
-    """Reorder the per-ID columns of ``params`` to the dataset's subject order."""
-    given = pd.Index(np.asarray(params["ID"], dtype=float))
-    if given.has_duplicates:
-        raise DatasetError(f"the parameter table has ID {_id(given[given.duplicated()][0])} twice", column="ID")
-    order = given.get_indexer(ids.astype(float))
-    if (order < 0).any():
-        raise DatasetError(f"the parameter table has no row for subject ID {ids[order < 0][0]}", column="ID")
-    return {k: np.asarray(v, dtype=float)[order] for k, v in params.items() if k != "ID"}
-
-
-def _table(model: Model, values: Mapping, n: int, ids: np.ndarray) -> np.ndarray:
-    try:
-        return model.parameter_table(values, n=n)
-    except ParameterError as exc:
-        message = re.sub(r"patient (\d+)", lambda m: f"subject ID {ids[int(m.group(1))]}", str(exc))
-        raise ParameterError(message) from exc
-
-
-def simulate_dataset(model: Model, dataset: Dataset, params=None, *, records: str = "observations",
-                     **simulate_kwargs) -> Trajectory:
-    """Simulate ``model`` on every subject of ``dataset`` (its doses, times and record order).
-
-    Parameters
-    ----------
-    model : Model
-        The model; the dataset is checked against it first.
-    dataset : Dataset
-        From :func:`read_nonmem`.
-    params : optional
-        ``None`` (typical values, covariate-adjusted when the model has a
-        covariate model); a mapping or DataFrame with an ``ID`` column (one row
-        per subject, matched by ID; a missing ID raises DatasetError naming it);
-        a mapping without ``ID`` (scalars or arrays in subject order); an array
-        (n_subjects, n_parameters); or a callable ``f(subject) -> mapping`` of
-        the subject's covariates (and ID), e.g. for phenobarbital
-        ``lambda s: {"CL": th1 * s.covariates["WGT"], "V": th2 * s.covariates["WGT"]}``.
-        Missing parameter names take the model's typical values.
-    records : {"observations", "all"}
-        ``"observations"``: output at the EVID 0 and 2 records.  ``"all"``: at
-        every record, as NONMEM's PRED/IPRED tables do; at a dose or reset
-        record the output is taken after the doses (and resets) at that time.
-    **simulate_kwargs
-        Passed to :func:`medtwin.core.simulate.simulate` (``method``, ``rtol`` ...).
-
-    Returns
-    -------
-    Trajectory
-        Rows per subject in file order; ``extra`` holds ``row`` (1-based data
-        rows), ``evid`` and ``dv`` of each output row.
-
-    Examples
-    --------
-    >>> import io
-    >>> from medtwin.models import get_model
-    >>> ds = read_nonmem(io.StringIO("ID TIME AMT DV\\n1 0 100 0\\n1 10 0 2\\n2 0 50 0\\n2 10 0 1\\n"))
-    >>> tr = simulate_dataset(get_model("pk1_iv"), ds, {"ID": [2, 1], "CL": [2.0, 2.0], "V": [20.0, 20.0]},
-    ...                       records="all")
-    >>> tr.outputs["C"].round(3).tolist()
-    [5.0, 1.839, 2.5, 0.92]
-    """
-    for forbidden in ("regimen", "times", "pre_dose", "ids"):
-        if forbidden in simulate_kwargs:
-            raise SimulationError(f"simulate_dataset takes {forbidden!r} from the dataset; do not pass it")
-    if records not in ("observations", "all"):
-        raise SimulationError(f"records must be 'observations' or 'all', got {records!r}")
-    dataset.check_against(model)
-    table = _subject_parameters(model, dataset, params)
-    std = _standard_arrays(dataset.frame, dataset.columns)
-    times, pre, rows = [], [], []
-    for s in dataset.subjects:
-        if records == "observations":
-            times.append(s.obs_times)
-            pre.append(s.pre_dose)
-            rows.append(s.obs_row)
-        else:
-            index = s.rows - 1
-            flags = np.zeros(len(index), bool)
-            observed = np.isin(s.rows, s.obs_row)
-            flags[observed] = s.pre_dose
-            times.append(std["TIME"][index])
-            pre.append(flags)
-            rows.append(s.rows)
-    trajectory = simulate(model, table, [s.regimen for s in dataset.subjects], times, pre_dose=pre,
-                          ids=dataset.ids, **simulate_kwargs)
-    row = np.concatenate(rows).astype(int) if rows else np.zeros(0, int)
-    extra = {**trajectory.extra, "row": row, "evid": std["EVID"][row - 1].astype(int), "dv": std["DV"][row - 1]}
-    return replace(trajectory, extra=extra)
-
-
 # ---------------------------------------------------------------------------- writing
 def _integral_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns whose values are all integers become nullable ints (written without '.0')."""
@@ -792,7 +720,7 @@ def _integral_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_nonmem(dataset_or_frame, path) -> None:
+def write_nonmem(dataset_or_frame, path, *, access) -> None:
     """Write a standard NONMEM CSV that :func:`read_nonmem` reads back equal.
 
     Columns: ID, TIME, AMT, DV, MDV, EVID, CMT, RATE, II, ADDL, SS, then the
@@ -804,45 +732,22 @@ def write_nonmem(dataset_or_frame, path) -> None:
         A frame is validated with :func:`read_nonmem` first.
     path : path or text buffer
         Destination.
+    access : DataAccess
+        Asked for a ``write`` of every subject's data classes before anything is written.
 
     Examples
     --------
     >>> import io
-    >>> ds = read_nonmem(io.StringIO("ID TIME AMT DV\\n1 0 25 0\\n1 2 0 17.3\\n"))
-    >>> out = io.StringIO(); write_nonmem(ds, out)
+    >>> from medtwin.io.access import OpenData
+    >>> synthetic = OpenData("synthetic records")
+    >>> ds = read_nonmem(io.StringIO("ID TIME AMT DV\\n1 0 25 0\\n1 2 0 17.3\\n"), access=synthetic)
+    >>> out = io.StringIO(); write_nonmem(ds, out, access=synthetic)
     >>> out.getvalue().splitlines()[:2]
     ['ID,TIME,AMT,DV,MDV,EVID,CMT,RATE,II,ADDL,SS', '1,0,25,0.0,1,1,.,0,0,0,0']
-    >>> read_nonmem(io.StringIO(out.getvalue())) == ds
+    >>> read_nonmem(io.StringIO(out.getvalue()), access=synthetic) == ds
     True
     """
-    dataset = dataset_or_frame if isinstance(dataset_or_frame, Dataset) else read_nonmem(dataset_or_frame)
+    dataset = (dataset_or_frame if isinstance(dataset_or_frame, Dataset)
+               else read_nonmem(dataset_or_frame, access=access))
+    authorize(access, dataset.ids, dataset_data_classes(dataset), "write")
     _integral_columns(dataset.to_frame()).to_csv(path, index=False, na_rep=".", lineterminator="\n")
-
-
-def write_simulation(trajectory: Trajectory, path) -> None:
-    """Write one row per output record: ID, TIME, (EVID, ROW when known), then every model output.
-
-    Parameters
-    ----------
-    trajectory : Trajectory
-        From :func:`simulate_dataset` (or :func:`~medtwin.core.simulate.simulate`).
-    path : path or text buffer
-        Destination CSV; failed patients' NaN outputs are written as ``.``.
-
-    Examples
-    --------
-    >>> import io
-    >>> from medtwin.models import get_model
-    >>> ds = read_nonmem(io.StringIO("ID TIME AMT DV\\n1 0 100 0\\n1 10 0 2\\n"))
-    >>> out = io.StringIO()
-    >>> write_simulation(simulate_dataset(get_model("pk1_iv"), ds, {"CL": 2.0, "V": 20.0}), out)
-    >>> out.getvalue().splitlines()[0]
-    'ID,TIME,EVID,ROW,C'
-    """
-    frame = trajectory.to_frame()
-    position = 2
-    for key, column in (("evid", "EVID"), ("row", "ROW")):
-        if key in trajectory.extra and len(trajectory.extra[key]) == len(frame):
-            frame.insert(position, column, np.asarray(trajectory.extra[key]))
-            position += 1
-    frame.to_csv(path, index=False, na_rep=".", lineterminator="\n")
