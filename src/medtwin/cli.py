@@ -25,6 +25,32 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+#: Consent purposes (kept here so that --help does not import the governance layer).
+_PURPOSES = ("treatment", "decision-support", "research", "model-training", "third-party-sharing")
+
+
+class _Stores:
+    """This installation's database, signing key, audit log, consents and runs (opened once per command)."""
+
+    def __init__(self):
+        from medtwin.governance.audit import AuditLog
+        from medtwin.governance.consent_store import ConsentStore
+        from medtwin.governance.provenance import load_or_create_key
+        from medtwin.governance.runs import RunStore
+        from medtwin.io.storage import data_home, database_url, make_engine, upgrade
+
+        self.engine = make_engine(database_url())
+        upgrade(self.engine)
+        self.key = load_or_create_key(data_home() / "keys")
+        self.log = AuditLog(self.engine, self.key)
+        self.consents = ConsentStore(self.engine, self.log)
+        self.runs = RunStore(self.engine, self.log, self.key)
+
+
+def _open_stores() -> _Stores:
+    return _Stores()
+
+
 def _fail(exc: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=2)
@@ -104,6 +130,14 @@ def _parse_param_overrides(items: List[str]) -> dict[str, float]:
     return values
 
 
+def _data_access(stores, actor: str, purpose: str, open_data: Optional[str]):
+    """The consent gate for (actor, purpose), or OpenData when the user declared the data non-identifiable."""
+    from medtwin.governance.consent_store import ConsentGate
+    from medtwin.io.access import OpenData
+
+    return OpenData(open_data) if open_data else ConsentGate(stores.consents, actor, purpose)
+
+
 @app.command("simulate")
 def simulate_command(
     model_name: str = typer.Argument(..., metavar="MODEL", help="Library model name (see `medtwin models`)."),
@@ -116,18 +150,29 @@ def simulate_command(
     rtol: float = typer.Option(1e-8, help="Relative tolerance (dopri5)."),
     atol: float = typer.Option(1e-10, help="Absolute tolerance (dopri5)."),
     dt: Optional[float] = typer.Option(None, help="Step (h) for fixed-step methods."),
+    purpose: str = typer.Option("treatment", "--purpose", help="Why the patients' data are used (checked against "
+                                "their consents): " + " | ".join(_PURPOSES)),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
+    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
+                                            help="The data are not identifiable patient data (say why): "
+                                                 "no consent check."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
-    """Simulate MODEL on every subject of a NONMEM-style dataset."""
+    """Simulate MODEL on every subject of a NONMEM-style dataset; the run is stored with signed provenance."""
     import numpy as np
     import pandas as pd
 
-    from medtwin.io.nonmem import read_nonmem, simulate_dataset
+    from medtwin.governance.runs import spec_for_dataset
+    from medtwin.io.dataset_simulation import simulate_dataset, write_simulation
+    from medtwin.io.nonmem import read_nonmem
     from medtwin.models import get_model
 
+    actor = actor or _default_actor()
     try:
         model = get_model(model_name)
-        dataset = read_nonmem(data, model=model)
+        stores = _open_stores()
+        access = _data_access(stores, actor, purpose, open_data)
+        dataset = read_nonmem(data, model=model, access=access)
         table = pd.read_csv(params) if params is not None else None
         overrides = _parse_param_overrides(param)
         if table is not None:
@@ -136,18 +181,22 @@ def simulate_command(
             parameters = table
         else:
             parameters = overrides or None
+        settings = {"method": method, "rtol": rtol, "atol": atol, "dt": dt, "keep_states": False}
+        spec = spec_for_dataset(model_name, dataset, parameters, settings=settings,
+                                purpose=None if open_data else purpose, open_data=open_data)
         with _ProgressBar(f"simulating {model.name}", enabled=not no_progress) as bar:
-            trajectory = simulate_dataset(model, dataset, parameters, method=method, rtol=rtol, atol=atol, dt=dt,
-                                          progress=bar, keep_states=False)
+            trajectory = simulate_dataset(model, dataset, parameters, progress=bar, **settings)
+        record = stores.runs.save(spec, trajectory, actor, access=access)
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame = trajectory.to_frame()
-        frame = frame[np.asarray(trajectory.extra["evid"]) == 0]  # one row per observation record (EVID 0)
-        frame.to_csv(out, index=False, na_rep=".", lineterminator="\n")
+        write_simulation(trajectory, out, access=access, observations_only=True)
     except MedtwinError as exc:
         _fail(exc)
     failed = [s for s in trajectory.statuses() if not s.ok]
-    console.print(f"wrote {len(frame)} rows for {trajectory.n_patients} subjects to {out} "
+    n_rows = int(np.sum(np.asarray(trajectory.extra["evid"]) == 0))
+    console.print(f"wrote {n_rows} rows for {trajectory.n_patients} subjects to {out} "
                   f"(solver {trajectory.solver.method}, rtol {trajectory.solver.rtol:g}, atol {trajectory.solver.atol:g})")
+    console.print(f"run {record.run_id} recorded with signed provenance "
+                  f"(`medtwin provenance {record.run_id}`, `medtwin reproduce {record.run_id}`)")
     if failed:
         err_console.print(f"[yellow]warning:[/] {len(failed)} subject(s) failed: {failed[0].message}")
 
@@ -160,10 +209,17 @@ def demo_command(
 ) -> None:
     """Vancomycin virtual ward on 1,000 mg q12h: concentration curves and AUC24 vs the 400–600 target."""
     from medtwin.demo import demo_table, plot_demo, run_vancomycin_demo
+    from medtwin.governance.runs import spec_for_simulate
+    from medtwin.io.access import OpenData
 
     try:
+        stores = _open_stores()
         with _ProgressBar("simulating vancomycin") as bar:
             result = run_vancomycin_demo(n_patients=n_patients, seed=seed, progress=bar)
+        virtual = f"virtual patients drawn by medtwin demo (seed {seed})"
+        spec = spec_for_simulate(result.trajectory.model, result.parameters, result.regimen, result.trajectory.times,
+                                 settings={"keep_states": False}, open_data=virtual, seeds={"seed": seed})
+        record = stores.runs.save(spec, result.trajectory, _default_actor(), access=OpenData(virtual))
     except MedtwinError as exc:
         _fail(exc)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +243,7 @@ def demo_command(
     console.print(f"table:          {csv_path.resolve()}")
     console.print(f"concentrations: {conc_path.resolve()}")
     console.print(f"plot:           {png_path.resolve()}")
+    console.print(f"run {record.run_id} recorded with signed provenance (`medtwin reproduce {record.run_id}`)")
 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained, signed audit log.")
@@ -195,14 +252,8 @@ app.add_typer(audit_app, name="audit")
 
 def _open_audit_log():
     """The installation's audit log (database from MEDTWIN_DATABASE_URL or the default SQLite file) and key."""
-    from medtwin.governance.audit import AuditLog
-    from medtwin.governance.provenance import load_or_create_key
-    from medtwin.io.storage import data_home, database_url, make_engine, upgrade
-
-    engine = make_engine(database_url())
-    upgrade(engine)
-    key = load_or_create_key(data_home() / "keys")
-    return AuditLog(engine, key), key
+    stores = _open_stores()
+    return stores.log, stores.key
 
 
 @audit_app.command("verify")
@@ -260,10 +311,7 @@ def _default_actor() -> str:
 
 
 def _open_consent_store():
-    from medtwin.governance.consent_store import ConsentStore
-
-    log, _ = _open_audit_log()
-    return ConsentStore(log.engine, log)
+    return _open_stores().consents
 
 
 def _purposes_text(policy) -> str:
@@ -334,6 +382,73 @@ def consent_withdraw_command(
         _fail(exc)
     console.print(f"stored consent {policy.id}: patient {policy.patient} denies {purpose} "
                   f"from {policy.period.start.isoformat(timespec='seconds')}")
+
+
+@app.command("runs")
+def runs_command(limit: int = typer.Option(20, "--limit", min=1, help="Show at most this many.")) -> None:
+    """List the most recent recorded runs (run id, operation, operator, time)."""
+    try:
+        rows = _open_stores().runs.list(limit)
+    except MedtwinError as exc:
+        _fail(exc)
+    table = Table(title=f"recorded runs ({len(rows)} shown, newest first)", title_justify="left")
+    table.add_column("run id", no_wrap=True)
+    for col in ("operation", "operator", "time (UTC)"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("provenance")
+def provenance_command(
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A recorded run (see `medtwin runs`)."),
+    fmt: str = typer.Option("prov-json", "--format", help="prov-json (W3C PROV-JSON) | fhir (FHIR R5 "
+                            "Provenance) | json (medtwin's signed record)"),
+) -> None:
+    """Print the signed provenance of RUN_ID, after checking its signature."""
+    from medtwin.governance.interchange import to_fhir_provenance, to_prov_json
+    from medtwin.governance.provenance import verify
+
+    formats = ("prov-json", "fhir", "json")
+    if fmt not in formats:
+        _fail(typer.BadParameter(f"--format must be one of {formats}, not {fmt!r}"))
+    try:
+        stores = _open_stores()
+        record = stores.runs.get(run_id).record
+    except MedtwinError as exc:
+        _fail(exc)
+    if not verify(record, stores.key.public_key()):
+        err_console.print(f"[bold red]warning:[/] the signature of run {run_id} does not verify with this "
+                          "installation's key")
+    if fmt == "prov-json":
+        text = to_prov_json(record)
+    elif fmt == "fhir":
+        text = json.dumps(to_fhir_provenance(record), indent=2, sort_keys=True)
+    else:
+        text = json.dumps(record.as_dict(), indent=2, sort_keys=True)
+    sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="A recorded run (see `medtwin runs`)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who reproduces it (default: login name); the "
+                                        "stored patient data are read for the run's own purpose."),
+) -> None:
+    """Re-execute RUN_ID from its stored inputs; exit 0 when bit-identical, 1 otherwise (with what differs)."""
+    from medtwin.governance.runs import reproduce
+
+    try:
+        stores = _open_stores()
+        spec = stores.runs.get(run_id).spec
+        access = _data_access(stores, actor or _default_actor(), spec.purpose or "treatment", spec.open_data)
+        report = reproduce(stores.runs, run_id, access=access, public_keys=[stores.key.public_key()])
+    except MedtwinError as exc:
+        _fail(exc)
+    (console if report.identical else err_console).print(report.summary(), highlight=False)
+    if not (report.identical and report.signature_ok and report.inputs_ok):
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

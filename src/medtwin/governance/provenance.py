@@ -34,7 +34,8 @@ from medtwin.governance.canonical import canonical_bytes, digest
 
 __all__ = [
     "KEY_FILENAME", "KeyFileError", "ProvenanceRecord", "environment", "key_id", "load_or_create_key",
-    "new_run_id", "now", "record_for_simulation", "sign", "signing_payload", "verify",
+    "new_run_id", "now", "output_digest", "record_for_result", "record_for_simulation", "sign", "signing_payload",
+    "verify",
 ]
 
 #: File name of the private key inside the key directory.
@@ -372,10 +373,57 @@ def trajectory_content(trajectory) -> dict:
     }
 
 
+def record_for_result(operation: str, model, inputs: Mapping[str, Any], trajectory, operator: str,
+                      seeds: Mapping[str, int] | None = None, time: str | None = None, *,
+                      run_id: str | None = None, env: Mapping | None = None) -> ProvenanceRecord:
+    """An unsigned record for an operation whose result is a :class:`~medtwin.core.simulate.Trajectory`.
+
+    Parameters
+    ----------
+    operation : str
+        What was done (``"simulate"``, ``"simulate_dataset"`` ...).
+    model : Model
+        The model (digested with ``Model.digest()``).
+    inputs : mapping
+        Input name -> value; each value is digested (``inputs.<name>``).
+    trajectory : Trajectory
+        The result; every output array is digested, and the whole of it.
+    operator : str
+        Who asked for the run.
+    seeds : mapping, optional
+        Name -> seed of every random stream used.
+    time, run_id : str, optional
+        Default to :func:`now` and :func:`new_run_id` (the only I/O besides ``env``).
+    env : mapping, optional
+        Result of :func:`environment`; read from this process when omitted.
+    """
+    env = environment() if env is None else env
+    return ProvenanceRecord(
+        run_id=new_run_id() if run_id is None else run_id,
+        operation=operation,
+        time=now() if time is None else time,
+        operator=operator,
+        input_digests={name: digest(_plain(value), root=f"inputs.{name}") for name, value in inputs.items()},
+        model_digest="sha256:" + model.digest(),
+        output_digest=output_digest(trajectory),
+        output_digests={name: digest(arr, root=f"outputs.{name}") for name, arr in trajectory.outputs.items()},
+        code_version=dict(env.get("code_version", {})),
+        dependencies=dict(env.get("dependencies", {})),
+        solver=trajectory.solver.as_dict(),
+        platform=dict(env.get("platform", {})),
+        seeds=dict(seeds or {}),
+    )
+
+
+def output_digest(trajectory) -> str:
+    """Digest of everything a trajectory holds (:func:`trajectory_content`): equal iff bit-identical."""
+    return digest(trajectory_content(trajectory), root="outputs")
+
+
 def record_for_simulation(model, params_table, regimen_events, times, trajectory, operator: str, seed=None,
                           time: str | None = None, *, run_id: str | None = None,
                           env: Mapping | None = None) -> ProvenanceRecord:
-    """An unsigned record for one ``simulate`` call.
+    """An unsigned record for one ``simulate`` call (:func:`record_for_result` with its three inputs).
 
     Parameters
     ----------
@@ -403,24 +451,6 @@ def record_for_simulation(model, params_table, regimen_events, times, trajectory
     >>> sorted(rec.input_digests), list(rec.output_digests), rec.seeds
     (['params', 'regimen', 'times'], ['C'], {'seed': 7})
     """
-    env = environment() if env is None else env
-    outputs = trajectory_content(trajectory)
-    return ProvenanceRecord(
-        run_id=new_run_id() if run_id is None else run_id,
-        operation="simulate",
-        time=now() if time is None else time,
-        operator=operator,
-        input_digests={
-            "params": digest(_plain(params_table), root="inputs.params"),
-            "regimen": digest(_plain(regimen_events), root="inputs.regimen"),
-            "times": digest(_plain(times), root="inputs.times"),
-        },
-        model_digest="sha256:" + model.digest(),
-        output_digest=digest(outputs, root="outputs"),
-        output_digests={name: digest(arr, root=f"outputs.{name}") for name, arr in trajectory.outputs.items()},
-        code_version=dict(env.get("code_version", {})),
-        dependencies=dict(env.get("dependencies", {})),
-        solver=trajectory.solver.as_dict(),
-        platform=dict(env.get("platform", {})),
-        seeds={} if seed is None else {"seed": seed},
-    )
+    return record_for_result("simulate", model, {"params": params_table, "regimen": regimen_events, "times": times},
+                             trajectory, operator, None if seed is None else {"seed": seed}, time,
+                             run_id=run_id, env=env)

@@ -45,8 +45,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "audit_table", "consents_table", "database_url", "default_sqlite_path", "make_engine",
-           "metadata", "upgrade"]
+__all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "RUNS_TABLE", "audit_table", "consents_table", "database_url",
+           "default_sqlite_path", "make_engine", "metadata", "runs_table", "upgrade"]
 
 #: Name of the hash-chained audit log table.
 AUDIT_TABLE = "audit_log"
@@ -84,6 +84,21 @@ consents_table = sa.Table(
     sa.Column("resource", sa.Text, nullable=False),
     sa.Column("added_at", sa.Text, nullable=False),
     sa.Index("ix_consents_patient", "patient"),
+)
+
+#: Name of the table of recorded runs (re-executable specification + signed provenance).
+RUNS_TABLE = "runs"
+
+runs_table = sa.Table(
+    RUNS_TABLE,
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("operation", sa.Text, nullable=False),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("output_digest", sa.String(80), nullable=False),
 )
 
 #: Milliseconds a SQLite connection waits for a lock before failing.

@@ -1,0 +1,367 @@
+"""Recorded runs: what was computed, from what, by whom -- stored, signed and re-executable.
+
+A :class:`RunSpec` is everything needed to compute a result again: the
+operation, the library model's name, the inputs as plain JSON data (parameter
+columns, dose events, output times, or a whole NONMEM dataset) and the solver
+settings.  :class:`RunStore` keeps the spec next to the signed
+:class:`~medtwin.governance.provenance.ProvenanceRecord` of the result in the
+``runs`` table (migration ``0003_runs``) and appends ``run.record`` to the
+audit log.  :func:`reproduce` executes the stored spec again and reports
+whether the result is bit-identical (same output digest), and, when the
+environment changed, exactly which versions differ.
+
+Inputs are stored as JSON: floats are written with Python's shortest
+round-trip ``repr`` and read back to the same doubles, so re-execution sees
+the very same numbers.  Patient data in a spec are read and written through
+the consent gate (``access``, see :mod:`medtwin.io.access`), like any other
+patient data.
+
+Examples
+--------
+>>> import tempfile, os
+>>> import numpy as np
+>>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+>>> from medtwin.core.events import Regimen
+>>> from medtwin.governance.audit import AuditLog
+>>> from medtwin.io.access import OpenData
+>>> from medtwin.io.storage import make_engine, upgrade
+>>> engine = make_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "r.db"))
+>>> upgrade(engine)
+>>> key = Ed25519PrivateKey.generate()
+>>> store = RunStore(engine, AuditLog(engine, key), key)
+>>> spec = spec_for_simulate("pk1_iv", {"CL": [2.0, 3.0], "V": [20.0, 25.0]}, Regimen.single(100.0),
+...                          np.linspace(0.0, 24.0, 5), open_data="synthetic virtual patients")
+>>> synthetic = OpenData(spec.open_data)
+>>> trajectory, record = run_and_record(store, spec, "alice", access=synthetic)
+>>> report = reproduce(store, record.run_id, access=synthetic, public_keys=[key.public_key()])
+>>> report.identical, report.signature_ok, report.inputs_ok
+(True, True, True)
+>>> engine.dispose()
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from medtwin.core.events import DoseEvent, Regimen
+from medtwin.core.simulate import Trajectory, simulate
+from medtwin.errors import DataError
+from medtwin.governance.audit import AuditLog
+from medtwin.governance.canonical import digest
+from medtwin.governance.provenance import (
+    ProvenanceRecord, environment, output_digest, record_for_result, sign, verify,
+)
+from medtwin.io.access import authorize, patient_ids
+from medtwin.io.dataset_simulation import simulate_dataset
+from medtwin.io.nonmem import data_classes, read_nonmem
+from medtwin.io.storage import runs_table
+from medtwin.models import get_model
+
+__all__ = ["OPERATIONS", "ReproduceReport", "RunSpec", "RunStore", "StoredRun", "environment_differences",
+           "execute", "reproduce", "run_and_record", "spec_for_dataset", "spec_for_simulate"]
+
+#: Operations a spec can describe.
+OPERATIONS = ("simulate", "simulate_dataset")
+#: Solver settings a spec may carry (keyword arguments of ``simulate``).
+SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records")
+
+_T = runs_table
+
+
+def _json_floats(values) -> list | float | None:
+    """Float array (or scalar) as JSON data, NaN (a missing cell) as null: strict JSON, exact doubles."""
+    arr = np.asarray(values, dtype=float)
+    out = np.where(np.isnan(arr), None, arr.astype(object)).tolist()
+    return out
+
+
+def _columns(values) -> dict[str, list]:
+    """A parameter table (mapping of scalars/arrays, or DataFrame) as JSON columns."""
+    if isinstance(values, pd.DataFrame):
+        values = {str(c): values[c].to_numpy() for c in values.columns}
+    if not isinstance(values, Mapping):
+        raise DataError(f"run inputs: parameters must be a mapping or DataFrame to be recorded, "
+                        f"not {type(values).__name__}")
+    return {str(k): _json_floats(v) for k, v in values.items()}
+
+
+def _events(regimen: Regimen) -> list[dict]:
+    return [{"time": e.time, "amount": e.amount, "cmt": e.cmt, "rate": e.rate, "ii": e.ii, "addl": e.addl,
+             "ss": e.ss, "evid": e.evid} for e in regimen.events]
+
+
+def _regimen(events: Iterable[Mapping]) -> Regimen:
+    return Regimen(tuple(DoseEvent(**e) for e in events))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A re-executable description of one run.
+
+    Attributes
+    ----------
+    operation : str
+        One of :data:`OPERATIONS`.
+    model : str
+        Library model name (:func:`medtwin.models.get_model`).
+    inputs : dict
+        JSON data: ``params``, ``regimens``, ``times``, ``ids`` (simulate) or
+        ``dataset``, ``params`` (simulate_dataset).
+    settings : dict
+        Keyword arguments of ``simulate`` (see :data:`SETTINGS`).
+    patients : list of str
+        Patient ids whose data the inputs hold.
+    purpose : str or None
+        Consent purpose the data were accessed for (None for open data).
+    open_data : str or None
+        Reason the data are not identifiable patient data (see ``OpenData``).
+    seeds : dict
+        Random streams that produced the inputs (documentation; the inputs
+        themselves are stored, so re-execution draws nothing).
+    """
+
+    operation: str
+    model: str
+    inputs: dict
+    settings: dict = field(default_factory=dict)
+    patients: list = field(default_factory=list)
+    purpose: str | None = None
+    open_data: str | None = None
+    seeds: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.operation not in OPERATIONS:
+            raise DataError(f"run operation must be one of {OPERATIONS}, not {self.operation!r}")
+        unknown = sorted(set(self.settings) - set(SETTINGS))
+        if unknown:
+            raise DataError(f"run settings {unknown} are not recordable; allowed: {SETTINGS}")
+        if (self.purpose is None) == (self.open_data is None):
+            raise DataError("a run spec needs exactly one of purpose (consented patient data) "
+                            "and open_data (the reason the data are not identifiable)")
+
+    def as_dict(self) -> dict:
+        return {"operation": self.operation, "model": self.model, "inputs": self.inputs,
+                "settings": self.settings, "patients": list(self.patients), "purpose": self.purpose,
+                "open_data": self.open_data, "seeds": self.seeds}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> RunSpec:
+        return cls(**dict(data))
+
+    def to_json(self) -> str:
+        try:
+            return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"run spec is not storable as strict JSON: {exc}") from None
+
+
+def spec_for_simulate(model: str, params, regimen, times, *, ids=None, settings: Mapping | None = None,
+                      purpose: str | None = None, open_data: str | None = None,
+                      seeds: Mapping | None = None) -> RunSpec:
+    """The spec of ``simulate(get_model(model), params, regimen, times, ids=ids, **settings)``.
+
+    ``regimen`` is one :class:`Regimen` (shared) or one per patient; ``times``
+    one array (shared) or one per patient.
+    """
+    regimens = [_events(regimen)] if isinstance(regimen, Regimen) else [_events(r) for r in regimen]
+    times = np.asarray(times, dtype=float) if not isinstance(times, (list, tuple)) else times
+    times_json = (times.tolist() if isinstance(times, np.ndarray)
+                  else [np.asarray(t, dtype=float).tolist() for t in times])
+    columns = _columns(params)
+    n = max([len(v) if isinstance(v, list) else 1 for v in columns.values()] + [len(regimens)])
+    patients = patient_ids(ids) if ids is not None else [str(i + 1) for i in range(n)]
+    inputs = {"params": columns, "regimens": regimens, "times": times_json,
+              "ids": None if ids is None else np.asarray(ids).tolist()}
+    return RunSpec("simulate", model, inputs, dict(settings or {}), patients, purpose, open_data, dict(seeds or {}))
+
+
+def spec_for_dataset(model: str, dataset, params=None, *, settings: Mapping | None = None,
+                     purpose: str | None = None, open_data: str | None = None) -> RunSpec:
+    """The spec of ``simulate_dataset(get_model(model), dataset, params, **settings)``."""
+    frame = dataset.to_frame()
+    inputs = {"dataset": {str(c): _json_floats(frame[c].to_numpy(dtype=float)) for c in frame.columns},
+              "params": None if params is None else _columns(params)}
+    return RunSpec("simulate_dataset", model, inputs, dict(settings or {}), patient_ids(dataset.ids),
+                   purpose, open_data)
+
+
+def execute(spec: RunSpec, *, access) -> Trajectory:
+    """Compute the run described by *spec* (reading its patient data through *access*)."""
+    model = get_model(spec.model)
+    settings = {k: v for k, v in spec.settings.items() if k != "records"}
+    if spec.operation == "simulate_dataset":
+        frame = pd.DataFrame({c: np.array(v, dtype=float) for c, v in spec.inputs["dataset"].items()})
+        dataset = read_nonmem(frame, access=access, model=model)
+        params = spec.inputs["params"]
+        params = None if params is None else {k: np.array(v, dtype=float) for k, v in params.items()}
+        return simulate_dataset(model, dataset, params, records=spec.settings.get("records", "observations"),
+                                **settings)
+    authorize(access, spec.patients, _spec_data_classes(spec), "read")
+    regimens = [_regimen(events) for events in spec.inputs["regimens"]]
+    times = spec.inputs["times"]
+    times = (np.asarray(times, dtype=float) if not times or not isinstance(times[0], list)
+             else [np.asarray(t, dtype=float) for t in times])
+    params = {k: np.array(v, dtype=float) for k, v in spec.inputs["params"].items()}
+    ids = spec.inputs.get("ids")
+    return simulate(model, params, regimens[0] if len(regimens) == 1 else regimens, times,
+                    ids=None if ids is None else np.asarray(ids), **settings)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as stored: its spec, its signed provenance record and when it was stored."""
+
+    spec: RunSpec
+    record: ProvenanceRecord
+    created_at: str
+
+
+class RunStore:
+    """Runs in the ``runs`` table, each stored with its signed provenance; every store is audited.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        Database at revision ``0003_runs`` or later.
+    audit_log : AuditLog
+        Receives a ``run.record`` entry per stored run.
+    key : Ed25519PrivateKey
+        Signs the provenance records.
+    """
+
+    def __init__(self, engine: sa.Engine, audit_log: AuditLog, key):
+        self.engine, self.audit_log, self.key = engine, audit_log, key
+
+    def save(self, spec: RunSpec, trajectory: Trajectory, operator: str, *, access,
+             env: Mapping | None = None) -> ProvenanceRecord:
+        """Sign the provenance of *trajectory* and store it with *spec* (a write of the patients' data)."""
+        authorize(access, spec.patients, _spec_data_classes(spec), "write")
+        inputs = {"spec": spec.as_dict(), **spec.inputs}
+        record = sign(record_for_result(spec.operation, get_model(spec.model), inputs, trajectory, operator,
+                                        spec.seeds, env=env), self.key)
+        with self.engine.begin() as conn:
+            conn.execute(_T.insert(), {"run_id": record.run_id, "operation": spec.operation, "operator": operator,
+                                       "created_at": record.time, "spec": spec.to_json(),
+                                       "provenance": json.dumps(record.as_dict(), sort_keys=True),
+                                       "output_digest": record.output_digest})
+        single = spec.patients[0] if len(spec.patients) == 1 and spec.open_data is None else None
+        self.audit_log.append(operator, "run.record",
+                              {"run_id": record.run_id, "operation": spec.operation, "model": spec.model,
+                               "n_patients": len(spec.patients), "output_digest": record.output_digest,
+                               "signer": record.signer}, patient=single)
+        return record
+
+    def get(self, run_id: str) -> StoredRun:
+        """The stored run; :class:`~medtwin.errors.DataError` naming the id when there is none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_T.c.spec, _T.c.provenance, _T.c.created_at)
+                               .where(_T.c.run_id == run_id)).first()
+        if row is None:
+            raise DataError(f"no run {run_id!r} in this database (`medtwin runs` lists the stored runs)")
+        return StoredRun(RunSpec.from_dict(json.loads(row[0])), ProvenanceRecord.from_dict(json.loads(row[1])),
+                         row[2])
+
+    def list(self, limit: int = 50) -> list[tuple[str, str, str, str]]:
+        """The most recent runs as (run_id, operation, operator, created_at), newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_T.c.run_id, _T.c.operation, _T.c.operator, _T.c.created_at)
+                                .order_by(_T.c.created_at.desc()).limit(limit)).all()
+        return [tuple(r) for r in rows]
+
+
+def _spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
+    """Consent data classes a spec's inputs hold."""
+    if spec.operation == "simulate_dataset":
+        return data_classes(spec.inputs["dataset"])
+    return ("observations", "medications")
+
+
+def run_and_record(store: RunStore, spec: RunSpec, operator: str, *, access,
+                   env: Mapping | None = None) -> tuple[Trajectory, ProvenanceRecord]:
+    """:func:`execute` then :meth:`RunStore.save`: the result and its signed, stored provenance."""
+    trajectory = execute(spec, access=access)
+    return trajectory, store.save(spec, trajectory, operator, access=access, env=env)
+
+
+def environment_differences(record: ProvenanceRecord, env: Mapping) -> list[tuple[str, object, object]]:
+    """Every (field, recorded, current) that differs between a record's environment and *env*."""
+    out = []
+    for part in ("code_version", "dependencies", "platform"):
+        recorded, current = getattr(record, part) or {}, env.get(part, {}) or {}
+        for name in sorted(set(recorded) | set(current)):
+            if recorded.get(name) != current.get(name):
+                out.append((f"{part}.{name}", recorded.get(name), current.get(name)))
+    return out
+
+
+@dataclass(frozen=True)
+class ReproduceReport:
+    """Outcome of :func:`reproduce`.
+
+    ``identical`` is True when the new output digest equals the recorded one
+    (every output, status and solver setting bit for bit).
+    """
+
+    run_id: str
+    identical: bool
+    recorded_digest: str
+    reproduced_digest: str
+    differing_outputs: tuple[str, ...]
+    signature_ok: bool
+    inputs_ok: bool
+    model_changed: bool
+    environment_differences: tuple[tuple[str, object, object], ...]
+
+    def summary(self) -> str:
+        """A few lines for people: verdict, checks, then every environment difference."""
+        lines = [f"run {self.run_id}: " + ("bit-identical" if self.identical else "NOT identical") +
+                 f" (recorded {self.recorded_digest}, reproduced {self.reproduced_digest})"]
+        if self.differing_outputs:
+            lines.append("outputs that differ: " + ", ".join(self.differing_outputs))
+        lines.append(f"provenance signature: {'valid' if self.signature_ok else 'INVALID or unknown key'}; "
+                     f"stored inputs match the signed digest: {'yes' if self.inputs_ok else 'NO'}")
+        if self.model_changed:
+            lines.append("the model definition differs from the recorded one (model digest changed)")
+        if self.environment_differences:
+            lines.append("environment differences (recorded -> now):")
+            lines += [f"  {name}: {old} -> {new}" for name, old, new in self.environment_differences]
+        else:
+            lines.append("environment: same code, dependency versions and platform as recorded")
+        return "\n".join(lines)
+
+
+def reproduce(store: RunStore, run_id: str, *, access, public_keys, env: Mapping | None = None) -> ReproduceReport:
+    """Re-execute a stored run and compare its output digest with the recorded one.
+
+    Parameters
+    ----------
+    store : RunStore
+    run_id : str
+    access : DataAccess
+        Reads the stored patient data (consent gate for the spec's purpose, or
+        ``OpenData`` for its ``open_data`` reason).
+    public_keys : iterable of Ed25519PublicKey
+        Keys trusted to have signed the record.
+    env : mapping, optional
+        The current :func:`~medtwin.governance.provenance.environment`.
+    """
+    stored = store.get(run_id)
+    record, spec = stored.record, stored.spec
+    env = environment() if env is None else env
+    trajectory = execute(spec, access=access)
+    new_digest = output_digest(trajectory)
+    differing = tuple(name for name, arr in trajectory.outputs.items()
+                      if digest(arr, root=f"outputs.{name}") != record.output_digests.get(name))
+    return ReproduceReport(
+        run_id=run_id, identical=new_digest == record.output_digest, recorded_digest=record.output_digest,
+        reproduced_digest=new_digest, differing_outputs=differing,
+        signature_ok=any(verify(record, k) for k in public_keys),
+        inputs_ok=digest(spec.as_dict(), root="inputs.spec") == record.input_digests.get("spec"),
+        model_changed="sha256:" + get_model(spec.model).digest() != record.model_digest,
+        environment_differences=tuple(environment_differences(record, env)))

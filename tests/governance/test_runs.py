@@ -1,0 +1,198 @@
+"""Recorded runs and `medtwin reproduce`: bit-identical re-execution, tampering, environment differences.
+
+Runs on SQLite and PostgreSQL (fixture ``engine`` in conftest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from medtwin.cli import app
+from medtwin.core.events import Regimen
+from medtwin.errors import DataError
+from medtwin.governance.audit import AuditLog
+from medtwin.governance.interchange import from_prov_json
+from medtwin.governance.provenance import environment, verify
+from medtwin.governance.runs import (
+    RunSpec, RunStore, environment_differences, execute, reproduce, run_and_record, spec_for_dataset,
+    spec_for_simulate,
+)
+from medtwin.io.access import OpenData
+from medtwin.io.nonmem import read_nonmem
+from medtwin.io.storage import runs_table
+
+SYNTHETIC = OpenData("synthetic records written in the tests")
+DATA = ("ID,TIME,AMT,DV,RATE,WT\n1,0,1000,.,500,70\n1,3,0,30,0,70\n1,12,0,10,0,70\n"
+        "2,0,500,.,0,80\n2,1,0,20,0,80\n2,6,0,5,0,80\n")
+
+
+@pytest.fixture
+def key():
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def store(engine, key):
+    return RunStore(engine, AuditLog(engine, key), key)
+
+
+def _check(store, key, record):
+    report = reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
+    assert report.identical and report.signature_ok and report.inputs_ok and not report.model_changed, \
+        report.summary()
+    assert report.environment_differences == ()
+    return report
+
+
+def test_simulate_run_reproduces_bit_for_bit(store, key):
+    spec = spec_for_simulate("pk2_oral", {"CL": [3.0, 5.5], "V1": [30.0, 41.0], "KA": [1.1, 0.7]},
+                             Regimen.every(12.0, "h", 250.0, "mg", n=4), np.linspace(0.0, 48.0, 97),
+                             open_data=SYNTHETIC.reason, seeds={"seed": 11})
+    trajectory, record = run_and_record(store, spec, "alice", access=SYNTHETIC)
+    assert verify(record, key.public_key()) and record.seeds == {"seed": 11}
+    assert set(record.input_digests) == {"spec", "params", "regimens", "times", "ids"}
+    _check(store, key, record)
+
+
+def test_nonlinear_per_patient_regimens_and_times(store, key):
+    regimens = [Regimen.single(100.0), Regimen.every(8.0, "h", 50.0, "mg", n=3)]
+    times = [np.array([0.5, 1.0, 4.0]), np.array([0.25, 2.0, 9.0, 20.0])]
+    spec = spec_for_simulate("pk1_iv_mm", {"VMAX": [10.0, 20.0]}, regimens, times, ids=[7, 9],
+                             settings={"method": "dopri5", "rtol": 1e-9, "atol": 1e-12},
+                             open_data=SYNTHETIC.reason)
+    trajectory, record = run_and_record(store, spec, "alice", access=SYNTHETIC)
+    assert trajectory.solver.method == "dopri5" and list(trajectory.ids) == [7, 9]
+    _check(store, key, record)
+
+
+def test_dataset_run_reproduces_and_stores_the_records(store, key):
+    ds = read_nonmem(io.StringIO(DATA), access=SYNTHETIC)
+    spec = spec_for_dataset("pk1_iv", ds, {"ID": [1, 2], "CL": [4.0, 2.0], "V": [40.0, 20.0]},
+                            settings={"method": "exact"}, open_data=SYNTHETIC.reason)
+    assert spec.patients == ["1", "2"] and spec.inputs["dataset"]["WT"] == [70.0] * 3 + [80.0] * 3
+    _, record = run_and_record(store, spec, "alice", access=SYNTHETIC)
+    assert store.get(record.run_id).spec == spec
+    _check(store, key, record)
+
+
+def _tamper(engine, run_id, column, edit):
+    with engine.begin() as conn:
+        text = conn.execute(sa.select(runs_table.c[column]).where(runs_table.c.run_id == run_id)).scalar()
+        data = json.loads(text)
+        edit(data)
+        conn.execute(runs_table.update().where(runs_table.c.run_id == run_id).values({column: json.dumps(data)}))
+
+
+def _simple_run(store):
+    spec = spec_for_simulate("pk1_iv", {"CL": [2.0], "V": [20.0]}, Regimen.single(100.0),
+                             np.array([1.0, 2.0, 5.0]), open_data=SYNTHETIC.reason)
+    return run_and_record(store, spec, "alice", access=SYNTHETIC)[1]
+
+
+def test_changed_stored_inputs_are_caught(store, key, engine):
+    record = _simple_run(store)
+    _tamper(engine, record.run_id, "spec", lambda d: d["inputs"]["params"].update(CL=[2.5]))
+    report = reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
+    assert not report.identical and not report.inputs_ok and report.signature_ok
+    assert report.differing_outputs == ("C",)
+    assert "NOT identical" in report.summary() and "NO" in report.summary()
+
+
+def test_changed_record_fails_its_signature(store, key, engine):
+    record = _simple_run(store)
+    _tamper(engine, record.run_id, "provenance", lambda d: d.update(operator="mallory"))
+    report = reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
+    assert report.identical and not report.signature_ok
+    other = reproduce(store, _simple_run(store).run_id, access=SYNTHETIC,
+                      public_keys=[Ed25519PrivateKey.generate().public_key()])
+    assert not other.signature_ok  # signed, but by a key we do not trust
+
+
+def test_environment_differences_are_named(store, key):
+    record = _simple_run(store)
+    env = environment()
+    changed = {**env, "dependencies": {**env["dependencies"], "numpy": "0.0.1"},
+               "platform": {**env["platform"], "python": "2.7.18"}}
+    report = reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()], env=changed)
+    names = [name for name, _, _ in report.environment_differences]
+    assert names == ["dependencies.numpy", "platform.python"]
+    assert dict((n, (old, new)) for n, old, new in report.environment_differences)["dependencies.numpy"] == \
+        (env["dependencies"]["numpy"], "0.0.1")
+    assert "dependencies.numpy" in report.summary()
+    assert environment_differences(record, env) == []
+
+
+def test_unknown_run_and_bad_specs_are_clear_errors(store):
+    with pytest.raises(DataError, match="no run 'nope'"):
+        store.get("nope")
+    with pytest.raises(DataError, match="exactly one of purpose"):
+        spec_for_simulate("pk1_iv", {"CL": [2.0]}, Regimen.single(1.0), [1.0])
+    with pytest.raises(DataError, match="not recordable"):
+        RunSpec("simulate", "pk1_iv", {}, {"progress": True}, open_data="x")
+    with pytest.raises(DataError, match="operation"):
+        RunSpec("fit", "pk1_iv", {}, open_data="x")
+    spec = spec_for_simulate("pk1_iv", {"CL": [2.0]}, Regimen.single(1.0), [1.0], open_data="x")
+    assert RunSpec.from_dict(json.loads(spec.to_json())) == spec
+    assert dataclasses.replace(spec, model="pk1_iv").model == "pk1_iv"
+    assert execute(spec, access=SYNTHETIC).outputs["C"].shape == (1, 1)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+runner = CliRunner()
+
+
+def test_cli_simulate_provenance_and_reproduce(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text(DATA)
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["simulate", "pk1_iv", "--data", str(data), "--param", "CL=2", "--param", "V=20",
+                                 "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(app, ["runs"])
+    run_id = result.output.split("run ")[1].split()[0]
+    assert run_id in listed.output.replace("\n", "")
+    prov = runner.invoke(app, ["provenance", run_id])
+    assert prov.exit_code == 0, prov.output
+    record = from_prov_json(prov.output)
+    assert record.run_id == run_id and record.operation == "simulate_dataset"
+    fhir = json.loads(runner.invoke(app, ["provenance", run_id, "--format", "fhir"]).output)
+    assert fhir["resourceType"] == "Provenance"
+    again = runner.invoke(app, ["reproduce", run_id])
+    assert again.exit_code == 0, again.output
+    assert "bit-identical" in again.output
+    bad = runner.invoke(app, ["provenance", run_id, "--format", "xml"])
+    assert bad.exit_code == 2 and "--format" in bad.output
+
+
+def test_cli_reproduce_reports_a_broken_run(tmp_path):
+    from medtwin.cli import _open_stores
+
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--patients", "2"])
+    assert result.exit_code == 0, result.output
+    run_id = result.output.split("run ")[-1].split()[0]
+    stores = _open_stores()
+    _tamper(stores.engine, run_id, "spec", lambda d: d["inputs"]["params"].update(
+        CL=[v * 1.01 for v in d["inputs"]["params"]["CL"]]))
+    broken = runner.invoke(app, ["reproduce", run_id])
+    assert broken.exit_code == 1
+    assert "NOT identical" in broken.output
+    stores.engine.dispose()
+
+
+def test_cli_simulate_is_denied_without_consent(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text(DATA)
+    result = runner.invoke(app, ["simulate", "pk1_iv", "--data", str(data), "--out", str(tmp_path / "o.csv"),
+                                 "--purpose", "research", "--no-progress"])
+    assert result.exit_code == 2
+    assert "denied" in result.output and not (tmp_path / "o.csv").exists()
+    shown = runner.invoke(app, ["audit", "show", "--patient", "1"])
+    assert "consent.decision" in shown.output
