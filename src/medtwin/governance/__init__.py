@@ -1,5 +1,11 @@
 """Governance: canonical digests, signed provenance records, PROV-JSON and FHIR exports.
 
+The database-backed parts live in their own modules, imported on demand:
+:mod:`~medtwin.governance.audit` (hash-chained signed log),
+:mod:`~medtwin.governance.consent` / :mod:`~medtwin.governance.consent_store`
+(FHIR Consent, policy decision point, :class:`ConsentGate`) and
+:mod:`~medtwin.governance.runs` (recorded runs and :func:`reproduce`).
+
 Examples
 --------
 >>> from medtwin.governance import digest
@@ -17,6 +23,8 @@ from medtwin.governance.provenance import (
     load_or_create_key,
     new_run_id,
     now,
+    output_digest,
+    record_for_result,
     record_for_simulation,
     sign,
     signing_payload,
@@ -27,6 +35,6 @@ from medtwin.governance.interchange import from_prov_json, to_fhir_provenance, t
 __all__ = [
     "DIGEST_PREFIX", "KEY_FILENAME", "KeyFileError", "ProvenanceRecord", "UnsupportedValueError",
     "canonical_bytes", "digest", "environment", "from_prov_json", "key_id", "load_or_create_key",
-    "new_run_id", "now", "record_for_simulation", "sign", "signing_payload", "to_fhir_provenance",
+    "new_run_id", "now", "output_digest", "record_for_result", "record_for_simulation", "sign", "signing_payload", "to_fhir_provenance",
     "to_prov_json", "verify",
 ]

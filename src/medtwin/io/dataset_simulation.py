@@ -161,8 +161,7 @@ def write_simulation(trajectory: Trajectory, path, *, access, observations_only:
         Asked for a ``write`` of the patients' ``observations`` (simulated
         outputs are derived from their data) before anything is written.
     observations_only : bool
-        Keep only the observation records (EVID 0) of a :func:`simulate_dataset`
-        result, without the EVID and ROW columns.
+        Keep only the observation records (EVID 0) of a :func:`simulate_dataset` result.
 
     Examples
     --------
@@ -179,14 +178,13 @@ def write_simulation(trajectory: Trajectory, path, *, access, observations_only:
     patients = trajectory.ids if trajectory.ids is not None else np.arange(1, trajectory.n_patients + 1)
     authorize(access, patients, ("observations",), "write")
     frame = trajectory.to_frame()
+    position = 2
+    for key, column in (("evid", "EVID"), ("row", "ROW")):
+        if key in trajectory.extra and len(trajectory.extra[key]) == len(frame):
+            frame.insert(position, column, np.asarray(trajectory.extra[key]))
+            position += 1
     if observations_only:
-        if "evid" not in trajectory.extra:
+        if "EVID" not in frame.columns:
             raise SimulationError("observations_only needs a simulate_dataset result (it knows each record's EVID)")
-        frame = frame[np.asarray(trajectory.extra["evid"]) == 0]
-    else:
-        position = 2
-        for key, column in (("evid", "EVID"), ("row", "ROW")):
-            if key in trajectory.extra and len(trajectory.extra[key]) == len(frame):
-                frame.insert(position, column, np.asarray(trajectory.extra[key]))
-                position += 1
+        frame = frame[frame["EVID"].to_numpy() == 0]
     frame.to_csv(path, index=False, na_rep=".", lineterminator="\n")
