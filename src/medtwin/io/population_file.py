@@ -1,0 +1,111 @@
+"""Population model files (YAML or JSON): load, save and the populations shipped with medtwin.
+
+The file is :meth:`medtwin.core.population.Population.to_dict` written as YAML
+(``.yaml``/``.yml``) or JSON (``.json``); ``format: medtwin-population/1``.
+Fields, with units carried next to the numbers:
+
+``name``, ``description``, ``citation``
+    Identity and the literature source of the values.
+``model``
+    Library model (e.g. ``pk1_iv``); ``covariates``: covariate -> unit.
+``thetas``
+    List of ``{name, value, unit, lower?, upper?, fixed?, description?}``.
+``typical``
+    Model parameter -> the theta that is its typical value.
+``effects``
+    List of ``{parameter, covariate, form, theta, reference?, condition?, clip?}``
+    (forms: ``power``, ``exponential``, ``linear``, ``categorical``).
+``iiv``
+    ``{parameters: [...], omega: [[...]]}``: Ω of the log-normal η (variances, log scale).
+``iov`` (optional)
+    ``{parameters, omega, occasion}``.
+``residual``
+    ``{model, additive_sd, proportional_sd, output, unit}``: SDs (σ² = SD²).
+``estimation`` (optional)
+    How the values were obtained (method, objective function value, software).
+
+Examples
+--------
+>>> pop = load_population(shipped_population_path("pheno"))
+>>> pop.model, pop.iiv, round(pop.theta("TVCL").value, 8)
+('pk1_iv', ('CL', 'V'), 0.00469555)
+>>> sorted(shipped_populations())
+['pheno', 'vancomycin_goti2018']
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from pathlib import Path
+
+from medtwin.core.population import Population
+from medtwin.errors import DataError, PopulationError
+
+__all__ = ["load_population", "save_population", "shipped_populations", "shipped_population_path"]
+
+_PACKAGE = "medtwin.data.populations"
+
+
+def _yaml():
+    try:
+        import yaml
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise DataError("YAML population files need pyyaml: pip install pyyaml") from exc
+    return yaml
+
+
+def _is_json(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
+def load_population(path: str | os.PathLike) -> Population:
+    """Read a population file (YAML, or JSON by the ``.json`` suffix).
+
+    Raises
+    ------
+    DataError
+        The file cannot be read or parsed.
+    PopulationError
+        The content is inconsistent (the message names the field).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read population file {path}: {exc}") from None
+    try:
+        data = json.loads(text) if _is_json(path) else _yaml().safe_load(text)
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
+        raise DataError(f"population file {path} is not valid {'JSON' if _is_json(path) else 'YAML'}: {exc}") from None
+    try:
+        return Population.from_dict(data)
+    except PopulationError as exc:
+        raise PopulationError(f"{path.name}: {exc}") from None
+
+
+def save_population(population: Population, path: str | os.PathLike) -> Path:
+    """Write ``population`` as YAML (or JSON for a ``.json`` path); returns the path."""
+    path = Path(path)
+    data = population.to_dict()
+    if _is_json(path):
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = _yaml().safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def shipped_populations() -> list[str]:
+    """Names of the population files shipped in ``medtwin/data/populations``."""
+    folder = importlib.resources.files(_PACKAGE)
+    return sorted(p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def shipped_population_path(name: str) -> Path:
+    """Path of a shipped population file (raises DataError with the known names)."""
+    path = Path(str(importlib.resources.files(_PACKAGE) / f"{name}.yaml"))
+    if not path.exists():
+        raise DataError(f"no shipped population {name!r}; shipped: {shipped_populations()}")
+    return path
