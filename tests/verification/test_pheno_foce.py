@@ -125,3 +125,16 @@ def test_shrinkage_and_population_record(fit):
     assert fit.population.estimation["method"] == "FOCEI"
     assert fit.population.theta("TVCL").value == fit.theta["TVCL"]
     assert fit.minus2ll == pytest.approx(fit.ofv + 155 * np.log(2 * np.pi))
+
+
+def test_covariance_step_failure_is_reported_not_raised(dataset, final_population):
+    """A coefficient with no effect on the data (condition never true) makes R singular."""
+    d = final_population.to_dict()
+    d["thetas"].append({"name": "NEVER", "value": 0.1, "unit": "1", "lower": -0.99})
+    d["effects"].append({"parameter": "CL", "covariate": "APGR", "form": "categorical", "theta": "NEVER",
+                         "condition": [">", 100.0]})
+    fit = fit_focei(Population.from_dict(d), dataset, max_iterations=5)
+    assert fit.covariance_status == "failed"
+    assert "not positive definite" in fit.covariance_message
+    assert np.all(np.isnan(fit.se)) and fit.covariance is None
+    assert abs(fit.ofv - NONMEM["ofv"]) < 0.01
