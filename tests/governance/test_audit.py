@@ -15,11 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from medtwin.errors import DataError
 from medtwin.governance.audit import GENESIS_HASH, AuditLog, entry_hash, key_id
-from medtwin.io.storage import database_url, default_sqlite_path, make_engine, upgrade
+from medtwin.io.storage import alembic_config, database_url, default_sqlite_path, make_engine, upgrade
 
 PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc)
@@ -116,9 +117,9 @@ def test_upgrade_creates_table_and_is_idempotent(db):
         log.append("a", "b", {})
         upgrade(eng)  # second run: no error, data kept
         assert len(log) == 1
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         with eng.connect() as c:
-            assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == \
-                "0002_consents"
+            assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
     finally:
         eng.dispose()
 
@@ -339,3 +340,73 @@ def test_two_processes_append_concurrently(db, engine, key):
     assert actors.count("proc-a") == actors.count("proc-b") == 200
     for tag in ("proc-a", "proc-b"):  # each process's own order is kept
         assert [e.payload["i"] for e in es if e.actor == tag] == list(range(200))
+
+
+# -- verification in ranges (worker processes) and signature libraries ---------------
+
+def _range_tamper_link(engine):
+    _exec(engine, "UPDATE audit_log SET prev_hash = :h WHERE seq = 7", h=hashlib.sha256(b"y").hexdigest())
+    return 7, "prev_hash"
+
+
+def _range_tamper_delete_range_end(engine):
+    _exec(engine, "DELETE FROM audit_log WHERE seq = 6")
+    return 6, "contiguous"
+
+
+def _range_tamper_seq_zero(engine):
+    _forge(engine, 0, GENESIS_HASH, Ed25519PrivateKey.generate(), "0" * 16)
+    return 1, "contiguous"
+
+
+def _range_tamper_far_seq(engine):
+    _forge(engine, 1000, GENESIS_HASH, Ed25519PrivateKey.generate(), "0" * 16)
+    return 41, "contiguous"
+
+
+def _range_tamper_last_entry(engine):
+    _exec(engine, "UPDATE audit_log SET action = 'x' WHERE seq = 40")
+    return 40, "entry_hash"
+
+
+@pytest.mark.parametrize("tamper", [_range_tamper_link, _range_tamper_delete_range_end,
+                                    _range_tamper_seq_zero, _range_tamper_far_seq,
+                                    _range_tamper_last_entry],
+                         ids=lambda f: f.__name__[len("_range_tamper_"):])
+def test_range_boundaries_in_parallel_verification(engine, key, tamper):
+    # 40 entries, batch_size 3: the workers check ranges of 3 (1-3, 4-6, 7-9, ..., 40-).
+    log = AuditLog(engine, key, batch_size=3)
+    _fill(log, 40)
+    assert log.verify([key.public_key()], workers=2).n_entries == 40
+    seq, word = tamper(engine)
+    for workers in (2, 1):
+        rep = log.verify([key.public_key()], workers=workers)
+        assert not rep.ok and rep.first_bad_seq == seq and rep.n_entries == seq - 1, (workers, rep)
+        assert word in rep.reason, rep
+
+
+def _backends():
+    out = ["openssl"]
+    try:
+        import nacl.bindings  # noqa: F401
+        out.append("libsodium")
+    except ImportError:
+        out.append(pytest.param("libsodium", marks=pytest.mark.skip(reason="PyNaCl not installed")))
+    return out
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("tamper", [_tamper_resign_other_key_same_id, _tamper_garbage_signature,
+                                    _tamper_modify_payload_and_rehash, _tamper_resign_other_key],
+                         ids=lambda f: f.__name__[len("_tamper_"):])
+def test_signature_libraries_agree(engine, key, backend, tamper, monkeypatch):
+    from medtwin.governance import audit_chain
+
+    monkeypatch.setattr(audit_chain, "SIGNATURE_BACKEND", backend)
+    log = AuditLog(engine, key)
+    _fill(log, 10)
+    assert log.verify([key.public_key()]).ok
+    seq, word = tamper(engine, key, Ed25519PrivateKey.generate())
+    for workers in (1, 2):  # forked workers inherit the patched module
+        rep = log.verify([key.public_key()], workers=workers)
+        assert not rep.ok and rep.first_bad_seq == seq and word in rep.reason, rep
