@@ -410,3 +410,12 @@ def test_signature_libraries_agree(engine, key, backend, tamper, monkeypatch):
     for workers in (1, 2):  # forked workers inherit the patched module
         rep = log.verify([key.public_key()], workers=workers)
         assert not rep.ok and rep.first_bad_seq == seq and word in rep.reason, rep
+
+
+def test_in_memory_sqlite_is_verified_in_process(key):
+    eng = make_engine("sqlite://")
+    upgrade(eng)
+    log = AuditLog(eng, key)
+    _fill(log, 5)
+    assert log.verify([key.public_key()], workers=2).n_entries == 5  # workers could not see it
+    eng.dispose()

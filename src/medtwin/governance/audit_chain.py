@@ -356,7 +356,8 @@ def verify_chain(engine: sa.Engine, public_keys: Mapping[str, Ed25519PublicKey],
         Processes fetching and checking ranges of the chain. Default:
         ``os.cpu_count()`` for chains of at least ``parallel_threshold``
         entries, else 1 (in this process). Without the ``fork`` start method
-        (Windows) verification runs in this process.
+        (Windows), and for an in-memory SQLite database, verification runs in
+        this process.
     batch_size : int, default 2000
         Rows per query.
     parallel_threshold : int, default 20000
@@ -381,7 +382,7 @@ def verify_chain(engine: sa.Engine, public_keys: Mapping[str, Ed25519PublicKey],
     if workers is None:
         workers = (os.cpu_count() or 1) if count >= parallel_threshold else 1
     raw = {k: v.public_bytes(Encoding.Raw, PublicFormat.Raw) for k, v in public_keys.items()}
-    if workers > 1 and count > 1 and "fork" in mp.get_all_start_methods():
+    if workers > 1 and count > 1 and "fork" in mp.get_all_start_methods() and _shareable(engine):
         size = max(batch_size, -(-count // (workers * _TASKS_PER_WORKER)))
         ranges = _ranges(count, size)
         init = (engine, raw, SIGNATURE_BACKEND, batch_size)
@@ -401,6 +402,14 @@ def verify_chain(engine: sa.Engine, public_keys: Mapping[str, Ed25519PublicKey],
     if failure is None:
         return VerifyReport(True, n, None, "")
     return VerifyReport(False, failure[0] - 1, failure[0], failure[1])
+
+
+def _shareable(engine: sa.Engine) -> bool:
+    """Whether other processes can open the same database (not an in-memory SQLite one)."""
+    if engine.dialect.name != "sqlite":
+        return True
+    db = engine.url.database or ""
+    return db not in ("", ":memory:") and "mode=memory" not in db + str(engine.url.query)
 
 
 def _check_head(engine: sa.Engine, n: int, expect_head: tuple[int, str]) -> tuple[int, str] | None:
