@@ -13,7 +13,7 @@ bolus amounts (so through F for boluses); event *times* (lag, modelled
 durations) are fixed at the reference θ.  Steady-state records are not
 supported here (use :func:`medtwin.core.simulate.simulate`).
 
-JAX is an optional dependency (``pip install medtwin[jax]``); float64 is
+JAX is imported on first use (a dependency of medtwin); float64 is
 enabled for the duration of each call.
 
 Examples
@@ -45,7 +45,7 @@ def _jax():
         import jax
         import jax.numpy as jnp
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise SimulationError("the diffrax path needs the optional dependencies: pip install 'medtwin[jax]'") from exc
+        raise SimulationError("the diffrax path needs jax and diffrax (dependencies of medtwin): pip install jax diffrax") from exc
     return jax, jnp, diffrax
 
 

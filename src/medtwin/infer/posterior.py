@@ -1,0 +1,255 @@
+"""A patient's posterior, its forecasts with uncertainty, and probability queries.
+
+:class:`Posterior` (from :func:`medtwin.infer.personalize.personalize`) holds
+the posterior of z = log P for the parameters with inter-individual
+variability: a Gaussian (Laplace) or NUTS draws.  :meth:`Posterior.predict`
+simulates a regimen for posterior draws (one batched numba ``simulate`` call)
+and returns a :class:`PredictiveBand`: for every output the median and the
+50 % and 90 % bands from parameter uncertainty, and, for the observed output,
+the same with residual error added (the two are kept apart).  Probability
+queries work on the draws: P(trough in [10, 20] mg/L), P(AUC24 > 600 mg·h/L),
+P(Cmax > a toxic level).
+
+Examples
+--------
+>>> import numpy as np
+>>> from medtwin.core.events import Regimen
+>>> from medtwin.infer.personalize import PatientData, personalize
+>>> from medtwin.io.population_file import load_population, shipped_population_path
+>>> pop = load_population(shipped_population_path("vancomycin_goti2018"))
+>>> regimen = Regimen.every(12.0, "h", 1000.0, "mg", n=8, duration=1.0)
+>>> post = personalize(pop, PatientData(regimen, [11.5, 35.5], [9.0, 12.5], {"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0}))
+>>> band = post.predict(regimen, np.arange(0.0, 96.01, 0.25), n_draws=500, seed=1)
+>>> p = probability(band.auc("C", 72.0, 96.0), 400.0, 600.0)
+>>> 0.0 <= p <= 1.0
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from medtwin.core.events import Regimen
+from medtwin.core.population import IndividualPrior
+from medtwin.core.simulate import simulate
+from medtwin.errors import DataError
+from medtwin.models import get_model
+
+__all__ = ["Posterior", "PredictiveBand", "convergence", "probability"]
+
+#: Quantiles reported by a band: median, 50 % and 90 % central intervals.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def convergence(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split R-hat and bulk effective sample size per parameter (arviz).
+
+    ``samples`` has shape (chains, draws, n_parameters).
+    """
+    import arviz as az
+
+    ds = az.convert_to_dataset({"z": np.asarray(samples)})
+    return np.asarray(az.rhat(ds)["z"].values), np.asarray(az.ess(ds)["z"].values)
+
+
+def probability(values, low: float | None = None, high: float | None = None) -> float:
+    """P(low <= value <= high) over draws (either bound may be omitted).
+
+    Examples
+    --------
+    >>> probability(np.array([1.0, 2.0, 3.0, 4.0]), low=2.5)
+    0.5
+    """
+    values = np.asarray(values, dtype=float)
+    if low is None and high is None:
+        raise DataError("probability: give low, high or both")
+    ok = np.ones(values.shape, bool)
+    if low is not None:
+        ok &= values >= low
+    if high is not None:
+        ok &= values <= high
+    return float(np.mean(ok))
+
+
+@dataclass(frozen=True, eq=False)
+class PredictiveBand:
+    """Posterior predictive draws of a regimen's outputs at ``times`` (h).
+
+    Attributes
+    ----------
+    times : ndarray, shape (T,)
+    draws : dict name -> ndarray (n_draws, T)
+        Model outputs under parameter uncertainty (output units).
+    observed : dict name -> ndarray (n_draws, T)
+        The observed output with residual error added.
+    units : dict name -> str
+    """
+
+    times: np.ndarray
+    draws: Mapping[str, np.ndarray]
+    observed: Mapping[str, np.ndarray]
+    units: Mapping[str, str]
+    failed: int = 0
+
+    def quantiles(self, output: str, residual: bool = False, q=QUANTILES) -> np.ndarray:
+        """Quantiles (len(q), T) of an output; ``residual`` adds the residual error."""
+        source = self.observed if residual else self.draws
+        if output not in source:
+            raise DataError(f"band: no {'observed ' if residual else ''}output {output!r}; have {sorted(source)}")
+        return np.nanquantile(source[output], q, axis=0)
+
+    def median(self, output: str) -> np.ndarray:
+        return self.quantiles(output, q=(0.5,))[0]
+
+    def interval(self, output: str, level: float = 0.9, residual: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The central ``level`` band (lo, hi), each (T,)."""
+        lo, hi = self.quantiles(output, residual, q=((1 - level) / 2, (1 + level) / 2))
+        return lo, hi
+
+    def _window(self, start: float, end: float) -> np.ndarray:
+        mask = (self.times >= start - 1e-9) & (self.times <= end + 1e-9)
+        if mask.sum() < 2:
+            raise DataError(f"band: fewer than two times in [{start}, {end}] h")
+        return mask
+
+    def auc(self, output: str, start: float, end: float) -> np.ndarray:
+        """AUC over [start, end] h per draw, trapezoid rule on the band's grid (unit·h), shape (n_draws,)."""
+        mask = self._window(start, end)
+        return np.trapezoid(self.draws[output][:, mask], self.times[mask], axis=1)
+
+    def cmax(self, output: str, start: float, end: float) -> np.ndarray:
+        """Maximum over [start, end] h per draw (on the band's grid)."""
+        return np.max(self.draws[output][:, self._window(start, end)], axis=1)
+
+    def at(self, output: str, time: float, residual: bool = False) -> np.ndarray:
+        """Value at ``time`` h per draw (a time of the grid), optionally with residual error."""
+        k = np.flatnonzero(np.abs(self.times - time) < 1e-9)
+        if k.size == 0:
+            raise DataError(f"band: {time} h is not one of the forecast times")
+        return (self.observed if residual else self.draws)[output][:, k[0]]
+
+    def to_frame(self):
+        """Long table: time, output, median, p05, p25, p75, p95 (parameter uncertainty) and, for observed
+        outputs, obs_p05 and obs_p95 (with residual error)."""
+        import pandas as pd
+
+        frames = []
+        for name in self.draws:
+            q = self.quantiles(name)
+            data = {"TIME": self.times, "output": name, "unit": self.units.get(name, ""), "median": q[2],
+                    "p05": q[0], "p25": q[1], "p75": q[3], "p95": q[4]}
+            if name in self.observed:
+                qo = self.quantiles(name, residual=True, q=(0.05, 0.95))
+                data.update(obs_p05=qo[0], obs_p95=qo[1])
+            frames.append(pd.DataFrame(data))
+        return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True, eq=False)
+class Posterior:
+    """One patient's posterior over z = log P of ``parameters`` (see :mod:`medtwin.infer.personalize`).
+
+    Attributes
+    ----------
+    model : str
+    prior : IndividualPrior
+        The population prior of this patient (fixed parameters, residual error, units).
+    method : {"laplace", "nuts"}
+    parameters : tuple of str
+    mean, covariance : ndarray
+        Posterior mean (the mode for Laplace) and covariance of z.
+    draws : ndarray (chains, draws, n) or None
+        NUTS draws of z.
+    data : tuple of PatientData
+        Every batch of data since the population prior.
+    prior_mean, prior_covariance : ndarray
+        The Gaussian prior of z this fit started from.
+    status, message : str
+    diagnostics : dict
+    """
+
+    model: str
+    prior: IndividualPrior
+    method: str
+    parameters: tuple
+    mean: np.ndarray
+    covariance: np.ndarray
+    draws: np.ndarray | None
+    data: tuple
+    prior_mean: np.ndarray
+    prior_covariance: np.ndarray
+    status: str
+    message: str
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "converged"
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` draws of z, shape (n, n_parameters)."""
+        rng = np.random.default_rng(seed)
+        if self.draws is not None:
+            flat = self.draws.reshape(-1, self.draws.shape[-1])
+            return flat[rng.choice(flat.shape[0], size=n, replace=n > flat.shape[0])]
+        if not np.all(np.isfinite(self.covariance)):
+            raise DataError(f"posterior ({self.status}): no covariance to sample from: {self.message}")
+        return rng.multivariate_normal(self.mean, self.covariance, size=n, method="cholesky")
+
+    def parameter_table(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Model parameters (model units) for draws ``z`` (n, n_parameters): exp(z) and the fixed values."""
+        z = np.atleast_2d(np.asarray(z, dtype=float))
+        table = {p: np.full(z.shape[0], v) for p, v in self.prior.fixed.items()}
+        table.update({p: np.exp(z[:, k]) for k, p in enumerate(self.parameters)})
+        return table
+
+    def summary(self, n: int = 4000, seed: int = 0):
+        """Per parameter: unit, prior median, posterior median and 90 % interval (model units)."""
+        import pandas as pd
+
+        z = self.sample(n, seed)
+        rows = []
+        for k, p in enumerate(self.parameters):
+            q = np.exp(np.quantile(z[:, k], (0.05, 0.5, 0.95)))
+            rows.append({"parameter": p, "unit": self.prior.units.get(p, ""),
+                         "prior_median": float(np.exp(self.prior.log_mean[k])), "median": q[1],
+                         "p05": q[0], "p95": q[2], "mode": float(np.exp(self.mean[k])) if self.method == "laplace"
+                         else np.nan})
+        return pd.DataFrame(rows)
+
+    def predict(self, regimen: Regimen, times, *, n_draws: int = 1000, seed: int = 0) -> PredictiveBand:
+        """Posterior predictive band of ``regimen`` at ``times`` (h) from ``n_draws`` posterior draws."""
+        model = get_model(self.model)
+        times = np.asarray(times, dtype=float)
+        z = self.sample(int(n_draws), seed)
+        trajectory = simulate(model, self.parameter_table(z), regimen, times, keep_states=False)
+        draws = {name: np.asarray(trajectory.output(name), dtype=float) for name in model.output_names}
+        err = self.prior.residual
+        rng = np.random.default_rng(seed + 1)
+        f = draws[err.output]
+        observed = {err.output: f + np.sqrt(err.variance(f)) * rng.standard_normal(f.shape)}
+        units = {o.name: o.unit for o in model.outputs}
+        return PredictiveBand(times, draws, observed, units, failed=int(np.sum(trajectory.status != 0)))
+
+    def update(self, data, **options) -> "Posterior":
+        """Today's posterior as tomorrow's prior, given new ``data`` (PatientData).
+
+        Laplace: N(mean, covariance) is the new prior.  NUTS: the population
+        prior times the likelihood of every batch so far and the new one.
+        """
+        from medtwin.infer.personalize import PatientData, _laplace, _nuts
+
+        if not isinstance(data, PatientData):
+            raise DataError("update: data must be a PatientData")
+        model = get_model(self.model)
+        if self.method == "laplace":
+            new = _laplace(model, self.prior, [data], self.mean, self.covariance)
+            return replace(new, data=self.data + (data,))
+        settings = {k: self.diagnostics[k] for k in ("chains", "draws", "warmup", "seed")}
+        settings.update(options)
+        settings.setdefault("progress", False)
+        return _nuts(model, self.prior, list(self.data) + [data], np.asarray(self.prior.log_mean),
+                     np.asarray(self.prior.covariance), **settings)
