@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -244,6 +244,50 @@ def demo_command(
     console.print(f"concentrations: {conc_path.resolve()}")
     console.print(f"plot:           {png_path.resolve()}")
     console.print(f"run {record.run_id} recorded with signed provenance (`medtwin reproduce {record.run_id}`)")
+    _twin_demo(out, seed)
+
+
+def _twin_demo(out: Path, seed: int) -> None:
+    """Part 2 of the demo: one patient's twin from two levels, a 48-h forecast and P(AUC24 on target)."""
+    import numpy as np
+
+    from medtwin.demo import run_twin_demo
+
+    try:
+        with _ProgressBar("personalizing the demo patient (first run compiles, ~10 s)") as bar:
+            bar(0, 1)
+            twin = run_twin_demo(seed)
+            bar(1, 1)
+    except MedtwinError as exc:
+        _fail(exc)
+    d = twin.data
+    console.print(f"\n[bold]Twin of patient {d.patient}[/] (CrCl {d.covariates['CRCL']:.0f} mL/min, "
+                  f"{d.covariates['WT']:.0f} kg), 1,000 mg q12h; levels "
+                  + ", ".join(f"{v:g} mg/L at {t:g} h" for t, v in zip(d.times, d.values)))
+    _print_posterior(twin.posterior)
+    auc = twin.band.auc("C", *twin.auc_window)
+    lo, hi = twin.target
+    console.print(f"Forecast {twin.auc_window[0]:.0f}–{twin.auc_window[1]:.0f} h under the current regimen: "
+                  f"AUC24 median {np.median(auc):.0f} mg·h/L (90 % {np.quantile(auc, 0.05):.0f}–"
+                  f"{np.quantile(auc, 0.95):.0f}); [bold]P(AUC24 in {lo:.0f}–{hi:.0f}) = {twin.p_target:.2f}[/] "
+                  f"(this virtual patient's true AUC24: {twin.true_auc24:.0f})")
+    from medtwin.governance.runs import spec_for_personalize
+    from medtwin.io.access import OpenData
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    virtual = f"virtual patient drawn by medtwin demo (seed {seed})"
+    spec = spec_for_personalize(load_population(shipped_population_path("vancomycin_goti2018")), d,
+                                method=twin.posterior.method, seed=seed, regimen=twin.regimen,
+                                times=twin.band.times, n_draws=twin.band.draws["C"].shape[0], open_data=virtual)
+    try:
+        record = _open_stores().runs.save(spec, twin.band, _default_actor(), access=OpenData(virtual))
+    except MedtwinError as exc:
+        _fail(exc)
+    console.print(f"twin forecast run {record.run_id} recorded (`medtwin reproduce {record.run_id}`)")
+    twin.band.to_frame().to_csv(out / "twin_forecast.csv", index=False)
+    _plot_band(twin.posterior, twin.band, d, out / "twin_forecast.png", twin.auc_window)
+    console.print(f"forecast:       {(out / 'twin_forecast.csv').resolve()}")
+    console.print(f"plot:           {(out / 'twin_forecast.png').resolve()}")
 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained, signed audit log.")
@@ -382,6 +426,242 @@ def consent_withdraw_command(
         _fail(exc)
     console.print(f"stored consent {policy.id}: patient {policy.patient} denies {purpose} "
                   f"from {policy.period.start.isoformat(timespec='seconds')}")
+
+
+def _read_patients(stores, data: Path, model, actor: str, purpose: str, open_data: Optional[str]):
+    from medtwin.io.nonmem import read_nonmem
+
+    return read_nonmem(data, model=model, access=_data_access(stores, actor, purpose, open_data))
+
+
+def _one_patient(dataset, patient_id: Optional[str], covariate: List[str]):
+    from medtwin.infer.personalize import PatientData
+
+    ids = [str(i) for i in dataset.ids]
+    if patient_id is None:
+        if len(ids) != 1:
+            raise typer.BadParameter(f"the dataset holds {len(ids)} subjects ({', '.join(ids[:8])}...): pick one "
+                                     "with --id")
+        patient_id = ids[0]
+    if patient_id not in ids:
+        raise typer.BadParameter(f"--id {patient_id}: no such subject (have {', '.join(ids[:8])})")
+    subject = dataset.subjects[ids.index(patient_id)]
+    data = PatientData.from_subject(subject)
+    extra = _parse_param_overrides(covariate)
+    if extra:
+        data = PatientData(data.regimen, data.times, data.values, {**data.covariates, **extra}, data.output,
+                           data.blq, data.lloq, data.pre_dose, data.patient)
+    if data.n_observations == 0:
+        raise typer.BadParameter(f"subject {patient_id} has no observations (EVID 0, MDV 0, DV) to personalize on")
+    return data
+
+
+def _personalized(population_file: Path, data_file: Path, patient_id, covariate, method, actor, purpose,
+                  open_data, seed):
+    from medtwin.infer.personalize import personalize
+    from medtwin.io.population_file import load_population
+    from medtwin.models import get_model
+
+    population = load_population(population_file)
+    stores = _open_stores()
+    dataset = _read_patients(stores, data_file, get_model(population.model), actor, purpose, open_data)
+    data = _one_patient(dataset, patient_id, covariate)
+    with _ProgressBar(f"personalizing patient {data.patient} ({method})") as bar:
+        bar(0, 1)
+        posterior = personalize(population, data, method=method, seed=seed)
+        bar(1, 1)
+    if not posterior.ok:
+        err_console.print(f"[yellow]warning:[/] posterior {posterior.status}: {posterior.message}")
+    return population, data, posterior
+
+
+def _print_posterior(posterior) -> None:
+    table = Table(title=f"posterior of patient {posterior.data[-1].patient} ({posterior.method}, "
+                        f"{posterior.status})", title_justify="left")
+    for col in ("parameter", "unit", "prior median", "posterior median", "90 % interval"):
+        table.add_column(col, justify="right")
+    for row in posterior.summary().itertuples():
+        table.add_row(row.parameter, row.unit, f"{row.prior_median:.4g}", f"{row.median:.4g}",
+                      f"{row.p05:.4g} – {row.p95:.4g}")
+    console.print(table)
+
+
+_POP = typer.Option(..., "--population", exists=True, dir_okay=False, help="Population file (YAML/JSON).")
+_DATA = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style CSV with the patient's doses, "
+                     "levels and covariates.")
+
+
+@app.command("fit")
+def fit_command(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="Library model (must match the population)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style dataset (CSV)."),
+    population_file: Path = _POP,
+    method: str = typer.Option("foce", "--method", help="foce (FOCE with interaction, ML) | nuts (hierarchical "
+                               "Bayes)"),
+    out: Path = typer.Option(..., "--out", help="Folder for the estimates, diagnostics and plots."),
+    purpose: str = typer.Option("model-training", "--purpose", help=" | ".join(_PURPOSES)),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
+    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
+                                            help="The data are not identifiable patient data (say why)."),
+    seed: int = typer.Option(0, help="Seed for NPDE/VPC simulations and NUTS."),
+) -> None:
+    """Fit a population model to a dataset: estimates with SE/RSE, shrinkage, GOF and VPC plots."""
+    from medtwin.io.population_file import load_population
+    from medtwin.models import get_model
+
+    if method not in ("foce", "nuts"):
+        _fail(typer.BadParameter(f"--method must be foce or nuts, not {method!r}"))
+    try:
+        population = load_population(population_file)
+        if population.model != model_name:
+            raise typer.BadParameter(f"the population is for model {population.model!r}, not {model_name!r}")
+        stores = _open_stores()
+        dataset = _read_patients(stores, data, get_model(model_name), actor or _default_actor(), purpose, open_data)
+        out.mkdir(parents=True, exist_ok=True)
+        if method == "foce":
+            paths = _fit_foce(population, dataset, out, seed)
+        else:
+            paths = _fit_nuts(population, dataset, out, seed)
+    except (MedtwinError, typer.BadParameter) as exc:
+        _fail(exc)
+    for name, path in paths.items():
+        console.print(f"{name:>22}: {path}")
+
+
+def _fit_foce(population, dataset, out: Path, seed: int) -> dict:
+    from medtwin.infer.foce import fit_focei
+    from medtwin.infer.report import write_fit_report
+
+    with _ProgressBar("FOCEI estimation + covariance step") as bar:
+        bar(0, 1)
+        fit = fit_focei(population, dataset)
+        bar(1, 1)
+    state = "converged" if fit.converged else "NOT converged"
+    table = Table(title=f"FOCEI: OFV {fit.ofv:.3f} (NONMEM convention), {state}, covariance step "
+                        f"{fit.covariance_status}", title_justify="left")
+    for col in ("parameter", "estimate", "SE", "RSE %"):
+        table.add_column(col, justify="right")
+    for name, est, se, rse in zip(fit.parameter_names, fit.estimates, fit.se, fit.rse):
+        table.add_row(name, f"{est:.6g}", f"{se:.3g}", f"{100 * rse:.1f}")
+    console.print(table)
+    if fit.covariance_status != "ok":
+        err_console.print(f"[yellow]covariance step {fit.covariance_status}:[/] {fit.covariance_message}")
+    with _ProgressBar("diagnostics (CWRES, NPDE, VPC)") as bar:
+        bar(0, 1)
+        paths = write_fit_report(fit, dataset, out, seed=seed)
+        bar(1, 1)
+    return paths
+
+
+def _fit_nuts(population, dataset, out: Path, seed: int) -> dict:
+    from medtwin.infer.hierarchical import fit_nuts
+    from medtwin.io.population_file import save_population
+
+    result = fit_nuts(population, dataset, seed=seed, progress=True)
+    summary = result.summary()
+    summary.to_csv(out / "posterior_summary.csv", index=False)
+    save_population(result.to_population(), out / "fitted_population.yaml")
+    console.print(summary.to_string(index=False))
+    console.print(f"status: {result.status} ({result.message})")
+    return {"posterior_summary.csv": out / "posterior_summary.csv",
+            "fitted_population.yaml": out / "fitted_population.yaml"}
+
+
+@app.command("personalize")
+def personalize_command(
+    population_file: Path = _POP,
+    data: Path = _DATA,
+    patient_id: Optional[str] = typer.Option(None, "--id", help="Subject ID (when the file holds several)."),
+    covariate: List[str] = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file."),
+    method: str = typer.Option("laplace", "--method", help="laplace (MAP + Laplace, bedside) | nuts (review)"),
+    out: Path = typer.Option(..., "--out", help="Folder for posterior.csv, fit.csv and fit.png."),
+    purpose: str = typer.Option("treatment", "--purpose", help=" | ".join(_PURPOSES)),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
+    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
+                                            help="The data are not identifiable patient data (say why)."),
+    seed: int = typer.Option(0, help="Seed (NUTS, predictive draws)."),
+) -> None:
+    """Personalize one patient: the posterior of their parameters and the individual fit with bands."""
+    import numpy as np
+
+    try:
+        _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
+                                            actor or _default_actor(), purpose, open_data, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        grid = np.round(np.arange(0.0, float(data_.times.max()) + 12.0 + 1e-9, 0.1), 10)
+        band = posterior.predict(data_.regimen, grid, seed=seed)
+        posterior.summary().to_csv(out / "posterior.csv", index=False)
+        band.to_frame().to_csv(out / "fit.csv", index=False)
+        _plot_band(posterior, band, data_, out / "fit.png", None)
+    except (MedtwinError, typer.BadParameter) as exc:
+        _fail(exc)
+    _print_posterior(posterior)
+    for name in ("posterior.csv", "fit.csv", "fit.png"):
+        console.print(f"{name:>14}: {out / name}")
+
+
+@app.command("forecast")
+def forecast_command(
+    population_file: Path = _POP,
+    data: Path = _DATA,
+    patient_id: Optional[str] = typer.Option(None, "--id", help="Subject ID (when the file holds several)."),
+    covariate: List[str] = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file."),
+    hours: float = typer.Option(48.0, "--hours", min=1.0, help="Forecast horizon after the last level (h)."),
+    method: str = typer.Option("laplace", "--method", help="laplace | nuts"),
+    auc_target: Tuple[float, float] = typer.Option((400.0, 600.0), "--auc-target",
+                                                   help="AUC24 window (mg·h/L) over the last 24 h."),
+    out: Path = typer.Option(..., "--out", help="Folder for forecast.csv and forecast.png."),
+    purpose: str = typer.Option("treatment", "--purpose", help=" | ".join(_PURPOSES)),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
+    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
+                                            help="The data are not identifiable patient data (say why)."),
+    seed: int = typer.Option(0, help="Seed (NUTS, predictive draws)."),
+) -> None:
+    """Forecast a patient under the current regimen (continued) with bands and target probabilities."""
+    import numpy as np
+
+    from medtwin.infer.posterior import probability
+
+    try:
+        _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
+                                            actor or _default_actor(), purpose, open_data, seed)
+        end = float(data_.times.max()) + hours
+        regimen = data_.regimen.continued(end)
+        grid = np.round(np.arange(0.0, end + 1e-9, 0.1), 10)
+        band = posterior.predict(regimen, grid, seed=seed)
+        window = (end - 24.0, end)
+        output = posterior.prior.residual.output
+        auc = band.auc(output, *window)
+        cmin = np.min(band.draws[output][:, (grid >= window[0]) & (grid <= window[1])], axis=1)
+        out.mkdir(parents=True, exist_ok=True)
+        band.to_frame().to_csv(out / "forecast.csv", index=False)
+        _plot_band(posterior, band, data_, out / "forecast.png", window)
+    except (MedtwinError, typer.BadParameter) as exc:
+        _fail(exc)
+    _print_posterior(posterior)
+    unit = band.units.get(output, "")
+    lo, hi = auc_target
+    console.print(f"AUC24 over {window[0]:.1f}–{window[1]:.1f} h: median {np.median(auc):.0f} {unit}·h "
+                  f"(90 % {np.quantile(auc, 0.05):.0f}–{np.quantile(auc, 0.95):.0f}); "
+                  f"P(AUC24 in {lo:g}–{hi:g}) = {probability(auc, lo, hi):.2f}")
+    console.print(f"Cmin over the same 24 h: median {np.median(cmin):.3g} {unit}; "
+                  f"P(Cmin in 10–20 {unit}) = {probability(cmin, 10.0, 20.0):.2f}")
+    console.print(f"forecast.csv: {out / 'forecast.csv'}\nforecast.png: {out / 'forecast.png'}")
+
+
+def _plot_band(posterior, band, data, path: Path, window) -> None:
+    from matplotlib.figure import Figure
+
+    from medtwin.infer.plots import plot_individual
+
+    fig = Figure(figsize=(9, 4.8))
+    ax = fig.add_subplot()
+    plot_individual(posterior, band, data, ax=ax)
+    if window is not None:
+        ax.axvspan(*window, color="0.92", zorder=0, label="AUC24 window")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 @app.command("runs")

@@ -1,10 +1,15 @@
-"""The vancomycin demo: a small virtual ward on a standard regimen, exposure vs the AUC24 target.
+"""The vancomycin demo: a virtual ward on a standard regimen, then one patient's twin.
 
-This is the main job of ``medtwin demo``.  Virtual patients get creatinine
+This is the main job of ``medtwin demo``.  Part 1 (:func:`run_vancomycin_demo`):  Virtual patients get creatinine
 clearance and weight from documented distributions, individual parameters from
 the Goti 2018 typical values, covariate model and inter-individual variability,
 and a standard regimen (1,000 mg every 12 h as 1-h infusions).  AUC over the
 last 24 h of the run is compared with the 400–600 mg·h/L window.
+
+Part 2 (:func:`run_twin_demo`): one virtual patient whose true parameters are
+drawn from the population, two measured levels (a trough and a peak, with
+residual error), the twin personalized on them (MAP + Laplace), the next 48 h
+forecast under the current regimen with bands, and P(AUC24 in 400–600).
 
 Examples
 --------
@@ -21,6 +26,8 @@ import numpy as np
 
 from medtwin.core.events import Regimen
 from medtwin.core.simulate import Trajectory, simulate
+from medtwin.infer.personalize import PatientData, personalize
+from medtwin.infer.posterior import Posterior, PredictiveBand, probability
 from medtwin.models import get_model
 from medtwin.models.vancomycin import AUC24_TARGET, IIV_OMEGA2
 
@@ -136,3 +143,58 @@ def demo_table(result: DemoResult):
     data["AUC24_mg_h_L"] = result.auc24
     data["on_target"] = (result.auc24 >= lo) & (result.auc24 <= hi)
     return pd.DataFrame(data)
+
+
+@dataclass(frozen=True)
+class TwinDemoResult:
+    """One virtual patient's twin: truth, data, posterior, 48-h forecast and target attainment."""
+
+    covariates: dict[str, float]
+    true_parameters: dict[str, float]
+    data: PatientData
+    posterior: Posterior
+    regimen: Regimen
+    band: PredictiveBand
+    true_concentration: np.ndarray
+    auc_window: tuple[float, float]
+    p_target: float
+    true_auc24: float
+    target: tuple[float, float]
+
+
+def run_twin_demo(seed: int = 2026, *, n_draws: int = 2000, horizon_h: float = 48.0) -> TwinDemoResult:
+    """Personalize a virtual vancomycin patient from two levels and forecast the next ``horizon_h`` hours.
+
+    The patient (CrCl 45 mL/min, 82 kg) gets 1,000 mg q12h as 1-h infusions;
+    levels are drawn at 35.5 h (trough before the 4th dose) and 38 h (1 h
+    after its infusion) from the patient's true parameters (drawn from the
+    Goti 2018 IIV) plus the model's residual error.  AUC24 is the last 24 h
+    of the forecast window, in mg·h/L.
+    """
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    population = load_population(shipped_population_path("vancomycin_goti2018"))
+    rng = np.random.default_rng(seed)
+    covariates = {"CRCL": 45.0, "WT": 82.0, "DIAL": 0.0}
+    eta = rng.multivariate_normal(np.zeros(len(population.iiv)), population.omega)
+    truth = {k: float(v) for k, v in population.individual_parameters(covariates, eta).items()}
+    given = Regimen.every(12.0, "h", 1000.0, "mg", n=4, duration=1.0)
+    times, pre = np.array([35.5, 38.0]), np.array([True, False])
+    model = get_model(population.model)
+    f = np.asarray(simulate(model, truth, given, times, pre_dose=[pre]).output("C")).reshape(-1)
+    err = population.residual
+    levels = np.round(f + np.sqrt(err.variance(f)) * rng.standard_normal(f.size), 1)
+    data = PatientData(given, times, levels, covariates, pre_dose=pre, patient="demo-1")
+    posterior = personalize(population, data, method="laplace")
+    start = float(times[-1])
+    end = start + horizon_h
+    regimen = given.continued(end)
+    grid = np.round(np.arange(0.0, end + 1e-9, 0.1), 10)
+    band = posterior.predict(regimen, grid, n_draws=n_draws, seed=seed)
+    window = (end - 24.0, end)
+    true_c = simulate(model, truth, regimen, grid).output("C")[0]
+    mask = (grid >= window[0]) & (grid <= window[1])
+    true_auc = float(np.trapezoid(true_c[mask], grid[mask]))
+    p = probability(band.auc("C", *window), *AUC24_TARGET)
+    return TwinDemoResult(covariates, truth, data, posterior, regimen, band, true_c, window, p, true_auc,
+                          AUC24_TARGET)

@@ -177,7 +177,7 @@ def test_cli_reproduce_reports_a_broken_run(tmp_path):
 
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--patients", "2"])
     assert result.exit_code == 0, result.output
-    run_id = result.output.split("run ")[-1].split()[0]
+    run_id = result.output.split("recorded with signed provenance")[0].split("run ")[-1].split()[0]
     stores = _open_stores()
     _tamper(stores.engine, run_id, "spec", lambda d: d["inputs"]["params"].update(
         CL=[v * 1.01 for v in d["inputs"]["params"]["CL"]]))
@@ -196,3 +196,50 @@ def test_cli_simulate_is_denied_without_consent(tmp_path):
     assert "denied" in result.output and not (tmp_path / "o.csv").exists()
     shown = runner.invoke(app, ["audit", "show", "--patient", "1"])
     assert "consent.decision" in shown.output
+
+
+# ------------------------------------------------------------------------ personalize and forecast runs
+def _vancomycin_patient():
+    from medtwin.infer.personalize import PatientData
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    population = load_population(shipped_population_path("vancomycin_goti2018"))
+    regimen = Regimen.every(12.0, "h", 1000.0, "mg", n=4, duration=1.0)
+    data = PatientData(regimen, [11.5, 35.5, 37.0], [8.0, 11.0, 27.0], {"CRCL": 55.0, "WT": 70.0, "DIAL": 0.0},
+                       blq=[False, False, False], pre_dose=[True, True, False], patient="v1")
+    return population, data
+
+
+def test_personalize_and_forecast_runs_reproduce(store, key):
+    from medtwin.governance.runs import spec_for_personalize
+
+    population, data = _vancomycin_patient()
+    options = dict(method="laplace", seed=5, open_data=SYNTHETIC.reason)
+    spec = spec_for_personalize(population, data, **options)
+    posterior, record = run_and_record(store, spec, "alice", access=SYNTHETIC)
+    assert record.operation == "personalize" and set(record.output_digests) == {"mean", "covariance"}
+    assert record.solver["method"] == "laplace"
+    _check(store, key, record)
+    forecast = spec_for_personalize(population, data, regimen=data.regimen.continued(96.0),
+                                    times=np.arange(0.0, 96.01, 0.5), n_draws=200, **options)
+    band, record = run_and_record(store, forecast, "alice", access=SYNTHETIC)
+    assert band.draws["C"].shape == (200, 193) and "draws.C" in record.output_digests
+    _check(store, key, record)
+
+
+@pytest.mark.slow
+def test_nuts_personalize_run_reproduces_bit_for_bit(tmp_path, key):
+    """NUTS with a seed is deterministic: the re-run (a fresh compilation) gives the same draws, bit for bit."""
+    from medtwin.governance.runs import spec_for_personalize
+    from medtwin.io.storage import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'nuts.db'}")
+    upgrade(engine)
+    runs = RunStore(engine, AuditLog(engine, key), key)
+    population, data = _vancomycin_patient()
+    spec = spec_for_personalize(population, data, method="nuts", seed=5, chains=2, draws=150, warmup=150,
+                                open_data=SYNTHETIC.reason)
+    posterior, record = run_and_record(runs, spec, "alice", access=SYNTHETIC)
+    assert posterior.draws.shape == (2, 150, 3) and "draws" in record.output_digests
+    _check(runs, key, record)
+    engine.dispose()

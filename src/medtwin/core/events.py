@@ -195,6 +195,33 @@ class Regimen:
         out.sort(key=lambda item: (item[0], item[1]))
         return tuple(item[2] for item in out)
 
+    def continued(self, until: float) -> "Regimen":
+        """The current regimen carried on: the last dose repeated every interval up to ``until`` h (exclusive).
+
+        The interval is the last dose record's II, or else the time between the
+        last two doses.  Used to forecast "under the current regimen".
+
+        Examples
+        --------
+        >>> r = Regimen.every(12.0, "h", 1000.0, n=3, duration=1.0).continued(60.0)
+        >>> [e.time for e in r.expanded()]
+        [0.0, 12.0, 24.0, 36.0, 48.0]
+        """
+        doses = [e for e in self.expanded() if e.amount > 0 or e.rate > 0]
+        if not doses:
+            raise DataError("cannot continue a regimen without doses")
+        last = doses[-1]
+        source = next(e for e in reversed(self.events) if e.time <= last.time and (e.amount > 0 or e.rate > 0))
+        interval = source.ii if source.ii > 0 else (last.time - doses[-2].time if len(doses) > 1 else 0.0)
+        if interval <= 0:
+            raise DataError("cannot continue a regimen with a single dose and no II: give the interval")
+        extra = []
+        t = last.time + interval
+        while t < until - 1e-9:
+            extra.append(replace(last, time=t, ss=0, ii=0.0, addl=0))
+            t += interval
+        return Regimen(self.events + tuple(extra))
+
     def jump_times(self) -> np.ndarray:
         """Nominal dose times (h), before any lag time."""
         return np.array(sorted({e.time for e in self.expanded()}))

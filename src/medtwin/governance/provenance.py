@@ -34,7 +34,8 @@ from medtwin.governance.canonical import canonical_bytes, digest
 
 __all__ = [
     "KEY_FILENAME", "KeyFileError", "ProvenanceRecord", "environment", "key_id", "load_or_create_key",
-    "new_run_id", "now", "output_digest", "record_for_result", "record_for_simulation", "sign", "signing_payload",
+    "new_run_id", "now", "output_digest", "record_for_result", "record_for_simulation", "result_view", "sign",
+    "signing_payload",
     "verify",
 ]
 
@@ -373,21 +374,35 @@ def trajectory_content(trajectory) -> dict:
     }
 
 
-def record_for_result(operation: str, model, inputs: Mapping[str, Any], trajectory, operator: str,
+def result_view(result) -> dict:
+    """What a record digests of a result: ``content`` (everything), ``outputs`` (named arrays), ``solver`` (how).
+
+    A :class:`~medtwin.core.simulate.Trajectory` is read with
+    :func:`trajectory_content`; any other result (a Posterior, a
+    PredictiveBand) provides ``provenance_content()`` returning the same three keys.
+    """
+    if hasattr(result, "provenance_content"):
+        view = result.provenance_content()
+        return {"content": view["content"], "outputs": dict(view["outputs"]), "solver": dict(view["solver"])}
+    return {"content": trajectory_content(result), "outputs": dict(result.outputs),
+            "solver": result.solver.as_dict()}
+
+
+def record_for_result(operation: str, model, inputs: Mapping[str, Any], result, operator: str,
                       seeds: Mapping[str, int] | None = None, time: str | None = None, *,
                       run_id: str | None = None, env: Mapping | None = None) -> ProvenanceRecord:
-    """An unsigned record for an operation whose result is a :class:`~medtwin.core.simulate.Trajectory`.
+    """An unsigned record for one operation on ``model`` with named ``inputs`` and a ``result``.
 
     Parameters
     ----------
     operation : str
-        What was done (``"simulate"``, ``"simulate_dataset"`` ...).
+        What was done (``"simulate"``, ``"simulate_dataset"``, ``"personalize"`` ...).
     model : Model
         The model (digested with ``Model.digest()``).
     inputs : mapping
         Input name -> value; each value is digested (``inputs.<name>``).
-    trajectory : Trajectory
-        The result; every output array is digested, and the whole of it.
+    result : Trajectory, or an object with ``provenance_content()``
+        The result (see :func:`result_view`); the whole of it and every named array are digested.
     operator : str
         Who asked for the run.
     seeds : mapping, optional
@@ -398,6 +413,7 @@ def record_for_result(operation: str, model, inputs: Mapping[str, Any], trajecto
         Result of :func:`environment`; read from this process when omitted.
     """
     env = environment() if env is None else env
+    view = result_view(result)
     return ProvenanceRecord(
         run_id=new_run_id() if run_id is None else run_id,
         operation=operation,
@@ -405,19 +421,19 @@ def record_for_result(operation: str, model, inputs: Mapping[str, Any], trajecto
         operator=operator,
         input_digests={name: digest(_plain(value), root=f"inputs.{name}") for name, value in inputs.items()},
         model_digest="sha256:" + model.digest(),
-        output_digest=output_digest(trajectory),
-        output_digests={name: digest(arr, root=f"outputs.{name}") for name, arr in trajectory.outputs.items()},
+        output_digest=digest(view["content"], root="outputs"),
+        output_digests={name: digest(arr, root=f"outputs.{name}") for name, arr in view["outputs"].items()},
         code_version=dict(env.get("code_version", {})),
         dependencies=dict(env.get("dependencies", {})),
-        solver=trajectory.solver.as_dict(),
+        solver=view["solver"],
         platform=dict(env.get("platform", {})),
         seeds=dict(seeds or {}),
     )
 
 
-def output_digest(trajectory) -> str:
-    """Digest of everything a trajectory holds (:func:`trajectory_content`): equal iff bit-identical."""
-    return digest(trajectory_content(trajectory), root="outputs")
+def output_digest(result) -> str:
+    """Digest of everything a result holds (:func:`result_view`): equal iff bit-identical."""
+    return digest(result_view(result)["content"], root="outputs")
 
 
 def record_for_simulation(model, params_table, regimen_events, times, trajectory, operator: str, seed=None,

@@ -44,18 +44,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
-from medtwin.core.simulate import Trajectory, simulate
+from medtwin.core.simulate import simulate
 from medtwin.errors import DataError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.canonical import digest
 from medtwin.governance.provenance import (
-    ProvenanceRecord, environment, output_digest, record_for_result, sign, verify,
+    ProvenanceRecord, environment, output_digest, record_for_result, result_view, sign, verify,
 )
 from medtwin.io.access import authorize, patient_ids
 from medtwin.io.dataset_simulation import simulate_dataset
@@ -64,12 +65,14 @@ from medtwin.io.storage import runs_table
 from medtwin.models import get_model
 
 __all__ = ["OPERATIONS", "ReproduceReport", "RunSpec", "RunStore", "StoredRun", "environment_differences",
-           "execute", "reproduce", "run_and_record", "spec_for_dataset", "spec_for_simulate"]
+           "execute", "reproduce", "run_and_record", "spec_for_dataset", "spec_for_personalize", "spec_for_simulate"]
 
 #: Operations a spec can describe.
-OPERATIONS = ("simulate", "simulate_dataset")
-#: Solver settings a spec may carry (keyword arguments of ``simulate``).
-SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records")
+OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast")
+#: Settings a spec may carry (keyword arguments of ``simulate`` / ``personalize`` / ``Posterior.predict``).
+SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records", "seed", "chains", "draws",
+            "warmup", "n_draws")
+_PERSONALIZE_SETTINGS = ("method", "seed", "chains", "draws", "warmup")
 
 _T = runs_table
 
@@ -191,8 +194,60 @@ def spec_for_dataset(model: str, dataset, params=None, *, settings: Mapping | No
                    purpose, open_data)
 
 
-def execute(spec: RunSpec, *, access) -> Trajectory:
-    """Compute the run described by *spec* (reading its patient data through *access*)."""
+def _patient_json(data) -> dict:
+    return {"regimen": _events(data.regimen), "times": _json_floats(data.times),
+            "values": _json_floats(data.values), "covariates": dict(data.covariates), "output": data.output,
+            "blq": [bool(b) for b in data.blq], "lloq": None if data.lloq is None else _json_floats(data.lloq),
+            "pre_dose": [bool(b) for b in data.pre_dose], "patient": data.patient}
+
+
+def _patient(d: Mapping):
+    from medtwin.infer.personalize import PatientData
+
+    return PatientData(_regimen(d["regimen"]), np.array(d["times"], dtype=float), np.array(d["values"], dtype=float),
+                       d["covariates"], d["output"], d["blq"],
+                       None if d["lloq"] is None else np.array(d["lloq"], dtype=float), d["pre_dose"], d["patient"])
+
+
+def spec_for_personalize(population, data, *, method: str = "laplace", seed: int = 0, chains: int = 4,
+                         draws: int = 1000, warmup: int = 1000, purpose: str | None = None,
+                         open_data: str | None = None, regimen: Regimen | None = None, times=None,
+                         n_draws: int = 1000) -> RunSpec:
+    """The spec of ``personalize(population, data, ...)``; with ``regimen`` and ``times`` also of
+    ``.predict(regimen, times, n_draws=n_draws, seed=seed)`` (operation ``forecast``)."""
+    settings = {"method": method, "seed": int(seed), "chains": int(chains), "draws": int(draws),
+                "warmup": int(warmup)}
+    inputs = {"population": population.to_dict(), "patient": _patient_json(data)}
+    operation = "personalize"
+    if regimen is not None:
+        operation = "forecast"
+        inputs.update(regimen=_events(regimen), times=_json_floats(np.asarray(times, dtype=float)))
+        settings["n_draws"] = int(n_draws)
+    patient = [data.patient or "1"]
+    return RunSpec(operation, population.model, inputs, settings, patient, purpose, open_data, {"seed": int(seed)})
+
+
+def _execute_personalize(spec: RunSpec):
+    from medtwin.core.population import Population
+    from medtwin.infer.personalize import personalize
+
+    population = Population.from_dict(spec.inputs["population"])
+    options = {k: spec.settings[k] for k in _PERSONALIZE_SETTINGS}
+    posterior = personalize(population, _patient(spec.inputs["patient"]), **options)
+    if spec.operation == "personalize":
+        return posterior
+    return posterior.predict(_regimen(spec.inputs["regimen"]), np.array(spec.inputs["times"], dtype=float),
+                             n_draws=spec.settings["n_draws"], seed=spec.settings["seed"])
+
+
+def execute(spec: RunSpec, *, access):
+    """Compute the run described by *spec* (reading its patient data through *access*).
+
+    Returns a Trajectory (simulate operations), a Posterior (personalize) or a PredictiveBand (forecast).
+    """
+    if spec.operation in ("personalize", "forecast"):
+        authorize(access, spec.patients, _spec_data_classes(spec), "read")
+        return _execute_personalize(spec)
     model = get_model(spec.model)
     settings = {k: v for k, v in spec.settings.items() if k != "records"}
     if spec.operation == "simulate_dataset":
@@ -238,12 +293,15 @@ class RunStore:
     def __init__(self, engine: sa.Engine, audit_log: AuditLog, key):
         self.engine, self.audit_log, self.key = engine, audit_log, key
 
-    def save(self, spec: RunSpec, trajectory: Trajectory, operator: str, *, access,
+    def save(self, spec: RunSpec, result, operator: str, *, access,
              env: Mapping | None = None) -> ProvenanceRecord:
-        """Sign the provenance of *trajectory* and store it with *spec* (a write of the patients' data)."""
+        """Sign the provenance of *result* and store it with *spec* (a write of the patients' data).
+
+        *result* is what :func:`execute` returns for the spec (Trajectory, Posterior or PredictiveBand).
+        """
         authorize(access, spec.patients, _spec_data_classes(spec), "write")
         inputs = {"spec": spec.as_dict(), **spec.inputs}
-        record = sign(record_for_result(spec.operation, get_model(spec.model), inputs, trajectory, operator,
+        record = sign(record_for_result(spec.operation, get_model(spec.model), inputs, result, operator,
                                         spec.seeds, env=env), self.key)
         with self.engine.begin() as conn:
             conn.execute(_T.insert(), {"run_id": record.run_id, "operation": spec.operation, "operator": operator,
@@ -279,14 +337,16 @@ def _spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
     """Consent data classes a spec's inputs hold."""
     if spec.operation == "simulate_dataset":
         return data_classes(spec.inputs["dataset"])
+    if spec.operation in ("personalize", "forecast"):
+        return ("observations", "medications", "demographics")
     return ("observations", "medications")
 
 
 def run_and_record(store: RunStore, spec: RunSpec, operator: str, *, access,
-                   env: Mapping | None = None) -> tuple[Trajectory, ProvenanceRecord]:
+                   env: Mapping | None = None) -> tuple[Any, ProvenanceRecord]:
     """:func:`execute` then :meth:`RunStore.save`: the result and its signed, stored provenance."""
-    trajectory = execute(spec, access=access)
-    return trajectory, store.save(spec, trajectory, operator, access=access, env=env)
+    result = execute(spec, access=access)
+    return result, store.save(spec, result, operator, access=access, env=env)
 
 
 def environment_differences(record: ProvenanceRecord, env: Mapping) -> list[tuple[str, object, object]]:
@@ -354,9 +414,9 @@ def reproduce(store: RunStore, run_id: str, *, access, public_keys, env: Mapping
     stored = store.get(run_id)
     record, spec = stored.record, stored.spec
     env = environment() if env is None else env
-    trajectory = execute(spec, access=access)
-    new_digest = output_digest(trajectory)
-    differing = tuple(name for name, arr in trajectory.outputs.items()
+    result = execute(spec, access=access)
+    new_digest = output_digest(result)
+    differing = tuple(name for name, arr in result_view(result)["outputs"].items()
                       if digest(arr, root=f"outputs.{name}") != record.output_digests.get(name))
     return ReproduceReport(
         run_id=run_id, identical=new_digest == record.output_digest, recorded_digest=record.output_digest,

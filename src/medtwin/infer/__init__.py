@@ -1,12 +1,27 @@
-"""Inference: population fits (FOCEI) and, later, individual personalisation.
+"""Inference: population fits, one patient's posterior, forecasts, diagnostics and validation.
+
+=========================  ==============================================================
+module                     what
+=========================  ==============================================================
+``infer.foce``             population fit by FOCE with interaction (NONMEM-comparable OFV)
+``infer.hierarchical``     population fit by hierarchical Bayes (NUTS)
+``infer.personalize``      one patient's posterior: MAP + Laplace, NUTS; sequential updates
+``infer.posterior``        Posterior.predict → PredictiveBand, probability queries
+``infer.diagnostics``      PRED/IPRED/CWRES/NPDE, VPC, goodness-of-fit panel
+``infer.report``           a population fit's tables and plots, written to a folder
+``infer.validate``         fit on the first k observations, score the rest (coverage, MAPE)
+``infer.sensitivity``      global Sobol indices (SALib) of any model output
+=========================  ==============================================================
 
 Examples
 --------
->>> from medtwin.infer import fit_focei, FitResult
->>> callable(fit_focei)
+>>> from medtwin.infer import fit_focei, personalize, PatientData
+>>> callable(fit_focei) and callable(personalize)
 True
 """
 
 from medtwin.infer.foce import FitResult, fit_focei
+from medtwin.infer.personalize import PatientData, personalize
+from medtwin.infer.posterior import Posterior, PredictiveBand, probability
 
-__all__ = ["FitResult", "fit_focei"]
+__all__ = ["FitResult", "PatientData", "Posterior", "PredictiveBand", "fit_focei", "personalize", "probability"]

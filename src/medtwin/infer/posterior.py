@@ -131,6 +131,13 @@ class PredictiveBand:
             raise DataError(f"band: {time} h is not one of the forecast times")
         return (self.observed if residual else self.draws)[output][:, k[0]]
 
+    def provenance_content(self) -> dict:
+        """Everything the band holds, for digests (see :func:`medtwin.governance.provenance.result_view`)."""
+        arrays = {f"draws.{k}": v for k, v in self.draws.items()}
+        arrays.update({f"observed.{k}": v for k, v in self.observed.items()})
+        return {"content": {"times": self.times, "units": dict(self.units), "failed": self.failed, **arrays},
+                "outputs": arrays, "solver": {"method": "posterior-predictive", "backend": "numba"}}
+
     def to_frame(self):
         """Long table: time, output, median, p05, p25, p75, p95 (parameter uncertainty) and, for observed
         outputs, obs_p05 and obs_p95 (with residual error)."""
@@ -188,6 +195,16 @@ class Posterior:
     @property
     def ok(self) -> bool:
         return self.status == "converged"
+
+    def provenance_content(self) -> dict:
+        """Everything the posterior holds, for digests (see :func:`medtwin.governance.provenance.result_view`)."""
+        arrays = {"mean": self.mean, "covariance": self.covariance}
+        if self.draws is not None:
+            arrays["draws"] = self.draws
+        settings = {k: v for k, v in self.diagnostics.items() if isinstance(v, (int, float, str)) and k != "seconds"}
+        return {"content": {"parameters": list(self.parameters), "method": self.method, "status": self.status,
+                            "message": self.message, **arrays},
+                "outputs": arrays, "solver": {"method": self.method, **settings}}
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` draws of z, shape (n, n_parameters)."""
