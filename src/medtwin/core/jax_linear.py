@@ -68,8 +68,8 @@ def _steps(model: Model, regimen: Regimen, times, pre_dose, reference: np.ndarra
     Step k advances by ``dt[k]`` h with the infusion rates ``rate[k]`` (mg/h per
     state) running, then adds a bolus (``bolus_amt`` into ``bolus_cmt``, times
     F(θ) when ``bolus_f >= 0``) and/or records the state for output
-    ``obs_index`` (``-1``: none).  Padded to a multiple of ``multiple`` steps
-    with empty steps so that similar patients share one compilation.
+    ``obs_index`` (``-1``: none).  Padded with empty steps to ``multiple``
+    times a power of two, so that patients share a few compilations.
     """
     times = np.asarray(times, dtype=float)
     pre = np.zeros(len(times), bool) if pre_dose is None else np.asarray(pre_dose, bool)
@@ -80,7 +80,9 @@ def _steps(model: Model, regimen: Regimen, times, pre_dose, reference: np.ndarra
         raise SimulationError("steady-state (SS) and reset (EVID 3/4) records are not supported by the JAX "
                               "linear path; use simulate()")
     n, k_all = model.n_states, len(a_t)
-    size = max(multiple, -(-k_all // multiple) * multiple)
+    size = multiple
+    while size < k_all:  # powers of two: few distinct shapes, so few compilations across patients
+        size *= 2
     dt, rate = np.zeros(size), np.zeros((size, n))
     bolus_cmt, bolus_amt, bolus_f = np.zeros(size, np.int64), np.zeros(size), np.full(size, -1, np.int64)
     obs_step = np.zeros(len(times), np.int64)
