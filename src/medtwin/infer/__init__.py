@@ -10,6 +10,7 @@ module                     what
 ``infer.diagnostics``      PRED/IPRED/CWRES/NPDE, VPC, goodness-of-fit panel
 ``infer.report``           a population fit's tables and plots, written to a folder
 ``infer.validate``         fit on the first k observations, score the rest (coverage, MAPE)
+``infer.plots``            the individual fit / forecast with bands, data and doses
 ``infer.sensitivity``      global Sobol indices (SALib) of any model output
 =========================  ==============================================================
 
@@ -22,6 +23,9 @@ True
 
 from medtwin.infer.foce import FitResult, fit_focei
 from medtwin.infer.personalize import PatientData, personalize
+from medtwin.infer.plots import plot_individual
 from medtwin.infer.posterior import Posterior, PredictiveBand, probability
+from medtwin.infer.validate import ValidationResult, plot_calibration, validate
 
-__all__ = ["FitResult", "PatientData", "Posterior", "PredictiveBand", "fit_focei", "personalize", "probability"]
+__all__ = ["FitResult", "PatientData", "Posterior", "PredictiveBand", "ValidationResult", "fit_focei", "personalize",
+           "plot_calibration", "plot_individual", "probability", "validate"]
