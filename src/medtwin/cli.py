@@ -519,7 +519,14 @@ def fit_command(
         dataset = _read_patients(stores, data, get_model(model_name), actor or _default_actor(), purpose, open_data)
         out.mkdir(parents=True, exist_ok=True)
         if method == "foce":
-            paths = _fit_foce(population, dataset, out, seed)
+            paths, fit = _fit_foce(population, dataset, out, seed)
+            from medtwin.governance.runs import spec_for_fit
+
+            spec = spec_for_fit(population, dataset, purpose=None if open_data else purpose, open_data=open_data)
+            access = _data_access(stores, actor or _default_actor(), purpose, open_data)
+            record = stores.runs.save(spec, fit, actor or _default_actor(), access=access)
+            console.print(f"run {record.run_id} recorded with signed provenance (`medtwin reproduce "
+                          f"{record.run_id}`)")
         else:
             paths = _fit_nuts(population, dataset, out, seed)
     except (MedtwinError, typer.BadParameter) as exc:
@@ -550,7 +557,7 @@ def _fit_foce(population, dataset, out: Path, seed: int) -> dict:
         bar(0, 1)
         paths = write_fit_report(fit, dataset, out, seed=seed)
         bar(1, 1)
-    return paths
+    return paths, fit
 
 
 def _fit_nuts(population, dataset, out: Path, seed: int) -> dict:

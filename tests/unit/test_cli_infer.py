@@ -84,6 +84,9 @@ def test_fit_foce_writes_the_report(tmp_path):
     estimates = pd.read_csv(out / "estimates.csv")
     assert {"estimate", "SE", "RSE_percent"} <= set(estimates.columns)
     assert (out / "gof.png").exists() and (out / "vpc.png").exists() and (out / "fitted_population.yaml").exists()
+    run_id = result.output.split("recorded with signed provenance")[0].split("run ")[-1].split()[0]
+    again = runner.invoke(app, ["reproduce", run_id])
+    assert again.exit_code == 0 and "bit-identical" in again.output, again.output
     wrong = runner.invoke(app, ["fit", "pk2_iv", "--data", str(tmp_path / "data.csv"), "--population",
                                 str(tmp_path / "pop.yaml"), "--out", str(out), *SYNTH])
     assert wrong.exit_code == 2 and "population is for model 'pk1_iv'" in wrong.output

@@ -65,13 +65,14 @@ from medtwin.io.storage import runs_table
 from medtwin.models import get_model
 
 __all__ = ["OPERATIONS", "ReproduceReport", "RunSpec", "RunStore", "StoredRun", "environment_differences",
-           "execute", "reproduce", "run_and_record", "spec_for_dataset", "spec_for_personalize", "spec_for_simulate"]
+           "execute", "reproduce", "run_and_record", "spec_for_dataset", "spec_for_fit", "spec_for_personalize",
+           "spec_for_simulate"]
 
 #: Operations a spec can describe.
-OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast")
+OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit")
 #: Settings a spec may carry (keyword arguments of ``simulate`` / ``personalize`` / ``Posterior.predict``).
 SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records", "seed", "chains", "draws",
-            "warmup", "n_draws")
+            "warmup", "n_draws", "covariance")
 _PERSONALIZE_SETTINGS = ("method", "seed", "chains", "draws", "warmup")
 
 _T = runs_table
@@ -184,14 +185,30 @@ def spec_for_simulate(model: str, params, regimen, times, *, ids=None, settings:
     return RunSpec("simulate", model, inputs, dict(settings or {}), patients, purpose, open_data, dict(seeds or {}))
 
 
+def _dataset_json(dataset) -> dict:
+    frame = dataset.to_frame()
+    return {str(c): _json_floats(frame[c].to_numpy(dtype=float)) for c in frame.columns}
+
+
+def _dataset(spec: RunSpec, access, model):
+    frame = pd.DataFrame({c: np.array(v, dtype=float) for c, v in spec.inputs["dataset"].items()})
+    return read_nonmem(frame, access=access, model=model)
+
+
 def spec_for_dataset(model: str, dataset, params=None, *, settings: Mapping | None = None,
                      purpose: str | None = None, open_data: str | None = None) -> RunSpec:
     """The spec of ``simulate_dataset(get_model(model), dataset, params, **settings)``."""
-    frame = dataset.to_frame()
-    inputs = {"dataset": {str(c): _json_floats(frame[c].to_numpy(dtype=float)) for c in frame.columns},
-              "params": None if params is None else _columns(params)}
+    inputs = {"dataset": _dataset_json(dataset), "params": None if params is None else _columns(params)}
     return RunSpec("simulate_dataset", model, inputs, dict(settings or {}), patient_ids(dataset.ids),
                    purpose, open_data)
+
+
+def spec_for_fit(population, dataset, *, covariance: str = "sandwich", purpose: str | None = None,
+                 open_data: str | None = None) -> RunSpec:
+    """The spec of ``fit_focei(population, dataset, covariance=covariance)`` (a population fit)."""
+    inputs = {"population": population.to_dict(), "dataset": _dataset_json(dataset)}
+    return RunSpec("fit", population.model, inputs, {"method": "foce", "covariance": covariance},
+                   patient_ids(dataset.ids), purpose, open_data)
 
 
 def _patient_json(data) -> dict:
@@ -249,10 +266,15 @@ def execute(spec: RunSpec, *, access):
         authorize(access, spec.patients, _spec_data_classes(spec), "read")
         return _execute_personalize(spec)
     model = get_model(spec.model)
+    if spec.operation == "fit":
+        from medtwin.core.population import Population
+        from medtwin.infer.foce import fit_focei
+
+        return fit_focei(Population.from_dict(spec.inputs["population"]), _dataset(spec, access, model), model,
+                         covariance=spec.settings["covariance"])
     settings = {k: v for k, v in spec.settings.items() if k != "records"}
     if spec.operation == "simulate_dataset":
-        frame = pd.DataFrame({c: np.array(v, dtype=float) for c, v in spec.inputs["dataset"].items()})
-        dataset = read_nonmem(frame, access=access, model=model)
+        dataset = _dataset(spec, access, model)
         params = spec.inputs["params"]
         params = None if params is None else {k: np.array(v, dtype=float) for k, v in params.items()}
         return simulate_dataset(model, dataset, params, records=spec.settings.get("records", "observations"),
@@ -335,7 +357,7 @@ class RunStore:
 
 def _spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
     """Consent data classes a spec's inputs hold."""
-    if spec.operation == "simulate_dataset":
+    if spec.operation in ("simulate_dataset", "fit"):
         return data_classes(spec.inputs["dataset"])
     if spec.operation in ("personalize", "forecast"):
         return ("observations", "medications", "demographics")

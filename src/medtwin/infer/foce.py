@@ -123,6 +123,21 @@ class FitResult:
         """Parameter name -> SE (NaN when the covariance step failed)."""
         return dict(zip(self.parameter_names, (float(s) for s in self.se)))
 
+    def provenance_content(self) -> dict:
+        """Every estimate of the fit, for digests (see :func:`medtwin.governance.provenance.result_view`).
+
+        Wall times are left out: they differ between identical runs.
+        """
+        arrays = {"estimates": self.estimates, "se": self.se, "omega": self.omega, "eta": self.eta,
+                  "subject_ofv": self.subject_ofv, "ipred": self.ipred, "iwres": self.iwres}
+        if self.covariance is not None:
+            arrays["covariance"] = self.covariance
+        content = {"parameter_names": list(self.parameter_names), "ofv": self.ofv, "converged": self.converged,
+                   "covariance_status": self.covariance_status, "message": self.message,
+                   "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations, **arrays}
+        return {"content": content, "outputs": arrays,
+                "solver": {"method": "FOCEI", "covariance": self.covariance_method}}
+
 
 class _Parametrisation:
     """Maps between the unconstrained vector x, natural ψ, and (θ, Ω, σ²) of a population."""
