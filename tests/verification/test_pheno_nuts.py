@@ -1,0 +1,84 @@
+"""Full hierarchical Bayes (NUTS) of phenobarbital vs NONMEM's FOCEI estimates (pharmpy-core's pheno run).
+
+The posterior of a weakly-informative-prior hierarchical model is not the ML
+estimate, but with 59 subjects and 155 observations the typical values must
+land near it: posterior medians of θ1 (CL/kg) and θ2 (V/kg) within 5 % of
+NONMEM's FOCEI estimates, θ3 (APGAR < 5 on V), Ω and σ² with NONMEM's values
+inside their central 90 % posterior intervals, every R-hat < 1.01.
+
+Chains start from pheno.mod's initial estimates.  Measured on the 2-core
+development machine (4 chains × 500 warmup × 500 draws, sequential chains):
+see the printed line of :func:`test_pheno_posterior_near_nonmem_focei`
+(numbers also in the report of the change that added this test).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
+
+from medtwin.core.population import Population
+from medtwin.infer.hierarchical import fit_nuts
+from medtwin.io.access import OpenData
+from medtwin.io.nonmem import read_nonmem
+from medtwin.io.population_file import load_population, shipped_population_path
+
+#: NONMEM 7 FOCEI final estimates (pheno.ext), as in test_pheno_foce.py.
+NONMEM = {"TVCL": 0.00469555, "TVV": 0.984258, "APGR_V": 0.15892, "omega": (0.0293508, 0.027906),
+          "sigma2": 0.013241}
+
+
+def _example(name: str) -> Path:
+    path = Path(str(importlib.resources.files("pharmpy") / "internals" / "example_models" / name))
+    if not path.exists():
+        pytest.skip(f"pharmpy does not ship {name} in this version")
+    return path
+
+
+def _read(path):
+    return read_nonmem(path, access=OpenData("pharmpy's de-identified phenobarbital teaching dataset"))
+
+CHAINS, WARMUP, DRAWS = 4, 500, 500
+
+
+@pytest.fixture(scope="module")
+def fit():
+    d = load_population(shipped_population_path("pheno")).to_dict()  # pheno.mod's initial estimates
+    for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):
+        theta["value"] = value
+    d["iiv"]["omega"] = [[0.0309626, 0.0], [0.0, 0.031128]]
+    d["residual"]["proportional_sd"] = 0.0130865**0.5
+    dataset = _read(_example("pheno.dta"))
+    start = time.perf_counter()
+    result = fit_nuts(Population.from_dict(d), dataset, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0,
+                      chain_method="sequential")
+    print(f"\npheno NUTS: {time.perf_counter() - start:.1f} s wall, {result.n_gradients} gradient evaluations "
+          f"(kept draws), {result.divergences} divergent; {result.message}")
+    print(result.summary_frame().to_string())
+    return result
+
+
+@pytest.mark.slow
+def test_pheno_posterior_near_nonmem_focei(fit):
+    s = fit.summary
+    assert s["THETA:TVCL"]["q50"] == pytest.approx(NONMEM["TVCL"], rel=0.05)
+    assert s["THETA:TVV"]["q50"] == pytest.approx(NONMEM["TVV"], rel=0.05)
+    references = {"THETA:APGR_V": NONMEM["APGR_V"], "OMEGA(1,1)": NONMEM["omega"][0],
+                  "OMEGA(2,2)": NONMEM["omega"][1], "SIGMA:proportional": NONMEM["sigma2"]}
+    for name, value in references.items():
+        assert s[name]["q5"] < value < s[name]["q95"], (name, s[name], value)
+
+
+@pytest.mark.slow
+def test_pheno_chains_converged(fit):
+    assert np.all(fit.rhat < 1.01), fit.message
+    assert np.all(fit.ess_bulk > 100), fit.message
+    assert fit.divergences == 0, fit.message
+    assert fit.status == "converged"
+    assert fit.eta_mean.shape == (59, 2)
