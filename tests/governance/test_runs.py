@@ -138,7 +138,7 @@ def test_unknown_run_and_bad_specs_are_clear_errors(store):
     with pytest.raises(DataError, match="not recordable"):
         RunSpec("simulate", "pk1_iv", {}, {"progress": True}, open_data="x")
     with pytest.raises(DataError, match="operation"):
-        RunSpec("fit", "pk1_iv", {}, open_data="x")
+        RunSpec("train", "pk1_iv", {}, open_data="x")
     spec = spec_for_simulate("pk1_iv", {"CL": [2.0]}, Regimen.single(1.0), [1.0], open_data="x")
     assert RunSpec.from_dict(json.loads(spec.to_json())) == spec
     assert dataclasses.replace(spec, model="pk1_iv").model == "pk1_iv"
