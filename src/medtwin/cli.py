@@ -504,8 +504,12 @@ def fit_command(
     open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
                                             help="The data are not identifiable patient data (say why)."),
     seed: int = typer.Option(0, help="Seed for NPDE/VPC simulations and NUTS."),
+    chains: int = typer.Option(4, "--chains", min=1, help="NUTS: number of chains."),
+    draws: int = typer.Option(1000, "--draws", min=10, help="NUTS: draws per chain after warm-up."),
+    warmup: int = typer.Option(1000, "--warmup", min=10, help="NUTS: warm-up iterations per chain."),
 ) -> None:
-    """Fit a population model to a dataset: estimates with SE/RSE, shrinkage, GOF and VPC plots."""
+    """Fit a population model to a dataset: estimates with SE/RSE, shrinkage, GOF and VPC plots (FOCEI),
+    or the hierarchical Bayes posterior with R-hat and ESS (NUTS)."""
     from medtwin.io.population_file import load_population
     from medtwin.models import get_model
 
@@ -528,7 +532,7 @@ def fit_command(
             console.print(f"run {record.run_id} recorded with signed provenance (`medtwin reproduce "
                           f"{record.run_id}`)")
         else:
-            paths = _fit_nuts(population, dataset, out, seed)
+            paths = _fit_nuts(population, dataset, out, seed, chains, draws, warmup)
     except (MedtwinError, typer.BadParameter) as exc:
         _fail(exc)
     for name, path in paths.items():
@@ -560,15 +564,15 @@ def _fit_foce(population, dataset, out: Path, seed: int) -> dict:
     return paths, fit
 
 
-def _fit_nuts(population, dataset, out: Path, seed: int) -> dict:
+def _fit_nuts(population, dataset, out: Path, seed: int, chains: int, draws: int, warmup: int) -> dict:
     from medtwin.infer.hierarchical import fit_nuts
     from medtwin.io.population_file import save_population
 
-    result = fit_nuts(population, dataset, seed=seed, progress=True)
-    summary = result.summary()
-    summary.to_csv(out / "posterior_summary.csv", index=False)
+    result = fit_nuts(population, dataset, seed=seed, chains=chains, draws=draws, warmup=warmup, progress=True)
+    summary = result.summary_frame()
+    summary.to_csv(out / "posterior_summary.csv", index_label="parameter")
     save_population(result.to_population(), out / "fitted_population.yaml")
-    console.print(summary.to_string(index=False))
+    console.print(summary.to_string())
     console.print(f"status: {result.status} ({result.message})")
     return {"posterior_summary.csv": out / "posterior_summary.csv",
             "fitted_population.yaml": out / "fitted_population.yaml"}

@@ -54,7 +54,7 @@ def test_personalize_needs_an_id_for_several_subjects_and_consent(tmp_path):
     assert denied.exit_code == 2 and "denied" in denied.output
 
 
-def test_fit_foce_writes_the_report(tmp_path):
+def _pk1_population_and_data(tmp_path):
     from medtwin.core.events import Regimen
     from medtwin.core.observation import ResidualError
     from medtwin.core.population import Population, Theta
@@ -77,6 +77,10 @@ def test_fit_foce_writes_the_report(tmp_path):
         rows += [dict(ID=i + 1, TIME=t, AMT=0.0, DV=round(float(c * (1 + 0.1 * rng.normal())), 4))
                  for t, c in zip(times, f[i])]
     pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
+
+
+def test_fit_foce_writes_the_report(tmp_path):
+    _pk1_population_and_data(tmp_path)
     out = tmp_path / "fit"
     result = runner.invoke(app, ["fit", "pk1_iv", "--data", str(tmp_path / "data.csv"), "--population",
                                  str(tmp_path / "pop.yaml"), "--out", str(out), *SYNTH])
@@ -90,3 +94,15 @@ def test_fit_foce_writes_the_report(tmp_path):
     wrong = runner.invoke(app, ["fit", "pk2_iv", "--data", str(tmp_path / "data.csv"), "--population",
                                 str(tmp_path / "pop.yaml"), "--out", str(out), *SYNTH])
     assert wrong.exit_code == 2 and "population is for model 'pk1_iv'" in wrong.output
+
+
+@pytest.mark.slow
+def test_fit_nuts_writes_the_posterior(tmp_path):
+    _pk1_population_and_data(tmp_path)
+    out = tmp_path / "nuts"
+    result = runner.invoke(app, ["fit", "pk1_iv", "--data", str(tmp_path / "data.csv"), "--population",
+                                 str(tmp_path / "pop.yaml"), "--method", "nuts", "--chains", "2", "--draws", "200",
+                                 "--warmup", "200", "--out", str(out), *SYNTH])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(out / "posterior_summary.csv")
+    assert "THETA:TVCL" in set(summary.parameter) and {"rhat", "ess_bulk"} <= set(summary.columns) and (out / "fitted_population.yaml").exists()

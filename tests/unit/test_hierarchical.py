@@ -61,6 +61,7 @@ def fit(dataset):
     return fit_nuts(_population(), dataset, chains=2, draws=200, warmup=200, seed=3)
 
 
+@pytest.mark.slow
 def test_posterior_medians_recover_the_truth(fit):
     assert isinstance(fit, BayesFitResult)
     assert fit.parameter_names == ("THETA:TVCL", "THETA:TVV", "OMEGA(1,1)", "OMEGA(2,2)", "SIGMA:proportional")
@@ -75,6 +76,7 @@ def test_posterior_medians_recover_the_truth(fit):
     assert fit.wall_time["total"] > 0 and fit.n_gradients >= 400 and fit.n_obs == 80
 
 
+@pytest.mark.slow
 def test_diagnostics_and_status(fit):
     assert np.all(np.isfinite(fit.rhat)) and np.all(fit.ess_bulk > 20)
     expected = "converged" if (np.all(fit.rhat < 1.01) and fit.divergences == 0) else "check-diagnostics"
@@ -84,6 +86,7 @@ def test_diagnostics_and_status(fit):
     assert list(frame.columns) == ["mean", "sd", "q5", "q50", "q95", "rhat", "ess_bulk", "ess_tail"]
 
 
+@pytest.mark.slow
 def test_to_population_posterior_medians(fit, tmp_path):
     from medtwin.io.population_file import load_population, save_population
 
@@ -129,6 +132,7 @@ def test_theta_transforms_and_omega_blocks():
     assert _omega_blocks(omega) == [[0, 2], [1]]
 
 
+@pytest.mark.slow
 def test_full_omega_block_and_categorical_effect_compile(dataset):
     """A correlated Ω block (LKJ) and a bounded categorical coefficient: the model runs and reports Ω(2,1)."""
     pop = _population(thetas=(Theta("TVCL", 1.5, "L/h", lower=0.0), Theta("TVV", 25.0, "L", lower=0.0),

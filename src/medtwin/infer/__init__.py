@@ -22,10 +22,11 @@ True
 """
 
 from medtwin.infer.foce import FitResult, fit_focei
+from medtwin.infer.hierarchical import BayesFitResult, fit_nuts
 from medtwin.infer.personalize import PatientData, personalize
 from medtwin.infer.plots import plot_individual
 from medtwin.infer.posterior import Posterior, PredictiveBand, probability
 from medtwin.infer.validate import ValidationResult, plot_calibration, validate
 
-__all__ = ["FitResult", "PatientData", "Posterior", "PredictiveBand", "ValidationResult", "fit_focei", "personalize",
-           "plot_calibration", "plot_individual", "probability", "validate"]
+__all__ = ["BayesFitResult", "FitResult", "PatientData", "Posterior", "PredictiveBand", "ValidationResult", "fit_focei", "personalize",
+           "fit_nuts", "plot_calibration", "plot_individual", "probability", "validate"]
