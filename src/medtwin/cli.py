@@ -489,6 +489,14 @@ def _print_posterior(posterior) -> None:
 _POP = typer.Option(..., "--population", exists=True, dir_okay=False, help="Population file (YAML/JSON).")
 _DATA = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style CSV with the patient's doses, "
                      "levels and covariates.")
+_ID = typer.Option(None, "--id", help="Subject ID (when the file holds several).")
+_COVARIATE = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file.")
+_METHOD = typer.Option("laplace", "--method", help="laplace (MAP + Laplace, bedside) | nuts (review)")
+_TREATMENT = typer.Option("treatment", "--purpose", help=" | ".join(_PURPOSES))
+_ACTOR = typer.Option(None, "--actor", help="Who runs it (default: login name).")
+_OPEN_DATA = typer.Option(None, "--open-data", metavar="REASON",
+                          help="The data are not identifiable patient data (say why): no consent check.")
+_SEED = typer.Option(0, help="Seed (NUTS, predictive draws).")
 
 
 @app.command("fit")
@@ -582,15 +590,14 @@ def _fit_nuts(population, dataset, out: Path, seed: int, chains: int, draws: int
 def personalize_command(
     population_file: Path = _POP,
     data: Path = _DATA,
-    patient_id: Optional[str] = typer.Option(None, "--id", help="Subject ID (when the file holds several)."),
-    covariate: List[str] = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file."),
-    method: str = typer.Option("laplace", "--method", help="laplace (MAP + Laplace, bedside) | nuts (review)"),
+    patient_id: Optional[str] = _ID,
+    covariate: List[str] = _COVARIATE,
+    method: str = _METHOD,
     out: Path = typer.Option(..., "--out", help="Folder for posterior.csv, fit.csv and fit.png."),
-    purpose: str = typer.Option("treatment", "--purpose", help=" | ".join(_PURPOSES)),
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
-    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
-                                            help="The data are not identifiable patient data (say why)."),
-    seed: int = typer.Option(0, help="Seed (NUTS, predictive draws)."),
+    purpose: str = _TREATMENT,
+    actor: Optional[str] = _ACTOR,
+    open_data: Optional[str] = _OPEN_DATA,
+    seed: int = _SEED,
 ) -> None:
     """Personalize one patient: the posterior of their parameters and the individual fit with bands."""
     import numpy as np
@@ -615,18 +622,17 @@ def personalize_command(
 def forecast_command(
     population_file: Path = _POP,
     data: Path = _DATA,
-    patient_id: Optional[str] = typer.Option(None, "--id", help="Subject ID (when the file holds several)."),
-    covariate: List[str] = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file."),
+    patient_id: Optional[str] = _ID,
+    covariate: List[str] = _COVARIATE,
     hours: float = typer.Option(48.0, "--hours", min=1.0, help="Forecast horizon after the last level (h)."),
-    method: str = typer.Option("laplace", "--method", help="laplace | nuts"),
+    method: str = _METHOD,
     auc_target: Tuple[float, float] = typer.Option((400.0, 600.0), "--auc-target",
                                                    help="AUC24 window (mg·h/L) over the last 24 h."),
     out: Path = typer.Option(..., "--out", help="Folder for forecast.csv and forecast.png."),
-    purpose: str = typer.Option("treatment", "--purpose", help=" | ".join(_PURPOSES)),
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
-    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
-                                            help="The data are not identifiable patient data (say why)."),
-    seed: int = typer.Option(0, help="Seed (NUTS, predictive draws)."),
+    purpose: str = _TREATMENT,
+    actor: Optional[str] = _ACTOR,
+    open_data: Optional[str] = _OPEN_DATA,
+    seed: int = _SEED,
 ) -> None:
     """Forecast a patient under the current regimen (continued) with bands and target probabilities."""
     import numpy as np

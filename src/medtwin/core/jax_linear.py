@@ -44,7 +44,7 @@ from medtwin.core.events import Regimen, event_matrix
 from medtwin.core.model import Model
 from medtwin.errors import ModelError, SimulationError
 
-__all__ = ["LinearPredictor", "linear_predictor"]
+__all__ = ["LinearPredictor", "linear_predictor", "rates_before"]
 
 
 def _jax():
@@ -60,6 +60,33 @@ def _jax():
 #: ||A||·Δt up to 2**24 (e.g. rate constants of 100 /h over 160,000 h); beyond that the result is NaN.
 TAYLOR_DEGREE = 18
 MAX_SQUARINGS = 24
+
+
+def rates_before(a_kind, a_cmt, a_val, a_ref, n: int) -> np.ndarray:
+    """Infusion rates (mg/h per state) in effect just before each action of a kernel schedule, (K, n).
+
+    The numba kernels' bookkeeping of overlapping infusions, for the JAX paths:
+    an end cancels only an infusion that started; a compartment's rate drops to
+    exactly 0 when its last infusion ends; a reset stops every infusion.
+    """
+    out = np.zeros((len(a_kind), n))
+    rates, active, running = np.zeros(n), np.zeros(n, int), set()
+    for k in range(len(a_kind)):
+        out[k] = rates
+        kind, c, ref = int(a_kind[k]), int(a_cmt[k]), int(a_ref[k])
+        if kind == kernels.ACT_INF_START:
+            running.add(ref)
+            rates[c] += a_val[k]
+            active[c] += 1
+        elif kind == kernels.ACT_INF_END and ref in running:
+            running.discard(ref)
+            active[c] -= 1
+            rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
+        elif kind == kernels.ACT_RESET:
+            rates[:] = 0.0
+            active[:] = 0
+            running.clear()
+    return out
 
 
 def _steps(model: Model, regimen: Regimen, times, pre_dose, reference: np.ndarray, multiple: int = 16) -> dict:
@@ -86,24 +113,16 @@ def _steps(model: Model, regimen: Regimen, times, pre_dose, reference: np.ndarra
     dt, rate = np.zeros(size), np.zeros((size, n))
     bolus_cmt, bolus_amt, bolus_f = np.zeros(size, np.int64), np.zeros(size), np.full(size, -1, np.int64)
     obs_step = np.zeros(len(times), np.int64)
-    rates, active, running = np.zeros(n), np.zeros(n, int), set()
+    rate[:k_all] = rates_before(a_kind, a_cmt, a_val, a_ref, n)
     t = a_t[0] if k_all else 0.0
     for k in range(k_all):
-        dt[k], rate[k] = a_t[k] - t, rates
+        dt[k] = a_t[k] - t
         t = a_t[k]
         kind, c = int(a_kind[k]), int(a_cmt[k])
         if kind == kernels.ACT_OBS:
             obs_step[int(a_ref[k])] = k
         elif kind == kernels.ACT_BOLUS:
             bolus_cmt[k], bolus_amt[k], bolus_f[k] = c, ev[int(a_ref[k]), kernels.EV_AMT], idx[0, c]
-        elif kind == kernels.ACT_INF_START:  # the kernels' bookkeeping of overlapping infusions, verbatim
-            running.add(int(a_ref[k]))
-            rates[c] += a_val[k]
-            active[c] += 1
-        elif kind == kernels.ACT_INF_END and int(a_ref[k]) in running:
-            running.discard(int(a_ref[k]))
-            active[c] -= 1
-            rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
     return {"dt": dt, "rate": rate, "bolus_cmt": bolus_cmt, "bolus_amt": bolus_amt, "bolus_f": bolus_f,
             "obs_step": obs_step}
 

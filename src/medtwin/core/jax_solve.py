@@ -35,6 +35,7 @@ import numpy as np
 
 from medtwin.core import kernels
 from medtwin.core.events import Regimen, event_matrix
+from medtwin.core.jax_linear import rates_before
 from medtwin.core.model import Model
 from medtwin.errors import SimulationError
 
@@ -130,16 +131,16 @@ def diffrax_solver(model: Model, regimen: Regimen, times, params=None, *, pre_do
     output_functions = model.output_functions()
     n = model.n_states
 
+    rates = rates_before(a_kind, a_cmt, a_val, a_ref, n)
+
     def outputs(theta):
         theta = jnp.asarray(theta, dtype=jnp.float64)
         y = start_state(theta)
-        rates = np.zeros(n)
-        active, running = np.zeros(n, int), set()
         rows = [None] * len(times)
         t = a_t[0] if len(a_t) else 0.0
         for k in range(len(a_t)):
             if a_t[k] > t:
-                y = advance(y, jnp.float64(t), jnp.float64(a_t[k]), theta, jnp.asarray(rates))
+                y = advance(y, jnp.float64(t), jnp.float64(a_t[k]), theta, jnp.asarray(rates[k]))
                 t = a_t[k]
             kind, c = int(a_kind[k]), int(a_cmt[k])
             if kind == kernels.ACT_OBS:
@@ -148,19 +149,8 @@ def diffrax_solver(model: Model, regimen: Regimen, times, params=None, *, pre_do
                 f_index = idx[0, c]
                 amount = ev[int(a_ref[k]), kernels.EV_AMT] * (theta[f_index] if f_index >= 0 else 1.0)
                 y = y.at[c].add(amount)
-            elif kind == kernels.ACT_INF_START:
-                running.add(int(a_ref[k]))
-                rates[c] += a_val[k]
-                active[c] += 1
-            elif kind == kernels.ACT_INF_END and int(a_ref[k]) in running:
-                running.discard(int(a_ref[k]))
-                active[c] -= 1
-                rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
             elif kind == kernels.ACT_RESET:
                 y = start_state(theta)
-                rates[:] = 0.0
-                active[:] = 0
-                running.clear()
         return jnp.stack(rows) if rows else jnp.zeros((0, len(output_functions)))
 
     def outputs_x64(theta):
