@@ -531,11 +531,11 @@ def fit_command(
         dataset = _read_patients(stores, data, get_model(model_name), actor or _default_actor(), purpose, open_data)
         out.mkdir(parents=True, exist_ok=True)
         if method == "foce":
-            paths, fit = _fit_foce(population, dataset, out, seed)
             from medtwin.governance.runs import spec_for_fit
 
-            spec = spec_for_fit(population, dataset, purpose=None if open_data else purpose, open_data=open_data)
             access = _data_access(stores, actor or _default_actor(), purpose, open_data)
+            paths, fit = _fit_foce(population, dataset, out, seed, access)
+            spec = spec_for_fit(population, dataset, purpose=None if open_data else purpose, open_data=open_data)
             record = stores.runs.save(spec, fit, actor or _default_actor(), access=access)
             console.print(f"run {record.run_id} recorded with signed provenance (`medtwin reproduce "
                           f"{record.run_id}`)")
@@ -547,9 +547,9 @@ def fit_command(
         console.print(f"{name:>22}: {path}")
 
 
-def _fit_foce(population, dataset, out: Path, seed: int) -> dict:
+def _fit_foce(population, dataset, out: Path, seed: int, access) -> tuple[dict, object]:
     from medtwin.infer.foce import fit_focei
-    from medtwin.infer.report import write_fit_report
+    from medtwin.io.fit_report import write_fit_report
 
     with _ProgressBar("FOCEI estimation + covariance step") as bar:
         bar(0, 1)
@@ -567,7 +567,7 @@ def _fit_foce(population, dataset, out: Path, seed: int) -> dict:
         err_console.print(f"[yellow]covariance step {fit.covariance_status}:[/] {fit.covariance_message}")
     with _ProgressBar("diagnostics (CWRES, NPDE, VPC)") as bar:
         bar(0, 1)
-        paths = write_fit_report(fit, dataset, out, seed=seed)
+        paths = write_fit_report(fit, dataset, out, access=access, seed=seed)
         bar(1, 1)
     return paths, fit
 

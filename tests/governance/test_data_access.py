@@ -155,3 +155,21 @@ def test_patient_map_translates_dataset_ids(store):
 def test_gate_rejects_unknown_purpose(store):
     with pytest.raises(DataError, match="purpose must be one of"):
         ConsentGate(store, LAB, "marketing")
+
+
+def test_denied_fit_report_writes_nothing(store, tmp_path):
+    from medtwin.core.observation import ResidualError
+    from medtwin.core.population import Population, Theta
+    from medtwin.infer.foce import fit_focei
+    from medtwin.io.fit_report import write_fit_report
+
+    rows = "ID TIME AMT DV\n" + "".join(f"{i} 0 100 0\n{i} 1 0 {a}\n{i} 6 0 {b}\n" for i, a, b in
+                                        [(1, 4.6, 2.9), (2, 5.5, 2.8), (3, 4.1, 2.0), (4, 5.2, 3.3)])
+    data = read_nonmem(io.StringIO(rows), access=SYNTHETIC)
+    pop = Population(name="t", model="pk1_iv", thetas=(Theta("TVCL", 2.0, "L/h", lower=0),
+                     Theta("TVV", 20.0, "L", lower=0)), typical={"CL": "TVCL", "V": "TVV"}, iiv=("CL",),
+                     omega=((0.1,),), residual=ResidualError("proportional", proportional=0.1))
+    fit = fit_focei(pop, data, covariance="none")
+    with pytest.raises(AccessDenied):
+        write_fit_report(fit, data, tmp_path / "report", access=ConsentGate(store, LAB, "research", T0))
+    assert not (tmp_path / "report").exists()

@@ -25,7 +25,7 @@ from medtwin.core.population import Population, Theta  # noqa: E402
 from medtwin.errors import DataError, EstimationError  # noqa: E402
 from medtwin.infer import fit_focei  # noqa: E402
 from medtwin.infer.diagnostics import GOF_COLUMNS, VPCResult, plot_gof, plot_vpc, residuals, vpc  # noqa: E402
-from medtwin.infer.report import estimates_table, write_fit_report  # noqa: E402
+from medtwin.io.fit_report import estimates_table, write_fit_report  # noqa: E402
 from medtwin.io.access import OpenData  # noqa: E402
 from medtwin.io.dataset_simulation import simulate_dataset  # noqa: E402
 from medtwin.io.nonmem import read_nonmem  # noqa: E402
@@ -267,7 +267,8 @@ def test_plot_gof_validation_names_the_field():
 # ---------------------------------------------------------------------------- report
 def test_write_fit_report(small_fit, tmp_path):
     fit, data = small_fit
-    paths = write_fit_report(fit, data, tmp_path / "report", vpc_samples=50, npde_samples=50, vpc_bins=3, seed=1)
+    paths = write_fit_report(fit, data, tmp_path / "report", access=SYNTHETIC, vpc_samples=50, npde_samples=50,
+                             vpc_bins=3, seed=1)
     expected = {"estimates.csv", "omega.csv", "shrinkage.csv", "residuals.csv", "gof.png", "vpc.png", "vpc.csv",
                 "summary.json", "fitted_population.yaml"}
     assert {p.name for p in paths.values()} == expected and all(p.exists() for p in paths.values())
@@ -288,11 +289,11 @@ def test_write_fit_report(small_fit, tmp_path):
 def test_write_fit_report_validation(small_fit, tmp_path):
     fit, data = small_fit
     with pytest.raises(EstimationError, match="^fit_result: "):
-        write_fit_report(fit.population, data, tmp_path)
+        write_fit_report(fit.population, data, tmp_path, access=SYNTHETIC)
     with pytest.raises(EstimationError, match="^out_dir: "):
-        write_fit_report(fit, data, 42)
+        write_fit_report(fit, data, 42, access=SYNTHETIC)
     with pytest.raises(EstimationError, match="^n_sim: "):
-        write_fit_report(fit, data, tmp_path, vpc_samples=1)
+        write_fit_report(fit, data, tmp_path, access=SYNTHETIC, vpc_samples=1)
 
 
 def test_estimates_table_combined_error_names():

@@ -26,8 +26,10 @@ pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships
 from medtwin.core.population import Population  # noqa: E402
 from medtwin.infer import fit_focei  # noqa: E402
 from medtwin.infer.diagnostics import residuals, vpc  # noqa: E402
-from medtwin.infer.report import write_fit_report  # noqa: E402
+from medtwin.io.fit_report import write_fit_report  # noqa: E402
 from medtwin.io.access import OpenData  # noqa: E402
+
+PUBLIC = OpenData("pharmpy's de-identified phenobarbital teaching dataset")
 from medtwin.io.nonmem import read_nonmem  # noqa: E402
 from medtwin.io.population_file import load_population, shipped_population_path  # noqa: E402
 
@@ -41,7 +43,7 @@ def _example(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def dataset():
-    return read_nonmem(_example("pheno.dta"), access=OpenData("pharmpy's de-identified phenobarbital teaching dataset"))
+    return read_nonmem(_example("pheno.dta"), access=PUBLIC)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_vpc_observed_median_inside_simulated_ci(fit, dataset):
 
 
 def test_report_files(fit, dataset, tmp_path):
-    paths = write_fit_report(fit, dataset, tmp_path, vpc_samples=200, npde_samples=200, seed=3)
+    paths = write_fit_report(fit, dataset, tmp_path, access=PUBLIC, vpc_samples=200, npde_samples=200, seed=3)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
     est = pd.read_csv(paths["estimates"]).set_index("nonmem")
     assert list(est.index) == ["THETA(1)", "THETA(2)", "THETA(3)", "OMEGA(1,1)", "OMEGA(2,2)", "SIGMA(1,1)"]

@@ -8,11 +8,12 @@ module                     what
 ``infer.personalize``      one patient's posterior: MAP + Laplace, NUTS; sequential updates
 ``infer.posterior``        Posterior.predict → PredictiveBand, probability queries
 ``infer.diagnostics``      PRED/IPRED/CWRES/NPDE, VPC, goodness-of-fit panel
-``infer.report``           a population fit's tables and plots, written to a folder
 ``infer.validate``         fit on the first k observations, score the rest (coverage, MAPE)
 ``infer.plots``            the individual fit / forecast with bands, data and doses
 ``infer.sensitivity``      global Sobol indices (SALib) of any model output
 =========================  ==============================================================
+
+Writing a population fit's tables and plots to a folder is I/O: :mod:`medtwin.io.fit_report`.
 
 Examples
 --------

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 from medtwin.errors import EstimationError
+from medtwin.io.access import authorize
+from medtwin.io.nonmem import dataset_data_classes
 from medtwin.infer.diagnostics import plot_gof, plot_vpc, residuals, vpc
 from medtwin.infer.foce import FitResult
 
@@ -132,7 +134,7 @@ def _summary(fit_result: FitResult, seed, vpc_samples, npde_samples) -> dict:
             "population": fit_result.population.name}
 
 
-def write_fit_report(fit_result: FitResult, dataset, out_dir, *, model=None, vpc_samples: int = 500,
+def write_fit_report(fit_result: FitResult, dataset, out_dir, *, access, model=None, vpc_samples: int = 500,
                      npde_samples: int = 500, vpc_bins=8, seed: int | None = 0) -> dict[str, Path]:
     """Write the fit report (module table) into ``out_dir`` (created when absent; files are overwritten).
 
@@ -144,6 +146,9 @@ def write_fit_report(fit_result: FitResult, dataset, out_dir, *, model=None, vpc
         The data it was fitted to.
     out_dir : path
         Destination folder.
+    access : DataAccess
+        The residual table and plots hold every subject's data: a ``write`` is
+        asked of the consent gate (see :mod:`medtwin.io.access`) before anything is written.
     model : Model, optional
         Defaults to the library model ``population.model``.
     vpc_samples, npde_samples : int
@@ -174,7 +179,8 @@ def write_fit_report(fit_result: FitResult, dataset, out_dir, *, model=None, vpc
     ...     Theta("TVV", 20.0, "L", lower=0)), typical={"CL": "TVCL", "V": "TVV"}, iiv=("CL", "V"),
     ...     omega=((0.1, 0.0), (0.0, 0.1)), residual=ResidualError("proportional", proportional=0.1))
     >>> fit = fit_focei(pop, data, covariance="none")
-    >>> paths = write_fit_report(fit, data, tempfile.mkdtemp(), vpc_samples=50, npde_samples=50, vpc_bins=2)
+    >>> paths = write_fit_report(fit, data, tempfile.mkdtemp(), access=OpenData("synthetic records"),
+    ...                          vpc_samples=50, npde_samples=50, vpc_bins=2)
     >>> sorted(paths)
     ['estimates', 'gof', 'omega', 'population', 'residuals', 'shrinkage', 'summary', 'vpc', 'vpc_table']
     >>> all(p.exists() for p in paths.values())
@@ -188,6 +194,7 @@ def write_fit_report(fit_result: FitResult, dataset, out_dir, *, model=None, vpc
         raise EstimationError(f"fit_result: expected a FitResult (fit_focei), got {type(fit_result).__name__}")
     if not isinstance(out_dir, (str, os.PathLike)):
         raise EstimationError(f"out_dir: expected a folder path, got {type(out_dir).__name__}")
+    authorize(access, dataset.ids, dataset_data_classes(dataset), "write")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
