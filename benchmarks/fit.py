@@ -66,7 +66,23 @@ def main() -> int:
               f"{fit.wall_time['covariance']:.1f} s); {fit.n_iterations} BFGS iterations, {fit.n_evaluations} "
               f"batched objective evaluations; ratio to one objective evaluation {wall / one_objective:.0f}x")
     print(f"OFV {fit.ofv:.4f} (NONMEM 586.2761); theta {fit.theta}; omega {np.diag(fit.omega)}; sigma2 {fit.sigma2}")
+    nonmem = _nonmem_times(path.with_name("pheno.lst"))
+    if nonmem:
+        total = sum(nonmem.values())
+        print(f"NONMEM's own run (pheno.lst, another machine): " + ", ".join(f"{k} {v:.2f} s" for k, v in
+              nonmem.items()) + f"; medtwin's last fit is {wall / total:.0f}x that (target < 60 s: "
+              f"{'MET' if wall < 60 else 'NOT MET'})")
     return 0
+
+
+def _nonmem_times(lst: Path) -> dict:
+    """NONMEM's 'Elapsed estimation/covariance time in seconds' lines of its output file."""
+    import re
+
+    if not lst.exists():
+        return {}
+    found = re.findall(r"Elapsed (estimation|covariance)\s+time in seconds:\s+([0-9.]+)", lst.read_text())
+    return {name: float(value) for name, value in found}
 
 
 if __name__ == "__main__":
