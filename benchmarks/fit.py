@@ -69,7 +69,7 @@ def main() -> int:
     nonmem = _nonmem_times(path.with_name("pheno.lst"))
     if nonmem:
         total = sum(nonmem.values())
-        print(f"NONMEM's own run (pheno.lst, another machine): " + ", ".join(f"{k} {v:.2f} s" for k, v in
+        print("NONMEM's own run (pheno.lst, another machine): " + ", ".join(f"{k} {v:.2f} s" for k, v in
               nonmem.items()) + f"; medtwin's last fit is {wall / total:.0f}x that (target < 60 s: "
               f"{'MET' if wall < 60 else 'NOT MET'})")
     return 0
