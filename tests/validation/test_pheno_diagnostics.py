@@ -61,7 +61,7 @@ def final_population():
 
 @pytest.fixture(scope="module")
 def fit(dataset, final_population):
-    """The FOCEI fit from pheno.mod's initial estimates (as tests/verification/test_pheno_foce.py)."""
+    """The FOCEI fit from pheno.mod's initial estimates (as tests/validation/test_pheno_foce.py)."""
     d = final_population.to_dict()
     for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):
         theta["value"] = value
