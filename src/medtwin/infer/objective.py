@@ -161,7 +161,7 @@ class Problem:
         var = add_var[:, None] + prop_var[:, None] * f * f
         dvar = 2.0 * prop_var[:, None, None] * f[..., None] * g
         r = self.y[None] - f
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # extreme trial θ: flagged bad below
             data = (r * r / var + np.log(var)) @ self.indicator.T
             prior_grad = np.einsum("bij,bnj->bni", omega_inv, eta)
             conditional = data + np.einsum("bni,bni->bn", eta, prior_grad)
