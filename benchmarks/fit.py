@@ -26,7 +26,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from medtwin.core.population import Population  # noqa: E402
 from medtwin.infer import fit_focei  # noqa: E402
 from medtwin.infer.objective import Problem  # noqa: E402
 from medtwin.io.access import OpenData  # noqa: E402
@@ -40,12 +39,7 @@ def main() -> int:
                                   ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")))
     path = Path(str(importlib.resources.files("pharmpy") / "internals" / "example_models" / "pheno.dta"))
     dataset = read_nonmem(path, access=OpenData("pharmpy's de-identified phenobarbital teaching dataset"))
-    d = load_population(shipped_population_path("pheno")).to_dict()
-    for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):  # pheno.mod's initial estimates
-        theta["value"] = value
-    d["iiv"]["omega"] = [[0.0309626, 0.0], [0.0, 0.031128]]
-    d["residual"]["proportional_sd"] = 0.0130865**0.5
-    initial = Population.from_dict(d)
+    initial = load_population(shipped_population_path("pheno_initial"))  # pheno.mod's initial estimates
 
     t0 = time.perf_counter()
     problem = Problem(initial, get_model("pk1_iv"), dataset)

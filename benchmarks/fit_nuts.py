@@ -32,7 +32,6 @@ import importlib.resources
 import time
 from pathlib import Path
 
-from medtwin.core.population import Population
 from medtwin.infer import fit_focei
 from medtwin.infer.hierarchical import fit_nuts
 from medtwin.io.access import OpenData
@@ -46,12 +45,7 @@ def main() -> int:
           + f"; XLA_FLAGS={os.environ['XLA_FLAGS']}")
     path = Path(str(importlib.resources.files("pharmpy") / "internals" / "example_models" / "pheno.dta"))
     dataset = read_nonmem(path, access=OpenData("pharmpy's de-identified phenobarbital teaching dataset"))
-    d = load_population(shipped_population_path("pheno")).to_dict()
-    for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):  # pheno.mod's initial estimates
-        theta["value"] = value
-    d["iiv"]["omega"] = [[0.0309626, 0.0], [0.0, 0.031128]]
-    d["residual"]["proportional_sd"] = 0.0130865**0.5
-    initial = Population.from_dict(d)
+    initial = load_population(shipped_population_path("pheno_initial"))  # pheno.mod's initial estimates
 
     t0 = time.perf_counter()
     fit_focei(initial, dataset, covariance="none")

@@ -23,7 +23,6 @@ from scipy import stats  # noqa: E402
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
 
-from medtwin.core.population import Population  # noqa: E402
 from medtwin.infer import fit_focei  # noqa: E402
 from medtwin.infer.diagnostics import residuals, vpc  # noqa: E402
 from medtwin.io.fit_report import write_fit_report  # noqa: E402
@@ -60,14 +59,9 @@ def final_population():
 
 
 @pytest.fixture(scope="module")
-def fit(dataset, final_population):
+def fit(dataset):
     """The FOCEI fit from pheno.mod's initial estimates (as tests/validation/test_pheno_foce.py)."""
-    d = final_population.to_dict()
-    for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):
-        theta["value"] = value
-    d["iiv"]["omega"] = [[0.0309626, 0.0], [0.0, 0.031128]]
-    d["residual"]["proportional_sd"] = 0.0130865**0.5
-    return fit_focei(Population.from_dict(d), dataset)
+    return fit_focei(load_population(shipped_population_path("pheno_initial")), dataset)
 
 
 @pytest.fixture(scope="module")

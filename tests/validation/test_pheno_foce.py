@@ -65,14 +65,9 @@ def final_population():
 
 
 @pytest.fixture(scope="module")
-def fit(dataset, final_population):
-    d = final_population.to_dict()  # pheno.mod's initial estimates
-    for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):
-        theta["value"] = value
-    d["iiv"]["omega"] = [[0.0309626, 0.0], [0.0, 0.031128]]
-    d["residual"]["proportional_sd"] = 0.0130865**0.5
+def fit(dataset):
     start = time.perf_counter()
-    result = fit_focei(Population.from_dict(d), dataset)
+    result = fit_focei(load_population(shipped_population_path("pheno_initial")), dataset)
     wall = time.perf_counter() - start
     print(f"\npheno FOCEI fit: {wall:.1f} s wall ({dict(result.wall_time)})")
     return result

@@ -33,7 +33,6 @@ import pytest
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
 
-from medtwin.core.population import Population
 from medtwin.infer.hierarchical import fit_nuts
 from medtwin.io.access import OpenData
 from medtwin.io.nonmem import read_nonmem
@@ -59,14 +58,10 @@ CHAINS, WARMUP, DRAWS = 4, 500, 500
 
 @pytest.fixture(scope="module")
 def fit():
-    d = load_population(shipped_population_path("pheno")).to_dict()  # pheno.mod's initial estimates
-    for theta, value in zip(d["thetas"], (0.00469307, 1.00916, 0.1)):
-        theta["value"] = value
-    d["iiv"]["omega"] = [[0.0309626, 0.0], [0.0, 0.031128]]
-    d["residual"]["proportional_sd"] = 0.0130865**0.5
+    initial = load_population(shipped_population_path("pheno_initial"))  # pheno.mod's initial estimates
     dataset = _read(_example("pheno.dta"))
     start = time.perf_counter()
-    result = fit_nuts(Population.from_dict(d), dataset, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0,
+    result = fit_nuts(initial, dataset, chains=CHAINS, draws=DRAWS, warmup=WARMUP, seed=0,
                       chain_method="sequential")
     print(f"\npheno NUTS: {time.perf_counter() - start:.1f} s wall, {result.n_gradients} gradient evaluations "
           f"(kept draws), {result.divergences} divergent; {result.message}")

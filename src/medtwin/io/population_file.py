@@ -30,7 +30,7 @@ Examples
 >>> pop.model, pop.iiv, round(pop.theta("TVCL").value, 8)
 ('pk1_iv', ('CL', 'V'), 0.00469555)
 >>> sorted(shipped_populations())
-['pheno', 'vancomycin_goti2018']
+['pheno', 'pheno_initial', 'vancomycin_goti2018']
 """
 
 from __future__ import annotations
