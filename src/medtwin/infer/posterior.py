@@ -237,13 +237,22 @@ class Posterior:
                          else np.nan})
         return pd.DataFrame(rows)
 
-    def predict(self, regimen: Regimen, times, *, n_draws: int = 1000, seed: int = 0) -> PredictiveBand:
-        """Posterior predictive band of ``regimen`` at ``times`` (h) from ``n_draws`` posterior draws."""
+    def predict(self, regimen: Regimen, times, *, n_draws: int = 1000, seed: int = 0,
+                pre_dose=None) -> PredictiveBand:
+        """Posterior predictive band of ``regimen`` at ``times`` (h) from ``n_draws`` posterior draws.
+
+        ``pre_dose`` (bool per time) marks outputs taken before a dose at the
+        same time (NONMEM record order), e.g. troughs drawn at a dose time.
+        """
         model = get_model(self.model)
         times = np.asarray(times, dtype=float)
-        z = self.sample(int(n_draws), seed)
-        trajectory = simulate(model, self.parameter_table(z), regimen, times, keep_states=False)
-        draws = {name: np.asarray(trajectory.output(name), dtype=float) for name in model.output_names}
+        n = int(n_draws)
+        z = self.sample(n, seed)
+        pre = None if pre_dose is None else np.asarray(pre_dose, dtype=bool)
+        trajectory = simulate(model, self.parameter_table(z), regimen, times, keep_states=False,
+                              pre_dose=[pre] * n if pre is not None and pre.any() else None)
+        draws = {name: np.asarray(trajectory.output(name), dtype=float).reshape(n, times.size)
+                 for name in model.output_names}
         err = self.prior.residual
         rng = np.random.default_rng(seed + 1)
         f = draws[err.output]

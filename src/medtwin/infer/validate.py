@@ -51,7 +51,6 @@ import numpy as np
 import pandas as pd
 
 from medtwin.core.population import Population
-from medtwin.core.simulate import simulate
 from medtwin.errors import DataError, EstimationError, MedtwinError
 from medtwin.infer.personalize import METHODS, PatientData, personalize
 from medtwin.models import get_model
@@ -210,9 +209,8 @@ def predictive_observations(posterior, data: PatientData, *, n_draws: int = 1000
                             output: str | None = None) -> np.ndarray:
     """Posterior predictive draws of ``data``'s observations, residual error included.
 
-    Like :meth:`Posterior.predict` (same draws for the same seed: ``sample(n_draws, seed)``,
-    residual noise from ``seed + 1``) but at the observations' own times with
-    their ``pre_dose`` flags, under ``data.regimen``.
+    :meth:`Posterior.predict` at the observations' own times with their
+    ``pre_dose`` flags, under ``data.regimen`` (the band's observed draws).
 
     Parameters
     ----------
@@ -252,15 +250,8 @@ def predictive_observations(posterior, data: PatientData, *, n_draws: int = 1000
     n = int(n_draws)
     if n < 1:
         raise DataError(f"n_draws must be at least 1, got {n_draws}")
-    z = posterior.sample(n, seed)
-    pre = np.asarray(data.pre_dose, dtype=bool)
-    trajectory = simulate(model, posterior.parameter_table(z), data.regimen, data.times, keep_states=False,
-                          pre_dose=[pre] * n if pre.any() else None)
-    f = np.asarray(trajectory.output(output), dtype=float).reshape(n, data.n_observations)
-    rng = np.random.default_rng(seed + 1)
-    if output != err.output:
-        return f
-    return f + np.sqrt(err.variance(f)) * rng.standard_normal(f.shape)
+    band = posterior.predict(data.regimen, data.times, n_draws=n, seed=seed, pre_dose=data.pre_dose)
+    return band.observed[output] if output == err.output else band.draws[output]
 
 
 def _score(y: np.ndarray, draws: np.ndarray, level: float, levels: np.ndarray) -> dict[str, np.ndarray]:
