@@ -1,0 +1,1 @@
+"""The live twin: observers, stream handling, continual adaptation and alarms."""
