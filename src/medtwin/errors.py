@@ -5,7 +5,8 @@ caller can catch the whole family in one place::
 
     MedtwinError
     ├── DataError            bad input data (a dataset, a regimen, a parameter table)
-    │   └── DatasetError     a NONMEM-style dataset row/column is invalid (names both)
+    │   ├── DatasetError     a NONMEM-style dataset row/column is invalid (names both)
+    │   └── UnitError        a unit is unknown or cannot be converted (names both units and the quantity)
     ├── ModelError           a model definition is inconsistent
     │   ├── WellPosednessError   the vector field is non-finite or explodes on the domain
     │   └── PopulationError      a population model is inconsistent (names the field)
@@ -54,6 +55,10 @@ class DatasetError(DataError):
             where.append(f"column {column}")
         prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + message)
+
+
+class UnitError(DataError):
+    """A unit is unknown, or two units measure different quantities (names both units and the quantity)."""
 
 
 class ModelError(MedtwinError, ValueError):
