@@ -1,0 +1,188 @@
+"""Failure-mode alarms of a live twin: misspecification, timing misalignment, feedback loops.
+
+* **Model misspecification.**  When the model and its noise levels are right,
+  each standardized innovation is N(0, 1), so the sum of the normalised
+  innovations squared (NIS) over a window of W measurements is χ²(W).  A sum
+  outside the two-sided χ² band at ``level`` raises an alarm with the
+  statistic and the band (above: the model or its noise is wrong or the
+  patient changed; below: the noise is overstated and the twin is too
+  cautious) (Bar-Shalom, Li & Kirubarajan 2001, §5.4).
+* **Timing misalignment.**  :func:`detect_clock_offset` estimates a device's
+  clock offset by profile likelihood: the stream is replayed with that
+  device's times shifted over a grid of offsets, and the offset with the
+  highest total log-likelihood is compared with zero by a likelihood-ratio
+  test (χ²(1)).  A significant offset is reported as an alarm and can be set
+  in ``TwinSettings.clock_offsets``.
+* **Feedback loops.**  Measurements taken while the twin's own
+  recommendation was being followed (``Measurement.under_advice``) are
+  flagged: data generated under the twin's policy are not independent of the
+  twin, and learning from them uncritically confirms the twin's own errors.
+  :func:`learning_weights` gives the weights later learning should use
+  (exclude or down-weight them).
+* **Numerical failure** of an update is reported with the times affected.
+
+Examples
+--------
+>>> from medtwin.assimilate.beliefs import Innovation
+>>> quiet = [Innovation(float(t), "C", 1.0, 1.0, 1.0, 0.0) for t in range(12)]
+>>> misspecification(quiet, window=12, level=0.99).kind   # NIS sum 0: far below the band
+'misspecification'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from medtwin.assimilate.beliefs import FAILED, Innovation
+from medtwin.errors import DataError
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One alarm: what, when (h), in words, and the numbers behind it."""
+
+    kind: str
+    time: float
+    message: str
+    statistic: Mapping[str, float] = field(default_factory=dict)
+
+
+def nis_band(window: int, level: float) -> tuple[float, float]:
+    """Two-sided χ²(window) band at ``level`` for the NIS sum over ``window`` innovations."""
+    return (float(stats.chi2.ppf((1 - level) / 2, window)), float(stats.chi2.ppf((1 + level) / 2, window)))
+
+
+def misspecification(innovations: Sequence[Innovation], *, window: int = 12, level: float = 0.99) -> Alarm | None:
+    """Alarm when the NIS sum of the last ``window`` innovations leaves its χ² band (None when it is inside)."""
+    usable = [i for i in innovations if math.isfinite(i.nis)]
+    if len(usable) < window:
+        return None
+    recent = usable[-window:]
+    total = float(sum(i.nis for i in recent))
+    low, high = nis_band(window, level)
+    if low <= total <= high:
+        return None
+    side = "above" if total > high else "below"
+    why = ("the model or its noise levels do not explain the data (or the patient has changed)" if side == "above"
+           else "the stated noise is larger than the data show: forecasts are too wide")
+    return Alarm("misspecification", recent[-1].time,
+                 f"NIS over the last {window} measurements = {total:.1f}, {side} the {level:.0%} chi-square band "
+                 f"[{low:.1f}, {high:.1f}]: {why}",
+                 {"nis_sum": total, "low": low, "high": high, "window": float(window), "level": level})
+
+
+def feedback_loop(history) -> Alarm | None:
+    """Alarm listing the measurements taken while the twin's own advice was followed."""
+    flagged = [e.measurement for e in history if e.measurement.under_advice]
+    if not flagged:
+        return None
+    share = len(flagged) / len(history)
+    return Alarm("feedback-loop", flagged[-1].time,
+                 f"{len(flagged)} of {len(history)} measurements ({share:.0%}) were taken while the twin's own "
+                 "recommendation was followed; later learning weights or excludes them (learning_weights)",
+                 {"n_flagged": float(len(flagged)), "share": share})
+
+
+def numerical_failures(history) -> Alarm | None:
+    failed = [e.measurement.time for e in history if e.status == FAILED]
+    if not failed:
+        return None
+    return Alarm("numerical-failure", failed[-1],
+                 f"{len(failed)} update(s) failed numerically (first at {failed[0]:g} h); the belief was kept as it was",
+                 {"n_failed": float(len(failed))})
+
+
+def evaluate(twin) -> tuple[Alarm, ...]:
+    """Every alarm that holds for a twin now."""
+    found = [misspecification(twin.innovations(), window=twin.settings.nis_window, level=twin.settings.nis_level),
+             feedback_loop(twin.history), numerical_failures(twin.history)]
+    return tuple(a for a in found if a is not None)
+
+
+def learning_weights(history, *, policy: str = "exclude", weight: float = 0.5) -> np.ndarray:
+    """Per-measurement weights for later learning: 1, or ``0``/``weight`` for data taken under the twin's advice.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as E
+    >>> h = [E(measurement=E(under_advice=False)), E(measurement=E(under_advice=True))]
+    >>> learning_weights(h, policy="downweight", weight=0.25).tolist()
+    [1.0, 0.25]
+    """
+    if policy not in ("exclude", "downweight", "keep"):
+        raise DataError(f"learning_weights: policy must be 'exclude', 'downweight' or 'keep', not {policy!r}")
+    flagged = np.array([e.measurement.under_advice for e in history], bool)
+    low = {"exclude": 0.0, "downweight": float(weight), "keep": 1.0}[policy]
+    return np.where(flagged, low, 1.0)
+
+
+@dataclass(frozen=True)
+class ClockOffsetReport:
+    """Profile-likelihood estimate of one device's clock offset.
+
+    Attributes
+    ----------
+    device : str
+    offset_h : float
+        Estimated offset (h): true time = device time − offset.
+    offsets_h, loglik : ndarray
+        The grid and the total log-likelihood of the stream at each offset.
+    lr_statistic : float
+        2·(max log-likelihood − log-likelihood at zero offset), χ²(1) under no offset.
+    p_value : float
+    alarm : Alarm or None
+        Set when the offset is significant at ``level``.
+    """
+
+    device: str
+    offset_h: float
+    offsets_h: np.ndarray
+    loglik: np.ndarray
+    lr_statistic: float
+    p_value: float
+    alarm: Alarm | None
+
+
+def detect_clock_offset(twin, measurements, device: str, *, offsets_h=None, level: float = 0.99) -> ClockOffsetReport:
+    """Estimate ``device``'s clock offset by replaying ``measurements`` through ``twin`` over a grid of offsets.
+
+    Parameters
+    ----------
+    twin : Twin
+        The twin at the start of the stream (before these measurements).
+    measurements : sequence of Measurement
+        The stream (every device; only ``device``'s times are shifted).
+    offsets_h : array_like, optional
+        Candidate offsets, h (default: −1 h to +1 h every 5 min; must include 0).
+    level : float
+        Significance level of the likelihood-ratio test.
+    """
+    grid = np.round(np.arange(-12, 13) / 12.0, 12) if offsets_h is None else np.asarray(offsets_h, dtype=float)
+    if not np.any(np.abs(grid) < 1e-12):
+        raise DataError("detect_clock_offset: the offset grid must include 0 h")
+    if not any(m.device == device for m in measurements):
+        raise DataError(f"detect_clock_offset: no measurement from device {device!r}")
+    loglik = np.empty(len(grid))
+    for k, offset in enumerate(grid):
+        offsets = {**twin.settings.clock_offsets, device: float(offset)}
+        shifted = replace(twin, settings=replace(twin.settings, clock_offsets=offsets))
+        replayed = shifted.assimilate(measurements)
+        values = [e.innovation.loglik for e in replayed.history]
+        loglik[k] = float(np.sum(values)) if values and np.all(np.isfinite(values)) else -np.inf
+    best = int(np.argmax(loglik))
+    zero = int(np.argmin(np.abs(grid)))
+    lr = float(2.0 * (loglik[best] - loglik[zero]))
+    p_value = float(stats.chi2.sf(lr, 1))
+    alarm = None
+    if p_value < 1 - level and best != zero:
+        alarm = Alarm("clock-offset", float(max(m.time for m in measurements)),
+                      f"device {device!r}: its clock appears offset by {grid[best] * 60:+.0f} min (the response follows "
+                      f"the inputs {'later' if grid[best] > 0 else 'earlier'} than the model allows; likelihood ratio "
+                      f"{lr:.1f}, p = {p_value:.2g}); set clock_offsets={{{device!r}: {grid[best]:g}}} after checking",
+                      {"offset_h": float(grid[best]), "lr_statistic": lr, "p_value": p_value})
+    return ClockOffsetReport(device, float(grid[best]), grid, loglik, lr, p_value, alarm)

@@ -1,0 +1,191 @@
+"""A twin as plain JSON-ready data and back, and a twin built from a specification.
+
+``twin_to_dict`` / ``twin_from_dict`` keep everything needed to continue the
+twin exactly where it was: the state space (library model by name, checked
+against its digest), the observer and its settings, residual errors, inputs,
+the belief and the checkpoints (floats round-trip exactly through Python's
+shortest repr), the history with its innovations, rejections and the keys
+already seen.  Alarms are recomputed from the history.
+
+``twin_from_spec`` builds a new twin from a specification (a mapping, e.g. a
+YAML file; see the ``medtwin replay`` documentation)::
+
+    model: icing
+    parameters: {SI: 0.03}            # reference values (model units); others typical
+    estimated: [SI]                   # tracked as log random walks
+    parameter_drift: {SI: 0.04}       # (log units)^2 per hour
+    state_noise: {GLUCOSE: 0.5}       # (state unit)^2 per hour
+    initial_sd: {SI: 0.5}             # log-scale SD of estimated parameters; state SDs in state units
+    observer: {kind: ukf}             # ukf | ekf | particle (n_particles, seed)
+    errors: {G: {model: proportional, proportional: 0.06}}
+    settings: {checkpoint_every_h: 1, rewind_h: 24, substances: {G: glucose}}
+
+Examples
+--------
+>>> spec = {"model": "pk1_iv", "parameters": {"CL": 2.0, "V": 20.0}, "estimated": ["CL"],
+...         "initial_sd": {"CL": 0.3}, "errors": {"C": {"model": "additive", "additive": 0.5}}}
+>>> twin = twin_from_spec(spec)
+>>> twin_from_dict(twin_to_dict(twin)).belief.cov.tolist() == twin.belief.cov.tolist()
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from medtwin.assimilate.beliefs import Innovation, belief_from_dict
+from medtwin.assimilate.observers import OBSERVERS
+from medtwin.assimilate.statespace import StateSpace
+from medtwin.assimilate.stream import Measurement, Rejection
+from medtwin.core.events import DoseEvent, Regimen
+from medtwin.core.observation import ResidualError
+from medtwin.errors import DataError
+from medtwin.models import get_model
+
+FORMAT = "medtwin-twin/1"
+_OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa"), "ekf": (), "particle": ("n_particles", "resample_below",
+                                                                                  "nonnegative")}
+
+
+def _space_dict(space: StateSpace) -> dict:
+    return {"model": space.model.name, "model_digest": space.model.digest(),
+            "parameters": dict(zip(space.model.parameter_names, space.theta.tolist())),
+            "estimated": list(space.estimated),
+            "state_noise": dict(zip(space.model.state_names, space.state_noise.tolist())),
+            "parameter_drift": dict(zip(space.estimated, space.parameter_drift.tolist())),
+            "max_step": space.max_step}
+
+
+def _measurement_dict(m: Measurement) -> dict:
+    return {k: getattr(m, k) for k in Measurement.__dataclass_fields__}
+
+
+def twin_to_dict(twin) -> dict:
+    """JSON-ready content of a twin (see the module docstring)."""
+    from dataclasses import asdict
+
+    observer = twin.observer
+    settings = asdict(twin.settings)
+    settings["plausible"] = {k: list(v) for k, v in settings["plausible"].items()}
+    return {
+        "format": FORMAT,
+        "space": _space_dict(observer.space),
+        "observer": {"kind": observer.name, **{f: getattr(observer, f) for f in _OBSERVER_FIELDS[observer.name]}},
+        "errors": {k: {"model": e.model, "additive": e.additive, "proportional": e.proportional, "unit": e.unit}
+                   for k, e in twin.errors.items()},
+        "inputs": [{k: getattr(e, k) for k in DoseEvent.__dataclass_fields__} for e in twin.inputs.events],
+        "belief": twin.belief.to_dict(),
+        "checkpoints": [{"index": c.index, "belief": c.belief.to_dict()} for c in twin.checkpoints],
+        "history": [{"measurement": _measurement_dict(e.measurement), "status": e.status,
+                     "innovation": {k: getattr(e.innovation, k) for k in Innovation.__dataclass_fields__}}
+                    for e in twin.history],
+        "rejected": [{"reason": r.reason, "row": r.row,
+                      "measurement": _measurement_dict(r.item) if isinstance(r.item, Measurement) else None,
+                      "raw": None if isinstance(r.item, Measurement) else {str(k): str(v) for k, v in dict(r.item).items()}}
+                     for r in twin.rejected],
+        "seen": sorted([list(k) for k in twin.seen], key=repr),
+        "settings": settings,
+        "patient": twin.patient,
+    }
+
+
+def _space_from(data: Mapping[str, Any]) -> StateSpace:
+    model = get_model(data["model"])
+    digest = data.get("model_digest")
+    if digest is not None and digest != model.digest():
+        raise DataError(f"stored twin: model {model.name} has changed since the twin was saved (digest differs); "
+                        "a stored belief cannot be continued on a different model")
+    return StateSpace.build(model, data.get("parameters"), estimated=tuple(data.get("estimated", ())),
+                            state_noise=data.get("state_noise"), parameter_drift=data.get("parameter_drift"),
+                            max_step=data.get("max_step"))
+
+
+def _observer_from(space: StateSpace, data: Mapping[str, Any]):
+    data = dict(data or {"kind": "ukf"})
+    kind = data.pop("kind", "ukf")
+    data.pop("seed", None)
+    if kind not in OBSERVERS:
+        raise DataError(f"observer.kind must be one of {sorted(OBSERVERS)}, not {kind!r}")
+    unknown = set(data) - set(_OBSERVER_FIELDS[kind])
+    if unknown:
+        raise DataError(f"observer: unknown setting(s) {sorted(unknown)} for {kind}")
+    return OBSERVERS[kind](space, **data)
+
+
+def _errors_from(data: Mapping[str, Any], space: StateSpace) -> dict:
+    errors = {}
+    for output, spec in dict(data).items():
+        spec = dict(spec)
+        spec.setdefault("unit", space.model.output(output).unit)
+        errors[output] = ResidualError(spec.pop("model"), output=output, **spec)
+    return errors
+
+
+def _settings_from(data: Mapping[str, Any] | None):
+    from medtwin.twin import TwinSettings
+
+    data = dict(data or {})
+    if "plausible" in data:
+        data["plausible"] = {k: tuple(v) for k, v in data["plausible"].items()}
+    try:
+        return TwinSettings(**data)
+    except TypeError as exc:
+        raise DataError(f"twin settings: {exc}") from None
+
+
+def twin_from_dict(data: Mapping[str, Any]):
+    """Restore a twin written by :func:`twin_to_dict` (raises DataError for a foreign format or a changed model)."""
+    from medtwin.assimilate.alarms import evaluate
+    from medtwin.twin import Checkpoint, Entry, Twin
+
+    if data.get("format") != FORMAT:
+        raise DataError(f"stored twin: format {data.get('format')!r} is not {FORMAT!r}")
+    space = _space_from(data["space"])
+    observer = _observer_from(space, data["observer"])
+    history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"])
+                    for e in data["history"])
+    rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
+                     for r in data["rejected"])
+    twin = Twin(observer=observer, errors=_errors_from(data["errors"], space),
+                inputs=Regimen(tuple(DoseEvent(**e) for e in data["inputs"])),
+                belief=belief_from_dict(data["belief"]), history=history,
+                checkpoints=tuple(Checkpoint(c["index"], belief_from_dict(c["belief"])) for c in data["checkpoints"]),
+                rejected=rejected, seen=frozenset(tuple(k) for k in data["seen"]),
+                settings=_settings_from(data["settings"]), patient=data.get("patient"))
+    from dataclasses import replace
+
+    return replace(twin, alarms=evaluate(twin))
+
+
+def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, patient: str | None = None):
+    """A new twin from a specification mapping (see the module docstring); errors name the field."""
+    from medtwin.twin import Twin
+
+    spec = dict(spec)
+    for required in ("model", "errors"):
+        if required not in spec:
+            raise DataError(f"twin spec: field {required!r} is required")
+    known = {"model", "parameters", "estimated", "state_noise", "parameter_drift", "max_step", "initial_sd",
+             "initial_state", "observer", "errors", "settings", "start_time"}
+    unknown = set(spec) - known
+    if unknown:
+        raise DataError(f"twin spec: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    space = _space_from(spec)
+    observer = _observer_from(space, spec.get("observer"))
+    mean = space.initial_mean()
+    for name, value in dict(spec.get("initial_state") or {}).items():
+        if name not in space.model.state_names:
+            raise DataError(f"twin spec: initial_state has unknown state {name!r}; states: {list(space.model.state_names)}")
+        mean[space.model.state_names.index(name)] = float(value)
+    sd = np.zeros(space.n)
+    names = list(space.model.state_names) + list(space.estimated)
+    for name, value in dict(spec.get("initial_sd") or {}).items():
+        if name not in names:
+            raise DataError(f"twin spec: initial_sd has unknown name {name!r}; expected one of {names}")
+        sd[names.index(name)] = float(value)
+    seed = int(dict(spec.get("observer") or {}).get("seed", 0))
+    return Twin.create(observer, _errors_from(spec["errors"], space), mean=mean, cov=np.diag(sd**2),
+                       time=float(spec.get("start_time", 0.0)), inputs=inputs, settings=_settings_from(spec.get("settings")),
+                       patient=patient, seed=seed)

@@ -1,0 +1,312 @@
+"""The live twin: model + posterior + belief + history, kept on the patient by an observer.
+
+A :class:`Twin` is an immutable value.  ``twin.assimilate(measurements)``,
+``twin.forecast(regimen, horizon)`` and ``twin.state()`` return new values and
+never change the twin they are called on, so a twin at any moment can be kept,
+compared, stored (:meth:`Twin.to_dict`, :mod:`medtwin.io.twin_file`) and
+replayed bit for bit.
+
+What ``assimilate`` does with a batch of measurements (and, optionally, new
+inputs such as a dose or an infusion-rate change):
+
+1. corrects each device's clock by its known offset (``settings.clock_offsets``);
+2. screens the batch (:func:`medtwin.assimilate.stream.screen`): exact duplicates
+   are dropped idempotently, non-finite, implausible or unconvertible values are
+   rejected with a reason and never reach the belief; units are converted;
+3. processes everything in time order.  A measurement (or dose) older than
+   the current belief is *late*: the twin rewinds to the newest stored
+   checkpoint at or before it and re-filters the stored measurements after it
+   together with the new one, so the result is exactly what in-order arrival
+   would have given.  Checkpoints are taken every ``checkpoint_every_h`` hours of
+   stream time and kept for ``rewind_h`` hours (a bounded history); data later
+   than that are rejected with the reason;
+4. re-evaluates the alarms (:mod:`medtwin.assimilate.alarms`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from medtwin.models import get_model
+>>> from medtwin.core.events import Regimen
+>>> from medtwin.core.observation import ResidualError
+>>> from medtwin.assimilate.observers import UnscentedKalmanFilter
+>>> from medtwin.assimilate.statespace import StateSpace
+>>> from medtwin.assimilate.stream import Measurement
+>>> space = StateSpace.build(get_model("pk1_iv"), {"CL": 2.0, "V": 20.0}, estimated=("CL",),
+...                          parameter_drift={"CL": 1e-3})
+>>> twin = Twin.create(UnscentedKalmanFilter(space), {"C": ResidualError("proportional", proportional=0.1, output="C")},
+...                    cov=np.diag([0.0, 0.3**2]), inputs=Regimen.single(500.0))
+>>> later = twin.assimilate([Measurement(4.0, "C", 12.0, "mg/L"), Measurement(2.0, "C", 19.0, "mg/L")])
+>>> [e.measurement.time for e in later.history], twin.belief.time   # time order; the old twin is unchanged
+([2.0, 4.0], 0.0)
+>>> later.state().parameters["CL"]["median"] > 2.0
+True
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from medtwin.assimilate import alarms as alarm_rules
+from medtwin.assimilate.beliefs import FAILED, Belief, Innovation, belief_from_dict
+from medtwin.assimilate.inputs import input_schedule
+from medtwin.assimilate.stream import Measurement, Rejection, screen
+from medtwin.core.events import Regimen
+from medtwin.core.observation import ResidualError
+from medtwin.errors import DataError
+
+__all__ = ["Checkpoint", "Entry", "Twin", "TwinSettings", "TwinState"]
+
+
+@dataclass(frozen=True)
+class TwinSettings:
+    """How a twin handles its stream.
+
+    Parameters
+    ----------
+    checkpoint_every_h : float
+        Stream time (h) between stored beliefs used for rewinding.
+    rewind_h : float
+        How far back (h before the newest measurement) late data can still be processed exactly.
+    nis_window : int
+        Number of recent innovations in the misspecification test.
+    nis_level : float
+        Two-sided level of the χ² band of that test.
+    clock_offsets : mapping
+        Device -> offset (h) of its clock: true time = device time − offset.
+    substances : mapping
+        Output -> substance for mass/molar unit conversion (e.g. ``{"G": "glucose"}``).
+    plausible : mapping
+        Output -> (low, high) plausible range in model units.
+    """
+
+    checkpoint_every_h: float = 1.0
+    rewind_h: float = 24.0
+    nis_window: int = 12
+    nis_level: float = 0.99
+    clock_offsets: Mapping[str, float] = field(default_factory=dict)
+    substances: Mapping[str, str] = field(default_factory=dict)
+    plausible: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("checkpoint_every_h", "rewind_h"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise DataError(f"twin settings: {name} must be a positive number of hours, got {value!r}")
+        if self.nis_window < 1 or not 0 < self.nis_level < 1:
+            raise DataError("twin settings: nis_window must be >= 1 and nis_level in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One processed measurement: the measurement (aligned, converted), its innovation and the update status."""
+
+    measurement: Measurement
+    innovation: Innovation
+    status: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stored belief after the first ``index`` history entries."""
+
+    index: int
+    belief: Any
+
+
+@dataclass(frozen=True)
+class TwinState:
+    """The twin's current estimate, in model units.
+
+    Attributes
+    ----------
+    time : float
+        h.
+    states : dict
+        State name -> {"mean", "sd", "p05", "p95"} (state unit; Gaussian approximation of the belief).
+    parameters : dict
+        Estimated parameter -> {"median", "p05", "p95"} (parameter unit; log-normal).
+    units : dict
+        Name -> unit.
+    """
+
+    time: float
+    states: Mapping[str, Mapping[str, float]]
+    parameters: Mapping[str, Mapping[str, float]]
+    units: Mapping[str, str]
+
+
+Z90 = 1.6448536269514722
+
+
+@dataclass(frozen=True, eq=False)
+class Twin:
+    """Model + belief + history + alarms (see the module docstring); build with :meth:`create`."""
+
+    observer: Any
+    errors: Mapping[str, ResidualError]
+    inputs: Regimen
+    belief: Belief
+    history: tuple[Entry, ...] = ()
+    checkpoints: tuple[Checkpoint, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    seen: frozenset = frozenset()
+    alarms: tuple = ()
+    settings: TwinSettings = field(default_factory=TwinSettings)
+    patient: str | None = None
+    provenance: Callable | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, observer, errors: Mapping[str, ResidualError], *, mean=None, cov=None, time: float = 0.0,
+               inputs: Regimen | None = None, settings: TwinSettings | None = None, patient: str | None = None,
+               seed: int = 0, provenance: Callable | None = None) -> "Twin":
+        """A twin whose belief starts at N(mean, cov) at ``time`` h.
+
+        ``errors`` maps each measured output to its residual error; ``provenance``
+        (optional) is called as ``provenance(operation, twin)`` after every
+        operation that changes the belief (e.g. to append to an audit log).
+        """
+        for output, error in errors.items():
+            observer.space.output_index(output)
+            if not isinstance(error, ResidualError):
+                raise DataError(f"twin: error model of {output} must be a ResidualError")
+        kwargs = {"seed": seed} if observer.name == "particle" else {}
+        belief = observer.init(mean, cov, time, **kwargs)
+        return cls(observer=observer, errors=dict(errors), inputs=inputs or Regimen(), belief=belief,
+                   checkpoints=(Checkpoint(0, belief),), settings=settings or TwinSettings(), patient=patient,
+                   provenance=provenance)
+
+    @property
+    def space(self):
+        return self.observer.space
+
+    @property
+    def model(self):
+        return self.observer.space.model
+
+    @property
+    def time(self) -> float:
+        return self.belief.time
+
+    # ------------------------------------------------------------------ assimilation
+    def assimilate(self, measurements: Iterable[Measurement], inputs: Regimen | None = None) -> "Twin":
+        """A new twin that has seen ``measurements`` (any order) and, optionally, new ``inputs``."""
+        offsets = self.settings.clock_offsets
+        aligned = [replace(m, time=m.time - float(offsets.get(m.device, 0.0))) if m.device in offsets else m
+                   for m in measurements]
+        units = {name: self.model.output(name).unit for name in self.errors}
+        result = screen(aligned, units, substances=self.settings.substances, plausible=self.settings.plausible,
+                        seen_keys=self.seen)
+        new_inputs = self.inputs if inputs is None else self.inputs + inputs
+        earliest_dose = _earliest_new_dose(self.inputs, new_inputs)
+        checkpoint, late = self._rewind_point(result.accepted, earliest_dose)
+        rejected = list(self.rejected) + list(result.rejected)
+        accepted = []
+        for m in result.accepted:
+            if m in late:
+                rejected.append(Rejection(m, f"arrived too late: {m.time:g} h is before the oldest stored checkpoint "
+                                             f"({checkpoint.belief.time:g} h; rewind horizon {self.settings.rewind_h:g} h)"))
+            else:
+                accepted.append(m)
+        redo = list(self.history[checkpoint.index:])
+        times = [e.measurement.time for e in redo]
+        for m in sorted(accepted, key=lambda m: m.time):  # stable: stored entries first at equal times
+            k = bisect.bisect_right(times, m.time)
+            times.insert(k, m.time)
+            redo.insert(k, m)
+        history = list(self.history[: checkpoint.index])
+        checkpoints = [c for c in self.checkpoints if c.index <= checkpoint.index]
+        belief = checkpoint.belief
+        schedule = input_schedule(self.model, new_inputs, self.space.theta)
+        for item in redo:
+            m = item.measurement if isinstance(item, Entry) else item
+            belief = self.observer.predict(belief, m.time, schedule)
+            belief, status, innovation = self.observer.update(belief, m.time, m.value, m.output, self.errors[m.output])
+            history.append(Entry(m, innovation, status))
+            if belief.time >= checkpoints[-1].belief.time + self.settings.checkpoint_every_h:
+                checkpoints.append(Checkpoint(len(history), belief))
+        horizon = belief.time - self.settings.rewind_h  # keep the window covered: the last checkpoint before it too
+        checkpoints = [c for c in checkpoints if c.belief.time < horizon][-1:] + [c for c in checkpoints
+                                                                                  if c.belief.time >= horizon]
+        twin = replace(self, inputs=new_inputs, belief=belief, history=tuple(history),
+                       checkpoints=tuple(checkpoints), rejected=tuple(rejected), seen=result.seen_keys)
+        twin = replace(twin, alarms=alarm_rules.evaluate(twin))
+        if self.provenance is not None:
+            self.provenance("assimilate", twin)
+        return twin
+
+    def _rewind_point(self, accepted, earliest_dose) -> tuple[Checkpoint, set]:
+        """The checkpoint to restart from, and the measurements older than the bounded history."""
+        now, oldest = self.belief.time, self.checkpoints[0].belief.time
+        dose_is_late = earliest_dose is not None and earliest_dose < now
+        if dose_is_late and earliest_dose < oldest:
+            raise DataError(f"a dose at {earliest_dose:g} h is older than the oldest stored checkpoint "
+                            f"({oldest:g} h): rebuild the twin from its start")
+        late = {m for m in accepted if m.time < oldest}
+        starts = [m.time for m in accepted if m.time < now and m not in late] + ([earliest_dose] if dose_is_late else [])
+        if not starts:
+            return Checkpoint(len(self.history), self.belief), late
+        earliest = min(starts)
+        return [c for c in self.checkpoints if c.belief.time <= earliest][-1], late
+
+    # ------------------------------------------------------------------ queries
+    def state(self) -> TwinState:
+        """The current estimate: states (mean, sd, 90 % band) and estimated parameters (median, 90 % band)."""
+        mean, sd = np.asarray(self.belief.mean), np.asarray(self.belief.sd)
+        model, n_x = self.model, self.space.n_states
+        states = {name: {"mean": float(mean[i]), "sd": float(sd[i]), "p05": float(mean[i] - Z90 * sd[i]),
+                         "p95": float(mean[i] + Z90 * sd[i])} for i, name in enumerate(model.state_names)}
+        parameters = {name: {"median": float(np.exp(mean[n_x + j])), "p05": float(np.exp(mean[n_x + j] - Z90 * sd[n_x + j])),
+                             "p95": float(np.exp(mean[n_x + j] + Z90 * sd[n_x + j]))}
+                      for j, name in enumerate(self.space.estimated)}
+        units = {s.name: s.unit for s in model.states} | {p: model.parameter(p).unit for p in self.space.estimated}
+        return TwinState(self.belief.time, states, parameters, units)
+
+    def forecast(self, regimen: Regimen | None = None, horizon: float = 24.0, *, step: float = 0.25,
+                 n_draws: int = 500, seed: int = 0, process_noise: bool = True):
+        """Predictive band of every output from now to now + ``horizon`` h under ``regimen`` (added to the inputs).
+
+        Draws of z come from the belief; each is propagated through the model
+        with the process noise of every ``step`` (the same stochastic model the
+        observer assumes, so the band widens with the parameter drift), and the
+        measured outputs get their residual error in ``band.observed``.
+        """
+        from medtwin.assimilate.forecast import forecast_band
+
+        inputs = self.inputs if regimen is None else self.inputs + regimen
+        return forecast_band(self.observer, self.belief, inputs, self.errors, horizon=horizon, step=step,
+                             n_draws=n_draws, seed=seed, process_noise=process_noise)
+
+    def innovations(self) -> list[Innovation]:
+        return [e.innovation for e in self.history if e.status != FAILED]
+
+    def provenance_content(self) -> dict:
+        """Digest-able content (see :func:`medtwin.governance.provenance.result_view`)."""
+        belief = self.belief.to_dict()
+        arrays = {k: np.asarray(v) for k, v in belief.items() if k in ("mean", "cov", "particles", "log_weights")}
+        return {"content": {"time": self.belief.time, "n_measurements": len(self.history),
+                            "n_rejected": len(self.rejected), **arrays},
+                "outputs": arrays, "solver": {"method": f"{self.observer.name} + rk4",
+                                              "max_step_h": self.space.max_step}}
+
+    # ------------------------------------------------------------------ storage
+    def to_dict(self) -> dict:
+        """JSON-ready content; :func:`twin_from_dict` restores a twin with the same belief bit for bit."""
+        from medtwin.assimilate.twin_codec import twin_to_dict
+
+        return twin_to_dict(self)
+
+
+def _earliest_new_dose(old: Regimen, new: Regimen) -> float | None:
+    old_events = set(old.events)
+    added = [e.time for e in new.events if e not in old_events]
+    return min(added) if added else None
+
+
+def restore_belief(data: dict) -> Belief:
+    return belief_from_dict(data)
