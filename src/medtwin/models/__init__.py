@@ -19,7 +19,7 @@ def _library() -> dict[str, Model]:
     from medtwin.models import pk
 
     models: list[Model] = list(pk.pk_models())
-    for extra in ("pd", "pbpk", "vancomycin"):
+    for extra in ("pd", "pbpk", "vancomycin", "glucose"):
         try:
             module = __import__(f"medtwin.models.{extra}", fromlist=["library_models"])
         except ModuleNotFoundError as exc:  # pragma: no cover - only while a family is being added
