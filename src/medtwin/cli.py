@@ -748,6 +748,9 @@ def reproduce_command(
         raise typer.Exit(code=1)
 
 
+from medtwin import cli_twin as _cli_twin  # noqa: E402,F401  (registers `medtwin replay` on app)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -159,6 +159,7 @@ class Twin:
     settings: TwinSettings = field(default_factory=TwinSettings)
     patient: str | None = None
     provenance: Callable | None = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)  # the input schedule of ``inputs``
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -222,7 +223,10 @@ class Twin:
         history = list(self.history[: checkpoint.index])
         checkpoints = [c for c in self.checkpoints if c.index <= checkpoint.index]
         belief = checkpoint.belief
-        schedule = input_schedule(self.model, new_inputs, self.space.theta)
+        cache = self._cache if new_inputs is self.inputs else {}
+        if "schedule" not in cache:
+            cache["schedule"] = input_schedule(self.model, new_inputs, self.space.theta)
+        schedule = cache["schedule"]
         for item in redo:
             m = item.measurement if isinstance(item, Entry) else item
             belief = self.observer.predict(belief, m.time, schedule)
@@ -234,7 +238,7 @@ class Twin:
         checkpoints = [c for c in checkpoints if c.belief.time < horizon][-1:] + [c for c in checkpoints
                                                                                   if c.belief.time >= horizon]
         twin = replace(self, inputs=new_inputs, belief=belief, history=tuple(history),
-                       checkpoints=tuple(checkpoints), rejected=tuple(rejected), seen=result.seen_keys)
+                       checkpoints=tuple(checkpoints), rejected=tuple(rejected), seen=result.seen_keys, _cache=cache)
         twin = replace(twin, alarms=alarm_rules.evaluate(twin))
         if self.provenance is not None:
             self.provenance("assimilate", twin)
@@ -281,6 +285,13 @@ class Twin:
         inputs = self.inputs if regimen is None else self.inputs + regimen
         return forecast_band(self.observer, self.belief, inputs, self.errors, horizon=horizon, step=step,
                              n_draws=n_draws, seed=seed, process_noise=process_noise)
+
+    def output_band(self, output: str, *, n_draws: int = 200, seed: int = 0) -> tuple[float, float, float]:
+        """(p05, median, p95) of ``output`` now under the belief (output unit), by ``n_draws`` draws."""
+        draws = np.array(self.belief.sample(int(n_draws), np.random.default_rng(seed)), dtype=float)
+        draws[:, : self.space.n_states] = np.maximum(draws[:, : self.space.n_states], 0.0)
+        lo, mid, hi = np.quantile(self.space.measure(draws, output), (0.05, 0.5, 0.95))
+        return float(lo), float(mid), float(hi)
 
     def innovations(self) -> list[Innovation]:
         return [e.innovation for e in self.history if e.status != FAILED]
