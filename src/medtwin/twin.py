@@ -204,7 +204,7 @@ class Twin:
         result = screen(aligned, units, substances=self.settings.substances, plausible=self.settings.plausible,
                         seen_keys=self.seen)
         new_inputs = self.inputs if inputs is None else self.inputs + inputs
-        earliest_dose = _earliest_new_dose(self.inputs, new_inputs)
+        earliest_dose = None if inputs is None else _earliest_new_dose(self.inputs, new_inputs)
         checkpoint, late = self._rewind_point(result.accepted, earliest_dose)
         rejected = list(self.rejected) + list(result.rejected)
         accepted = []

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -52,17 +53,25 @@ class Alarm:
     statistic: Mapping[str, float] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=64)
 def nis_band(window: int, level: float) -> tuple[float, float]:
     """Two-sided χ²(window) band at ``level`` for the NIS sum over ``window`` innovations."""
     return (float(stats.chi2.ppf((1 - level) / 2, window)), float(stats.chi2.ppf((1 + level) / 2, window)))
 
 
 def misspecification(innovations: Sequence[Innovation], *, window: int = 12, level: float = 0.99) -> Alarm | None:
-    """Alarm when the NIS sum of the last ``window`` innovations leaves its χ² band (None when it is inside)."""
+    """Alarm when the NIS sum of the last *completed* block of ``window`` innovations leaves its χ² band.
+
+    Blocks do not overlap (innovations 1..W, W+1..2W, ...), so the false-alarm
+    rate is ``1 − level`` per block, not inflated by re-testing overlapping
+    windows at every measurement; an alarm stays up until the next block is
+    complete.  Returns None while the test passes (or before the first block).
+    """
     usable = [i for i in innovations if math.isfinite(i.nis)]
-    if len(usable) < window:
+    complete = len(usable) - len(usable) % window
+    if complete < window:
         return None
-    recent = usable[-window:]
+    recent = usable[complete - window: complete]
     total = float(sum(i.nis for i in recent))
     low, high = nis_band(window, level)
     if low <= total <= high:
@@ -71,8 +80,8 @@ def misspecification(innovations: Sequence[Innovation], *, window: int = 12, lev
     why = ("the model or its noise levels do not explain the data (or the patient has changed)" if side == "above"
            else "the stated noise is larger than the data show: forecasts are too wide")
     return Alarm("misspecification", recent[-1].time,
-                 f"NIS over the last {window} measurements = {total:.1f}, {side} the {level:.0%} chi-square band "
-                 f"[{low:.1f}, {high:.1f}]: {why}",
+                 f"NIS over the {window} measurements up to {recent[-1].time:g} h = {total:.1f}, {side} the "
+                 f"{level:.0%} chi-square band [{low:.1f}, {high:.1f}]: {why}",
                  {"nis_sum": total, "low": low, "high": high, "window": float(window), "level": level})
 
 
@@ -99,7 +108,11 @@ def numerical_failures(history) -> Alarm | None:
 
 def evaluate(twin) -> tuple[Alarm, ...]:
     """Every alarm that holds for a twin now."""
-    found = [misspecification(twin.innovations(), window=twin.settings.nis_window, level=twin.settings.nis_level),
+    window = twin.settings.nis_window
+    ok = [e for e in twin.history if e.status != FAILED]
+    complete = len(ok) - len(ok) % window
+    block = [e.innovation for e in ok[complete - window: complete]] if complete >= window else []
+    found = [misspecification(block, window=window, level=twin.settings.nis_level),
              feedback_loop(twin.history), numerical_failures(twin.history)]
     return tuple(a for a in found if a is not None)
 
