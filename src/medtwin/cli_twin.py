@@ -13,6 +13,21 @@ from medtwin.cli import _PURPOSES, _data_access, _default_actor, _fail, _open_st
 from medtwin.errors import MedtwinError
 
 
+def _enable_jax_cache() -> None:
+    """Keep JAX's compiled observers on disk under the data home, as numba keeps the kernels.
+
+    The observers compile once per model and settings (about 1-3 s); with the
+    persistent cache a later ``medtwin replay`` of the same twin reloads them.
+    Set here, in the shell, because it is a process-wide JAX setting.
+    """
+    import jax
+
+    from medtwin.io.storage import data_home
+
+    jax.config.update("jax_compilation_cache_dir", str(data_home() / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _replay_rows(twin, measurements, progress):
     """Assimilate one measurement at a time, in arrival order; a row per arrival and every alarm raised."""
     rows, raised, seen = [], [], set()
@@ -22,7 +37,7 @@ def _replay_rows(twin, measurements, progress):
         key = replace(m, time=m.time - float(twin.settings.clock_offsets.get(m.device, 0.0))).key()
         entry = None
         if len(twin.history) > before:  # accepted (a duplicate or a rejection leaves the history as it was)
-            entry = next(e for e in twin.history if e.measurement.key() == key)
+            entry = next(e for e in reversed(twin.history) if e.measurement.key() == key)
         row = {"arrival": k + 1, "twin_time_h": twin.time, "time_h": m.time, "device": m.device, "output": m.output,
                "measured": m.value, "unit": m.unit, "accepted": entry is not None}
         if entry is not None:
@@ -30,7 +45,7 @@ def _replay_rows(twin, measurements, progress):
             row.update(measured=entry.measurement.value, unit=entry.measurement.unit, predicted=inn.predicted,
                        predicted_sd=inn.variance**0.5, nis=inn.nis, status=entry.status)
         lo, mid, hi = twin.output_band(m.output)
-        row.update(estimate_median=mid, estimate_p05=lo, estimate_p95=hi)
+        row.update(estimate_mean=mid, estimate_p05=lo, estimate_p95=hi)
         state = twin.state()
         for name, s in state.states.items():
             row[f"{name}_mean"], row[f"{name}_sd"] = s["mean"], s["sd"]
@@ -63,7 +78,7 @@ def _plot(frame, twin, path: Path) -> None:
         band = part["predicted_sd"] * 1.6449
         ax.fill_between(part["time_h"], part["predicted"] - band, part["predicted"] + band, alpha=0.25,
                         label=f"{output}: one-step forecast, 90 %")
-        ax.plot(part["time_h"], part["estimate_median"], lw=1.2, label=f"{output}: twin estimate")
+        ax.plot(part["time_h"], part["estimate_mean"], lw=1.2, label=f"{output}: twin estimate")
         ax.plot(part["time_h"], part["measured"], ".", ms=3, color="k", label=f"{output}: measured ({unit})")
         ax.set_ylabel(f"{output} ({unit})")
     ax.legend(loc="upper right", fontsize=8)
@@ -113,6 +128,7 @@ def replay_command(
 
     actor = actor or _default_actor()
     try:
+        _enable_jax_cache()
         spec = yaml.safe_load(twin_spec.read_text())
         if not isinstance(spec, dict) or "model" not in spec:
             raise MedtwinError(f"{twin_spec}: a twin specification is a mapping with at least 'model' and 'errors'")

@@ -52,7 +52,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from medtwin.assimilate import alarms as alarm_rules
-from medtwin.assimilate.beliefs import FAILED, Belief, Innovation, belief_from_dict
+from medtwin.assimilate.beliefs import FAILED, OK, Belief, GaussianBelief, Innovation, belief_from_dict
+from medtwin.assimilate.detectors import Cusum
 from medtwin.assimilate.inputs import input_schedule
 from medtwin.assimilate.stream import Measurement, Rejection, screen
 from medtwin.core.events import Regimen
@@ -82,6 +83,13 @@ class TwinSettings:
         Output -> substance for mass/molar unit conversion (e.g. ``{"G": "glucose"}``).
     plausible : mapping
         Output -> (low, high) plausible range in model units.
+    regime_detector : Cusum, optional
+        Regime-change detector on the standardized innovations
+        (:class:`~medtwin.assimilate.detectors.Cusum`); None switches it off.
+    regime_inflation : float
+        On a detected regime change the variance of every estimated log
+        parameter is multiplied by this (the twin re-personalizes: old data
+        keep anchoring the belief, but the parameters become plastic again).
     """
 
     checkpoint_every_h: float = 1.0
@@ -91,8 +99,12 @@ class TwinSettings:
     clock_offsets: Mapping[str, float] = field(default_factory=dict)
     substances: Mapping[str, str] = field(default_factory=dict)
     plausible: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    regime_detector: Cusum | None = None
+    regime_inflation: float = 4.0
 
     def __post_init__(self):
+        if not (math.isfinite(self.regime_inflation) and self.regime_inflation >= 1.0):
+            raise DataError(f"twin settings: regime_inflation must be >= 1, got {self.regime_inflation!r}")
         for name in ("checkpoint_every_h", "rewind_h"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -108,14 +120,16 @@ class Entry:
     measurement: Measurement
     innovation: Innovation
     status: str
+    regime_change: float | None = None  # onset (h) of a regime change detected at this measurement
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A stored belief after the first ``index`` history entries."""
+    """A stored belief (and regime-detector state) after the first ``index`` history entries."""
 
     index: int
     belief: Any
+    detector: Any = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,8 @@ class Twin:
     settings: TwinSettings = field(default_factory=TwinSettings)
     patient: str | None = None
     provenance: Callable | None = None
+    detector_state: Any = None
+    reference_variance: Any = None  # initial variance of each estimated log parameter: the cap of a re-personalization
     _cache: dict = field(default_factory=dict, repr=False, compare=False)  # the input schedule of ``inputs``
 
     # ------------------------------------------------------------------ construction
@@ -178,9 +194,12 @@ class Twin:
                 raise DataError(f"twin: error model of {output} must be a ResidualError")
         kwargs = {"seed": seed} if observer.name == "particle" else {}
         belief = observer.init(mean, cov, time, **kwargs)
+        settings = settings or TwinSettings()
+        detector = settings.regime_detector.init() if settings.regime_detector is not None else None
         return cls(observer=observer, errors=dict(errors), inputs=inputs or Regimen(), belief=belief,
-                   checkpoints=(Checkpoint(0, belief),), settings=settings or TwinSettings(), patient=patient,
-                   provenance=provenance)
+                   checkpoints=(Checkpoint(0, belief, detector),), settings=settings, patient=patient,
+                   provenance=provenance, detector_state=detector,
+                   reference_variance=tuple(float(v) for v in np.diag(np.atleast_2d(belief.cov))[observer.space.n_states:]))
 
     @property
     def space(self):
@@ -222,7 +241,8 @@ class Twin:
             redo.insert(k, m)
         history = list(self.history[: checkpoint.index])
         checkpoints = [c for c in self.checkpoints if c.index <= checkpoint.index]
-        belief = checkpoint.belief
+        belief, detector_state = checkpoint.belief, checkpoint.detector
+        detector = self.settings.regime_detector
         cache = self._cache if new_inputs is self.inputs else {}
         if "schedule" not in cache:
             cache["schedule"] = input_schedule(self.model, new_inputs, self.space.theta)
@@ -231,14 +251,23 @@ class Twin:
             m = item.measurement if isinstance(item, Entry) else item
             belief = self.observer.predict(belief, m.time, schedule)
             belief, status, innovation = self.observer.update(belief, m.time, m.value, m.output, self.errors[m.output])
-            history.append(Entry(m, innovation, status))
+            onset = None
+            if detector is not None and status == OK and math.isfinite(innovation.standardized):
+                previous = detector_state
+                detector_state, alarm, _ = detector.update(previous, innovation.standardized, m.time)
+                if alarm:
+                    onset = detector.onset_of(previous, innovation.standardized, m.time)
+                    belief = inflate_parameters(belief, self.space.n_states, self.settings.regime_inflation,
+                                                self.reference_variance)
+            history.append(Entry(m, innovation, status, onset))
             if belief.time >= checkpoints[-1].belief.time + self.settings.checkpoint_every_h:
-                checkpoints.append(Checkpoint(len(history), belief))
+                checkpoints.append(Checkpoint(len(history), belief, detector_state))
         horizon = belief.time - self.settings.rewind_h  # keep the window covered: the last checkpoint before it too
         checkpoints = [c for c in checkpoints if c.belief.time < horizon][-1:] + [c for c in checkpoints
                                                                                   if c.belief.time >= horizon]
         twin = replace(self, inputs=new_inputs, belief=belief, history=tuple(history),
-                       checkpoints=tuple(checkpoints), rejected=tuple(rejected), seen=result.seen_keys, _cache=cache)
+                       checkpoints=tuple(checkpoints), rejected=tuple(rejected), seen=result.seen_keys,
+                       detector_state=detector_state, _cache=cache)
         twin = replace(twin, alarms=alarm_rules.evaluate(twin))
         if self.provenance is not None:
             self.provenance("assimilate", twin)
@@ -254,7 +283,7 @@ class Twin:
         late = {m for m in accepted if m.time < oldest}
         starts = [m.time for m in accepted if m.time < now and m not in late] + ([earliest_dose] if dose_is_late else [])
         if not starts:
-            return Checkpoint(len(self.history), self.belief), late
+            return Checkpoint(len(self.history), self.belief, self.detector_state), late
         earliest = min(starts)
         return [c for c in self.checkpoints if c.belief.time <= earliest][-1], late
 
@@ -286,12 +315,15 @@ class Twin:
         return forecast_band(self.observer, self.belief, inputs, self.errors, horizon=horizon, step=step,
                              n_draws=n_draws, seed=seed, process_noise=process_noise)
 
-    def output_band(self, output: str, *, n_draws: int = 200, seed: int = 0) -> tuple[float, float, float]:
-        """(p05, median, p95) of ``output`` now under the belief (output unit), by ``n_draws`` draws."""
-        draws = np.array(self.belief.sample(int(n_draws), np.random.default_rng(seed)), dtype=float)
-        draws[:, : self.space.n_states] = np.maximum(draws[:, : self.space.n_states], 0.0)
-        lo, mid, hi = np.quantile(self.space.measure(draws, output), (0.05, 0.5, 0.95))
-        return float(lo), float(mid), float(hi)
+    def output_band(self, output: str) -> tuple[float, float, float]:
+        """(p05, mean, p95) of ``output`` now under the belief (output unit), from the observer's own moments.
+
+        Gaussian beliefs use the unscented transform of the belief (13 sigma points
+        for 6 states), particle beliefs the weighted particles; the band is
+        mean ± 1.645 sd.
+        """
+        mean, sd = self.observer.output_moments(self.belief, output)
+        return mean - Z90 * sd, mean, mean + Z90 * sd
 
     def innovations(self) -> list[Innovation]:
         return [e.innovation for e in self.history if e.status != FAILED]
@@ -311,6 +343,26 @@ class Twin:
         from medtwin.assimilate.twin_codec import twin_to_dict
 
         return twin_to_dict(self)
+
+
+def inflate_parameters(belief, n_states: int, factor: float, cap=None):
+    """The belief with the variance of every estimated log parameter multiplied by ``factor`` (states untouched).
+
+    ``cap`` (one variance per estimated parameter, e.g. the prior's) bounds the
+    result: a parameter's variance becomes min(f·var, max(var, cap)), so
+    repeated alarms re-open the parameters up to the prior's uncertainty and
+    never beyond it (an unbounded inflation would let the filter diverge).
+    Gaussian: cov ← D cov D with D diagonal (correlations kept).
+    Particles: parameter coordinates spread about their weighted mean.
+    """
+    var = np.clip(np.diag(np.atleast_2d(belief.cov))[n_states:], 1e-300, None)
+    target = factor * var if cap is None else np.minimum(factor * var, np.maximum(var, np.asarray(cap, float)))
+    scale = np.ones(len(belief.names))
+    scale[n_states:] = np.sqrt(target / var)
+    if isinstance(belief, GaussianBelief):
+        return replace(belief, cov=belief.cov * np.outer(scale, scale))
+    mean = belief.mean
+    return replace(belief, particles=mean + (belief.particles - mean) * scale)
 
 
 def _earliest_new_dose(old: Regimen, new: Regimen) -> float | None:

@@ -45,7 +45,7 @@ def test_replay_writes_tracked_state_alarms_and_a_plot(tmp_path):
     assert result.exit_code == 0, result.output
     tracked = pd.read_csv(out / "tracked.csv")
     assert len(tracked) == 9 and tracked["accepted"].sum() == 8  # the duplicate is dropped, the rest assimilated
-    assert {"CL_median", "CL_p05", "CL_p95", "estimate_median", "predicted", "predicted_sd"} <= set(tracked.columns)
+    assert {"CL_median", "CL_p05", "CL_p95", "estimate_mean", "predicted", "predicted_sd"} <= set(tracked.columns)
     final = tracked.iloc[-1]
     assert final["CL_p05"] < 3.0 < final["CL_p95"] and abs(final["CL_median"] - 3.0) < 0.4
     rejected = pd.read_csv(out / "rejected.csv")

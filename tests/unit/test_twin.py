@@ -165,3 +165,28 @@ def test_forecast_band_covers_the_truth_and_state_reports_units():
     state = twin.state()
     assert state.units["CL"] == "L/h" and math.isfinite(state.parameters["CL"]["median"])
     assert abs(math.log(state.parameters["CL"]["median"] / TRUE["CL"])) < 0.2
+
+
+def test_a_regime_change_is_detected_and_makes_the_parameters_plastic_again():
+    from medtwin.assimilate.detectors import Cusum
+
+    times = np.arange(0.5, 48.0, 0.5)
+    before = _stream(times[times < 24], seed=3)
+    after = _stream(times[times >= 24], seed=4, params={"CL": 6.4, "V": 24.0})  # clearance doubles at 24 h
+    space = StateSpace.build(MODEL, {"CL": 2.0, "V": 24.0}, estimated=("CL",), parameter_drift={"CL": 1e-5})
+
+    def twin(settings=None):
+        return Twin.create(UnscentedKalmanFilter(space), {"C": ERROR}, cov=np.diag([0.0, 0.5**2]), inputs=REGIMEN,
+                           settings=settings)
+
+    plain = twin().assimilate(before + after)
+    detecting = twin(TwinSettings(regime_detector=Cusum(k=0.5, h=5.0))).assimilate(before + after)
+    changes = [e for e in detecting.history if e.regime_change is not None]
+    assert changes and 24.0 <= changes[0].measurement.time <= 30.0
+    assert not [e for e in detecting.history if e.regime_change is not None and e.measurement.time < 24]
+    assert [a for a in detecting.alarms if a.kind == "regime-change"]
+    err = lambda twin: abs(math.log(twin.state().parameters["CL"]["median"] / 6.4))  # noqa: E731
+    assert err(detecting) < err(plain)
+    restored = twin_from_dict(json.loads(json.dumps(twin_to_dict(detecting))))
+    more = _stream(np.array([48.5, 49.0]), seed=5, params={"CL": 6.4, "V": 24.0})
+    np.testing.assert_array_equal(restored.assimilate(more).belief.mean, detecting.assimilate(more).belief.mean)

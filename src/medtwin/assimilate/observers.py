@@ -155,6 +155,16 @@ class UnscentedKalmanFilter:
         healthy = bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(cov)))
         return GaussianBelief(t1, mean, 0.5 * (cov + cov.T), belief.names, healthy)
 
+    def output_moments(self, belief: GaussianBelief, output: str) -> tuple[float, float]:
+        """Mean and sd of ``output`` under the belief, by the unscented transform (output unit)."""
+        points = self.sigma_points(belief.mean, belief.cov)
+        if points is None or not belief.healthy:
+            return float("nan"), float("nan")
+        wm, wc = self.weights()
+        y = self.space.measure(points, output)
+        mean = float(wm @ y)
+        return mean, float(np.sqrt(max(float(wc @ (y - mean) ** 2), 0.0)))
+
     def update(self, belief: GaussianBelief, time: float, value: float, output: str,
                error: ResidualError) -> tuple[GaussianBelief, str, Innovation]:
         """Condition on one measurement of ``output`` at ``time`` h (the belief must be at that time)."""
@@ -206,6 +216,12 @@ class ExtendedKalmanFilter:
         cov = cov + np.diag(space.process_variance(t1 - belief.time))
         healthy = bool(np.all(np.isfinite(z)) and np.all(np.isfinite(cov)))
         return GaussianBelief(t1, z, 0.5 * (cov + cov.T), belief.names, healthy)
+
+    def output_moments(self, belief: GaussianBelief, output: str) -> tuple[float, float]:
+        """Mean and sd of ``output`` under the belief, linearised at the mean (output unit)."""
+        y, grad = self.space.functions()["measure_grad"][self.space.output_index(output)](belief.mean, self.space.theta)
+        grad = np.asarray(grad)
+        return float(y), float(np.sqrt(max(float(grad @ belief.cov @ grad), 0.0)))
 
     def update(self, belief: GaussianBelief, time: float, value: float, output: str,
                error: ResidualError) -> tuple[GaussianBelief, str, Innovation]:
@@ -323,6 +339,12 @@ class ParticleFilter:
         particles = np.where(np.isfinite(particles), particles, 0.0)
         return replace(belief, time=t1, particles=particles, log_weights=_normalise(log_w) if healthy else log_w,
                        counter=counter, healthy=healthy)
+
+    def output_moments(self, belief: ParticleBelief, output: str) -> tuple[float, float]:
+        """Weighted mean and sd of ``output`` over the particles (output unit)."""
+        y, w = self.space.measure(belief.particles, output), belief.weights
+        mean = float(w @ y)
+        return mean, float(np.sqrt(max(float(w @ (y - mean) ** 2), 0.0)))
 
     def update(self, belief: ParticleBelief, time: float, value: float, output: str,
                error: ResidualError) -> tuple[ParticleBelief, str, Innovation]:

@@ -143,9 +143,18 @@ class StateSpace:
 
     # ------------------------------------------------------------------ compiled parts
     def functions(self) -> dict:
-        """The jitted pieces (built once per state space): advance, advance_jac, measure, reset."""
+        """The jitted pieces: advance, advance_jac, measure, reset.
+
+        They depend only on the model and on which parameters are estimated
+        (parameter values and noise levels are arguments), so they are kept in
+        the model's cache and shared by every twin of the same model: a cohort
+        of twins compiles once.
+        """
         if "functions" not in self._cache:
-            self._cache["functions"] = _compile(self)
+            key = ("assimilate-functions", self.estimated)
+            if key not in self.model._cache:
+                self.model._cache[key] = _compile(self)
+            self._cache["functions"] = self.model._cache[key]
         return self._cache["functions"]
 
     def substeps(self, t0: float, t1: float) -> int:

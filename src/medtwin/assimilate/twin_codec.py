@@ -62,6 +62,18 @@ def _measurement_dict(m: Measurement) -> dict:
     return {k: getattr(m, k) for k in Measurement.__dataclass_fields__}
 
 
+def _detector_dict(state) -> dict | None:
+    from dataclasses import asdict
+
+    return None if state is None else asdict(state)
+
+
+def _detector_from(data):
+    from medtwin.assimilate.detectors import CusumState
+
+    return None if data is None else CusumState(**data)
+
+
 def twin_to_dict(twin) -> dict:
     """JSON-ready content of a twin (see the module docstring)."""
     from dataclasses import asdict
@@ -77,8 +89,12 @@ def twin_to_dict(twin) -> dict:
                    for k, e in twin.errors.items()},
         "inputs": [{k: getattr(e, k) for k in DoseEvent.__dataclass_fields__} for e in twin.inputs.events],
         "belief": twin.belief.to_dict(),
-        "checkpoints": [{"index": c.index, "belief": c.belief.to_dict()} for c in twin.checkpoints],
+        "checkpoints": [{"index": c.index, "belief": c.belief.to_dict(), "detector": _detector_dict(c.detector)}
+                        for c in twin.checkpoints],
+        "detector_state": _detector_dict(twin.detector_state),
+        "reference_variance": None if twin.reference_variance is None else list(twin.reference_variance),
         "history": [{"measurement": _measurement_dict(e.measurement), "status": e.status,
+                     "regime_change": e.regime_change,
                      "innovation": {k: getattr(e.innovation, k) for k in Innovation.__dataclass_fields__}}
                     for e in twin.history],
         "rejected": [{"reason": r.reason, "row": r.row,
@@ -126,7 +142,14 @@ def _errors_from(data: Mapping[str, Any], space: StateSpace) -> dict:
 def _settings_from(data: Mapping[str, Any] | None):
     from medtwin.twin import TwinSettings
 
+    from medtwin.assimilate.detectors import Cusum
+
     data = dict(data or {})
+    detector = data.get("regime_detector")
+    if detector is not None and not isinstance(detector, Cusum):
+        if not isinstance(detector, Mapping) or set(detector) - {"k", "h"}:
+            raise DataError(f"twin settings: regime_detector must be a mapping with k and h, got {detector!r}")
+        data["regime_detector"] = Cusum(**{k: float(v) for k, v in detector.items()})
     if "plausible" in data:
         data["plausible"] = {k: tuple(v) for k, v in data["plausible"].items()}
     try:
@@ -144,14 +167,17 @@ def twin_from_dict(data: Mapping[str, Any]):
         raise DataError(f"stored twin: format {data.get('format')!r} is not {FORMAT!r}")
     space = _space_from(data["space"])
     observer = _observer_from(space, data["observer"])
-    history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"])
-                    for e in data["history"])
+    history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"],
+                          e.get("regime_change")) for e in data["history"])
     rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
                      for r in data["rejected"])
     twin = Twin(observer=observer, errors=_errors_from(data["errors"], space),
                 inputs=Regimen(tuple(DoseEvent(**e) for e in data["inputs"])),
                 belief=belief_from_dict(data["belief"]), history=history,
-                checkpoints=tuple(Checkpoint(c["index"], belief_from_dict(c["belief"])) for c in data["checkpoints"]),
+                checkpoints=tuple(Checkpoint(c["index"], belief_from_dict(c["belief"]), _detector_from(c.get("detector")))
+                                  for c in data["checkpoints"]),
+                detector_state=_detector_from(data.get("detector_state")),
+                reference_variance=None if data.get("reference_variance") is None else tuple(data["reference_variance"]),
                 rejected=rejected, seen=frozenset(tuple(k) for k in data["seen"]),
                 settings=_settings_from(data["settings"]), patient=data.get("patient"))
     from dataclasses import replace
