@@ -1,0 +1,1 @@
+"""Closing the loop: dose recommendations, model predictive control, clinician decisions, closed-loop trials."""
