@@ -192,6 +192,23 @@ class Posterior:
     message: str
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_prior(cls, prior: IndividualPrior) -> "Posterior":
+        """The posterior before any data: the population prior itself (a priori dosing, the first decision).
+
+        Examples
+        --------
+        >>> from medtwin.io.population_file import load_population, shipped_population_path
+        >>> pop = load_population(shipped_population_path("vancomycin_goti2018"))
+        >>> post = Posterior.from_prior(pop.prior_for({"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0}))
+        >>> post.status, post.parameters == pop.prior_for({"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0}).parameters
+        ('converged', True)
+        """
+        mean, cov = np.asarray(prior.log_mean, dtype=float), np.asarray(prior.covariance, dtype=float)
+        return cls(model=prior.model, prior=prior, method="laplace", parameters=tuple(prior.parameters), mean=mean,
+                   covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov, status="converged",
+                   message="prior only: no data yet")
+
     @property
     def ok(self) -> bool:
         return self.status == "converged"
