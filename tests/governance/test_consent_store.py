@@ -55,7 +55,7 @@ def test_migration_creates_consents_table(engine):
         {"id", "patient", "status", "date", "resource", "added_at"}
     assert any(ix["column_names"] == ["patient"] for ix in insp.get_indexes("consents"))
     with engine.connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003_runs"  # head: 0002 created consents
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() >= "0002_consents"  # applied 0002
 
 
 def test_add_show_withdraw_round_trip(store, engine, key):

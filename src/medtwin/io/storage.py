@@ -45,8 +45,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-__all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "RUNS_TABLE", "audit_table", "consents_table", "database_url",
-           "default_sqlite_path", "make_engine", "metadata", "runs_table", "upgrade"]
+__all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "DECISIONS_TABLE", "RUNS_TABLE", "audit_table", "consents_table",
+           "database_url", "decisions_table", "default_sqlite_path", "make_engine", "metadata", "runs_table",
+           "upgrade"]
 
 #: Name of the hash-chained audit log table.
 AUDIT_TABLE = "audit_log"
@@ -99,6 +100,27 @@ runs_table = sa.Table(
     sa.Column("spec", sa.Text, nullable=False),
     sa.Column("provenance", sa.Text, nullable=False),
     sa.Column("output_digest", sa.String(80), nullable=False),
+)
+
+#: Name of the table of clinicians' decisions on recommendations (see medtwin.governance.decision_store).
+DECISIONS_TABLE = "decisions"
+
+decisions_table = sa.Table(
+    DECISIONS_TABLE,
+    metadata,
+    sa.Column("decision_id", sa.String(64), primary_key=True),
+    sa.Column("patient", sa.Text, nullable=False),
+    sa.Column("recommendation_id", sa.String(80), nullable=False),
+    sa.Column("choice", sa.String(16), nullable=False),
+    sa.Column("clinician", sa.Text, nullable=False),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("time_h", sa.Float(precision=53), nullable=False),
+    sa.Column("decided_at", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("recommendation", sa.Text, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Index("ix_decisions_patient", "patient"),
 )
 
 #: Milliseconds a SQLite connection waits for a lock before failing.
