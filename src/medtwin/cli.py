@@ -288,6 +288,9 @@ def _twin_demo(out: Path, seed: int) -> None:
     _plot_band(twin.posterior, twin.band, d, out / "twin_forecast.png", twin.auc_window)
     console.print(f"forecast:       {(out / 'twin_forecast.csv').resolve()}")
     console.print(f"plot:           {(out / 'twin_forecast.png').resolve()}")
+    from medtwin.cli_control import demo_recommendation
+
+    demo_recommendation(twin, out, seed)
 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained, signed audit log.")
@@ -748,6 +751,7 @@ def reproduce_command(
         raise typer.Exit(code=1)
 
 
+from medtwin import cli_control as _cli_control  # noqa: E402,F401  (registers `recommend`, `closed-loop`)
 from medtwin import cli_twin as _cli_twin  # noqa: E402,F401  (registers `medtwin replay` on app)
 
 

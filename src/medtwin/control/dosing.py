@@ -573,7 +573,10 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
     times = np.unique(np.round(np.concatenate([np.arange(0.0, window[1] + 1e-9, band_step_h), [window[1]]]), 9))
     predicted = posterior.predict(history + regimen, times, n_draws=n_draws, seed=seed)
     if current is None and any(e.amount > 0 or e.rate > 0 for e in history.expanded()):
-        current = history.continued(window[1])
+        try:
+            current = history.continued(window[1])
+        except DataError:  # a single dose without II: "current" is what was given, not continued
+            current = history
     current_band = posterior.predict(current, times, n_draws=n_draws, seed=seed) if current is not None else None
     sens = (_sensitivity(posterior, z, best.values, scorer, candidates, objective, eps) if sensitivity else {})
     probabilities = {"target": best.p_target}

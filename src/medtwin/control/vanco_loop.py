@@ -193,3 +193,43 @@ def label_policy(covariates, now, history, levels, until):
     dose, interval = label_dose(covariates)
     n = max(1, int(math.ceil((until - now) / interval - 1e-9)))
     return Regimen.every(interval, "h", dose, "mg", n=n, duration=max(1.0, dose / 1000.0), start=now), "label"
+
+
+def twin_policy(scenario: VancoScenario = VancoScenario(), *, population=None, n_draws: int = 1000,
+                max_toxic_probability: float = 0.1, seed: int = 0) -> Callable:
+    """The twin-guided policy: personalize on the reported levels, then :func:`recommend_dose` for the next period.
+
+    The target is AUC24 in [target_low, target_high] over the coming decision period
+    (receding horizon: tomorrow is decided again with tomorrow's levels), maximising
+    P(target) with P(AUC24 > target_high) ≤ ``max_toxic_probability``; a loading dose is allowed at the
+    first decision only.  Hard constraints: 250 mg steps, at most ``max_single_mg`` per dose and
+    ``max_daily_mg`` per day, infusion ≤ ``max_rate_mg_per_h``, intervals 8, 12 or 24 h.
+    """
+    from medtwin.control.dosing import DoseConstraints, recommend_dose
+    from medtwin.control.targets import AUC24Window, Threshold
+    from medtwin.infer.personalize import PatientData, personalize
+    from medtwin.infer.posterior import Posterior
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    population = population or load_population(shipped_population_path("vancomycin_goti2018"))
+    common = dict(dose_step_mg=250.0, min_dose_mg=250.0, max_dose_mg=scenario.max_single_mg,
+                  max_daily_mg=scenario.max_daily_mg, intervals_h=(8.0, 12.0, 24.0),
+                  max_rate_mg_per_h=scenario.max_rate_mg_per_h)
+    first = DoseConstraints(loading=True, max_loading_mg=scenario.max_single_mg, **common)
+    later = DoseConstraints(**common)
+    target = AUC24Window(scenario.target_low, scenario.target_high)
+    toxic = Threshold(AUC24Window(), above=scenario.target_high)
+
+    def policy(covariates, now, history, levels, until):
+        if levels:
+            data = PatientData(history, [t for t, _ in levels], [v for _, v in levels], covariates)
+            posterior = personalize(population, data, method="laplace")
+        else:
+            posterior = Posterior.from_prior(population.prior_for(covariates))
+        recommendation = recommend_dose(posterior, target, constraints=first if now == 0 else later,
+                                        objective="pta", toxic=toxic, max_toxic_probability=max_toxic_probability,
+                                        history=history, start_time=now, evaluation_window=(now, until),
+                                        n_draws=n_draws, seed=seed, sensitivity=False)
+        return recommendation.regimen, recommendation.status
+
+    return policy
