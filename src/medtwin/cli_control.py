@@ -167,7 +167,7 @@ def closed_loop_command(
     except MedtwinError as exc:
         _fail(exc)
     console.print(f"{scenario}: {patients} virtual patients, twin-guided vs standard of care (paired)")
-    console.print(evaluation.table(), highlight=False)
+    typer.echo(evaluation.table())  # plain text: a wide table must not be re-wrapped by the terminal width
     console.print(f"wrote {out / 'outcomes.csv'}, {out / 'summary.csv'}, {out / 'closed_loop.png'}")
 
 

@@ -122,14 +122,14 @@ def evaluate_glucose(n_patients: int = 50, *, seed: int = 0, scenario=None, cont
 
 
 def default_glucose_controller(scenario) -> Callable:
-    """Factory of the MPC controller used by the glucose evaluation (hard limits from the scenario)."""
-    from medtwin.control.mpc import ChanceConstraint, MPCController
+    """Factory of the MPC controller of the glucose evaluation: one step per decision period, 24 steps ahead,
+    the scenario's hard limits, P(G < 4.4 mmol/L) <= 5 % at every step (no sensitivity re-solves in the loop)."""
+    from medtwin.control.mpc import icu_insulin_controller
 
     def factory(space):
-        return MPCController(space=space, control="iv_insulin", unit_scale=1000.0, step_h=scenario.measure_every_h,
-                             horizon=24, lower=0.0, upper=scenario.insulin_max, max_change=scenario.max_change,
-                             output="G", chance=(ChanceConstraint(output="G", below=scenario.target_low,
-                                                                  max_probability=0.05),), n_draws=200)
+        return icu_insulin_controller(space, step_h=scenario.measure_every_h, horizon=24,
+                                      max_insulin_u_per_h=scenario.insulin_max, max_change_u_per_h=scenario.max_change,
+                                      hypo_mmol_per_l=scenario.target_low, sensitivity=False)
 
     return factory
 

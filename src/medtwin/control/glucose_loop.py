@@ -128,10 +128,14 @@ def _rates(scenario: GlucoseScenario, insulin_u_per_h: float, n_states: int) -> 
     return rates
 
 
-def feed_regimen(scenario: GlucoseScenario) -> Regimen:
-    """The known background input: enteral glucose at a constant rate for the whole scenario (mmol into CMT 3)."""
+def feed_regimen(scenario: GlucoseScenario, extra_h: float = 0.0) -> Regimen:
+    """The known background input: enteral glucose at a constant rate (mmol into CMT 3) for the scenario + ``extra_h``.
+
+    The twin is given ``extra_h`` = its controller's horizon, so that the last decisions plan with the feed
+    still running (the feeding plan is known ahead).
+    """
     rate = scenario.enteral_g_per_h * MMOL_PER_G_GLUCOSE
-    return Regimen((DoseEvent(time=0.0, amount=rate * scenario.hours, cmt=ENTERAL_CMT, rate=rate),))
+    return Regimen((DoseEvent(time=0.0, amount=rate * (scenario.hours + extra_h), cmt=ENTERAL_CMT, rate=rate),))
 
 
 def insulin_event(start: float, end: float, u_per_h: float) -> Regimen:
@@ -216,9 +220,10 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
 
     def policy(state, now, results, current_rate):
         if state is None:
-            twin = twin_from_spec(spec, inputs=feed_regimen(scenario))
-            state = {"twin": twin, "seen": set(), "controller": controller_factory(twin.space),
-                     "since": 0.0, "advised": False}
+            controller = controller_factory(twin_from_spec(spec).space)
+            twin = twin_from_spec(spec, inputs=feed_regimen(scenario, controller.horizon * controller.step_h))
+            state = {"twin": twin, "seen": set(), "controller": controller, "since": 0.0, "advised": False,
+                     "last": None}
         twin = state["twin"]
         new = [replace(m, under_advice=state["advised"]) for m in results if m.source_id not in state["seen"]]
         given = insulin_event(state["since"], now, current_rate)
@@ -226,9 +231,10 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
         state["seen"].update(m.source_id for m in new)
         schedule = input_schedule(twin.model, twin.inputs, twin.space.theta)
         belief = twin.observer.predict(twin.belief, now, schedule) if now > twin.belief.time else twin.belief
-        recommendation = state["controller"].recommend(belief, twin.inputs, now, scenario.reference, current_rate)
+        recommendation = state["controller"].recommend(belief, twin.inputs, now, reference=scenario.reference,
+                                                       current_rate=current_rate, warm_start=state["last"])
         rate = float(recommendation.action["apply_now_u_per_h"])
-        state.update(twin=twin, since=now, advised=True)
+        state.update(twin=twin, since=now, advised=True, last=recommendation)
         return rate, state, recommendation.status
 
     return policy
