@@ -1,5 +1,12 @@
 """medtwin: medical digital twins — mechanistic models, NONMEM dosing, batched simulation."""
 
+import os as _os
+
+# OpenBLAS's own worker threads spin against JAX's and numba's on small machines: measured ~100x slower MPC
+# steps (SLSQP's small dense solves) on 2 cores.  medtwin's dense algebra is small, so one BLAS thread is the
+# fast choice; set before numpy loads, and a value the user set is kept (docs/decisions.md).
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.model import DoseTarget, Model, Output, Parameter, State, check_well_posedness
 from medtwin.core.simulate import SolverSettings, Trajectory, simulate

@@ -70,7 +70,7 @@ class GlucoseScenario:
     max_change: float = 2.0
     target_low: float = 4.4
     target_high: float = 8.0
-    reference: float = 6.5
+    reference: float = 6.0
     measurement_cv: float = 0.05
 
     def __post_init__(self):

@@ -1,0 +1,36 @@
+"""`medtwin recommend` on a small synthetic vancomycin patient."""
+
+import json
+
+from typer.testing import CliRunner
+
+from medtwin.cli import app
+from medtwin.io.population_file import shipped_population_path
+from test_cli_infer import _vancomycin_csv
+
+runner = CliRunner()
+POP = str(shipped_population_path("vancomycin_goti2018"))
+
+
+def test_recommend_prints_the_proposal_and_writes_the_exposure_plot(tmp_path):
+    data = tmp_path / "patient.csv"
+    _vancomycin_csv(data)
+    out = tmp_path / "rec"
+    result = runner.invoke(app, ["recommend", "--population", POP, "--data", str(data), "--out", str(out),
+                                 "--draws", "300", "--max-daily", "3000", "--open-data", "synthetic test patient"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "recommendation.json").read_text())
+    action = saved["action"]
+    assert action["dose_mg"] % 250 == 0 and action["daily_mg"] <= 3000 and action["interval_h"] in (6, 8, 12, 24)
+    assert 0.0 <= saved["probabilities"]["target"] <= 1.0 and "toxic" in saved["probabilities"]
+    assert saved["sensitivity"]["parameter"] in ("CL", "V1", "V2")
+    assert "recommended (" in result.output and "runner-up 1" in result.output
+    assert (out / "exposure.png").stat().st_size > 10_000
+
+
+def test_recommend_refuses_a_malformed_target(tmp_path):
+    data = tmp_path / "patient.csv"
+    _vancomycin_csv(data)
+    result = runner.invoke(app, ["recommend", "--population", POP, "--data", str(data), "--out", str(tmp_path / "r"),
+                                 "--target", "auc24-400-600", "--open-data", "synthetic"])
+    assert result.exit_code == 2 and "KIND:LOW-HIGH" in result.output
