@@ -54,7 +54,7 @@ import numpy as np
 from medtwin.assimilate import alarms as alarm_rules
 from medtwin.assimilate.beliefs import FAILED, OK, Belief, GaussianBelief, Innovation, belief_from_dict
 from medtwin.assimilate.detectors import Cusum
-from medtwin.assimilate.inputs import input_schedule
+from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.stream import Measurement, Rejection, screen
 from medtwin.core.events import Regimen
 from medtwin.core.observation import ResidualError

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from medtwin.assimilate.inputs import input_schedule
+from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.observers import ExtendedKalmanFilter, ParticleFilter, UnscentedKalmanFilter
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.core.events import DoseEvent, Regimen

@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
-from medtwin.assimilate.inputs import input_schedule
+from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.observers import _propagate
 from medtwin.core.events import Regimen
 from medtwin.core.observation import ResidualError

@@ -30,7 +30,7 @@ Examples
 >>> from medtwin.models import get_model
 >>> from medtwin.core.events import Regimen
 >>> from medtwin.core.observation import ResidualError
->>> from medtwin.assimilate.inputs import input_schedule
+>>> from medtwin.core.inputs import input_schedule
 >>> from medtwin.assimilate.statespace import StateSpace
 >>> model = get_model("pk1_iv")
 >>> space = StateSpace.build(model, {"CL": 2.0, "V": 20.0}, estimated=("CL",))
@@ -53,7 +53,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from medtwin.assimilate.beliefs import FAILED, OK, GaussianBelief, Innovation, ParticleBelief
-from medtwin.assimilate.inputs import InputSchedule
+from medtwin.core.inputs import InputSchedule
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError, ParameterError

@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from medtwin.assimilate.inputs import input_schedule
+from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.assimilate.stream import Measurement
 from medtwin.core.events import DoseEvent, Regimen

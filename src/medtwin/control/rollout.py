@@ -12,7 +12,7 @@ the observers do; JAX compiles it once and differentiates it (forward mode,
 one tangent per control step) so that the optimiser gets exact gradients.
 
 Known background inputs over the horizon (nutrition infusions, boluses) come
-from the regimen through :func:`medtwin.assimilate.inputs.input_schedule`,
+from the regimen through :func:`medtwin.core.inputs.input_schedule`,
 averaged per step (so the infused amount of every step is exact); a bolus
 inside a step is given at the step's start.  Optional process noise (one fixed
 realisation per draw, added to z after each step, as the observer's random
@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from medtwin.assimilate.inputs import input_schedule
+from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.statespace import StateSpace, jax_modules
 from medtwin.errors import DataError, SimulationError
 

@@ -329,7 +329,7 @@ def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times,
                    rtol: float = 1e-8, atol: float = 1e-8) -> TruthResult:
     """Integrate ``patient`` under ``regimen`` with hourly SI and add measurement error.
 
-    The inputs come from :func:`medtwin.assimilate.inputs.input_schedule`
+    The inputs come from :func:`medtwin.core.inputs.input_schedule`
     (NONMEM semantics); each input piece is split at whole hours, SI is
     ``SI · si_multipliers[k]`` during hour k, and each stretch is integrated by
     ``scipy.integrate.solve_ivp`` (DOP853).  A glucose reading taken at the
@@ -360,7 +360,7 @@ def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times,
     """
     from scipy.integrate import solve_ivp
 
-    from medtwin.assimilate.inputs import input_schedule
+    from medtwin.core.inputs import input_schedule
 
     model = _model(patient.model)
     theta = model.parameter_table(dict(patient.parameters))[0]

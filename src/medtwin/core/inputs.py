@@ -1,6 +1,8 @@
 """Inputs u(t) of a model between two times, from a NONMEM-style regimen.
 
-Observers and the synthetic-patient simulators advance a state from one
+Part of the core (pure, no I/O) because the observers, the controllers and the
+synthetic-patient simulators of the model library all need it.  Observers and
+the synthetic-patient simulators advance a state from one
 measurement to the next; what happens in between (boluses, zero-order
 infusions starting and stopping, resets) comes from the regimen through the
 *same* schedule builder as the simulation kernels, so lag times, F, and the
