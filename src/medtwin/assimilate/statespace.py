@@ -211,11 +211,15 @@ def _default_step(model: Model, theta: np.ndarray) -> float:
     return min(0.25, 0.5 / norm) if norm > 0 else 0.25
 
 
-def _compile(space: StateSpace) -> dict:
+def jax_pieces(space: StateSpace):
+    """The pieces every JAX integration of a state space shares (observers here, the MPC rollout in control/).
+
+    Returns ``(params, field, rk4)``: ``params(z, theta)`` the full parameter vector for z;
+    ``field(t, x, p, rates)`` the model's own vector field plus infusion rates; ``rk4(t0, x, p, rates, h, n)``
+    ``n`` classical RK4 steps of ``h`` hours from ``t0`` (a ``fori_loop``, differentiable forward).
+    """
     jax, jnp = jax_modules()
-    model, n_x = space.model, space.n_states
-    rhs, init = model.rhs(), model.init()
-    outputs = model.output_functions()
+    n_x, rhs = space.n_states, space.model.rhs()
     est = jnp.asarray(space.estimated_index)
     has_est = len(space.estimated) > 0
 
@@ -225,10 +229,7 @@ def _compile(space: StateSpace) -> dict:
     def field(t, x, p, rates):
         return jnp.stack(jnp.broadcast_arrays(*rhs(t, x, p))).astype(jnp.float64) + rates
 
-    def advance_one(z, t0, t1, rates, theta, n_sub):
-        p = params(z, theta)
-        h = (t1 - t0) / n_sub
-
+    def rk4(t0, x, p, rates, h, n):
         def body(i, x):
             t = t0 + i * h
             k1 = field(t, x, p, rates)
@@ -237,7 +238,20 @@ def _compile(space: StateSpace) -> dict:
             k4 = field(t + h, x + h * k3, p, rates)
             return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
-        x = jax.lax.fori_loop(0, n_sub, body, z[:n_x])
+        return jax.lax.fori_loop(0, n, body, x)
+
+    return params, field, rk4
+
+
+def _compile(space: StateSpace) -> dict:
+    jax, jnp = jax_modules()
+    model, n_x = space.model, space.n_states
+    init = model.init()
+    outputs = model.output_functions()
+    params, _, rk4 = jax_pieces(space)
+
+    def advance_one(z, t0, t1, rates, theta, n_sub):
+        x = rk4(t0, z[:n_x], params(z, theta), rates, (t1 - t0) / n_sub, n_sub)
         return jnp.concatenate([x, z[n_x:]])
 
     def advance_jac_one(z, t0, t1, rates, theta, n_sub):

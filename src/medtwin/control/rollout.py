@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 from medtwin.core.inputs import input_schedule
-from medtwin.assimilate.statespace import StateSpace, jax_modules
+from medtwin.assimilate.statespace import StateSpace, jax_modules, jax_pieces
 from medtwin.errors import DataError, SimulationError
 
 
@@ -79,27 +79,11 @@ def rollout_functions(space: StateSpace, *, control: int, output: str, n_sub: in
 def _compile(space: StateSpace, control: int, out_index: int, n_sub: int) -> dict:
     jax, jnp = jax_modules()
     n_x = space.n_states
-    rhs = space.model.rhs()
     out_fn = space.model.output_functions()[out_index]
-    est = jnp.asarray(space.estimated_index)
-    has_est = len(space.estimated) > 0
-
-    def params(z, theta):
-        return theta.at[est].set(jnp.exp(z[n_x:])) if has_est else theta
-
-    def field(t, x, p, rates):
-        return jnp.stack(jnp.broadcast_arrays(*rhs(t, x, p))).astype(jnp.float64) + rates
+    params, _, rk4 = jax_pieces(space)  # the observers' own parameter mapping, vector field and RK4
 
     def integrate(t, x, p, r, h):
-        def body(i, x):
-            s = t + i * h
-            k1 = field(s, x, p, r)
-            k2 = field(s + h / 2, x + h / 2 * k1, p, r)
-            k3 = field(s + h / 2, x + h / 2 * k2, p, r)
-            k4 = field(s + h, x + h * k3, p, r)
-            return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-        return jax.lax.fori_loop(0, n_sub, body, x)
+        return rk4(t, x, p, r, h, n_sub)
 
     def output(x, p):
         return jnp.asarray(out_fn(x, p), dtype=jnp.float64)
