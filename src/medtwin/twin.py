@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from medtwin.assimilate import alarms as alarm_rules
-from medtwin.assimilate.beliefs import FAILED, OK, Belief, GaussianBelief, Innovation, belief_from_dict
+from medtwin.assimilate.beliefs import OK, Belief, GaussianBelief, Innovation
 from medtwin.assimilate.detectors import Cusum
 from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.stream import Measurement, Rejection, screen
@@ -325,9 +325,6 @@ class Twin:
         mean, sd = self.observer.output_moments(self.belief, output)
         return mean - Z90 * sd, mean, mean + Z90 * sd
 
-    def innovations(self) -> list[Innovation]:
-        return [e.innovation for e in self.history if e.status != FAILED]
-
     def provenance_content(self) -> dict:
         """Digest-able content (see :func:`medtwin.governance.provenance.result_view`)."""
         belief = self.belief.to_dict()
@@ -370,6 +367,3 @@ def _earliest_new_dose(old: Regimen, new: Regimen) -> float | None:
     added = [e.time for e in new.events if e not in old_events]
     return min(added) if added else None
 
-
-def restore_belief(data: dict) -> Belief:
-    return belief_from_dict(data)
