@@ -107,7 +107,8 @@ def twin_to_dict(twin) -> dict:
     }
 
 
-def _space_from(data: Mapping[str, Any]) -> StateSpace:
+def space_from_spec(data: Mapping[str, Any]) -> StateSpace:
+    """The state space of a twin specification (or a stored twin's ``space``), model digest checked."""
     model = get_model(data["model"])
     digest = data.get("model_digest")
     if digest is not None and digest != model.digest():
@@ -165,7 +166,7 @@ def twin_from_dict(data: Mapping[str, Any]):
 
     if data.get("format") != FORMAT:
         raise DataError(f"stored twin: format {data.get('format')!r} is not {FORMAT!r}")
-    space = _space_from(data["space"])
+    space = space_from_spec(data["space"])
     observer = _observer_from(space, data["observer"])
     history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"],
                           e.get("regime_change")) for e in data["history"])
@@ -198,7 +199,7 @@ def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, pa
     unknown = set(spec) - known
     if unknown:
         raise DataError(f"twin spec: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-    space = _space_from(spec)
+    space = space_from_spec(spec)
     observer = _observer_from(space, spec.get("observer"))
     mean = space.initial_mean()
     for name, value in dict(spec.get("initial_state") or {}).items():

@@ -214,13 +214,13 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
     ``under_advice`` (the feedback-loop alarm of the live twin sees them).
     """
     from medtwin.assimilate.icu import icu_twin_spec
-    from medtwin.assimilate.twin_codec import twin_from_spec
+    from medtwin.assimilate.twin_codec import space_from_spec, twin_from_spec
 
     spec = spec or icu_twin_spec()
 
     def policy(state, now, results, current_rate):
         if state is None:
-            controller = controller_factory(twin_from_spec(spec).space)
+            controller = controller_factory(space_from_spec(spec))
             twin = twin_from_spec(spec, inputs=feed_regimen(scenario, controller.horizon * controller.step_h))
             state = {"twin": twin, "seen": set(), "controller": controller, "since": 0.0, "advised": False,
                      "last": None}
