@@ -17,8 +17,19 @@ A changed field (hash mismatch), a changed hash (mismatch, or the next entry's
 ``prev_hash`` no longer links), a deleted, inserted or reordered entry (``seq``
 not contiguous from 1, broken link or hash mismatch), a forged signature or
 one by an unknown key. Removing entries from the *end* leaves a valid shorter
-chain: publish :meth:`AuditLog.head` somewhere else and pass it back as
-``expect_head`` to detect truncation.
+chain: an :class:`AuditLog` given a ``checkpoint`` file keeps a signed copy of
+its head there after every append and :meth:`AuditLog.verify` compares the
+table with it (see :mod:`medtwin.governance.audit_checkpoint` for exactly what
+this detects and what it cannot); in addition, publish :meth:`AuditLog.head`
+somewhere else and pass it back as ``expect_head``.
+
+Records and their entries in one transaction
+--------------------------------------------
+:meth:`AuditLog.transaction` opens the locked write transaction that
+:meth:`AuditLog.append` uses and hands out its connection: the stores
+(consents, decisions, runs) insert their record on it and append its entry
+with :meth:`AuditTransaction.append`; both commit together, or neither does
+(an error, or the process killed, before the commit).
 
 Concurrency
 -----------
@@ -26,7 +37,9 @@ Concurrency
 transaction that holds the log's write lock: ``pg_advisory_xact_lock`` on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite. Concurrent writers (threads or
 processes) therefore serialize; ``seq`` is gap-free and unique (it is also the
-primary key), and the chain cannot fork.
+primary key), and the chain cannot fork. The head checkpoint is written after
+the commit and never moved backwards (see
+:meth:`~medtwin.governance.audit_checkpoint.HeadCheckpoint.advance`).
 
 Examples
 --------
@@ -52,8 +65,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,10 +77,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from medtwin.errors import DataError
 from medtwin.governance.audit_chain import (GENESIS_HASH, VerifyReport, canonical_json, entry_hash,
                                             iter_batches, key_id, verify_chain)
+from medtwin.governance.audit_checkpoint import HeadCheckpoint, database_id
 from medtwin.io.storage import audit_table
 
-__all__ = ["GENESIS_HASH", "AuditEntry", "AuditLog", "VerifyReport", "canonical_json", "entry_hash",
-           "key_id"]
+__all__ = ["GENESIS_HASH", "AuditEntry", "AuditLog", "AuditTransaction", "VerifyReport", "canonical_json",
+           "entry_hash", "key_id"]
 
 _T = audit_table
 _FIELDS = ("seq", "time", "actor", "action", "patient", "payload", "prev_hash", "entry_hash",
@@ -128,6 +144,54 @@ class AuditEntry:
                    entry_hash=row[7], signature=row[8], key_id=row[9])
 
 
+class AuditTransaction:
+    """The open write transaction of :meth:`AuditLog.transaction`.
+
+    Attributes
+    ----------
+    conn : sqlalchemy.Connection
+        The transaction's connection: write the records here.
+    entries : list of AuditEntry
+        Entries appended so far (committed with the records on exit).
+    """
+
+    def __init__(self, log: AuditLog, conn: sa.Connection):
+        self._log, self.conn, self.entries = log, conn, []
+
+    def append(self, actor: str, action: str, payload: Mapping[str, Any] | None = None,
+               patient: str | None = None, time: datetime | None = None) -> AuditEntry:
+        """Append one entry in this transaction (as :meth:`AuditLog.append`, committed on exit)."""
+        return self.append_many([(actor, action, payload, patient, time)])[0]
+
+    def append_many(self, records: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[AuditEntry]:
+        """Append several entries in this transaction (as :meth:`AuditLog.append_many`)."""
+        prepared = [self._log._prepare(r) for r in records]
+        if not prepared:
+            return []
+        head = self.conn.execute(sa.select(_T.c.seq, _T.c.entry_hash).order_by(_T.c.seq.desc()).limit(1)).first()
+        rows = self._log._chain(head, prepared)
+        self.conn.execute(_T.insert(), [dict(zip(_FIELDS, r)) for r in rows])
+        out = [_entry(r) for r in rows]
+        self.entries.extend(out)
+        return out
+
+
+def _entry(r: tuple) -> AuditEntry:
+    return AuditEntry(seq=r[0], time=r[1], actor=r[2], action=r[3], patient=r[4], payload=json.loads(r[5]),
+                      payload_json=r[5], prev_hash=r[6], entry_hash=r[7], signature=r[8], key_id=r[9])
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A record already validated by :meth:`AuditLog._prepare` (passed through as it is)."""
+
+    fields: tuple
+
+
+def _prepared_records(prepared: list[tuple]) -> list[_Prepared]:
+    return [_Prepared(p) for p in prepared]
+
+
 class AuditLog:
     """Hash-chained, Ed25519-signed audit log stored in the ``audit_log`` table.
 
@@ -141,15 +205,27 @@ class AuditLog:
         Signing key; required by :meth:`append` only.
     batch_size : int, default 2000
         Rows fetched per query by :meth:`entries` and :meth:`verify`.
+    checkpoint : str or Path, optional
+        File of the signed head checkpoint (kept outside the database, e.g.
+        beside the key: :func:`~medtwin.governance.audit_checkpoint.checkpoint_path`).
+        When given, every committed append advances it and :meth:`verify`
+        checks the table against it (truncation and deletion of the log).
     """
 
     def __init__(self, engine: sa.Engine, private_key: Ed25519PrivateKey | None = None, *,
-                 batch_size: int = 2000):
+                 batch_size: int = 2000, checkpoint: str | Path | None = None):
         self.engine = engine
         self._key = private_key
         self.key_id = key_id(private_key.public_key()) if private_key is not None else None
         self.batch_size = int(batch_size)
         self._dialect = engine.dialect.name
+        self.checkpoint = (None if checkpoint is None
+                           else HeadCheckpoint(Path(checkpoint), database_id(engine)))
+
+    @property
+    def public_key(self) -> Ed25519PublicKey | None:
+        """The public half of the signing key (None for a read-only log)."""
+        return None if self._key is None else self._key.public_key()
 
     # -- writing -----------------------------------------------------------------
     def append(self, actor: str, action: str, payload: Mapping[str, Any] | None = None,
@@ -197,16 +273,62 @@ class AuditLog:
             raise DataError("AuditLog needs a private key to append")
         if self._dialect == "sqlite":
             rows = self._insert_sqlite(prepared)
-        else:
-            with self.engine.begin() as conn:
+            self._advance_checkpoint(rows[-1][0], rows[-1][7])
+            return [_entry(r) for r in rows]
+        with self.transaction() as tx:
+            tx.append_many(_prepared_records(prepared))
+        return tx.entries
+
+    @contextmanager
+    def transaction(self) -> Iterator[AuditTransaction]:
+        """Open the log's locked write transaction for records and their audit entries.
+
+        Write records on ``tx.conn`` and append their entries with
+        ``tx.append(...)``: everything commits together when the block ends,
+        and nothing does if it raises (or the process dies first). The write
+        lock (``BEGIN IMMEDIATE`` on SQLite, ``pg_advisory_xact_lock`` on
+        PostgreSQL) is held from the start, so keep the block short.
+
+        Yields
+        ------
+        AuditTransaction
+
+        Raises
+        ------
+        DataError
+            The log has no signing key.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        >>> from medtwin.io.storage import make_engine, upgrade
+        >>> engine = make_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "t.db"))
+        >>> upgrade(engine)
+        >>> log = AuditLog(engine, Ed25519PrivateKey.generate())
+        >>> with log.transaction() as tx:
+        ...     _ = tx.conn.exec_driver_sql("CREATE TABLE notes (t TEXT)")
+        ...     _ = tx.conn.exec_driver_sql("INSERT INTO notes VALUES ('x')")
+        ...     _ = tx.append("dr.who", "note.add", {"t": "x"})
+        >>> len(log)
+        1
+        >>> engine.dispose()
+        """
+        if self._key is None:
+            raise DataError("AuditLog needs a private key to append")
+        with self.engine.connect() as conn:
+            if self._dialect == "sqlite":  # make_engine's begin hook: take the write lock at BEGIN
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
                 self._lock(conn)
-                head = conn.execute(sa.select(_T.c.seq, _T.c.entry_hash)
-                                    .order_by(_T.c.seq.desc()).limit(1)).first()
-                rows = self._chain(head, prepared)
-                conn.execute(_T.insert(), [dict(zip(_FIELDS, r)) for r in rows])
-        return [AuditEntry(seq=r[0], time=r[1], actor=r[2], action=r[3], patient=r[4],
-                           payload=json.loads(r[5]), payload_json=r[5], prev_hash=r[6],
-                           entry_hash=r[7], signature=r[8], key_id=r[9]) for r in rows]
+                tx = AuditTransaction(self, conn)
+                yield tx
+        if tx.entries:
+            self._advance_checkpoint(tx.entries[-1].seq, tx.entries[-1].entry_hash)
+
+    def _advance_checkpoint(self, seq: int, entry_hash: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.advance(seq, entry_hash, self._key)
 
     def _chain(self, head, prepared) -> list[tuple]:
         """Number, link, hash and sign prepared records after ``head`` (``(seq, hash)`` or None)."""
@@ -245,6 +367,8 @@ class AuditLog:
 
     @staticmethod
     def _prepare(record) -> tuple[str, str, str, str | None, str]:
+        if isinstance(record, _Prepared):
+            return record.fields
         if isinstance(record, Mapping):
             actor, action = record.get("actor"), record.get("action")
             payload, patient, time = record.get("payload"), record.get("patient"), record.get("time")
@@ -333,10 +457,25 @@ class AuditLog:
         -------
         VerifyReport
             The first bad entry (lowest ``seq``) whatever the order of checks.
+            With a ``checkpoint`` file, an intact chain is then compared with
+            it: a chain shorter than the checkpoint, another hash at its
+            ``seq``, a checkpoint not signed by a trusted key, or no
+            checkpoint for a non-empty log is reported as broken (``reason``
+            says which).
         """
         if isinstance(public_keys, Mapping):
             keys = dict(public_keys)
         else:
             keys = {key_id(k): k for k in public_keys}
-        return verify_chain(self.engine, keys, expect_head=expect_head, workers=workers,
-                            batch_size=self.batch_size, parallel_threshold=self.parallel_threshold)
+        report = verify_chain(self.engine, keys, expect_head=expect_head, workers=workers,
+                              batch_size=self.batch_size, parallel_threshold=self.parallel_threshold)
+        if not report.ok or self.checkpoint is None:
+            return report
+        failure = self.checkpoint.check(report.n_entries, self._stored_hash, keys)
+        if failure is None:
+            return report
+        return VerifyReport(False, min(report.n_entries, failure[0] - 1), failure[0], failure[1])
+
+    def _stored_hash(self, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(_T.c.entry_hash).where(_T.c.seq == seq)).scalar()

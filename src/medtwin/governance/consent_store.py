@@ -8,11 +8,21 @@ writes to the hash-chained :class:`~medtwin.governance.audit.AuditLog`:
 =====================  ==========================================================
 action                 payload
 =====================  ==========================================================
-``consent.add``        ``consent_id``, ``status``, ``decision``
-``consent.withdraw``   ``consent_id`` (the new deny), ``supersedes``, ``purpose``
+``consent.add``        ``consent_id``, ``status``, ``decision``, ``row_digest``
+``consent.withdraw``   ``consent_id`` (the new deny), ``supersedes``, ``purpose``,
+                       ``row_digest``
 ``consent.decision``   ``decision`` (permit / deny), ``reason``, ``consent_id``,
                        ``purpose``, ``data_class``, ``time``
 =====================  ==========================================================
+
+A consent row and its ``consent.add`` / ``consent.withdraw`` entry are
+committed in one transaction (:meth:`AuditLog.transaction
+<medtwin.governance.audit.AuditLog.transaction>`): both or neither. The
+entry's ``row_digest`` anchors the row in the signed chain, and every read of
+a patient's consents checks the rows against their entries first
+(:mod:`medtwin.governance.consent_integrity`): a deleted, edited or smuggled
+row raises :class:`~medtwin.governance.consent_integrity.ConsentRecordAltered`
+before any decision.
 
 Examples
 --------
@@ -56,13 +66,14 @@ import sqlalchemy as sa
 
 from medtwin.errors import ConsentError, DataError
 from medtwin.governance.audit import AuditLog
+from medtwin.governance.consent_integrity import ConsentRecordAltered, SignatureCache, load_checked, row_digest
 from medtwin.governance.consent import (
     DEFAULT_POLICY, PURPOSES, ConsentPolicy, Decision, DefaultPolicy, decide, load_consent, require, to_fhir,
     withdraw as withdraw_policy,
 )
 from medtwin.io.storage import consents_table
 
-__all__ = ["AccessDenied", "ConsentGate", "ConsentStore"]
+__all__ = ["AccessDenied", "ConsentGate", "ConsentRecordAltered", "ConsentStore"]
 
 _T = consents_table
 
@@ -95,28 +106,34 @@ class ConsentStore:
         Log (with a signing key) receiving ``consent.*`` entries.
     default_policy : DefaultPolicy
         Passed to :func:`~medtwin.governance.consent.decide` by :meth:`check`.
+    trusted_keys : sequence of Ed25519PublicKey, optional
+        Keys whose signatures on ``consent.*`` audit entries are accepted
+        when rows are checked, besides the audit log's own key.
     """
 
     def __init__(self, engine: sa.Engine, audit_log: AuditLog,
-                 default_policy: DefaultPolicy = DEFAULT_POLICY):
+                 default_policy: DefaultPolicy = DEFAULT_POLICY, *, trusted_keys: Sequence = ()):
         self.engine = engine
         self.audit_log = audit_log
         self.default_policy = default_policy
+        own = [] if audit_log.public_key is None else [audit_log.public_key]
+        self._signatures = SignatureCache(own + list(trusted_keys))
 
     # -- writing -----------------------------------------------------------------
-    def _insert(self, policy: ConsentPolicy) -> None:
+    def _insert(self, conn: sa.Connection, policy: ConsentPolicy) -> str:
+        """Insert the row on the audit transaction's connection; return its digest."""
         row = {"id": policy.id, "patient": policy.patient, "status": policy.status,
                "date": policy.date.isoformat() if policy.date else None,
                "resource": json.dumps(to_fhir(policy), sort_keys=True),
                "added_at": _now().isoformat(timespec="microseconds")}
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(_T.c.id).where(_T.c.id == policy.id)).first() is not None:
-                raise DataError(f"a consent with id {policy.id!r} is already stored")
-            conn.execute(_T.insert(), row)
+        if conn.execute(sa.select(_T.c.id).where(_T.c.id == policy.id)).first() is not None:
+            raise DataError(f"a consent with id {policy.id!r} is already stored")
+        conn.execute(_T.insert(), row)
+        return row_digest(row["id"], row["patient"], row["status"], row["date"], row["resource"],
+                          row["added_at"])
 
-    def _free_id(self, wanted: str) -> str:
-        with self.engine.connect() as conn:
-            taken = set(conn.execute(sa.select(_T.c.id).where(_T.c.id.like(f"{wanted}%"))).scalars())
+    def _free_id(self, conn: sa.Connection, wanted: str) -> str:
+        taken = set(conn.execute(sa.select(_T.c.id).where(_T.c.id.like(f"{wanted}%"))).scalars())
         if wanted not in taken:
             return wanted
         n = 2
@@ -138,10 +155,11 @@ class ConsentStore:
         policy = load_consent(to_fhir(policy))  # what is stored is exactly what is read back
         if not policy.id:
             policy = dataclasses.replace(policy, id=uuid.uuid4().hex)
-        self._insert(policy)
-        self.audit_log.append(actor, "consent.add", {"consent_id": policy.id, "status": policy.status,
-                                                     "decision": policy.decision},
-                              patient=policy.patient)
+        with self.audit_log.transaction() as tx:  # row and entry: both or neither
+            digest = self._insert(tx.conn, policy)
+            tx.append(actor, "consent.add", {"consent_id": policy.id, "status": policy.status,
+                                             "decision": policy.decision, "row_digest": digest},
+                      patient=policy.patient)
         return policy
 
     def withdraw(self, patient: str, purpose: str, actor: str,
@@ -159,22 +177,32 @@ class ConsentStore:
         else:
             base = ConsentPolicy(pid, pid, "active", "deny")
         new = withdraw_policy(base, purpose, t)
-        new = dataclasses.replace(new, id=self._free_id(new.id))
-        self._insert(new)
-        self.audit_log.append(actor, "consent.withdraw",
-                              {"consent_id": new.id, "supersedes": base.id if active else None,
-                               "purpose": purpose}, patient=pid)
+        with self.audit_log.transaction() as tx:  # row and entry: both or neither
+            new = dataclasses.replace(new, id=self._free_id(tx.conn, new.id))
+            digest = self._insert(tx.conn, new)
+            tx.append(actor, "consent.withdraw",
+                      {"consent_id": new.id, "supersedes": base.id if active else None,
+                       "purpose": purpose, "row_digest": digest}, patient=pid)
         return new
 
     # -- reading -----------------------------------------------------------------
+    def _checked(self, pids: Sequence[str]) -> dict[str, list[tuple[ConsentPolicy, str]]]:
+        """Each patient's ``(policy, added_at)`` in the order added, checked against the audit log."""
+        rows = load_checked(self.engine, pids, self._signatures)
+        return {pid: [(load_consent(json.loads(resource)), added) for resource, added in found]
+                for pid, found in rows.items()}
+
     def _rows(self, pid: str) -> list[tuple[ConsentPolicy, str]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_T.c.resource, _T.c.added_at).where(_T.c.patient == pid)
-                                .order_by(_T.c.added_at, _T.c.id)).all()
-        return [(load_consent(json.loads(r[0])), r[1]) for r in rows]
+        return self._checked([pid])[pid]
 
     def for_patient(self, patient: str) -> list[ConsentPolicy]:
-        """Every stored consent of *patient* (id or ``Patient/id``), in the order added."""
+        """Every stored consent of *patient* (id or ``Patient/id``), in the order added.
+
+        Raises
+        ------
+        ConsentRecordAltered
+            The stored consents differ from those the audit log recorded.
+        """
         return [p for p, _ in self._rows(_pid(patient))]
 
     def _audit_record(self, d: Decision, actor: str, purpose: str, data_class: str,
@@ -218,14 +246,7 @@ class ConsentStore:
             Patient-major: ``len(patients) * len(data_classes)`` decisions.
         """
         pids, t = [_pid(p) for p in patients], time or _now()
-        by_patient: dict[str, list[tuple[ConsentPolicy, str]]] = {pid: [] for pid in pids}
-        with self.engine.connect() as conn:
-            for chunk in range(0, len(pids), 500):
-                rows = conn.execute(sa.select(_T.c.patient, _T.c.resource, _T.c.added_at)
-                                    .where(_T.c.patient.in_(pids[chunk:chunk + 500]))
-                                    .order_by(_T.c.added_at, _T.c.id)).all()
-                for patient, resource, added_at in rows:
-                    by_patient[patient].append((load_consent(json.loads(resource)), added_at))
+        by_patient = self._checked(pids)  # raises ConsentRecordAltered before any decision
         decisions = [decide([c for c, _ in by_patient[pid]], pid, actor, purpose, data_class, t,
                             self.default_policy)
                      for pid in pids for data_class in data_classes]

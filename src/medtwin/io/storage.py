@@ -70,6 +70,7 @@ audit_table = sa.Table(
     sa.Column("signature", sa.String(128), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Index("ix_audit_log_patient", "patient"),
+    sa.Index("ix_audit_log_patient_action", "patient", "action"),
 )
 
 #: Name of the table of stored FHIR Consents (R5 JSON, see medtwin.governance.consent_store).
