@@ -34,6 +34,7 @@ class _Stores:
 
     def __init__(self):
         from medtwin.governance.audit import AuditLog
+        from medtwin.governance.audit_checkpoint import checkpoint_path
         from medtwin.governance.consent_store import ConsentStore
         from medtwin.governance.provenance import load_or_create_key
         from medtwin.governance.runs import RunStore
@@ -42,7 +43,8 @@ class _Stores:
         self.engine = make_engine(database_url())
         upgrade(self.engine)
         self.key = load_or_create_key(data_home() / "keys")
-        self.log = AuditLog(self.engine, self.key)
+        # signed head checkpoint beside the key: `audit verify` detects a truncated or emptied log
+        self.log = AuditLog(self.engine, self.key, checkpoint=checkpoint_path(data_home() / "keys", self.engine))
         self.consents = ConsentStore(self.engine, self.log)
         self.runs = RunStore(self.engine, self.log, self.key)
 
@@ -308,7 +310,8 @@ def audit_verify_command(
     key: List[Path] = typer.Option([], "--key", exists=True, dir_okay=False,
                                    help="Extra Ed25519 public key (PEM) of another signer; repeatable."),
 ) -> None:
-    """Check the whole chain and every signature; name the first bad entry. Exit status 1 when broken."""
+    """Check the whole chain, every signature and the signed head checkpoint (entries removed from the end);
+    name the first bad entry. Exit status 1 when broken."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     try:
@@ -318,7 +321,8 @@ def audit_verify_command(
     except MedtwinError as exc:
         _fail(exc)
     if report.ok:
-        console.print(f"audit log intact: {report.n_entries} entries, chain and signatures verified")
+        console.print(f"audit log intact: {report.n_entries} entries, chain, signatures and head checkpoint "
+                      "verified")
         return
     err_console.print(f"[bold red]audit log broken[/] at entry {report.first_bad_seq}: {report.reason} "
                       f"({report.n_entries} entries verified before it)")

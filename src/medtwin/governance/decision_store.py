@@ -6,7 +6,8 @@ recommendation it decides on (:func:`~medtwin.control.decisions.recommendation_c
 action, status, target, probabilities, ..., and the clinician-facing
 ``summary()``) and a signed :class:`~medtwin.governance.provenance.ProvenanceRecord`
 (operation ``"decision"``) whose digests cover both, and appends
-``decision.record`` to the audit log.
+``decision.record`` to the audit log in the same transaction (both are
+committed, or neither).
 
 Consent.  A decision is patient data: it is a medication order (FHIR
 MedicationRequest: data class ``medications``) and it carries the twin's
@@ -192,18 +193,18 @@ class DecisionStore:
             model_digest=None if model is None else "sha256:" + model.digest(),
             output_digest=output, output_digests=parts, code_version=dict(env.get("code_version", {})),
             dependencies=dict(env.get("dependencies", {})), platform=dict(env.get("platform", {}))), self.key)
-        with self.engine.begin() as conn:
-            conn.execute(_T.insert(), {
-                "decision_id": record.run_id, "patient": decision.patient,
-                "recommendation_id": decision.recommendation_id, "choice": decision.choice,
-                "clinician": decision.clinician, "operator": operator, "time_h": decision.time,
-                "decided_at": decision.timestamp, "created_at": created, "decision": _json(stored),
-                "recommendation": _json(content), "provenance": _json(record.as_dict())})
-        self.audit_log.append(operator, "decision.record",
-                              {"decision_id": record.run_id, "choice": decision.choice,
-                               "recommendation_id": decision.recommendation_id, "clinician": decision.clinician,
-                               "time_h": decision.time, "output_digest": output, "signer": record.signer},
-                              patient=decision.patient)
+        row = {"decision_id": record.run_id, "patient": decision.patient,
+               "recommendation_id": decision.recommendation_id, "choice": decision.choice,
+               "clinician": decision.clinician, "operator": operator, "time_h": decision.time,
+               "decided_at": decision.timestamp, "created_at": created, "decision": _json(stored),
+               "recommendation": _json(content), "provenance": _json(record.as_dict())}
+        with self.audit_log.transaction() as tx:  # the row and its entry: both or neither
+            tx.conn.execute(_T.insert(), row)
+            tx.append(operator, "decision.record",
+                      {"decision_id": record.run_id, "choice": decision.choice,
+                       "recommendation_id": decision.recommendation_id, "clinician": decision.clinician,
+                       "time_h": decision.time, "output_digest": output, "signer": record.signer},
+                      patient=decision.patient)
         return record
 
     @staticmethod

@@ -320,21 +320,22 @@ class RunStore:
         """Sign the provenance of *result* and store it with *spec* (a write of the patients' data).
 
         *result* is what :func:`execute` returns for the spec (Trajectory, Posterior or PredictiveBand).
+        The row and its ``run.record`` audit entry are committed in one transaction (both or neither).
         """
         authorize(access, spec.patients, _spec_data_classes(spec), "write")
         inputs = {"spec": spec.as_dict(), **spec.inputs}
         record = sign(record_for_result(spec.operation, get_model(spec.model), inputs, result, operator,
                                         spec.seeds, env=env), self.key)
-        with self.engine.begin() as conn:
-            conn.execute(_T.insert(), {"run_id": record.run_id, "operation": spec.operation, "operator": operator,
-                                       "created_at": record.time, "spec": spec.to_json(),
-                                       "provenance": json.dumps(record.as_dict(), sort_keys=True),
-                                       "output_digest": record.output_digest})
+        row = {"run_id": record.run_id, "operation": spec.operation, "operator": operator,
+               "created_at": record.time, "spec": spec.to_json(),
+               "provenance": json.dumps(record.as_dict(), sort_keys=True), "output_digest": record.output_digest}
         single = spec.patients[0] if len(spec.patients) == 1 and spec.open_data is None else None
-        self.audit_log.append(operator, "run.record",
-                              {"run_id": record.run_id, "operation": spec.operation, "model": spec.model,
-                               "n_patients": len(spec.patients), "output_digest": record.output_digest,
-                               "signer": record.signer}, patient=single)
+        with self.audit_log.transaction() as tx:  # the run and its entry: both or neither
+            tx.conn.execute(_T.insert(), row)
+            tx.append(operator, "run.record",
+                      {"run_id": record.run_id, "operation": spec.operation, "model": spec.model,
+                       "n_patients": len(spec.patients), "output_digest": record.output_digest,
+                       "signer": record.signer}, patient=single)
         return record
 
     def get(self, run_id: str) -> StoredRun:
