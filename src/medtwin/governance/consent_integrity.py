@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medtwin.errors import ConsentError
 from medtwin.governance.audit_chain import (SIGNATURE_BACKEND, _signature_checker, canonical_json,
-                                            entry_hash)
+                                            entry_hash, key_id)
 from medtwin.io.storage import audit_table, consents_table
 
 __all__ = ["CONSENT_ACTIONS", "ConsentRecordAltered", "SignatureCache", "load_checked", "row_digest"]
@@ -99,8 +99,6 @@ class SignatureCache:
     """
 
     def __init__(self, public_keys: Sequence[Ed25519PublicKey], max_size: int = 200_000):
-        from medtwin.governance.audit_chain import key_id
-
         raw = {key_id(k): k.public_bytes(Encoding.Raw, PublicFormat.Raw) for k in public_keys}
         self._check = _signature_checker(raw, SIGNATURE_BACKEND) if raw else None
         self._seen: set[tuple[str, str, str]] = set()
