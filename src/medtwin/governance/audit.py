@@ -327,8 +327,13 @@ class AuditLog:
             self._advance_checkpoint(tx.entries[-1].seq, tx.entries[-1].entry_hash)
 
     def _advance_checkpoint(self, seq: int, entry_hash: str) -> None:
-        if self.checkpoint is not None:
+        if self.checkpoint is None:
+            return
+        try:
             self.checkpoint.advance(seq, entry_hash, self._key)
+        except OSError as exc:
+            raise OSError(exc.errno, f"audit entries up to seq {seq} are committed, but the head checkpoint "
+                          f"{self.checkpoint.path} could not be written: {exc.strerror or exc}") from exc
 
     def _chain(self, head, prepared) -> list[tuple]:
         """Number, link, hash and sign prepared records after ``head`` (``(seq, hash)`` or None)."""
