@@ -699,16 +699,20 @@ def runs_command(limit: int = typer.Option(20, "--limit", min=1, help="Show at m
         _fail(exc)
     table = Table(title=f"recorded runs ({len(rows)} shown, newest first)", title_justify="left")
     table.add_column("run id", no_wrap=True)
-    for col in ("operation", "operator", "time (UTC)", "integrity"):
+    for col in ("operation", "operator", "time (UTC)"):
         table.add_column(col)
+    table.add_column("integrity", no_wrap=True, min_width=9)
     for row in rows:
-        verdict = "ok" if row.ok else f"[bold red]{row.verdict}[/]"
-        table.add_row(row.run_id, row.operation, row.operator, row.time, verdict)
+        table.add_row(row.run_id, row.operation, row.operator, row.time,
+                      "ok" if row.ok else f"[bold red]{row.status}[/]")
     console.print(table)
-    bad = sum(not row.ok for row in rows)
+    bad = [row for row in rows if not row.ok]
+    for row in bad:
+        err_console.print(f"[bold red]{row.status}[/] run {row.run_id}: {'; '.join(row.problems)}",
+                          highlight=False, soft_wrap=True)
     if bad:
-        err_console.print(f"[bold red]warning:[/] {bad} of the {len(rows)} runs shown fail their integrity check",
-                          soft_wrap=True)
+        err_console.print(f"[bold red]warning:[/] {len(bad)} of the {len(rows)} runs shown fail their integrity "
+                          "check", soft_wrap=True)
 
 
 @app.command("provenance")

@@ -155,11 +155,14 @@ def test_cli_runs_provenance_reproduce_on_tampered_rows(monkeypatch):
 
     listed = runner.invoke(app, ["runs"])
     assert listed.exit_code == 0, listed.output
-    lines = {line.split()[1]: line for line in listed.output.splitlines() if line.startswith("│")}
-    assert "│ ok" in lines[good.run_id].replace("  ", "")
-    assert "mallory" in lines[forged.run_id] and "signature does not verify" in lines[forged.run_id]
-    assert "spec digest mismatch" in lines[relabelled.run_id]
-    assert "MALFORMED" in lines[malformed.run_id]
+    rows = {line.split()[1]: line for line in listed.output.splitlines() if line.startswith("│")}
+    assert rows[good.run_id].split("│")[-2].strip() == "ok"
+    assert rows[forged.run_id].split("│")[-2].strip() == "TAMPERED" and "mallory" in rows[forged.run_id]
+    assert rows[relabelled.run_id].split("│")[-2].strip() == "TAMPERED"
+    assert rows[malformed.run_id].split("│")[-2].strip() == "MALFORMED"
+    why = {line.split()[2].rstrip(":"): line for line in listed.output.splitlines() if line.startswith(("TAMP", "MAL"))}
+    assert "signature does not verify" in why[forged.run_id] and "spec digest mismatch" in why[relabelled.run_id]
+    assert "stored provenance is not valid JSON" in why[malformed.run_id] and good.run_id not in why
     assert "3 of the 4 runs shown fail their integrity check" in listed.output
 
     printed = runner.invoke(app, ["provenance", forged.run_id])

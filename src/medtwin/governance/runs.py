@@ -394,29 +394,39 @@ class RunStore:
             try:
                 stored = _parse_row(row)
             except DataError as exc:
-                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at,
-                                      f"MALFORMED: {exc}"))
+                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at, "MALFORMED",
+                                      (str(exc).removeprefix(f"run {row.run_id}: "),)))
                 continue
-            problems = integrity_problems(stored, public_keys)
+            problems = tuple(integrity_problems(stored, public_keys))
             r = stored.record
-            out.append(RunListing(row.run_id, r.operation, r.operator, r.time,
-                                  "ok" if not problems else "TAMPERED: " + "; ".join(problems)))
+            out.append(RunListing(row.run_id, r.operation, r.operator, r.time, "TAMPERED" if problems else "ok",
+                                  problems))
         return out
 
 
 @dataclass(frozen=True)
 class RunListing:
-    """One line of :meth:`RunStore.list_checked`: the signed facts of a run and its verdict (``"ok"`` or why not)."""
+    """One line of :meth:`RunStore.list_checked`: the signed facts of a run and its integrity.
+
+    ``status`` is ``"ok"``, ``"TAMPERED"`` or ``"MALFORMED"`` (then operation,
+    operator and time are the unsigned columns) and ``problems`` says why.
+    """
 
     run_id: str
     operation: str
     operator: str
     time: str
-    verdict: str
+    status: str
+    problems: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.verdict == "ok"
+        return self.status == "ok"
+
+    @property
+    def verdict(self) -> str:
+        """``"ok"``, or the status and every problem in one line."""
+        return self.status if self.ok else f"{self.status}: {'; '.join(self.problems)}"
 
 
 _ROW = (_T.c.run_id, _T.c.operation, _T.c.operator, _T.c.created_at, _T.c.output_digest, _T.c.spec,
