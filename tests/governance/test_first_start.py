@@ -83,6 +83,10 @@ def _check_all_succeeded(done: list[subprocess.CompletedProcess], home: Path) ->
     assert sorted(p.name for p in (home / "keys").iterdir()) == [KEY_FILENAME]  # one key, no temporary files
 
 
+_FORK = pytest.mark.skipif(not hasattr(os, "fork"), reason="the launcher forks the CLI processes (POSIX)")
+
+
+@_FORK
 def test_concurrent_first_start_sqlite(tmp_path):
     home = tmp_path / "new-home"
     env = {**os.environ, "MEDTWIN_HOME": str(home)}
@@ -94,6 +98,7 @@ def test_concurrent_first_start_sqlite(tmp_path):
     engine.dispose()
 
 
+@_FORK
 def test_concurrent_first_start_postgresql(tmp_path, pg_schema):
     url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={pg_schema}"})
     home = tmp_path / "new-home"

@@ -6,9 +6,12 @@ columns, dose events, output times, or a whole NONMEM dataset) and the solver
 settings.  :class:`RunStore` keeps the spec next to the signed
 :class:`~medtwin.governance.provenance.ProvenanceRecord` of the result in the
 ``runs`` table (migration ``0003_runs``) and appends ``run.record`` to the
-audit log.  :func:`reproduce` executes the stored spec again and reports
+audit log.  :func:`reproduce` first checks the stored run (signature, run id,
+spec digest, columns: :func:`integrity_problems`) and refuses a tampered one
+before executing anything, then executes the stored spec again and reports
 whether the result is bit-identical (same output digest), and, when the
-environment changed, exactly which versions differ.
+environment changed, exactly which versions differ.  Malformed stored rows are
+one-line :class:`~medtwin.errors.DataError`\ s naming the run and the field.
 
 Inputs are stored as JSON: floats are written with Python's shortest
 round-trip ``repr`` and read back to the same doubles, so re-execution sees
