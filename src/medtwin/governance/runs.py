@@ -10,8 +10,8 @@ audit log.  :func:`reproduce` first checks the stored run (signature, run id,
 spec digest, columns: :func:`integrity_problems`) and refuses a tampered one
 before executing anything, then executes the stored spec again and reports
 whether the result is bit-identical (same output digest), and, when the
-environment changed, exactly which versions differ.  Malformed stored rows are
-one-line :class:`~medtwin.errors.DataError`\ s naming the run and the field.
+environment changed, exactly which versions differ.  A malformed stored row is
+a one-line :class:`~medtwin.errors.DataError` naming the run and the field.
 
 Inputs are stored as JSON: floats are written with Python's shortest
 round-trip ``repr`` and read back to the same doubles, so re-execution sees
