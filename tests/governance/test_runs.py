@@ -22,7 +22,7 @@ from medtwin.governance.audit import AuditLog
 from medtwin.governance.interchange import from_prov_json
 from medtwin.governance.provenance import environment, verify
 from medtwin.governance.runs import (
-    RunSpec, RunStore, environment_differences, execute, reproduce, run_and_record, spec_for_dataset,
+    RunIntegrityError, RunSpec, RunStore, environment_differences, execute, reproduce, run_and_record, spec_for_dataset,
     spec_for_simulate,
 )
 from medtwin.io.access import OpenData
@@ -97,23 +97,46 @@ def _simple_run(store):
     return run_and_record(store, spec, "alice", access=SYNTHETIC)[1]
 
 
-def test_changed_stored_inputs_are_caught(store, key, engine):
+def _no_execution(monkeypatch):
+    import medtwin.governance.runs as runs
+
+    calls = []
+    monkeypatch.setattr(runs, "execute", lambda *a, **k: calls.append(a) or pytest.fail("executed"))
+    return calls
+
+
+def test_changed_stored_inputs_are_refused_before_executing(store, key, engine, monkeypatch):
     record = _simple_run(store)
     _tamper(engine, record.run_id, "spec", lambda d: d["inputs"]["params"].update(CL=[2.5]))
-    report = reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
-    assert not report.identical and not report.inputs_ok and report.signature_ok
-    assert report.differing_outputs == ("C",)
-    assert "NOT identical" in report.summary() and "NO" in report.summary()
+    calls = _no_execution(monkeypatch)
+    with pytest.raises(RunIntegrityError, match=f"run {record.run_id} .*spec digest mismatch"):
+        reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
+    assert calls == []
 
 
-def test_changed_record_fails_its_signature(store, key, engine):
+def test_a_different_result_is_reported_not_identical(store, key, monkeypatch):
+    import medtwin.governance.runs as runs
+
     record = _simple_run(store)
-    _tamper(engine, record.run_id, "provenance", lambda d: d.update(operator="mallory"))
+    real = runs.execute
+    monkeypatch.setattr(runs, "execute", lambda spec, access: real(dataclasses.replace(
+        spec, inputs={**spec.inputs, "params": {"CL": [2.5], "V": [20.0]}}), access=access))
     report = reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
-    assert report.identical and not report.signature_ok
-    other = reproduce(store, _simple_run(store).run_id, access=SYNTHETIC,
-                      public_keys=[Ed25519PrivateKey.generate().public_key()])
-    assert not other.signature_ok  # signed, but by a key we do not trust
+    assert not report.identical and report.signature_ok and report.inputs_ok
+    assert report.differing_outputs == ("C",)
+    assert "NOT identical" in report.summary()
+
+
+def test_changed_record_fails_its_signature(store, key, engine, monkeypatch):
+    record = _simple_run(store)
+    other = _simple_run(store)
+    _tamper(engine, record.run_id, "provenance", lambda d: d.update(operator="mallory"))
+    calls = _no_execution(monkeypatch)
+    with pytest.raises(RunIntegrityError, match="signature does not verify"):
+        reproduce(store, record.run_id, access=SYNTHETIC, public_keys=[key.public_key()])
+    with pytest.raises(RunIntegrityError, match="signature does not verify"):  # signed, by a key we do not trust
+        reproduce(store, other.run_id, access=SYNTHETIC, public_keys=[Ed25519PrivateKey.generate().public_key()])
+    assert calls == []
 
 
 def test_environment_differences_are_named(store, key):
@@ -172,7 +195,7 @@ def test_cli_simulate_provenance_and_reproduce(tmp_path):
     assert bad.exit_code == 2 and "--format" in bad.output
 
 
-def test_cli_reproduce_reports_a_broken_run(tmp_path):
+def test_cli_reproduce_refuses_a_broken_run(tmp_path):
     from medtwin.cli import _open_stores
 
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--patients", "2"])
@@ -183,7 +206,8 @@ def test_cli_reproduce_reports_a_broken_run(tmp_path):
         CL=[v * 1.01 for v in d["inputs"]["params"]["CL"]]))
     broken = runner.invoke(app, ["reproduce", run_id])
     assert broken.exit_code == 1
-    assert "NOT identical" in broken.output
+    assert "refused" in broken.output and "spec digest mismatch" in broken.output
+    assert "identical" not in broken.output  # nothing was executed
     stores.engine.dispose()
 
 

@@ -292,7 +292,7 @@ def verify(record: ProvenanceRecord, public_key: Ed25519PublicKey) -> bool:
 
 
 def load_or_create_key(directory) -> Ed25519PrivateKey:
-    """Load ``directory/medtwin_ed25519.pem``, creating it (mode 0600, directory 0700) if missing.
+    """Load ``directory/medtwin_ed25519.pem``, creating it (mode 0600, missing folders 0700) if missing.
 
     The key is written to a private temporary file first and then linked into
     place, so a concurrent caller never reads a half-written key and two
@@ -314,10 +314,9 @@ def load_or_create_key(directory) -> Ed25519PrivateKey:
     >>> key_id(a.public_key()) == key_id(b.public_key())
     True
     """
-    directory = Path(directory)
-    if not directory.exists():
-        directory.mkdir(mode=0o700, parents=True)
-        os.chmod(directory, 0o700)
+    from medtwin.io.storage import private_dir
+
+    directory = private_dir(directory)  # missing folders 0700; several processes may create them at once
     path = directory / KEY_FILENAME
     if not path.exists():
         key = Ed25519PrivateKey.generate()

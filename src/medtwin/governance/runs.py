@@ -6,9 +6,12 @@ columns, dose events, output times, or a whole NONMEM dataset) and the solver
 settings.  :class:`RunStore` keeps the spec next to the signed
 :class:`~medtwin.governance.provenance.ProvenanceRecord` of the result in the
 ``runs`` table (migration ``0003_runs``) and appends ``run.record`` to the
-audit log.  :func:`reproduce` executes the stored spec again and reports
+audit log.  :func:`reproduce` first checks the stored run (signature, run id,
+spec digest, columns: :func:`integrity_problems`) and refuses a tampered one
+before executing anything, then executes the stored spec again and reports
 whether the result is bit-identical (same output digest), and, when the
-environment changed, exactly which versions differ.
+environment changed, exactly which versions differ.  A malformed stored row is
+a one-line :class:`~medtwin.errors.DataError` naming the run and the field.
 
 Inputs are stored as JSON: floats are written with Python's shortest
 round-trip ``repr`` and read back to the same doubles, so re-execution sees
@@ -41,6 +44,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,7 +56,7 @@ import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.simulate import simulate
-from medtwin.errors import DataError
+from medtwin.errors import DataError, MedtwinError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.canonical import digest
 from medtwin.governance.provenance import (
@@ -64,9 +68,9 @@ from medtwin.io.nonmem import data_classes, read_nonmem
 from medtwin.io.storage import runs_table
 from medtwin.models import get_model
 
-__all__ = ["OPERATIONS", "ReproduceReport", "RunSpec", "RunStore", "StoredRun", "environment_differences",
-           "execute", "reproduce", "run_and_record", "spec_for_dataset", "spec_for_fit", "spec_for_personalize",
-           "spec_for_simulate"]
+__all__ = ["OPERATIONS", "ReproduceReport", "RunIntegrityError", "RunListing", "RunSpec", "RunStore", "StoredRun",
+           "environment_differences", "execute", "integrity_problems", "reproduce", "run_and_record",
+           "spec_for_dataset", "spec_for_fit", "spec_for_personalize", "spec_for_simulate"]
 
 #: Operations a spec can describe.
 OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit")
@@ -292,11 +296,22 @@ def execute(spec: RunSpec, *, access):
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A run as stored: its spec, its signed provenance record and when it was stored."""
+    """A run as stored: its spec, its signed provenance record and when it was stored.
+
+    ``run_id`` is the row's key and ``columns`` the row's unsigned columns
+    (``operation``, ``operator``, ``created_at``, ``output_digest``); see
+    :func:`integrity_problems` for what of it is vouched for by the signature.
+    """
 
     spec: RunSpec
     record: ProvenanceRecord
     created_at: str
+    run_id: str | None = None
+    columns: dict = field(default_factory=dict)
+
+
+class RunIntegrityError(MedtwinError):
+    """A stored run fails its integrity check (signature, run id, spec digest or columns); nothing was executed."""
 
 
 class RunStore:
@@ -339,21 +354,161 @@ class RunStore:
         return record
 
     def get(self, run_id: str) -> StoredRun:
-        """The stored run; :class:`~medtwin.errors.DataError` naming the id when there is none."""
+        """The stored run, parsed but not verified (see :meth:`verified`).
+
+        Raises :class:`~medtwin.errors.DataError` naming the id when there is none, or naming the
+        id and the field when the stored row is malformed (broken JSON, missing fields, wrong types).
+        """
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(_T.c.spec, _T.c.provenance, _T.c.created_at)
-                               .where(_T.c.run_id == run_id)).first()
+            row = conn.execute(sa.select(*_ROW).where(_T.c.run_id == run_id)).first()
         if row is None:
             raise DataError(f"no run {run_id!r} in this database (`medtwin runs` lists the stored runs)")
-        return StoredRun(RunSpec.from_dict(json.loads(row[0])), ProvenanceRecord.from_dict(json.loads(row[1])),
-                         row[2])
+        return _parse_row(row)
+
+    def verified(self, run_id: str, public_keys) -> StoredRun:
+        """The stored run after its integrity check; :class:`RunIntegrityError` naming every problem."""
+        stored = self.get(run_id)
+        problems = integrity_problems(stored, public_keys)
+        if problems:
+            raise RunIntegrityError(f"run {run_id} fails its integrity check: {'; '.join(problems)}")
+        return stored
 
     def list(self, limit: int = 50) -> list[tuple[str, str, str, str]]:
-        """The most recent runs as (run_id, operation, operator, created_at), newest first."""
+        """The most recent runs as (run_id, operation, operator, created_at), newest first.
+
+        These are the row's *unsigned* columns; :meth:`list_checked` shows the signed facts.
+        """
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(_T.c.run_id, _T.c.operation, _T.c.operator, _T.c.created_at)
                                 .order_by(_T.c.created_at.desc()).limit(limit)).all()
         return [tuple(r) for r in rows]
+
+    def list_checked(self, public_keys, limit: int = 50) -> list[RunListing]:
+        """The most recent runs, newest first, each with its integrity verdict.
+
+        The operation, operator and time shown come from the signed record
+        (from the unsigned columns only when the record itself is malformed,
+        and then with a MALFORMED verdict).
+        """
+        public_keys = list(public_keys)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*_ROW).order_by(_T.c.created_at.desc()).limit(limit)).all()
+        out = []
+        for row in rows:
+            try:
+                stored = _parse_row(row)
+            except DataError as exc:
+                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at, "MALFORMED",
+                                      (str(exc).removeprefix(f"run {row.run_id}: "),)))
+                continue
+            problems = tuple(integrity_problems(stored, public_keys))
+            r = stored.record
+            out.append(RunListing(row.run_id, r.operation, r.operator, r.time, "TAMPERED" if problems else "ok",
+                                  problems))
+        return out
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """One line of :meth:`RunStore.list_checked`: the signed facts of a run and its integrity.
+
+    ``status`` is ``"ok"``, ``"TAMPERED"`` or ``"MALFORMED"`` (then operation,
+    operator and time are the unsigned columns) and ``problems`` says why.
+    """
+
+    run_id: str
+    operation: str
+    operator: str
+    time: str
+    status: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def verdict(self) -> str:
+        """``"ok"``, or the status and every problem in one line."""
+        return self.status if self.ok else f"{self.status}: {'; '.join(self.problems)}"
+
+
+_ROW = (_T.c.run_id, _T.c.operation, _T.c.operator, _T.c.created_at, _T.c.output_digest, _T.c.spec,
+        _T.c.provenance)
+_SPEC_TYPES = {"operation": str, "model": str, "inputs": dict, "settings": dict, "patients": list,
+               "purpose": (str, type(None)), "open_data": (str, type(None)), "seeds": dict}
+
+
+def _stored_object(run_id: str, what: str, text, required, types: Mapping | None = None) -> dict:
+    """The JSON object stored in column *what*, with its fields checked; DataError naming run and field."""
+    where = f"run {run_id}: the stored {what}"
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{where} must be a JSON object, not {type(data).__name__}")
+    missing = sorted(set(required) - set(data))
+    if missing:
+        raise DataError(f"{where} lacks field(s) {', '.join(missing)}")
+    for name, kind in (types or {}).items():
+        if name in data and not isinstance(data[name], kind):
+            raise DataError(f"{where} has field {name} of type {type(data[name]).__name__}")
+    return data
+
+
+def _parse_row(row) -> StoredRun:
+    """A ``runs`` row as a :class:`StoredRun`; DataError (one line, run id and field) when malformed."""
+    run_id = row.run_id
+    spec_fields = [f.name for f in dataclasses.fields(RunSpec)]
+    record_fields = [f.name for f in dataclasses.fields(ProvenanceRecord)]
+    spec_data = _stored_object(run_id, "spec", row.spec, ("operation", "model", "inputs"), _SPEC_TYPES)
+    record_data = _stored_object(run_id, "provenance", row.provenance, ("run_id", "operation", "time", "operator"))
+    for what, data, known in (("spec", spec_data, spec_fields), ("provenance", record_data, record_fields)):
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise DataError(f"run {run_id}: the stored {what} has unknown field(s) {', '.join(unknown)}")
+    try:
+        spec = RunSpec.from_dict(spec_data)
+    except (DataError, TypeError, ValueError) as exc:
+        raise DataError(f"run {run_id}: the stored spec is malformed: {exc}") from None
+    try:
+        record = ProvenanceRecord.from_dict(record_data)
+    except (DataError, TypeError, ValueError) as exc:
+        raise DataError(f"run {run_id}: the stored provenance is malformed: {exc}") from None
+    columns = {"operation": row.operation, "operator": row.operator, "created_at": row.created_at,
+               "output_digest": row.output_digest}
+    return StoredRun(spec, record, row.created_at, run_id, columns)
+
+
+def integrity_problems(stored: StoredRun, public_keys) -> list[str]:
+    """Why *stored* cannot be trusted, in words (empty when it can).
+
+    Checks that the provenance record carries a valid signature by one of
+    *public_keys*, that it is the record of this very run id, that the stored
+    spec is the signed one (its digest is ``input_digests["spec"]``), and that
+    the row's free columns agree with the signed record.
+    """
+    record, spec = stored.record, stored.spec
+    problems = []
+    if not any(verify(record, key) for key in public_keys):
+        problems.append("its provenance signature does not verify with this installation's key")
+    if stored.run_id is not None and record.run_id != stored.run_id:
+        problems.append(f"its signed record belongs to run {record.run_id}")
+    try:
+        spec_ok = digest(spec.as_dict(), root="inputs.spec") == record.input_digests.get("spec")
+    except DataError:
+        spec_ok = False
+    if not spec_ok:
+        problems.append("its stored spec differs from the signed one (spec digest mismatch)")
+    signed = {"operation": record.operation, "operator": record.operator, "created_at": record.time,
+              "output_digest": record.output_digest}
+    changed = [name for name, value in stored.columns.items() if signed.get(name) != value]
+    if spec.operation != record.operation:
+        changed.append("spec operation")
+    if changed:
+        problems.append(f"column(s) {', '.join(changed)} differ from the signed record")
+    return problems
 
 
 def _spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
@@ -388,7 +543,9 @@ class ReproduceReport:
     """Outcome of :func:`reproduce`.
 
     ``identical`` is True when the new output digest equals the recorded one
-    (every output, status and solver setting bit for bit).
+    (every output, status and solver setting bit for bit). ``signature_ok``
+    and ``inputs_ok`` are always True: :func:`reproduce` refuses (raises
+    :class:`RunIntegrityError`) a run failing either check before executing it.
     """
 
     run_id: str
@@ -422,6 +579,12 @@ class ReproduceReport:
 def reproduce(store: RunStore, run_id: str, *, access, public_keys, env: Mapping | None = None) -> ReproduceReport:
     """Re-execute a stored run and compare its output digest with the recorded one.
 
+    The stored run is checked first (:meth:`RunStore.verified`): a record
+    whose signature does not verify with *public_keys*, or a spec that is not
+    the signed one, raises :class:`RunIntegrityError` and nothing is executed,
+    so an edited spec (say, patient data relabelled ``open_data``) never
+    reaches the consent gate with a forged purpose.
+
     Parameters
     ----------
     store : RunStore
@@ -433,8 +596,15 @@ def reproduce(store: RunStore, run_id: str, *, access, public_keys, env: Mapping
         Keys trusted to have signed the record.
     env : mapping, optional
         The current :func:`~medtwin.governance.provenance.environment`.
+
+    Raises
+    ------
+    RunIntegrityError
+        The stored run fails :func:`integrity_problems`.
+    DataError
+        The stored row is malformed, or there is no such run.
     """
-    stored = store.get(run_id)
+    stored = store.verified(run_id, list(public_keys))  # before anything is executed
     record, spec = stored.record, stored.spec
     env = environment() if env is None else env
     result = execute(spec, access=access)
@@ -444,7 +614,6 @@ def reproduce(store: RunStore, run_id: str, *, access, public_keys, env: Mapping
     return ReproduceReport(
         run_id=run_id, identical=new_digest == record.output_digest, recorded_digest=record.output_digest,
         reproduced_digest=new_digest, differing_outputs=differing,
-        signature_ok=any(verify(record, k) for k in public_keys),
-        inputs_ok=digest(spec.as_dict(), root="inputs.spec") == record.input_digests.get("spec"),
+        signature_ok=True, inputs_ok=True,  # checked before executing (else RunIntegrityError)
         model_changed="sha256:" + get_model(spec.model).digest() != record.model_digest,
         environment_differences=tuple(environment_differences(record, env)))

@@ -38,16 +38,23 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: BEGIN IMMEDIATE alone serialises the migration
+    fcntl = None
+
 __all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "DECISIONS_TABLE", "RUNS_TABLE", "audit_table", "consents_table",
-           "database_url", "decisions_table", "default_sqlite_path", "make_engine", "metadata", "runs_table",
-           "upgrade"]
+           "data_home", "database_url", "decisions_table", "default_sqlite_path", "make_engine", "metadata",
+           "private_dir", "runs_table", "upgrade"]
 
 #: Name of the hash-chained audit log table.
 AUDIT_TABLE = "audit_log"
@@ -126,6 +133,9 @@ decisions_table = sa.Table(
 
 #: Milliseconds a SQLite connection waits for a lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+#: First key of the PostgreSQL advisory lock taken while migrating (the second is the schema's hash).
+MIGRATION_LOCK_CLASS = 0x6D747769  # "mtwi"
 
 _MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -222,6 +232,71 @@ def _on_sqlite_begin(conn):
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` and every missing folder above it with mode 0700; return it.
+
+    Folders that already exist are left as they are (medtwin never changes the
+    mode of a folder it did not create: ``MEDTWIN_HOME`` may point anywhere);
+    the files medtwin keeps in them are private themselves (0600). Safe when
+    several processes create the same folders at once.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = private_dir(Path(tempfile.mkdtemp()) / "a" / "b")
+    >>> oct(d.stat().st_mode & 0o777), oct(d.parent.stat().st_mode & 0o777)
+    ('0o700', '0o700')
+    """
+    path = Path(path).expanduser()
+    missing = []
+    for level in (path, *path.parents):
+        if level.exists():
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:  # another process was quicker: it makes it private
+            continue
+        if os.name == "posix":
+            os.chmod(level, 0o700)  # whatever the umask
+    return path
+
+
+def _sqlite_file(u: sa.URL) -> Path | None:
+    """The database file of a SQLite URL, None for in-memory and ``file:`` URI databases."""
+    db = u.database
+    if not db or db == ":memory:" or db.startswith("file:") or u.query.get("uri") in ("true", "1"):
+        return None
+    return Path(db).expanduser()
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if absent; tighten an existing one of ours to 0600."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    if os.name != "posix":
+        return
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def _private_sqlite_file(db: Path) -> None:
+    """Folders 0700 (when created) and the SQLite file 0600 before SQLite first opens it.
+
+    SQLite creates ``-wal``/``-shm`` with the database file's mode; existing ones are tightened too.
+    """
+    private_dir(db.parent)
+    _private_file(db)
+    for suffix in ("-wal", "-shm"):
+        journal = db.with_name(db.name + suffix)
+        if journal.exists():
+            _private_file(journal)
+
+
 def make_engine(url: str | sa.URL | None = None, **kwargs) -> Engine:
     """Create a SQLAlchemy engine configured for medtwin.
 
@@ -239,7 +314,10 @@ def make_engine(url: str | sa.URL | None = None, **kwargs) -> Engine:
 
     Notes
     -----
-    SQLite: the parent directory is created; each connection runs in WAL mode
+    SQLite: missing folders up to the database file are created mode 0700 and
+    the file itself 0600 (an existing file open to group/other is tightened to
+    0600; SQLite gives its ``-wal``/``-shm`` files the database file's mode),
+    see :func:`private_dir`; each connection runs in WAL mode
     with ``synchronous=FULL`` and a busy timeout of
     :data:`SQLITE_BUSY_TIMEOUT_MS`; transactions are begun by SQLAlchemy, and a
     connection with execution option ``sqlite_begin="IMMEDIATE"`` begins with
@@ -257,9 +335,9 @@ def make_engine(url: str | sa.URL | None = None, **kwargs) -> Engine:
         u = u.set(drivername="postgresql+psycopg")
     kwargs.setdefault("pool_pre_ping", True)
     if u.get_backend_name() == "sqlite":
-        db = u.database
-        if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        db = _sqlite_file(u)
+        if db is not None:
+            _private_sqlite_file(db)
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         engine = sa.create_engine(u, connect_args=connect_args, **kwargs)
@@ -296,7 +374,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     Runs the Alembic migrations shipped in ``medtwin/migrations``
     programmatically; safe to call on every start (already-applied revisions
-    are skipped).
+    are skipped) and from several processes at once.
 
     Parameters
     ----------
@@ -305,8 +383,56 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         the first entry of ``search_path`` on PostgreSQL).
     revision : str, default "head"
         Target Alembic revision.
+
+    Notes
+    -----
+    Fast path: a schema already at head is only read (one query). Otherwise
+    reading the version and migrating happen under a migration lock, so
+    concurrent first starts migrate once and the others wait and then find
+    the schema at head: on PostgreSQL a transaction-level advisory lock keyed
+    by the schema (:data:`MIGRATION_LOCK_CLASS`, ``hashtext(current_schema())``)
+    taken in the migration's own transaction; on SQLite an exclusive
+    ``flock`` on ``<database>.lock`` (where ``fcntl`` exists) and a
+    ``BEGIN IMMEDIATE`` transaction.
     """
     from alembic import command
 
-    with engine.begin() as conn:
+    if revision == "head" and _at_head(engine):
+        return
+    with _migration_lock(engine) as conn:
         command.upgrade(alembic_config(conn), revision)
+
+
+def _at_head(engine: Engine) -> bool:
+    """True when the schema is at the newest packaged revision (one read, no lock)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current == heads
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine):
+    """A connection in a transaction that holds the installation's migration lock (see :func:`upgrade`)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:cls, hashtext(coalesce(current_schema(), '')))"),
+                         {"cls": MIGRATION_LOCK_CLASS})
+            yield conn
+        return
+    with contextlib.ExitStack() as stack:
+        db = _sqlite_file(engine.url) if engine.dialect.name == "sqlite" else None
+        if db is not None and fcntl is not None:
+            lock = db.with_name(db.name + ".lock")
+            _private_file(lock)
+            fd = os.open(lock, os.O_RDWR)
+            stack.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, or when the process dies
+        conn = stack.enter_context(engine.connect())
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
