@@ -155,7 +155,7 @@ def replay_command(
         out.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(rows)
         frame.to_csv(out / "tracked.csv", index=False)
-        rejected = list(data.rejected) + list(twin.rejected)
+        rejected = list(data.rejected) + list(data.duplicates) + list(twin.rejected)
         pd.DataFrame([{"row": r.row, "reason": r.reason, "item": repr(r.item)} for r in rejected],
                      columns=["row", "reason", "item"]).to_csv(out / "rejected.csv", index=False)
         (out / "alarms.json").write_text(json.dumps({"raised": raised, "active": [a.message for a in twin.alarms],

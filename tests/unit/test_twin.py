@@ -190,3 +190,17 @@ def test_a_regime_change_is_detected_and_makes_the_parameters_plastic_again():
     restored = twin_from_dict(json.loads(json.dumps(twin_to_dict(detecting))))
     more = _stream(np.array([48.5, 49.0]), seed=5, params={"CL": 6.4, "V": 24.0})
     np.testing.assert_array_equal(restored.assimilate(more).belief.mean, detecting.assimilate(more).belief.mean)
+
+
+def test_applying_the_same_doses_twice_is_idempotent():
+    extra = Regimen((DoseEvent(time=13.0, amount=300.0, cmt=1, rate=600.0),
+                     DoseEvent(time=13.0, amount=300.0, cmt=1, rate=600.0)))   # two bags given together: both count
+    stream = _stream(TIMES)
+    once = _twin().assimilate(stream[:5]).assimilate(stream[5:], inputs=extra)
+    twice = once.assimilate(stream[5:], inputs=extra)                          # the same stream re-sent
+    assert twice.inputs == once.inputs and len(once.inputs.expanded()) == len(REGIMEN.expanded()) + 2
+    np.testing.assert_array_equal(twice.belief.mean, once.belief.mean)
+    np.testing.assert_array_equal(twice.belief.cov, once.belief.cov)
+    third = once.assimilate([], inputs=Regimen((DoseEvent(time=13.0, amount=300.0, cmt=1, rate=600.0),
+                                                DoseEvent(time=20.0, amount=100.0, cmt=1))))
+    assert len(third.inputs.expanded()) == len(once.inputs.expanded()) + 1    # only the new dose is added
