@@ -169,10 +169,11 @@ class DoseConstraints:
                             f"{intervals} h")
         if not any(self.daily_ok(d, i) and self.fits(d, i) for d in self.doses() for i in intervals):
             smallest = self.doses()[0]
+            limit = ("" if self.max_rate_mg_per_h is None
+                     else f" at the rate limit of {self.max_rate_mg_per_h:g} mg/h")
             raise DataError(f"dose constraints: no allowed dose can be infused within its interval: the smallest, "
-                            f"{smallest:g} mg, takes {self.infusion_h(smallest):g} h at max_rate_mg_per_h "
-                            f"{self.max_rate_mg_per_h} (min_infusion_h {self.min_infusion_h:g}), longer than the "
-                            f"longest allowed interval {max(intervals):g} h")
+                            f"{smallest:g} mg, takes {self.infusion_h(smallest):g} h{limit} (shortest infusion "
+                            f"{self.min_infusion_h:g} h), longer than the longest allowed interval {max(intervals):g} h")
         if self.loading and self.loading_doses().size == 0:
             raise DataError(f"dose constraints: no loading dose (a multiple of {self.dose_step_mg} mg) is "
                             f"<= max_loading_mg {self.max_loading_mg}")
