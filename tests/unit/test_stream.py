@@ -294,7 +294,8 @@ def test_a_row_with_unknown_kind_or_name_is_rejected_and_the_rest_proceeds(pk1, 
     for word in words:
         assert word in s.rejected[0].reason
     assert [e.amount for e in s.regimen.events] == [500.0]
-    assert [m.value for m in s.measurements][-1] == 8.5 and len(s.measurements) == (2 if body.startswith("0,obs") else 1)
+    assert [m.value for m in s.measurements][-1] == 8.5
+    assert len(s.measurements) == (2 if body.startswith("0,obs") else 1)
 
 
 def test_duplicate_dose_rows_are_dropped_and_reported(icu):

@@ -173,7 +173,8 @@ class DoseConstraints:
                      else f" at the rate limit of {self.max_rate_mg_per_h:g} mg/h")
             raise DataError(f"dose constraints: no allowed dose can be infused within its interval: the smallest, "
                             f"{smallest:g} mg, takes {self.infusion_h(smallest):g} h{limit} (shortest infusion "
-                            f"{self.min_infusion_h:g} h), longer than the longest allowed interval {max(intervals):g} h")
+                            f"{self.min_infusion_h:g} h), longer than the longest allowed interval "
+                            f"{max(intervals):g} h")
         if self.loading and self.loading_doses().size == 0:
             raise DataError(f"dose constraints: no loading dose (a multiple of {self.dose_step_mg} mg) is "
                             f"<= max_loading_mg {self.max_loading_mg}")
