@@ -196,7 +196,7 @@ def _first_dose_time(regimen: Regimen) -> float | None:
     patient was dosed before it) or no dose at all is known to have come first."""
     if any(e.ss != 0 for e in regimen.events):
         return None
-    doses = [e.time for e in regimen.expanded() if not (e.evid == 3 or (e.amount <= 0 and e.rate <= 0))]
+    doses = [e.time for e in regimen.expanded() if e.amount > 0 or e.rate > 0]  # a reset (EVID 3) gives nothing
     return min(doses) if doses else math.inf
 
 
