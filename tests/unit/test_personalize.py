@@ -128,8 +128,8 @@ def test_level_before_the_first_dose_of_a_model_without_baseline_is_refused(pop)
     with pytest.raises(DataError, match="observation 1 .* before the first dose"):
         personalize(pop, PatientData(REGIMEN, [0.0, 35.5], [5.0, 12.0], COV, pre_dose=[True, False]))
     # zero and BLQ before the first dose are what the model predicts: fitted
-    ok = personalize(pop, PatientData(late, [1.0, 1.5, 35.5], [0.0, np.nan, 12.0], COV, blq=[False, True, False],
-                                      lloq=2.0))
+    ok = personalize(pop, PatientData(REGIMEN, [0.0, 0.0, 35.5], [0.0, np.nan, 12.0], COV, blq=[False, True, False],
+                                      lloq=2.0, pre_dose=[True, True, False]))
     assert ok.ok
 
 
