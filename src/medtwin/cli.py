@@ -457,7 +457,7 @@ def _one_patient(dataset, patient_id: Optional[str], covariate: List[str]):
     extra = _parse_param_overrides(covariate)
     if extra:
         data = PatientData(data.regimen, data.times, data.values, {**data.covariates, **extra}, data.output,
-                           data.blq, data.lloq, data.pre_dose, data.patient)
+                           data.blq, data.lloq, data.pre_dose, data.patient, data.rows)
     if data.n_observations == 0:
         raise typer.BadParameter(f"subject {patient_id} has no observations (EVID 0, MDV 0, DV) to personalize on")
     return data
@@ -479,6 +479,8 @@ def _personalized(population_file: Path, data_file: Path, patient_id, covariate,
         bar(1, 1)
     if not posterior.ok:
         err_console.print(f"[yellow]warning:[/] posterior {posterior.status}: {posterior.message}")
+    for line in posterior.warnings():
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
     return population, data, posterior
 
 

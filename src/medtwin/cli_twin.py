@@ -119,7 +119,7 @@ def replay_command(
     import yaml
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medtwin.assimilate.alarms import detect_clock_offset
+    from medtwin.assimilate.alarms import check_clocks as check_clocks_of
     from medtwin.assimilate.twin_codec import twin_from_spec
     from medtwin.governance.provenance import record_for_result, sign
     from medtwin.io.stream_file import read_stream
@@ -143,23 +143,31 @@ def replay_command(
         with progress:
             task = progress.add_task("replay", total=len(measurements))
             twin, rows, raised = _replay_rows(start, measurements, lambda k: progress.update(task, completed=k))
-        clocks = []
-        if check_clocks:
-            for device in sorted({m.device for m in measurements}):
-                report = detect_clock_offset(start, measurements, device)
+        clocks, verdict = [], None
+        if check_clocks and measurements:
+            check = check_clocks_of(start, measurements)
+            for device, report in check.reports.items():
                 clocks.append({"device": device, "offset_h": report.offset_h, "lr_statistic": report.lr_statistic,
                                "p_value": report.p_value, "alarm": report.alarm.message if report.alarm else None})
-                if report.alarm:
-                    raised.append({"kind": "clock-offset", "time_h": report.alarm.time, "message": report.alarm.message,
-                                   "statistic": dict(report.alarm.statistic), "raised_at_arrival": len(measurements)})
+            verdict = {"verdict": check.verdict, "suspect": check.suspect, "message": check.message}
+            if check.verdict != "no offset":
+                best = max([*check.reports.values(), *([check.together] if check.together else [])],
+                           key=lambda r: r.lr_statistic)
+                raised.append({"kind": "clock-offset", "time_h": max(m.time for m in measurements),
+                               "message": check.message, "statistic": {"offset_h": best.offset_h,
+                                                                       "lr_statistic": best.lr_statistic,
+                                                                       "p_value": best.p_value},
+                               "raised_at_arrival": len(measurements)})
         out.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(rows)
         frame.to_csv(out / "tracked.csv", index=False)
-        rejected = list(data.rejected) + list(twin.rejected)
+        rejected = list(data.rejected) + list(data.duplicates) + list(twin.rejected)
         pd.DataFrame([{"row": r.row, "reason": r.reason, "item": repr(r.item)} for r in rejected],
                      columns=["row", "reason", "item"]).to_csv(out / "rejected.csv", index=False)
-        (out / "alarms.json").write_text(json.dumps({"raised": raised, "active": [a.message for a in twin.alarms],
-                                                     "clock_offsets": clocks}, indent=2))
+        alarms = {"raised": raised, "active": [a.message for a in twin.alarms], "clock_offsets": clocks}
+        if verdict is not None:
+            alarms["clock_verdict"] = verdict
+        (out / "alarms.json").write_text(json.dumps(alarms, indent=2))
         save_twin(out / "twin.json", twin, access=access)
         if len(frame) and frame["accepted"].any():
             _plot(frame, twin, out / "replay.png")
@@ -177,6 +185,8 @@ def replay_command(
     for name, p in twin.state().parameters.items():
         console.print(f"  {name}: median {p['median']:.4g} {model.parameter(name).unit} "
                       f"(90 % {p['p05']:.4g} - {p['p95']:.4g})")
+    if verdict is not None and verdict["verdict"] == "no offset":
+        console.print(f"clocks: {verdict['message']}", highlight=False)
     for alarm in raised:
         err_console.print(f"[yellow]alarm[/] {alarm['kind']} at {alarm['time_h']:g} h: {alarm['message']}",
                           highlight=False)

@@ -12,7 +12,10 @@ inputs such as a dose or an infusion-rate change):
 1. corrects each device's clock by its known offset (``settings.clock_offsets``);
 2. screens the batch (:func:`medtwin.assimilate.stream.screen`): exact duplicates
    are dropped idempotently, non-finite, implausible or unconvertible values are
-   rejected with a reason and never reach the belief; units are converted;
+   rejected with a reason and never reach the belief; units are converted.  New
+   inputs identical to a dose the twin already holds (same time, amount, rate,
+   target) are dropped the same way, so applying a stream twice is idempotent
+   (a re-sent dose is one dose; give a really repeated dose its own record);
 3. processes everything in time order.  A measurement (or dose) older than
    the current belief is *late*: the twin rewinds to the newest stored
    checkpoint at or before it and re-filters the stored measurements after it
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
@@ -222,6 +226,7 @@ class Twin:
         units = {name: self.model.output(name).unit for name in self.errors}
         result = screen(aligned, units, substances=self.settings.substances, plausible=self.settings.plausible,
                         seen_keys=self.seen)
+        inputs = None if inputs is None else _new_inputs(self.inputs, inputs)
         new_inputs = self.inputs if inputs is None else self.inputs + inputs
         earliest_dose = None if inputs is None else _earliest_new_dose(self.inputs, new_inputs)
         checkpoint, late = self._rewind_point(result.accepted, earliest_dose)
@@ -360,6 +365,23 @@ def inflate_parameters(belief, n_states: int, factor: float, cap=None):
         return replace(belief, cov=belief.cov * np.outer(scale, scale))
     mean = belief.mean
     return replace(belief, particles=mean + (belief.particles - mean) * scale)
+
+
+def _new_inputs(held: Regimen, given: Regimen) -> Regimen | None:
+    """``given`` less the doses ``held`` already has (expanded, counted: two equal held bags drop two); None if
+    nothing is new."""
+    if not isinstance(given, Regimen):
+        return given  # refused below, where the types are checked
+    left = Counter(held.expanded())
+    fresh = []
+    for event in given.expanded():
+        if left[event] > 0:
+            left[event] -= 1
+        else:
+            fresh.append(event)
+    if len(fresh) == len(given.expanded()):
+        return given
+    return Regimen(tuple(fresh)) if fresh else None
 
 
 def _earliest_new_dose(old: Regimen, new: Regimen) -> float | None:

@@ -34,3 +34,25 @@ def test_recommend_refuses_a_malformed_target(tmp_path):
     result = runner.invoke(app, ["recommend", "--population", POP, "--data", str(data), "--out", str(tmp_path / "r"),
                                  "--target", "auc24-400-600", "--open-data", "synthetic"])
     assert result.exit_code == 2 and "KIND:LOW-HIGH" in result.output
+
+
+def test_recommend_refuses_a_negative_level_and_warns_far_from_the_population(tmp_path):
+    import pandas as pd
+
+    def patient(path, levels):
+        rows = [dict(ID=1, TIME=12.0 * k, AMT=1000.0, RATE=1000.0, DV=".", EVID=1, CRCL=60, WT=75, DIAL=0)
+                for k in range(4)]
+        rows += [dict(ID=1, TIME=t, AMT=0, RATE=0, DV=v, EVID=0, CRCL=60, WT=75, DIAL=0) for t, v in levels]
+        pd.DataFrame(rows).sort_values("TIME", kind="stable").to_csv(path, index=False)
+
+    patient(tmp_path / "neg.csv", [(35.5, -4.2), (38.0, 31.0)])
+    result = runner.invoke(app, ["recommend", "--population", POP, "--data", str(tmp_path / "neg.csv"), "--out",
+                                 str(tmp_path / "n"), "--draws", "50", "--open-data", "synthetic"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "data row 4 (t = 35.5 h): C = -4.2 mg/L is negative" in text and "BLQ" in text
+    assert not (tmp_path / "n" / "recommendation.json").exists()
+    patient(tmp_path / "far.csv", [(35.5, 150.0), (38.0, 170.0)])
+    result = runner.invoke(app, ["recommend", "--population", POP, "--data", str(tmp_path / "far.csv"), "--out",
+                                 str(tmp_path / "f"), "--draws", "50", "--open-data", "synthetic"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "warning: CL = " in text and "SD from the population" in text

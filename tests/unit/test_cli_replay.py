@@ -66,3 +66,28 @@ def test_replay_refuses_a_bad_spec_with_the_field_named(tmp_path):
     result = runner.invoke(app, ["replay", str(spec), "--stream", str(stream), "--out", str(tmp_path / "o"),
                                  "--open-data", "synthetic"])
     assert result.exit_code == 2 and "obsever" in result.output
+
+
+def test_replay_check_clocks_writes_the_verdict_and_names_the_device(tmp_path):
+    model = get_model("pk1_iv")
+    regimen = Regimen.every(8.0, "h", 600.0, n=3, duration=0.5)
+    poc, lab = np.arange(0.25, 24.0, 0.5), np.arange(2.1, 24.0, 1.5)
+    rng = np.random.default_rng(3)
+    rows = ["time_h,kind,name,value,unit,duration_h,device,source_id"]
+    rows += [f"{8.0 * k},infusion,CENTRAL,1200,mg/h,0.5,pump,d{k}" for k in range(3)]
+    for device, times, ahead in (("poc", poc, 0.5), ("lab", lab, 0.0)):   # the poc clock runs 30 min ahead
+        c = np.asarray(simulate(model, {"CL": 3.2, "V": 24.0}, regimen, times).outputs["C"]).reshape(-1)
+        rows += [f"{t + ahead},obs,C,{v * (1 + 0.08 * rng.standard_normal())},mg/L,,{device},{device}{k}"
+                 for k, (t, v) in enumerate(zip(times, c))]
+    spec, stream, out = tmp_path / "twin.yaml", tmp_path / "stream.csv", tmp_path / "out"
+    spec.write_text(yaml.safe_dump({"model": "pk1_iv", "parameters": {"CL": 3.2, "V": 24.0},
+                                    "observer": {"kind": "ukf"},
+                                    "errors": {"C": {"model": "proportional", "proportional": 0.08}}}))
+    stream.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["replay", str(spec), "--stream", str(stream), "--out", str(out), "--check-clocks",
+                                 "--open-data", "synthetic test patient", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    alarms = json.loads((out / "alarms.json").read_text())
+    assert alarms["clock_verdict"]["verdict"] == "device" and alarms["clock_verdict"]["suspect"] == "poc"
+    assert {c["device"] for c in alarms["clock_offsets"]} == {"lab", "poc"}
+    assert "device 'poc''s clock is most likely wrong: offset +30 min" in " ".join(result.output.split())

@@ -190,9 +190,15 @@ def test_recommendation_never_violates_a_hard_constraint(step, lo, span, interva
     min_dose, max_dose = lo * step, (lo + span) * step
     if daily is not None and daily < min_dose * 24.0 / max(intervals):
         return                                                   # no candidate at all: a DataError (tested above)
-    c = DoseConstraints(dose_step_mg=step, min_dose_mg=min_dose, max_dose_mg=max_dose, max_daily_mg=daily,
-                        intervals_h=tuple(intervals), max_rate_mg_per_h=rate, loading=loading,
-                        max_loading_mg=max_dose * 2)
+    kwargs = dict(dose_step_mg=step, min_dose_mg=min_dose, max_dose_mg=max_dose, max_daily_mg=daily,
+                  intervals_h=tuple(intervals), max_rate_mg_per_h=rate, loading=loading, max_loading_mg=max_dose * 2)
+    if rate is not None and not any(max(1.0, math.ceil(d / rate / 0.5 - 1e-9) * 0.5) <= i
+                                    and (daily is None or d * 24.0 / i <= daily + 1e-9)
+                                    for d in np.arange(lo, lo + span + 1) * step for i in intervals):
+        with pytest.raises(DataError, match="within its interval"):   # no dose fits in any interval at this rate
+            DoseConstraints(**kwargs)
+        return
+    c = DoseConstraints(**kwargs)
     rec = recommend_dose(PK1, AUC24Window(target_auc * 0.8, target_auc * 1.2), constraints=c, objective=objective,
                          toxic=Threshold(AUC24Window(), above=target_auc * 1.5), n_draws=20, sensitivity=False)
     a = rec.action
@@ -202,10 +208,59 @@ def test_recommendation_never_violates_a_hard_constraint(step, lo, span, interva
     assert daily is None or a["dose_mg"] * 24.0 / a["interval_h"] <= daily + 1e-6
     assert a["loading_mg"] == 0.0 or (loading and a["loading_mg"] <= 2 * max_dose + 1e-9
                                       and a["loading_mg"] / step == pytest.approx(round(a["loading_mg"] / step)))
+    assert a["infusion_h"] <= a["interval_h"] + 1e-9
+    assert max_summed_rate(rec.regimen) <= (math.inf if rate is None else rate * (1 + 1e-9))
     for event in rec.regimen.expanded():                          # the regimen itself, not only the action
         assert event.rate > 0
         assert rate is None or event.rate <= rate * (1 + 1e-9)
         assert event.amount in (a["dose_mg"], a["loading_mg"])
+
+
+def max_summed_rate(regimen: Regimen) -> float:
+    """The largest total infusion rate over time (mg/h): every bag's [start, end) summed at every start."""
+    bags = [(e.time, e.time + e.amount / e.rate, e.rate) for e in regimen.expanded() if e.rate > 0]
+    return max((sum(r for s, e, r in bags if s <= t < e - 1e-9) for t, _, _ in bags), default=0.0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(step=st.sampled_from([50.0, 125.0, 250.0, 500.0]), lo=st.integers(1, 4), span=st.integers(0, 12),
+       intervals=st.lists(st.sampled_from([0.5, 2.0, 4.0, 6.0, 8.0, 12.0, 24.0]), min_size=1, max_size=4),
+       rate=st.floats(20.0, 3000.0), min_infusion=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+       infusion_step=st.sampled_from([0.25, 0.5, 1.0]), loading=st.booleans())
+def test_no_candidate_infusion_outlasts_its_interval_or_exceeds_the_max_rate(step, lo, span, intervals, rate,
+                                                                              min_infusion, infusion_step, loading):
+    from medtwin.control.dosing import _candidates, candidate_regimen
+
+    kwargs = dict(dose_step_mg=step, min_dose_mg=lo * step, max_dose_mg=(lo + span) * step, intervals_h=intervals,
+                  max_rate_mg_per_h=rate, min_infusion_h=min_infusion, infusion_step_h=infusion_step, loading=loading,
+                  max_loading_mg=(lo + span) * step * 2)
+    try:
+        c = DoseConstraints(**kwargs)
+    except DataError as exc:                                      # refused only when truly nothing fits
+        assert "within its interval" in str(exc)
+        probe = DoseConstraints(**{**kwargs, "max_rate_mg_per_h": None, "min_infusion_h": 0.0, "loading": False})
+        assert all(max(min_infusion, math.ceil(d / rate / infusion_step - 1e-9) * infusion_step) > i
+                   for d in probe.doses() for i in intervals)
+        return
+    candidates = _candidates(c)
+    assert candidates
+    for cand in candidates:
+        assert cand.infusion <= cand.interval + 1e-9
+        assert cand.loading == 0 or cand.loading_infusion <= cand.interval + 1e-9
+        assert not c.violations(cand.action())
+        assert max_summed_rate(candidate_regimen(cand, 5.0, 5.0 + 4 * max(intervals))) <= rate * (1 + 1e-9)
+
+
+def test_issue_example_six_hourly_at_120_mg_per_h_never_overlaps_bags():
+    c = DoseConstraints(dose_step_mg=250.0, min_dose_mg=250.0, max_dose_mg=3000.0, max_daily_mg=4500.0,
+                        intervals_h=(6.0,), max_rate_mg_per_h=120.0)
+    rec = recommend_dose(VANCO, AUC24Window(400, 600), constraints=c, history=HISTORY,
+                         toxic=Threshold(AUC24Window(), above=600.0), n_draws=50, sensitivity=False)
+    assert rec.action["infusion_h"] <= 6.0 and rec.action["dose_mg"] <= 500.0    # 750 mg takes 6.5 h at 120 mg/h
+    assert max_summed_rate(rec.regimen) <= 120.0 * (1 + 1e-9)
+    assert all(row["infusion_h"] <= 6.0 for row in rec.runner_ups)
+    assert c.violations({"dose_mg": 750.0, "interval_h": 6.0, "infusion_h": 6.5}) == [
+        "infusion over 6.5 h outlasts the 6.0 h interval (bags would overlap)"]
 
 
 # ---------------------------------------------------------------- infeasible

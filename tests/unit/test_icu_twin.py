@@ -31,3 +31,20 @@ def test_tracking_a_different_model_patient_gives_calibrated_one_hour_forecasts(
     assert result.n_forecasts == 23
     assert result.rmse_1h < 0.8  # mmol/L, against true glucose ~4-10 mmol/L
     assert 0.7 <= result.coverage_90 <= 1.0
+
+
+def test_a_cgm_only_stream_without_clock_offset_is_not_flagged():
+    # Every candidate shift is scored on the same readings: before, shifts that pushed the first readings
+    # before t = 0 dropped them from the likelihood and won (+10 to +60 min "offsets" on honest streams).
+    from dataclasses import replace
+
+    from medtwin.assimilate.alarms import detect_clock_offset
+
+    grid = np.arange(-6, 7) / 6.0                      # -60 .. +60 min every 10 min
+    for seed in range(4):
+        patient = sample_icu_patients(1, model="icing", hours=5, seed=seed)[0]
+        synthetic = synthetic_stream(patient, 4, seed=seed)
+        cgm = [replace(m, device="cgm") for m in synthetic.stream.measurements]
+        twin = twin_from_spec(icu_twin_spec(), inputs=synthetic.stream.regimen)
+        report = detect_clock_offset(twin, cgm, "cgm", offsets_h=grid)
+        assert report.alarm is None, (seed, report.alarm.message)

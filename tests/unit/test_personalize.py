@@ -105,3 +105,39 @@ def test_summary_and_laplace_update(pop, posterior):
     batch = personalize(pop, [posterior.data[0], more])
     # nonlinear in z: sequential Laplace is an approximation of the batch fit (exact only when linear-Gaussian)
     np.testing.assert_allclose(updated.mean, batch.mean, atol=0.05)
+
+
+# ------------------------------------------------------------------ clinical sanity (issue 12, point 8)
+
+def test_negative_level_is_refused_naming_the_row_and_blq(pop):
+    data = PatientData(REGIMEN, [11.5, 35.5], [9.0, -4.2], COV, rows=[7, 12], patient="p1")
+    with pytest.raises(DataError, match=r"patient p1, data row 12 \(t = 35.5 h\): C = -4.2 mg/L is negative.*BLQ"):
+        personalize(pop, data)
+    with pytest.raises(DataError, match=r"observation 2 \(t = 35.5 h\): C = -4.2 mg/L"):
+        personalize(pop, PatientData(REGIMEN, [11.5, 35.5], [9.0, -4.2], COV))
+
+
+def test_level_before_the_first_dose_of_a_model_without_baseline_is_refused(pop):
+    from medtwin.core.events import DoseEvent
+
+    late = Regimen((DoseEvent(time=2.0, amount=1000.0, rate=1000.0, ii=12.0, addl=3),))
+    with pytest.raises(DataError, match=r"observation 1 \(t = 1 h\): C = 7 mg/L before the first dose \(t = 2 h\)"
+                                        r".*no baseline.*earlier doses"):
+        personalize(pop, PatientData(late, [1.0, 35.5], [7.0, 12.0], COV))
+    # at the dose time, recorded before the dose (a trough drawn before the first bag): the same
+    with pytest.raises(DataError, match="observation 1 .* before the first dose"):
+        personalize(pop, PatientData(REGIMEN, [0.0, 35.5], [5.0, 12.0], COV, pre_dose=[True, False]))
+    # zero and BLQ before the first dose are what the model predicts: fitted
+    ok = personalize(pop, PatientData(REGIMEN, [0.0, 0.0, 35.5], [0.0, np.nan, 12.0], COV, blq=[False, True, False],
+                                      lloq=2.0, pre_dose=[True, True, False]))
+    assert ok.ok
+
+
+def test_posterior_far_outside_the_population_is_warned(pop, posterior):
+    assert posterior.warnings() == [] and set(posterior.eta_z) == {"CL", "V1", "V2"}
+    far = personalize(pop, PatientData(REGIMEN, [35.5, 38.0], [150.0, 170.0], COV))
+    z = far.eta_z
+    assert z["CL"] < -3.0
+    warnings = far.warnings()
+    assert any(w.startswith("CL = ") and "SD from the population" in w for w in warnings)
+    assert all(abs(z[w.split(" ")[0]]) > 3.0 for w in warnings)

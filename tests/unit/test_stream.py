@@ -258,10 +258,6 @@ def test_read_stream_with_library_icing_when_present():
 
 @pytest.mark.parametrize("body, row, column, words", [
     ("0,obs,C,1,mg/L\nx,obs,C,1,mg/L\n", 2, "time_h", ["'x'"]),
-    ("0,obs,C,1,mg/L\n1,measure,C,1,mg/L\n", 2, "kind", ["'measure'"]),
-    ("1,obs,CE,1,mg/L\n", 1, "name", ["unknown output 'CE'"]),
-    ("1,bolus,oral,1,mg\n", 1, "name", ["unknown dose target 'oral'"]),
-    ("1,bolus,2,1,mg\n", 1, "name", ["unknown dose target '2'"]),
     ("1,bolus,iv,1,mL\n", 1, "unit", ["'mL'", "'mg'"]),
     ("1,infusion,iv,1,mL/h\n", 1, "unit", ["'mL/h'", "'mg/h'", "volume rate"]),
     ("1,infusion,iv,1,mg/h\n", 1, "duration_h", ["duration_h > 0"]),
@@ -282,6 +278,35 @@ def test_malformed_rows_name_row_and_column(pk1, body, row, column, words):
     assert message.startswith(f"row {row}, column {column}: ")
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize("body, row, column, words", [       # were whole-stream errors: now one rejected row each
+    ("0,obs,C,1,mg/L\n1,measure,C,1,mg/L\n", 2, "kind", ["'measure'"]),
+    ("1,obs,CE,1,mg/L\n", 1, "name", ["unknown output 'CE'"]),
+    ("1,bolus,oral,1,mg\n", 1, "name", ["unknown dose target 'oral'"]),
+    ("1,bolus,2,1,mg\n", 1, "name", ["unknown dose target '2'"]),
+])
+def test_a_row_with_unknown_kind_or_name_is_rejected_and_the_rest_proceeds(pk1, body, row, column, words):
+    text = "time_h,kind,name,value,unit\n0,bolus,iv,500,mg\n" + body + "2,obs,C,8.5,mg/L\n"
+    s = read_stream(io.StringIO(text), model=pk1)
+    assert [r.row for r in s.rejected] == [row + 1]
+    assert s.rejected[0].reason.startswith(f"column {column}: ")
+    for word in words:
+        assert word in s.rejected[0].reason
+    assert [e.amount for e in s.regimen.events] == [500.0]
+    assert [m.value for m in s.measurements][-1] == 8.5
+    assert len(s.measurements) == (2 if body.startswith("0,obs") else 1)
+
+
+def test_duplicate_dose_rows_are_dropped_and_reported(icu):
+    insulin = "1.5,infusion,INS,2,U/h,2,pump,b-7,1\n"
+    once = read_stream(io.StringIO(HEADER + "0,infusion,pn,2.5,g/h,24,pump,,0\n" + insulin), model=icu)
+    twice = read_stream(io.StringIO(HEADER + "0,infusion,pn,2.5,g/h,24,pump,,0\n" + insulin + insulin), model=icu)
+    assert twice.regimen == once.regimen and [e.rate for e in twice.regimen.events if e.cmt == 2] == [2000.0]
+    assert [(d.row, d.reason.split(" (")[0]) for d in twice.duplicates] == [(3, "exact duplicate of dose row 2")]
+    assert once.duplicates == ()
+    two_bags = read_stream(io.StringIO(HEADER + insulin + insulin.replace("b-7", "b-8")), model=icu)
+    assert [e.rate for e in two_bags.regimen.events] == [2000.0, 2000.0] and two_bags.duplicates == ()
 
 
 def test_missing_column_and_bad_row_length(pk1):

@@ -190,3 +190,34 @@ def test_a_regime_change_is_detected_and_makes_the_parameters_plastic_again():
     restored = twin_from_dict(json.loads(json.dumps(twin_to_dict(detecting))))
     more = _stream(np.array([48.5, 49.0]), seed=5, params={"CL": 6.4, "V": 24.0})
     np.testing.assert_array_equal(restored.assimilate(more).belief.mean, detecting.assimilate(more).belief.mean)
+
+
+def test_applying_the_same_doses_twice_is_idempotent():
+    extra = Regimen((DoseEvent(time=13.0, amount=300.0, cmt=1, rate=600.0),
+                     DoseEvent(time=13.0, amount=300.0, cmt=1, rate=600.0)))   # two bags given together: both count
+    stream = _stream(TIMES)
+    once = _twin().assimilate(stream[:5]).assimilate(stream[5:], inputs=extra)
+    twice = once.assimilate(stream[5:], inputs=extra)                          # the same stream re-sent
+    assert twice.inputs == once.inputs and len(once.inputs.expanded()) == len(REGIMEN.expanded()) + 2
+    np.testing.assert_array_equal(twice.belief.mean, once.belief.mean)
+    np.testing.assert_array_equal(twice.belief.cov, once.belief.cov)
+    third = once.assimilate([], inputs=Regimen((DoseEvent(time=13.0, amount=300.0, cmt=1, rate=600.0),
+                                                DoseEvent(time=20.0, amount=100.0, cmt=1))))
+    assert len(third.inputs.expanded()) == len(once.inputs.expanded()) + 1    # only the new dose is added
+
+
+def test_check_clocks_names_the_device_whose_clock_is_off():
+    from medtwin.assimilate.alarms import check_clocks
+
+    twin = Twin.create(UnscentedKalmanFilter(StateSpace.build(MODEL, TRUE)), {"C": ERROR}, inputs=REGIMEN)
+    poc = _stream(np.arange(0.25, 24.0, 0.5), seed=0, device="poc")          # bedside, every 30 min
+    lab = _stream(np.arange(2.1, 24.0, 1.5), seed=100, device="lab")         # central lab, every 90 min
+    grid = np.arange(-2, 4) / 4.0
+    late = lambda ms: [replace(m, time=m.time + 0.5) for m in ms]            # noqa: E731  (clock 30 min ahead)
+    assert check_clocks(twin, poc + lab, offsets_h=grid).verdict == "no offset"
+    one = check_clocks(twin, late(poc) + lab, offsets_h=grid)
+    assert (one.verdict, one.suspect, one.reports["poc"].offset_h) == ("device", "poc", 0.5)
+    assert "device 'poc''s clock is most likely wrong: offset +30 min" in one.message
+    assert one.reports["lab"].alarm is None
+    every = check_clocks(twin, late(poc) + late(lab), offsets_h=grid)        # the pumps' clock, not a device's
+    assert (every.verdict, every.suspect) == ("dose records", None) and "dose records" in every.message

@@ -11,8 +11,14 @@
   clock offset by profile likelihood: the stream is replayed with that
   device's times shifted over a grid of offsets, and the offset with the
   highest total log-likelihood is compared with zero by a likelihood-ratio
-  test (χ²(1)).  A significant offset is reported as an alarm and can be set
-  in ``TwinSettings.clock_offsets``.
+  test (χ²(1)).  Every offset is scored on the same readings: a reading that
+  some candidate shift would move before the start of the twin's stored
+  history is left out for all of them (otherwise a shift that drops readings
+  gains likelihood by having fewer terms).  A significant offset is reported
+  as an alarm and can be set in ``TwinSettings.clock_offsets``.
+  :func:`check_clocks` profiles every device and says which device's clock is
+  most likely wrong, or that it cannot tell (several devices fit a shift
+  about equally well, e.g. when the dose records' clock is the one off).
 * **Feedback loops.**  Measurements taken while the twin's own
   recommendation was being followed (``Measurement.under_advice``) are
   flagged: data generated under the twin's policy are not independent of the
@@ -199,6 +205,8 @@ class ClockOffsetReport:
 def detect_clock_offset(twin, measurements, device: str, *, offsets_h=None, level: float = 0.99) -> ClockOffsetReport:
     """Estimate ``device``'s clock offset by replaying ``measurements`` through ``twin`` over a grid of offsets.
 
+    Every offset is scored on the same readings (see :func:`_common_readings`).
+
     Parameters
     ----------
     twin : Twin
@@ -210,18 +218,57 @@ def detect_clock_offset(twin, measurements, device: str, *, offsets_h=None, leve
     level : float
         Significance level of the likelihood-ratio test.
     """
-    grid = np.round(np.arange(-12, 13) / 12.0, 12) if offsets_h is None else np.asarray(offsets_h, dtype=float)
-    if not np.any(np.abs(grid) < 1e-12):
-        raise DataError("detect_clock_offset: the offset grid must include 0 h")
+    grid = _offset_grid(offsets_h)
     if not any(m.device == device for m in measurements):
         raise DataError(f"detect_clock_offset: no measurement from device {device!r}")
+    common = _common_readings(twin, measurements, {device}, grid)
+    return _report(device, grid, _profile(twin, common, {device}, grid), level, measurements)
+
+
+def _offset_grid(offsets_h) -> np.ndarray:
+    grid = np.round(np.arange(-12, 13) / 12.0, 12) if offsets_h is None else np.asarray(offsets_h, dtype=float)
+    if grid.ndim != 1 or not np.all(np.isfinite(grid)) or not np.any(np.abs(grid) < 1e-12):
+        raise DataError("detect_clock_offset: the offset grid must be finite and include 0 h")
+    return grid
+
+
+def _common_readings(twin, measurements, devices, grid: np.ndarray) -> list:
+    """The readings every candidate offset keeps: the shifted ``devices``' readings that no shift in ``grid``
+    moves before the start of the twin's stored history (where the twin would refuse them as too late), and
+    the other devices' readings."""
+    oldest = twin.checkpoints[0].belief.time if twin.checkpoints else twin.time
+    latest_shift = float(np.max(grid))
+    out = []
+    for m in measurements:
+        if m.device in devices:
+            try:
+                if not float(m.time) - latest_shift >= oldest:
+                    continue
+            except (TypeError, ValueError):
+                pass  # an unreadable time: screening rejects it the same way at every offset
+        out.append(m)
+    if not any(m.device in devices for m in out):
+        raise DataError(f"detect_clock_offset: every reading of {sorted(devices)} lies within {latest_shift:g} h "
+                        "of the twin's start, where a shifted clock cannot be told apart")
+    return out
+
+
+def _profile(twin, readings, devices, grid: np.ndarray) -> np.ndarray:
+    """Total log-likelihood of ``readings`` with every device in ``devices`` shifted by each offset of ``grid``."""
     loglik = np.empty(len(grid))
+    counts = np.empty(len(grid), dtype=int)
     for k, offset in enumerate(grid):
-        offsets = {**twin.settings.clock_offsets, device: float(offset)}
-        shifted = replace(twin, settings=replace(twin.settings, clock_offsets=offsets))
-        replayed = shifted.assimilate(measurements)
+        offsets = {**twin.settings.clock_offsets, **{d: float(offset) for d in devices}}
+        replayed = replace(twin, settings=replace(twin.settings, clock_offsets=offsets)).assimilate(readings)
         values = [e.innovation.loglik for e in replayed.history]
+        counts[k] = len(values)
         loglik[k] = float(np.sum(values)) if values and np.all(np.isfinite(values)) else -np.inf
+    # the same readings for every offset: a shift that lost one (rejected for another reason) is not comparable
+    loglik[counts != counts[int(np.argmin(np.abs(grid)))]] = -np.inf
+    return loglik
+
+
+def _report(device: str, grid, loglik, level: float, measurements) -> ClockOffsetReport:
     best = int(np.argmax(loglik))
     zero = int(np.argmin(np.abs(grid)))
     lr = float(2.0 * (loglik[best] - loglik[zero]))
@@ -234,3 +281,102 @@ def detect_clock_offset(twin, measurements, device: str, *, offsets_h=None, leve
                       f"{lr:.1f}, p = {p_value:.2g}); set clock_offsets={{{device!r}: {grid[best]:g}}} after checking",
                       {"offset_h": float(grid[best]), "lr_statistic": lr, "p_value": p_value})
     return ClockOffsetReport(device, float(grid[best]), grid, loglik, lr, p_value, alarm)
+
+
+#: The hypothesis "every device is shifted alike", i.e. the dose records' clock is the one off.
+ALL_DEVICES = "*"
+
+
+@dataclass(frozen=True)
+class ClockCheck:
+    """Every device's clock-offset profile and the verdict: which clock is most likely wrong, if any.
+
+    Attributes
+    ----------
+    reports : dict device -> ClockOffsetReport
+        One profile per device (that device shifted, the others not), all on the same readings.
+    together : ClockOffsetReport or None
+        Every device shifted alike (device ``"*"``): the dose records' clock off by minus that offset; None
+        with a single device (where it is the device's own profile).
+    suspect : str or None
+        The device whose clock is most likely wrong; None when no offset is significant, when the dose
+        records' clock is the likely one, or when the likelihood does not separate the candidates.
+    verdict : {"no offset", "device", "dose records", "cannot tell"}
+    message : str
+        The verdict in words.
+    """
+
+    reports: Mapping[str, ClockOffsetReport]
+    together: ClockOffsetReport | None
+    suspect: str | None
+    verdict: str
+    message: str
+
+
+def check_clocks(twin, measurements, *, devices=None, offsets_h=None, level: float = 0.99) -> ClockCheck:
+    """Profile every device's clock offset and say which clock is most likely wrong, or that it cannot tell.
+
+    The candidates are "device d is off" for every device and, with several
+    devices, "every device is off alike" (the dose records' clock is wrong),
+    each profiled over ``offsets_h`` on one common set of readings, so their
+    maximum log-likelihoods compare directly.  The best candidate is named
+    when its offset is significant at ``level`` and its likelihood-ratio
+    statistic exceeds the runner-up's by more than the χ²(1) critical value at
+    ``level``; otherwise the answer is "cannot tell".  With a single device
+    the offset is relative to the dose records, and which of the two clocks
+    is wrong cannot be told from the data: the message says so.
+
+    Examples
+    --------
+    >>> r = lambda d, lr: ClockOffsetReport(d, 0.5, np.zeros(1), np.zeros(1), lr, 0.0, Alarm("clock-offset", 0.0, ""))
+    >>> _verdict({"cgm": r("cgm", 40.0), "lab": r("lab", 1.0)}, r("*", 30.0), 0.99)[:2]
+    ('cgm', 'device')
+    >>> _verdict({"cgm": r("cgm", 40.0), "lab": r("lab", 1.0)}, r("*", 38.0), 0.99)[:2]
+    (None, 'cannot tell')
+    """
+    devices = sorted({m.device for m in measurements}) if devices is None else list(devices)
+    if not devices:
+        raise DataError("check_clocks: no measurements")
+    grid = _offset_grid(offsets_h)
+    missing = [d for d in devices if not any(m.device == d for m in measurements)]
+    if missing:
+        raise DataError(f"check_clocks: no measurement from device(s) {missing}")
+    common = _common_readings(twin, measurements, set(devices), grid)
+    reports = {d: _report(d, grid, _profile(twin, common, {d}, grid), level, measurements) for d in devices}
+    together = (_report(ALL_DEVICES, grid, _profile(twin, common, set(devices), grid), level, measurements)
+                if len(devices) > 1 else None)
+    return ClockCheck(reports, together, *_verdict(reports, together, level))
+
+
+def _verdict(reports, together, level: float) -> tuple[str | None, str, str]:
+    candidates = dict(reports)
+    if together is not None:
+        candidates[ALL_DEVICES] = together
+    ranked = sorted(candidates, key=lambda d: -candidates[d].lr_statistic)
+    best = candidates[ranked[0]]
+    shift = f"{best.offset_h * 60:+.0f} min"
+    if best.alarm is None:
+        return None, "no offset", f"no clock offset found (devices {', '.join(sorted(reports))}; level {level:g})"
+    if len(candidates) == 1:
+        return best.device, "device", (f"device {best.device!r} is offset by {shift} from the dose records "
+                                       f"(likelihood ratio {best.lr_statistic:.1f}); with one device, its clock "
+                                       "cannot be told from the dose records' clock: check both")
+    critical = float(2.0 * special.gammainccinv(0.5, 1.0 - level))  # chi2.ppf(level, 1)
+    runner = candidates[ranked[1]]
+    margin = best.lr_statistic - runner.lr_statistic
+
+    def name(r):
+        return "every device alike (the dose records' clock)" if r.device == ALL_DEVICES else f"device {r.device!r}"
+
+    if margin <= critical:
+        return None, "cannot tell", (f"cannot tell which clock is wrong: {name(best)} off by {shift} (likelihood "
+                                     f"ratio {best.lr_statistic:.1f}) and {name(runner)} off by "
+                                     f"{runner.offset_h * 60:+.0f} min ({runner.lr_statistic:.1f}) fit about equally "
+                                     f"well (margin {margin:.1f} <= {critical:.1f})")
+    if best.device == ALL_DEVICES:
+        return None, "dose records", (f"every device is offset alike by {shift} (likelihood ratio "
+                                      f"{best.lr_statistic:.1f}, {margin:.1f} above {name(runner)}): the dose "
+                                      "records' clock is most likely wrong; check the pump and charting times")
+    return best.device, "device", (f"device {best.device!r}'s clock is most likely wrong: offset {shift} "
+                                   f"(likelihood ratio {best.lr_statistic:.1f}, {margin:.1f} above {name(runner)}); "
+                                   f"set clock_offsets={{{best.device!r}: {best.offset_h:g}}} after checking")

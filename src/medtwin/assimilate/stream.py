@@ -459,9 +459,14 @@ class Stream:
     regimen : Regimen
         The inputs (boluses, infusions) recorded in the stream, model units.
     rejected : tuple of Rejection
-        Rows refused on reading (corrupt values), with row numbers and reasons.
+        Rows refused on reading (corrupt values, unknown kind, output or dose
+        target), with row numbers and reasons; the other rows proceed.
     patient : str, optional
         The patient the stream belongs to (checked against consents by the readers/writers).
+    duplicates : tuple of Rejection
+        Dose rows dropped on reading as exact duplicates of an earlier row (same
+        time, kind, target, amount or rate, duration, device and source_id), with
+        row numbers and the row they repeat: a re-sent row is one dose, not two.
 
     Examples
     --------
@@ -474,10 +479,12 @@ class Stream:
     regimen: Regimen = field(default_factory=Regimen)
     rejected: tuple[Rejection, ...] = ()
     patient: str | None = None
+    duplicates: tuple[Rejection, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "measurements", tuple(self.measurements))
         object.__setattr__(self, "rejected", tuple(self.rejected))
+        object.__setattr__(self, "duplicates", tuple(self.duplicates))
         for m in self.measurements:
             if not isinstance(m, Measurement):
                 raise DataError(f"a Stream holds Measurement values, got {type(m).__name__}")

@@ -105,7 +105,9 @@ class DoseConstraints:
     intervals_h : tuple of float
         Allowed dosing intervals, h.
     max_rate_mg_per_h : float, optional
-        Infusion-rate limit: duration = max(min_infusion_h, dose / rate rounded up to ``infusion_step_h``).
+        Infusion-rate limit: duration = max(min_infusion_h, dose / rate rounded up to ``infusion_step_h``);
+        a dose whose infusion would outlast the interval is not proposed at that interval (bags never overlap,
+        so the summed rate never exceeds the limit).
     min_infusion_h : float
         Shortest infusion, h; 0 with no rate limit means a bolus (or an oral dose).
     infusion_step_h : float
@@ -165,6 +167,14 @@ class DoseConstraints:
                                                      for i in intervals):
             raise DataError(f"dose constraints: max_daily_mg {self.max_daily_mg} allows no dose at any interval "
                             f"{intervals} h")
+        if not any(self.daily_ok(d, i) and self.fits(d, i) for d in self.doses() for i in intervals):
+            smallest = self.doses()[0]
+            limit = ("" if self.max_rate_mg_per_h is None
+                     else f" at the rate limit of {self.max_rate_mg_per_h:g} mg/h")
+            raise DataError(f"dose constraints: no allowed dose can be infused within its interval: the smallest, "
+                            f"{smallest:g} mg, takes {self.infusion_h(smallest):g} h{limit} (shortest infusion "
+                            f"{self.min_infusion_h:g} h), longer than the longest allowed interval "
+                            f"{max(intervals):g} h")
         if self.loading and self.loading_doses().size == 0:
             raise DataError(f"dose constraints: no loading dose (a multiple of {self.dose_step_mg} mg) is "
                             f"<= max_loading_mg {self.max_loading_mg}")
@@ -193,6 +203,15 @@ class DoseConstraints:
             duration = max(duration, needed)
         return duration
 
+    def fits(self, dose: float, interval: float) -> bool:
+        """True when ``dose`` mg, infused at the rate limit, ends within ``interval`` h.
+
+        An infusion that outlasted its interval would run alongside the next
+        bag, and the summed rate would break the rate limit; with every
+        infusion within its interval bags never overlap.
+        """
+        return self.infusion_h(dose) <= interval + 1e-9
+
     def daily_ok(self, dose: float, interval: float) -> bool:
         return self.max_daily_mg is None or dose * 24.0 / interval <= self.max_daily_mg * (1 + 1e-12)
 
@@ -205,7 +224,8 @@ class DoseConstraints:
             out["daily_dose"] = f"maintenance at most {self.max_daily_mg:g} mg per 24 h"
         if self.max_rate_mg_per_h is not None:
             out["infusion_rate"] = (f"infusion at most {self.max_rate_mg_per_h:g} mg/h, at least "
-                                    f"{self.min_infusion_h:g} h, in {self.infusion_step_h:g} h steps")
+                                    f"{self.min_infusion_h:g} h, in {self.infusion_step_h:g} h steps, ending within "
+                                    "its interval (no overlapping bags)")
         else:
             out["infusion"] = f"infusion over {self.min_infusion_h:g} h" if self.min_infusion_h > 0 else "bolus"
         if self.loading:
@@ -225,6 +245,9 @@ class DoseConstraints:
         if not self.daily_ok(dose, interval):
             out.append(f"daily dose {dose * 24 / interval} mg above {self.max_daily_mg} mg")
         loading = action.get("loading_mg", 0.0)
+        for what, hours in (("infusion", duration), ("loading infusion", action.get("loading_infusion_h", 0.0))):
+            if hours > interval + 1e-9:
+                out.append(f"{what} over {hours} h outlasts the {interval} h interval (bags would overlap)")
         for amount, hours in ((dose, duration), (loading, action.get("loading_infusion_h", 0.0))):
             if amount > 0 and self.max_rate_mg_per_h is not None and amount / hours > self.max_rate_mg_per_h * (1 + 1e-9):
                 out.append(f"infusion rate {amount / hours} mg/h above {self.max_rate_mg_per_h} mg/h")
@@ -259,11 +282,11 @@ def _candidates(c: DoseConstraints) -> list[_Candidate]:
     out = []
     for interval in c.intervals_h:
         for dose in c.doses():
-            if not c.daily_ok(dose, interval):
+            if not (c.daily_ok(dose, interval) and c.fits(dose, interval)):
                 continue
             out.append(_Candidate(float(dose), interval, c.infusion_h(dose), 0.0, 0.0))
             out.extend(_Candidate(float(dose), interval, c.infusion_h(dose), float(load), c.infusion_h(load))
-                       for load in loads if load > dose)
+                       for load in loads if load > dose and c.fits(load, interval))
     return out
 
 

@@ -42,6 +42,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import time as _time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -54,7 +55,7 @@ from medtwin.core.population import IndividualPrior, Population
 from medtwin.errors import DataError, EstimationError
 from medtwin.models import get_model
 
-__all__ = ["METHODS", "PatientData", "fd_hessian", "laplace_mode", "personalize"]
+__all__ = ["METHODS", "PatientData", "check_levels", "fd_hessian", "laplace_mode", "personalize"]
 
 METHODS = ("laplace", "nuts")
 #: Observations are padded to a multiple of this, so patients with similar data share one compilation.
@@ -97,6 +98,8 @@ class PatientData:
         Observations recorded before a dose at the same time (NONMEM record order).
     patient : str, optional
         Identifier, for reports.
+    rows : array_like of int, optional
+        Data-file row of every observation (1-based), named in error messages.
     """
 
     regimen: Regimen
@@ -108,6 +111,7 @@ class PatientData:
     lloq: Any = None
     pre_dose: Any = None
     patient: str | None = None
+    rows: Any = field(default=None, compare=False)
 
     def __post_init__(self):
         times = np.asarray(self.times, dtype=float).reshape(-1)
@@ -134,7 +138,11 @@ class PatientData:
             lloq = np.broadcast_to(np.asarray(self.lloq, dtype=float), times.shape).copy()
         if not isinstance(self.regimen, Regimen):
             raise DataError(f"patient data: regimen must be a Regimen, not {type(self.regimen).__name__}")
-        for name, value in (("times", times), ("values", values), ("blq", blq), ("pre_dose", pre), ("lloq", lloq)):
+        rows = None if self.rows is None else np.asarray(self.rows, dtype=np.int64).reshape(-1)
+        if rows is not None and rows.shape != times.shape:
+            raise DataError(f"patient data: rows has {rows.size} entries for {times.size} observations")
+        for name, value in (("times", times), ("values", values), ("blq", blq), ("pre_dose", pre), ("lloq", lloq),
+                            ("rows", rows)):
             if value is not None:
                 value.flags.writeable = False
             object.__setattr__(self, name, value)
@@ -154,21 +162,83 @@ class PatientData:
             np.isfinite(np.asarray(subject.obs_dv, dtype=float))
         return cls(subject.regimen, np.asarray(subject.obs_times)[keep], np.asarray(subject.obs_dv)[keep],
                    dict(subject.covariates), output, pre_dose=np.asarray(subject.pre_dose)[keep],
-                   patient=str(subject.id))
+                   patient=str(subject.id), rows=np.asarray(subject.obs_row)[keep])
+
+    def where(self, k: int) -> str:
+        """Observation ``k`` (0-based) in the user's words: its data row when known, and its time."""
+        which = f"data row {self.rows[k]}" if self.rows is not None else f"observation {k + 1}"
+        who = f"patient {self.patient}, " if self.patient is not None else ""
+        return f"{who}{which} (t = {self.times[k]:g} h)"
 
     def first(self, k: int) -> "PatientData":
         """The first ``k`` observations (same regimen and covariates)."""
         sl = slice(0, int(k))
         return PatientData(self.regimen, self.times[sl], self.values[sl], self.covariates, self.output,
                            self.blq[sl], None if self.lloq is None else self.lloq[sl], self.pre_dose[sl],
-                           self.patient)
+                           self.patient, None if self.rows is None else self.rows[sl])
 
     def rest(self, k: int) -> "PatientData":
         """The observations after the first ``k``."""
         sl = slice(int(k), None)
         return PatientData(self.regimen, self.times[sl], self.values[sl], self.covariates, self.output,
                            self.blq[sl], None if self.lloq is None else self.lloq[sl], self.pre_dose[sl],
-                           self.patient)
+                           self.patient, None if self.rows is None else self.rows[sl])
+
+
+# ------------------------------------------------------------------------------- clinical sanity
+def _is_concentration(unit: str) -> bool:
+    """True for a concentration unit (amount per volume: mg/L, ng/mL, mmol/L, mU/L ...): never below zero."""
+    return unit.replace(" ", "").lower().endswith(("/l", "/ml", "/dl"))
+
+
+def _first_dose_time(regimen: Regimen) -> float | None:
+    """Time (h) of the first dose with an amount; None when the regimen holds a steady-state record (SS: the
+    patient was dosed before it) or no dose at all is known to have come first."""
+    if any(e.ss != 0 for e in regimen.events):
+        return None
+    doses = [e.time for e in regimen.expanded() if e.amount > 0 or e.rate > 0]  # a reset (EVID 3) gives nothing
+    return min(doses) if doses else math.inf
+
+
+def check_levels(model, data: PatientData, output: str) -> None:
+    """Refuse observations the model cannot produce, naming the row: never fit them silently.
+
+    * a negative concentration (a level cannot be below zero; a level below the
+      limit of quantification is coded as BLQ, ``blq=True`` with its ``lloq``,
+      and enters the M3 likelihood);
+    * for a model without baseline (zero initial state), a nonzero level before
+      the first dose (or at its time, recorded before it): the model predicts
+      exactly 0 there, so the level means earlier doses are missing from the
+      record (however large the additive residual error, which would otherwise
+      absorb it and bias the fit).  Zero and BLQ levels there are fine.
+
+    Raises
+    ------
+    DataError
+        Naming the data row (or observation number), the time and the value.
+    """
+    unit = model.output(output).unit
+    measured = ~data.blq
+    if _is_concentration(unit):
+        bad = np.flatnonzero(measured & (data.values < 0))
+        if bad.size:
+            k = bad[0]
+            raise DataError(f"patient data: {data.where(k)}: {output} = {data.values[k]:g} {unit} is negative, and a "
+                            "level cannot be below zero; code a level below the limit of quantification as BLQ "
+                            "(with its LLOQ), not as a negative number")
+    if model.initial_state is not None or model.init_build is not None:
+        return
+    first = _first_dose_time(data.regimen)
+    if first is None:
+        return
+    before = (data.times < first) | ((data.times == first) & data.pre_dose)
+    bad = np.flatnonzero(measured & before & (data.values != 0))
+    if bad.size:
+        k = bad[0]
+        when = "with no dose recorded" if math.isinf(first) else f"before the first dose (t = {first:g} h)"
+        raise DataError(f"patient data: {data.where(k)}: {output} = {data.values[k]:g} {unit} {when}, but model "
+                        f"{model.name} has no baseline, so its level there is 0: add the earlier doses to the data, "
+                        "or code the level as 0 or BLQ")
 
 
 # ------------------------------------------------------------------------------- likelihood
@@ -189,6 +259,7 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     output = data.output or prior.residual.output
     if output not in model.output_names:
         raise EstimationError(f"personalize: model {model.name} has no output {output!r}")
+    check_levels(model, data, output)
     j = data.n_observations
     size = max(OBS_PAD, -(-j // OBS_PAD) * OBS_PAD)
     base, _ = _theta_base(model, prior)

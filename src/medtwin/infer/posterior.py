@@ -40,6 +40,8 @@ from medtwin.models import get_model
 
 __all__ = ["Posterior", "PredictiveBand", "convergence", "probability"]
 
+#: A posterior mean more than this many population SDs from the population prior (|η| / ω) is warned about.
+ETA_WARNING_SD = 3.0
 #: Quantiles reported by a band: median, 50 % and 90 % central intervals.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -212,6 +214,36 @@ class Posterior:
     @property
     def ok(self) -> bool:
         return self.status == "converged"
+
+    @property
+    def eta_z(self) -> dict[str, float]:
+        """Parameter -> z = η / ω: the posterior mean of log P minus the patient's population prior mean (the
+        covariate-adjusted typical value), in population SDs.  Far from 0 (|z| > 3) means the data drive the
+        patient outside the population the model was built on: check the data before trusting a forecast."""
+        sd = np.sqrt(np.diag(np.asarray(self.prior.covariance, dtype=float)))
+        eta = np.asarray(self.mean, dtype=float) - np.asarray(self.prior.log_mean, dtype=float)
+        return {p: float(e / s) for p, e, s in zip(self.parameters, eta, sd)}
+
+    def warnings(self, limit: float = ETA_WARNING_SD) -> list[str]:
+        """One line per parameter whose posterior lies more than ``limit`` population SDs from the population.
+
+        Examples
+        --------
+        >>> from medtwin.io.population_file import load_population, shipped_population_path
+        >>> pop = load_population(shipped_population_path("vancomycin_goti2018"))
+        >>> Posterior.from_prior(pop.prior_for({"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0})).warnings()
+        []
+        """
+        out = []
+        for p, z in self.eta_z.items():
+            if not abs(z) <= limit:
+                typical = float(np.exp(self.prior.log_mean[list(self.parameters).index(p)]))
+                value = float(np.exp(self.mean[list(self.parameters).index(p)]))
+                unit = self.prior.units.get(p, "")
+                out.append(f"{p} = {value:.4g} {unit} is {z:+.1f} SD from the population ({typical:.4g} {unit}): the "
+                           "data drive this patient far outside the population; check the levels and dose times "
+                           "before using it")
+        return out
 
     def provenance_content(self) -> dict:
         """Everything the posterior holds, for digests (see :func:`medtwin.governance.provenance.result_view`)."""

@@ -26,13 +26,21 @@ device          default ``lab``; source_id default empty; under_advice 0/1
 patient_id      optional; one patient per file
 ==============  ================================================================
 
-Malformed rows (missing column, unreadable time, unknown kind, output or
-target, unconvertible dose unit, bad dose) raise a
-:class:`~medtwin.errors.DatasetError` naming the 1-based data row and the
-column.  A corrupt *measurement value* (``NaN``, empty, ``ERR``, ``inf``) is
-not an error: the row becomes a :class:`~medtwin.assimilate.stream.Rejection`
-in :attr:`Stream.rejected` with its row number and reason, so nothing is lost
-and nothing corrupt enters a belief.
+Malformed rows (missing column, unreadable time, unconvertible dose unit,
+bad dose) raise a :class:`~medtwin.errors.DatasetError` naming the 1-based
+data row and the column.  A row that is well formed but not for this model or
+format -- an unknown ``kind``, output or dose target in ``name`` -- and a
+corrupt *measurement value* (``NaN``, empty, ``ERR``, ``inf``) are not errors:
+the row becomes a :class:`~medtwin.assimilate.stream.Rejection` in
+:attr:`Stream.rejected` with its row number and reason, and the valid rows
+proceed, so nothing is lost and nothing corrupt enters a belief.
+
+A dose row identical to an earlier one (same time, kind, target, amount or
+rate, duration, device and ``source_id``) is a re-sent record: it is dropped
+and listed in :attr:`Stream.duplicates` with its row number and the row it
+repeats, as :func:`~medtwin.assimilate.stream.screen` drops duplicate
+measurements.  Two bags really given together carry different ``source_id``
+values (or devices) and are both kept.
 
 Both functions take the required ``access`` (see :mod:`medtwin.io.access`),
 asked before anything is returned or written about the stream's patient
@@ -187,16 +195,21 @@ def _row(model: Model, r: dict, row: int, substances) -> Measurement | DoseEvent
         raise DatasetError(f"time must be a finite number of hours, got {r['time_h']!r}", row=row, column="time_h")
     kind = r["kind"].lower()
     if kind not in KINDS:
-        raise DatasetError(f"unknown kind {r['kind']!r}; use one of {list(KINDS)}", row=row, column="kind")
+        return Rejection(dict(r), f"column kind: unknown kind {r['kind']!r}; use one of {list(KINDS)}", row=row)
     advice = r.get("under_advice", "").lower()
     if advice not in _TRUE | _FALSE:
         raise DatasetError(f"under_advice must be 0/1 (or true/false), got {r['under_advice']!r}",
                            row=row, column="under_advice")
     if kind != "obs":
-        return _dose(model, r, row, time, kind, substances)
+        try:
+            return _dose(model, r, row, time, kind, substances)
+        except DatasetError as exc:
+            if exc.column != "name":
+                raise
+            return Rejection(dict(r), f"column name: {exc.reason}", row=row)
     if r["name"] not in model.output_names:
-        raise DatasetError(f"unknown output {r['name']!r}; model {model.name} observes {list(model.output_names)}",
-                           row=row, column="name")
+        return Rejection(dict(r), f"column name: unknown output {r['name']!r}; model {model.name} observes "
+                                  f"{list(model.output_names)}", row=row)
     if not r["unit"]:
         raise DatasetError(f"a measurement of {r['name']} needs its unit", row=row, column="unit")
     value = _finite(r["value"])
@@ -233,7 +246,8 @@ def read_stream(source, *, model: Model, access, patient: str | None = None,
     -------
     Stream
         Measurements in file (arrival) order with their raw units, the regimen
-        of the dose rows (model units), the rejected rows (corrupt values).
+        of the dose rows (model units), the rejected rows (corrupt values,
+        unknown kind/output/target) and the duplicate dose rows dropped.
 
     Raises
     ------
@@ -266,13 +280,21 @@ def read_stream(source, *, model: Model, access, patient: str | None = None,
     _check_access(access, patients, _classes(rows, header), "read")
     if errors or patient_errors:
         raise (errors + patient_errors)[0]
-    measurements, events, rejected = [], [], []
+    measurements, events, rejected, duplicates, dose_rows = [], [], [], [], {}
     for k, r in enumerate(rows, start=1):
         item = _row(model, r, k, substances)
+        if isinstance(item, DoseEvent):
+            key = (item, r["kind"].lower(), r.get("device", ""), r.get("source_id", ""))
+            if key in dose_rows:
+                duplicates.append(Rejection(dict(r), f"exact duplicate of dose row {dose_rows[key]} (same time, "
+                                                     "target, amount/rate, duration, device, source_id): dropped",
+                                            row=k))
+                continue
+            dose_rows[key] = k
         target = measurements if isinstance(item, Measurement) else events if isinstance(item, DoseEvent) else rejected
         target.append(item)
     return Stream(tuple(measurements), Regimen(tuple(events)), tuple(rejected),
-                  patient=patients[0] if patients else None)
+                  patient=patients[0] if patients else None, duplicates=tuple(duplicates))
 
 
 # ---------------------------------------------------------------------------- writing
