@@ -63,7 +63,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +72,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from medtwin.governance.audit_chain import canonical_json, key_id
+from medtwin.io.storage import write_private_temp
 
 try:  # POSIX advisory file locks; without them (Windows) the seq comparison still applies
     import fcntl
@@ -188,15 +188,8 @@ class HeadCheckpoint:
             os.close(lock_fd)  # releases the flock
 
     def _write(self, data: bytes) -> None:
-        tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = write_private_temp(self.path.parent, self.path.name, data)
         try:
-            try:
-                os.fchmod(fd, 0o600)  # whatever the umask
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             os.replace(tmp, self.path)
         except BaseException:
             tmp.unlink(missing_ok=True)

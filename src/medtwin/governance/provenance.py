@@ -314,7 +314,7 @@ def load_or_create_key(directory) -> Ed25519PrivateKey:
     >>> key_id(a.public_key()) == key_id(b.public_key())
     True
     """
-    from medtwin.io.storage import private_dir
+    from medtwin.io.storage import private_dir, write_private_temp
 
     directory = private_dir(directory)  # missing folders 0700; several processes may create them at once
     path = directory / KEY_FILENAME
@@ -322,15 +322,8 @@ def load_or_create_key(directory) -> Ed25519PrivateKey:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        tmp = directory / f".{KEY_FILENAME}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = write_private_temp(directory, KEY_FILENAME, pem)
         try:
-            try:
-                os.fchmod(fd, 0o600)  # whatever the umask
-                os.write(fd, pem)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             os.link(tmp, path)  # atomic; fails if another process created the key meanwhile
             return key
         except FileExistsError:

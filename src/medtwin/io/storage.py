@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,7 +55,7 @@ except ImportError:  # pragma: no cover - Windows: BEGIN IMMEDIATE alone seriali
 
 __all__ = ["AUDIT_TABLE", "CONSENTS_TABLE", "DECISIONS_TABLE", "RUNS_TABLE", "audit_table", "consents_table",
            "data_home", "database_url", "decisions_table", "default_sqlite_path", "make_engine", "metadata",
-           "private_dir", "runs_table", "upgrade"]
+           "private_dir", "runs_table", "upgrade", "write_private_temp"]
 
 #: Name of the hash-chained audit log table.
 AUDIT_TABLE = "audit_log"
@@ -261,6 +262,35 @@ def private_dir(path: str | os.PathLike) -> Path:
         if os.name == "posix":
             os.chmod(level, 0o700)  # whatever the umask
     return path
+
+
+def write_private_temp(directory: str | os.PathLike, name: str, data: bytes) -> Path:
+    """Write ``data`` to a new private (0600) temporary file in ``directory``, fsync'ed; return its path.
+
+    The caller moves it into place (``os.replace`` to overwrite, ``os.link`` to
+    create only if absent) and unlinks it afterwards; the temporary name is
+    unique, so concurrent writers never share one.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = write_private_temp(tempfile.mkdtemp(), "x.json", b"{}")
+    >>> oct(tmp.stat().st_mode & 0o777), tmp.read_bytes()
+    ('0o600', b'{}')
+    """
+    tmp = Path(directory) / f".{name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _sqlite_file(u: sa.URL) -> Path | None:
