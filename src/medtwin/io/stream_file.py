@@ -53,6 +53,7 @@ from medtwin.core.events import EVID_DOSE, DoseEvent, Regimen, validate_dose_fie
 from medtwin.core.model import Model
 from medtwin.errors import DataError, DatasetError, UnitError
 from medtwin.io.access import OpenData, authorize
+from medtwin.io.textfile import parse_number, read_text
 
 __all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "KINDS", "read_stream", "write_stream"]
 
@@ -65,8 +66,7 @@ _TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"", "0", "false", "no", "n", "f
 # ---------------------------------------------------------------------------- reading
 def _read_text(source) -> str:
     if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8-sig", newline="") as handle:
-            return handle.read()
+        return read_text(source, what="stream file", allow_empty=True)
     text = source.read()
     return text.decode("utf-8-sig") if isinstance(text, bytes) else text
 
@@ -118,10 +118,9 @@ def _check_access(access, patients: list[str], classes, operation: str) -> None:
 
 def _finite(cell: str) -> float | None:
     try:
-        number = float(cell)
+        return parse_number(cell)  # ASCII digits only: "１０" is not a number
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
 
 
 def _target(model: Model, name: str, row: int) -> int:
