@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medtwin.cli_edge import MedtwinGroup, input_file, one_line, out_file, out_folder
+from medtwin.cli_edge import MedtwinGroup, check_out_file, check_out_folder, input_file, one_line
 from medtwin.errors import MedtwinError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.",
@@ -175,7 +175,7 @@ def simulate_command(
                                           help="CSV with an ID column and one column per parameter.",
                                           callback=input_file("parameter table")),
     param: List[str] = typer.Option([], "--param", help="NAME=VALUE for every patient (repeatable; |VALUE| <= 1e9)."),
-    out: Path = typer.Option(..., "--out", callback=out_file,
+    out: Path = typer.Option(..., "--out",
                              help="Output CSV: ID, TIME and every model output per observation (not a folder; "
                                   "an existing file is replaced)."),
     method: str = typer.Option("auto", help="auto | exact | dopri5 | euler | heun | rk4"),
@@ -202,6 +202,7 @@ def simulate_command(
     try:
         model = get_model(model_name)
         overrides = _parse_param_overrides(param)
+        check_out_file(out)
         stores = _open_stores()
         access = _data_access(stores, actor, purpose, open_data)
         dataset = _with_option("--data", data, read_nonmem, data, model=model, access=access)
@@ -234,7 +235,7 @@ def simulate_command(
 
 @app.command("demo")
 def demo_command(
-    out: Path = typer.Option(Path("medtwin-demo"), "--out", callback=out_folder,
+    out: Path = typer.Option(Path("medtwin-demo"), "--out",
                              help="New (or empty) folder for the CSV and PNG files."),
     n_patients: int = typer.Option(12, "--patients", min=1, max=10_000, help="Number of virtual patients "
                                    "(1-10,000)."),
@@ -246,6 +247,7 @@ def demo_command(
     from medtwin.io.access import OpenData
 
     try:
+        check_out_folder(out)
         stores = _open_stores()
         with _ProgressBar("simulating vancomycin") as bar:
             result = run_vancomycin_demo(n_patients=n_patients, seed=seed, progress=bar)
@@ -253,7 +255,7 @@ def demo_command(
         spec = spec_for_simulate(result.trajectory.model, result.parameters, result.regimen, result.trajectory.times,
                                  settings={"keep_states": False}, open_data=virtual, seeds={"seed": seed})
         record = stores.runs.save(spec, result.trajectory, _default_actor(), access=OpenData(virtual))
-    except MedtwinError as exc:
+    except (MedtwinError, typer.BadParameter) as exc:
         _fail(exc)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "vancomycin_demo.csv"
@@ -500,9 +502,8 @@ def _personalized(population_file: Path, data_file: Path, patient_id, covariate,
     from medtwin.io.population_file import load_population
     from medtwin.models import get_model
 
-    _check_method(method, ("laplace", "nuts"))
+    _check_patient_options(method, covariate)
     population = _with_option("--population", population_file, load_population, population_file)
-    _parse_param_overrides(covariate, "--covariate")  # checked before any data are read
     stores = _open_stores()
     dataset = _read_patients(stores, data_file, get_model(population.model), actor, purpose, open_data)
     data = _one_patient(dataset, patient_id, covariate)
@@ -514,6 +515,12 @@ def _personalized(population_file: Path, data_file: Path, patient_id, covariate,
     if not posterior.ok:
         err_console.print(f"[yellow]warning:[/] posterior {posterior.status}: {posterior.message}")
     return population, data, posterior
+
+
+def _check_patient_options(method: str, covariate: List[str]) -> None:
+    """--method and --covariate of personalize/forecast/recommend, checked before any data are read."""
+    _check_method(method, ("laplace", "nuts"))
+    _parse_param_overrides(covariate, "--covariate")
 
 
 def _check_method(method: str, allowed: tuple) -> None:
@@ -575,7 +582,7 @@ def fit_command(
     population_file: Path = _POP,
     method: str = typer.Option("foce", "--method", help="foce (FOCE with interaction, ML) | nuts (hierarchical "
                                "Bayes)"),
-    out: Path = typer.Option(..., "--out", callback=out_folder,
+    out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for the estimates, diagnostics and plots."),
     purpose: str = typer.Option("model-training", "--purpose", help=" | ".join(_PURPOSES)),
     actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
@@ -599,6 +606,7 @@ def fit_command(
         population = _with_option("--population", population_file, load_population, population_file)
         if population.model != model_name:
             raise typer.BadParameter(f"the population is for model {population.model!r}, not {model_name!r}")
+        check_out_folder(out)
         stores = _open_stores()
         dataset = _read_patients(stores, data, get_model(model_name), actor or _default_actor(), purpose, open_data)
         _check_covariates(population, dataset.covariate_names, data)
@@ -666,7 +674,7 @@ def personalize_command(
     patient_id: Optional[str] = _ID,
     covariate: List[str] = _COVARIATE,
     method: str = _METHOD,
-    out: Path = typer.Option(..., "--out", callback=out_folder,
+    out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for posterior.csv, fit.csv and fit.png."),
     purpose: str = _TREATMENT,
     actor: Optional[str] = _ACTOR,
@@ -677,6 +685,8 @@ def personalize_command(
     import numpy as np
 
     try:
+        _check_patient_options(method, covariate)
+        check_out_folder(out)
         _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                             actor or _default_actor(), purpose, open_data, seed)
         out.mkdir(parents=True, exist_ok=True)
@@ -707,7 +717,7 @@ def forecast_command(
     method: str = _METHOD,
     auc_target: Tuple[float, float] = typer.Option((400.0, 600.0), "--auc-target",
                                                    help="AUC24 window (mg·h/L) over the last 24 h."),
-    out: Path = typer.Option(..., "--out", callback=out_folder,
+    out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for forecast.csv and forecast.png."),
     purpose: str = _TREATMENT,
     actor: Optional[str] = _ACTOR,
@@ -723,6 +733,8 @@ def forecast_command(
         if not 0.0 <= auc_target[0] < auc_target[1] <= 1e6:
             raise typer.BadParameter(f"--auc-target {auc_target[0]:g} {auc_target[1]:g}: give LOW HIGH with "
                                      "0 <= LOW < HIGH <= 1e6 (mg·h/L)")
+        _check_patient_options(method, covariate)
+        check_out_folder(out)
         _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                             actor or _default_actor(), purpose, open_data, seed)
         end = float(data_.times.max()) + hours

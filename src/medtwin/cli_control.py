@@ -8,9 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from medtwin.cli import (_ACTOR, _COVARIATE, _DATA, _ID, _METHOD, _OPEN_DATA, _POP, _SEED, _TREATMENT, _default_actor,
-                         _fail, _personalized, _print_posterior, app, console, err_console)
-from medtwin.cli_edge import out_folder
+from medtwin.cli import (_ACTOR, _COVARIATE, _DATA, _ID, _METHOD, _OPEN_DATA, _POP, _SEED, _TREATMENT,
+                         _check_patient_options, _default_actor, _fail, _personalized, _print_posterior, app, console,
+                         err_console)
+from medtwin.cli_edge import check_out_folder
 from medtwin.errors import MedtwinError
 
 _TARGETS = "auc24 | trough | peak"
@@ -159,7 +160,7 @@ def recommend_command(
     draws: int = typer.Option(1000, "--draws", min=10, max=MAX_RECOMMEND_DRAWS,
                               help=f"Posterior draws (10-{MAX_RECOMMEND_DRAWS:,})."),
     method: str = _METHOD,
-    out: Path = typer.Option(..., "--out", callback=out_folder,
+    out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for recommendation.json and exposure.png."),
     purpose: str = _TREATMENT,
     actor: Optional[str] = _ACTOR,
@@ -182,6 +183,8 @@ def recommend_command(
             raise DataError(f"--toxic-auc must be in [0, 1e6] mg·h/L (0 for none), got {toxic_auc:g}")
         if objective not in ("pta", "median"):
             raise DataError(f"--objective must be pta or median, not {objective!r}")
+        _check_patient_options(method, covariate)
+        check_out_folder(out)
         _, patient, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                               actor or _default_actor(), purpose, open_data, seed)
         toxic = Threshold(AUC24Window(), above=toxic_auc) if toxic_auc else None
@@ -194,13 +197,19 @@ def recommend_command(
     except (MedtwinError, ValueError, typer.BadParameter) as exc:
         _fail(exc)
     _print_posterior(posterior)
-    (console if recommendation.feasible else err_console).print(recommendation.summary(), highlight=False)
-    console.print(f"wrote {out / 'recommendation.json'} and {out / 'exposure.png'} (current vs recommended)")
-    if not recommendation.feasible:
-        err_console.print(f"error: no allowed regimen meets every constraint (status {recommendation.status}): the "
-                          "proposal above is the least-toxic FALLBACK, not a recommendation; review the target, "
-                          f"--epsilon and the dose limits (exit status {EXIT_INFEASIBLE})", highlight=False)
-        raise typer.Exit(code=EXIT_INFEASIBLE)
+    if recommendation.feasible:
+        console.print(recommendation.summary(), highlight=False)
+        console.print(f"wrote {out / 'recommendation.json'} and {out / 'exposure.png'} (current vs recommended)")
+        return
+    err_console.print("FALLBACK, NOT A RECOMMENDATION: no allowed regimen meets every constraint; the least-toxic "
+                      "candidate follows", highlight=False)
+    err_console.print(recommendation.summary(), highlight=False)
+    console.print(f"wrote the fallback to {out / 'recommendation.json'} (status {recommendation.status}) and "
+                  f"{out / 'exposure.png'}")
+    err_console.print(f"error: infeasible: {recommendation.message or 'no candidate meets every constraint'}; review "
+                      f"--target, --toxic-auc, --epsilon and the dose limits (exit status {EXIT_INFEASIBLE})",
+                      highlight=False)
+    raise typer.Exit(code=EXIT_INFEASIBLE)
 
 
 @app.command("closed-loop")
@@ -208,7 +217,7 @@ def closed_loop_command(
     scenario: str = typer.Argument(..., help="vancomycin (AUC24 400-600, 5 days) | glucose (ICU, 4.4-8.0 mmol/L, "
                                              "72 h)"),
     patients: int = typer.Option(50, "--patients", min=1, max=10_000, help="Virtual patients (1-10,000)."),
-    out: Path = typer.Option(..., "--out", callback=out_folder,
+    out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for outcomes.csv, summary.csv and closed_loop.png."),
     seed: int = typer.Option(0, "--seed", help="Seed of the virtual cohort and the measurement noise."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
@@ -221,6 +230,10 @@ def closed_loop_command(
     runners = {"vancomycin": evaluate_vancomycin, "glucose": evaluate_glucose}
     if scenario not in runners:
         _fail(MedtwinError(f"unknown scenario {scenario!r}; use {' | '.join(runners)}"))
+    try:
+        check_out_folder(out)
+    except typer.BadParameter as exc:
+        _fail(exc)
     progress = Progress(TextColumn(f"closed loop: {scenario}"), BarColumn(), TextColumn("{task.completed}/{task.total}"
                         " patient-policies"), TimeElapsedColumn(), console=err_console, transient=True,
                         disable=no_progress)

@@ -8,8 +8,8 @@
   safely (:mod:`medtwin.io.textfile`), before the command starts: binary, not
   UTF-8, empty, too large, or (for JSON/YAML) not an object at the top level is
   a one-line usage error naming the option.
-* :func:`out_folder` / :func:`out_file`: ``--out`` checks, also before any work
-  is done or any run is stored.  A folder output must be a new path or an
+* :func:`check_out_folder` / :func:`check_out_file`: ``--out`` checks, called
+  first in a command, before any work is done or any run is stored.  A folder output must be a new path or an
   existing *empty* folder (an existing file, or a folder with anything in it,
   is refused: medtwin never overwrites or mixes in earlier outputs); a file
   output (``simulate --out out.csv``) must not be a folder (an existing file is
@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 
 from medtwin.errors import DataError
 
-__all__ = ["MedtwinGroup", "input_file", "one_line", "out_file", "out_folder", "strict_numbers"]
+__all__ = ["MedtwinGroup", "check_out_file", "check_out_folder", "input_file", "one_line", "strict_numbers"]
 
 
 def one_line(message: object) -> str:
@@ -150,25 +150,22 @@ def input_file(what: str, kind: str = "text"):
 
 
 # ------------------------------------------------------------------ outputs
-def out_folder(ctx, param, value: Path | None):
-    """``--out`` for a folder of outputs: a new path or an existing empty folder."""
-    if value is None or ctx.resilient_parsing:
-        return value
-    if value.exists() or value.is_symlink():
-        if not value.is_dir():
-            raise typer.BadParameter(f"{value} exists and is not a folder; give a new folder", ctx=ctx, param=param)
-        if any(value.iterdir()):
-            raise typer.BadParameter(f"the folder {value} exists and is not empty; give a new or empty folder "
-                                     "(medtwin never overwrites earlier outputs or mixes with them)",
-                                     ctx=ctx, param=param)
-    return value
+def check_out_folder(path: Path) -> None:
+    """``--out`` for a folder of outputs: a new path or an existing empty folder (else BadParameter naming --out).
+
+    Called at the start of a command, after its options are checked and before any work is done or stored.
+    """
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise typer.BadParameter(f"--out {path}: exists and is not a folder; give a new folder")
+        if any(path.iterdir()):
+            raise typer.BadParameter(f"--out {path}: the folder exists and is not empty; give a new or empty folder "
+                                     "(medtwin never overwrites earlier outputs or mixes with them)")
 
 
-def out_file(ctx, param, value: Path | None):
-    """``--out`` for one output file: not a folder (an existing file is replaced)."""
-    if value is None or ctx.resilient_parsing:
-        return value
-    if value.is_dir():
-        raise typer.BadParameter(f"{value} is a folder; give the output file's path, e.g. {value / 'out.csv'}",
-                                 ctx=ctx, param=param)
-    return value
+def check_out_file(path: Path) -> None:
+    """``--out`` for one output file: not a folder, and its parent is not a file (an existing file is replaced)."""
+    if path.is_dir():
+        raise typer.BadParameter(f"--out {path}: is a folder; give the output file's path, e.g. {path / 'out.csv'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise typer.BadParameter(f"--out {path}: {path.parent} is a file, not a folder")

@@ -11,7 +11,7 @@ import typer
 
 from medtwin.cli import (_PURPOSES, _data_access, _default_actor, _fail, _open_stores, _with_option, app, console,
                          err_console)
-from medtwin.cli_edge import input_file, out_folder
+from medtwin.cli_edge import check_out_folder, input_file
 from medtwin.errors import MedtwinError
 
 
@@ -106,7 +106,7 @@ def replay_command(
                                      help="YAML/JSON twin specification (model, estimated parameters, noise, observer)."),
     stream: Path = typer.Option(..., "--stream", exists=True, dir_okay=False, callback=input_file("stream file"),
                                 help="Recorded stream CSV: time_h, kind (obs|bolus|infusion), name, value, unit, ..."),
-    out: Path = typer.Option(..., "--out", callback=out_folder,
+    out: Path = typer.Option(..., "--out",
                              help="New (or empty) output folder: tracked.csv, alarms.json, rejected.csv, twin.json, "
                                   "replay.png, provenance.json."),
     patient: Optional[str] = typer.Option(None, "--patient", help="Patient id (when the stream has no patient_id)."),
@@ -133,6 +133,7 @@ def replay_command(
 
     actor = actor or _default_actor()
     try:
+        check_out_folder(out)
         _enable_jax_cache()
         spec = load_mapping(twin_spec, what="twin specification")
         if "model" not in spec:
@@ -174,7 +175,7 @@ def replay_command(
         stores.log.append(actor, "twin.replay", {"run_id": record.run_id, "model": model.name,
                                                  "n_measurements": len(measurements),
                                                  "output_digest": record.output_digest}, patient=data.patient)
-    except (MedtwinError, OSError, yaml.YAMLError) as exc:
+    except (MedtwinError, OSError, yaml.YAMLError, typer.BadParameter) as exc:
         _fail(exc)
     n_ok = int(frame["accepted"].sum()) if len(frame) else 0
     console.print(f"replayed {len(measurements)} measurements ({n_ok} assimilated, {len(rejected)} rejected or dropped "

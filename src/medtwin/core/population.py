@@ -463,6 +463,11 @@ class Population:
         for key in ("name", "model", "thetas", "typical", "residual"):
             if key not in data:
                 raise PopulationError(f"{key}: missing")
+        for key, kind in (("thetas", list), ("effects", list), ("typical", Mapping), ("iiv", Mapping),
+                          ("iov", Mapping), ("covariates", Mapping), ("estimation", Mapping)):
+            if data.get(key) is not None and not isinstance(data[key], kind):
+                raise PopulationError(f"{key}: expected a {'list' if kind is list else 'mapping'}, got "
+                                      f"{type(data[key]).__name__}")
         thetas = tuple(_build(Theta, t, f"thetas[{i}]") for i, t in enumerate(data["thetas"]))
         effects = tuple(_build(CovariateEffect, e, f"effects[{i}]", tuples=("condition", "clip"))
                         for i, e in enumerate(data.get("effects") or ()))
