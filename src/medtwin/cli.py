@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medtwin.cli_edge import MedtwinGroup, check_out_file, check_out_folder, input_file, one_line
+from medtwin.cli_edge import (MedtwinGroup, check_covariates as _check_covariates, check_out_file, check_out_folder,
+                              check_patient_options as _check_patient_options, input_file, one_line,
+                              parse_assignments as _parse_param_overrides, with_option as _with_option)
 from medtwin.errors import MedtwinError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.",
@@ -120,42 +122,6 @@ def models_command(
         console.print(table)
         if info["citation"]:
             console.print(f"  [dim]{info['citation']}[/]")
-
-
-#: Largest |value| accepted for a --param or --covariate (as for dataset cells: medtwin.io.nonmem.MAX_VALUE).
-MAX_OPTION_VALUE = 1e9
-
-
-def _parse_param_overrides(items: List[str], option: str = "--param") -> dict[str, float]:
-    """NAME=VALUE items of ``option``: ASCII numbers with |value| <= MAX_OPTION_VALUE."""
-    from medtwin.io.textfile import parse_number
-
-    values = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"{option} expects NAME=VALUE, got {item!r}")
-        key, _, raw = item.partition("=")
-        try:
-            value = parse_number(raw)
-        except ValueError as exc:
-            raise typer.BadParameter(f"{option} {key.strip()}: {exc}") from None
-        if abs(value) > MAX_OPTION_VALUE:
-            raise typer.BadParameter(f"{option} {key.strip()}={raw.strip()}: beyond the largest accepted magnitude "
-                                     f"{MAX_OPTION_VALUE:g}")
-        values[key.strip()] = value
-    return values
-
-
-def _with_option(option: str, path: Path, read, *args, **kwargs):
-    """``read(*args, **kwargs)``; a DataError about the file's content is prefixed with ``option`` and ``path``."""
-    from medtwin.errors import ConsentError, DataError
-
-    try:
-        return read(*args, **kwargs)
-    except ConsentError:
-        raise
-    except DataError as exc:
-        raise DataError(f"{option} {path}: {exc}") from exc
 
 
 def _data_access(stores, actor: str, purpose: str, open_data: Optional[str]):
@@ -515,27 +481,6 @@ def _personalized(population_file: Path, data_file: Path, patient_id, covariate,
     if not posterior.ok:
         err_console.print(f"[yellow]warning:[/] posterior {posterior.status}: {posterior.message}")
     return population, data, posterior
-
-
-def _check_patient_options(method: str, covariate: List[str]) -> None:
-    """--method and --covariate of personalize/forecast/recommend, checked before any data are read."""
-    _check_method(method, ("laplace", "nuts"))
-    _parse_param_overrides(covariate, "--covariate")
-
-
-def _check_method(method: str, allowed: tuple) -> None:
-    if method not in allowed:
-        raise typer.BadParameter(f"--method must be {' or '.join(allowed)}, not {method!r}")
-
-
-def _check_covariates(population, covariates, data_file: Path) -> None:
-    """Every covariate of the population is a --data column or a --covariate, else the option that supplies it."""
-    missing = [c for c in population.covariates if c not in covariates]
-    if missing:
-        needs = ", ".join(f"{c} ({population.covariate_units.get(c, 'no unit given')})" for c in missing)
-        give = " ".join(f"--covariate {c}=VALUE" for c in missing)
-        raise typer.BadParameter(f"population {population.name} needs covariate(s) {needs}, which --data {data_file} "
-                                 f"does not have: add the column(s) or give {give}")
 
 
 def _print_posterior(posterior) -> None:

@@ -8,10 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from medtwin.cli import (_ACTOR, _COVARIATE, _DATA, _ID, _METHOD, _OPEN_DATA, _POP, _SEED, _TREATMENT,
-                         _check_patient_options, _default_actor, _fail, _personalized, _print_posterior, app, console,
-                         err_console)
-from medtwin.cli_edge import check_out_folder
+from medtwin.cli import (_ACTOR, _COVARIATE, _DATA, _ID, _METHOD, _OPEN_DATA, _POP, _SEED, _TREATMENT, _default_actor,
+                         _fail, _personalized, _print_posterior, app, console, err_console)
+from medtwin.cli_edge import check_out_folder, check_patient_options
 from medtwin.errors import MedtwinError
 
 _TARGETS = "auc24 | trough | peak"
@@ -183,7 +182,7 @@ def recommend_command(
             raise DataError(f"--toxic-auc must be in [0, 1e6] mg·h/L (0 for none), got {toxic_auc:g}")
         if objective not in ("pta", "median"):
             raise DataError(f"--objective must be pta or median, not {objective!r}")
-        _check_patient_options(method, covariate)
+        check_patient_options(method, covariate)
         check_out_folder(out)
         _, patient, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                               actor or _default_actor(), purpose, open_data, seed)
@@ -206,9 +205,9 @@ def recommend_command(
     err_console.print(recommendation.summary(), highlight=False)
     console.print(f"wrote the fallback to {out / 'recommendation.json'} (status {recommendation.status}) and "
                   f"{out / 'exposure.png'}")
-    err_console.print(f"error: infeasible: {recommendation.message or 'no candidate meets every constraint'}; review "
-                      f"--target, --toxic-auc, --epsilon and the dose limits (exit status {EXIT_INFEASIBLE})",
-                      highlight=False)
+    err_console.print(f"error: infeasible (exit status {EXIT_INFEASIBLE}): "
+                      f"{recommendation.message or 'no candidate meets every constraint'} (options: --target, "
+                      "--toxic-auc, --epsilon, --max-dose, --max-daily, --intervals, --max-rate)", highlight=False)
     raise typer.Exit(code=EXIT_INFEASIBLE)
 
 

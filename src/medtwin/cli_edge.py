@@ -14,6 +14,11 @@
   is refused: medtwin never overwrites or mixes in earlier outputs); a file
   output (``simulate --out out.csv``) must not be a folder (an existing file is
   replaced).
+* :func:`parse_assignments` (``--param``/``--covariate NAME=VALUE``), :func:`check_method`,
+  :func:`check_patient_options`, :func:`check_covariates`: options checked before any data are read or any
+  fit starts, each error naming the option.
+* :func:`with_option`: a reader whose DataError is prefixed with the option and the file (``--data x.csv: row
+  2, column TIME: ...``).
 * :func:`one_line`: a message on one line (newlines and runs of blanks folded).
 """
 
@@ -28,7 +33,8 @@ from typer.core import TyperGroup
 
 from medtwin.errors import DataError
 
-__all__ = ["MedtwinGroup", "check_out_file", "check_out_folder", "input_file", "one_line", "strict_numbers"]
+__all__ = ["MAX_OPTION_VALUE", "MedtwinGroup", "check_covariates", "check_method", "check_out_file", "check_out_folder",
+           "check_patient_options", "input_file", "one_line", "parse_assignments", "strict_numbers", "with_option"]
 
 
 def one_line(message: object) -> str:
@@ -169,3 +175,60 @@ def check_out_file(path: Path) -> None:
         raise typer.BadParameter(f"--out {path}: is a folder; give the output file's path, e.g. {path / 'out.csv'}")
     if path.parent.exists() and not path.parent.is_dir():
         raise typer.BadParameter(f"--out {path}: {path.parent} is a file, not a folder")
+
+
+# ------------------------------------------------------------------ options
+#: Largest |value| accepted for a --param or --covariate (as for dataset cells: medtwin.io.nonmem.MAX_VALUE).
+MAX_OPTION_VALUE = 1e9
+
+
+def parse_assignments(items, option: str = "--param") -> dict[str, float]:
+    """NAME=VALUE items of ``option``: ASCII numbers with |value| <= MAX_OPTION_VALUE (else BadParameter)."""
+    from medtwin.io.textfile import parse_number
+
+    values = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{option} expects NAME=VALUE, got {item!r}")
+        key, _, raw = item.partition("=")
+        try:
+            value = parse_number(raw)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{option} {key.strip()}: {exc}") from None
+        if abs(value) > MAX_OPTION_VALUE:
+            raise typer.BadParameter(f"{option} {key.strip()}={raw.strip()}: beyond the largest accepted magnitude "
+                                     f"{MAX_OPTION_VALUE:g}")
+        values[key.strip()] = value
+    return values
+
+
+def with_option(option: str, path: Path, read, *args, **kwargs):
+    """``read(*args, **kwargs)``; a DataError about the file's content is prefixed with ``option`` and ``path``."""
+    try:
+        return read(*args, **kwargs)
+    except DataError as exc:
+        raise DataError(f"{option} {path}: {exc}") from exc
+
+
+def check_method(method: str, allowed: tuple) -> None:
+    if method not in allowed:
+        raise typer.BadParameter(f"--method must be {' or '.join(allowed)}, not {method!r}")
+
+
+def check_patient_options(method: str, covariate) -> None:
+    """--method and --covariate of personalize/forecast/recommend, checked before any data are read."""
+    check_method(method, ("laplace", "nuts"))
+    parse_assignments(covariate, "--covariate")
+
+
+def check_covariates(population, covariates, data_file: Path) -> None:
+    """Every covariate of the population is a --data column or a --covariate, else name the option that supplies it.
+
+    Nothing is assumed for a missing covariate (a dialysis status in particular): the user gives it.
+    """
+    missing = [c for c in population.covariates if c not in covariates]
+    if missing:
+        needs = ", ".join(f"{c} ({population.covariate_units.get(c, 'no unit given')})" for c in missing)
+        give = " ".join(f"--covariate {c}=VALUE" for c in missing)
+        raise typer.BadParameter(f"population {population.name} needs covariate(s) {needs}, which --data {data_file} "
+                                 f"does not have: add the column(s) or give {give}")

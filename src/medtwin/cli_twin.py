@@ -9,9 +9,8 @@ from typing import Optional
 
 import typer
 
-from medtwin.cli import (_PURPOSES, _data_access, _default_actor, _fail, _open_stores, _with_option, app, console,
-                         err_console)
-from medtwin.cli_edge import check_out_folder, input_file
+from medtwin.cli import _PURPOSES, _data_access, _default_actor, _fail, _open_stores, app, console, err_console
+from medtwin.cli_edge import check_out_folder, input_file, with_option
 from medtwin.errors import MedtwinError
 
 
@@ -141,7 +140,7 @@ def replay_command(
         model = get_model(spec["model"])
         stores = _open_stores()
         access = _data_access(stores, actor, purpose, open_data)
-        data = _with_option("--stream", stream, read_stream, stream, model=model, access=access, patient=patient)
+        data = with_option("--stream", stream, read_stream, stream, model=model, access=access, patient=patient)
         start = twin_from_spec(spec, inputs=data.regimen, patient=data.patient)
         measurements = list(data.measurements)
         progress = Progress(TextColumn("replaying"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

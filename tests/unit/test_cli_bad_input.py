@@ -116,15 +116,27 @@ def test_the_error_names_what_is_wrong(files):
     result = runner.invoke(app, ["simulate", "pk1_iv", "--data", str(bad["header"]), "--out", "x.csv", *OPEN])
     line = _error_line(result)
     assert "--data" in line and "column ID" in line and "'foo', 'bar'" in line
+    huge = good / "huge.csv"
+    with open(huge, "wb") as handle:  # sparse: nothing is written, nothing should be read
+        handle.truncate(65 * 2**20)
+    result = runner.invoke(app, ["simulate", "pk1_iv", "--data", str(huge), "--out", "x.csv", *OPEN])
+    assert "64 MiB limit" in _error_line(result)
 
 
 # ------------------------------------------------------------------ --out
+def _bind_real_functions():
+    """Import the modules that bind personalize() by name first, so that a tripwire never leaks into them."""
+    for module in ("medtwin.demo", "medtwin.infer.validate", "medtwin.assimilate.adaptation"):
+        importlib.import_module(module)
+
+
 @pytest.fixture
 def tripwires(monkeypatch):
     """Any real work (stores, personalization, fits, simulations, loops) fails the test."""
     def boom(*args, **kwargs):
         raise AssertionError("work started before the input was refused")
 
+    _bind_real_functions()
     for module, name in (("medtwin.cli", "_open_stores"), ("medtwin.cli_twin", "_open_stores"),
                          ("medtwin.cli", "_personalized"), ("medtwin.cli_control", "_personalized"),
                          ("medtwin.infer.personalize", "personalize"),
@@ -192,11 +204,12 @@ def _simulate(tmp_path, text, *extra, model="pk1_iv"):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("ID,TIME,AMT,DV\n1,0,1e308,.\n1,2,0,3\n", ["row 1", "column AMT", "1e+308"]),
-    ("ID,TIME,AMT,DV\n1,0,100,.\n1,1e308,0,3\n", ["row 2", "column TIME", "1e+308"]),
-    ("ID,TIME,AMT,DV\n1,0,100,.\n1,2,0,1e308\n", ["row 2", "column DV"]),
-    ("ID,TIME,AMT,DV\n1,0,１０,.\n1,2,0,3\n", ["row 1", "column AMT", "１０"]),
-    ("ID,TIME,AMT,DV,II,ADDL\n1,0,100,.,12,100000000\n1,2,0,3,0,0\n", ["row 1", "column ADDL"]),
+    pytest.param("ID,TIME,AMT,DV\n1,0,1e308,.\n1,2,0,3\n", ["row 1", "column AMT", "1e+308"], id="AMT-1e308"),
+    pytest.param("ID,TIME,AMT,DV\n1,0,100,.\n1,1e308,0,3\n", ["row 2", "column TIME", "1e+308"], id="TIME-1e308"),
+    pytest.param("ID,TIME,AMT,DV\n1,0,100,.\n1,2,0,1e308\n", ["row 2", "column DV"], id="DV-1e308"),
+    pytest.param("ID,TIME,AMT,DV\n1,0,１０,.\n1,2,0,3\n", ["row 1", "column AMT", "１０"], id="AMT-fullwidth"),
+    pytest.param("ID,TIME,AMT,DV,II,ADDL\n1,0,100,.,12,100000000\n1,2,0,3,0,0\n", ["row 1", "column ADDL"],
+                 id="ADDL-1e8"),  # on the old main this expands 1e8 doses (minutes, GBs)
 ])
 def test_dataset_cells_beyond_bounds_or_not_ascii_are_refused_with_row_and_column(tmp_path, text, words):
     result, out = _simulate(tmp_path, text, "--param", "CL=2", "--param", "V=20")
@@ -328,6 +341,7 @@ def test_usage_errors_and_long_errors_are_one_unwrapped_line_when_not_a_terminal
 
 # ------------------------------------------------------------------ covariates the population needs
 def test_a_missing_population_covariate_names_the_option_that_supplies_it(tmp_path, monkeypatch):
+    _bind_real_functions()
     monkeypatch.setattr(importlib.import_module("medtwin.infer.personalize"), "personalize",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("fit started")))
     data = tmp_path / "patient.csv"

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from typing import Mapping
 

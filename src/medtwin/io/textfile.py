@@ -94,6 +94,8 @@ def read_text(path: str | os.PathLike, *, what: str = "file", allow_empty: bool 
     try:
         if path.is_dir():
             raise DataError(f"{what} {path} is a folder, not a file")
+        if path.is_file() and path.stat().st_size > max_bytes:
+            raise DataError(f"{what} {path} is larger than the {max_bytes / 2**20:g} MiB limit for an input file")
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as exc:
