@@ -398,3 +398,34 @@ def load_population_dict():
     from medtwin.io.population_file import load_population
 
     return load_population(POP).to_dict()
+
+
+# ------------------------------------------------------------------ streams
+@pytest.mark.parametrize("rows, words", [
+    pytest.param(["0,bolus,CENTRAL,100,mg", "1e308,obs,C,3,mg/L"], ["row 2, column time_h", "1e+308 h"], id="time"),
+    pytest.param(["0,bolus,CENTRAL,1e308,mg", "1,obs,C,3,mg/L"], ["row 1, column value", "1e+308"], id="dose"),
+    pytest.param(["0,bolus,CENTRAL,１００,mg", "1,obs,C,3,mg/L"], ["row 1, column value", "１００"], id="fullwidth"),
+])
+def test_replay_refuses_stream_rows_beyond_bounds(files, tmp_path, rows, words):
+    good, _ = files
+    stream = tmp_path / "stream.csv"
+    stream.write_text("\n".join(["time_h,kind,name,value,unit", *rows]) + "\n")
+    result = runner.invoke(app, ["replay", str(good / "twin.json"), "--stream", str(stream), "--out",
+                                 str(tmp_path / "rp"), *OPEN])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result)
+    assert "--stream" in line and all(w in line for w in words), line
+    assert not (tmp_path / "rp").exists()
+
+
+def test_a_measurement_beyond_bounds_is_rejected_with_its_reason():
+    import io
+
+    from medtwin.io.access import OpenData
+    from medtwin.io.stream_file import read_stream
+    from medtwin.models import get_model
+
+    text = "time_h,kind,name,value,unit\n0,bolus,CENTRAL,100,mg\n1,obs,C,1e308,mg/L\n2,obs,C,4,mg/L\n"
+    data = read_stream(io.StringIO(text), model=get_model("pk1_iv"), access=OpenData("synthetic"), patient="P1")
+    assert [m.value for m in data.measurements] == [4.0]
+    assert [r.row for r in data.rejected] == [2] and "beyond the largest accepted" in data.rejected[0].reason

@@ -179,7 +179,28 @@ def _dose(model: Model, r: dict, row: int, time: float, kind: str, substances) -
     return DoseEvent(time=time, amount=amount, cmt=cmt, rate=rate)
 
 
+#: Largest accepted time (h) and |value| of a stream row, as for a dataset (medtwin.io.nonmem).
+MAX_TIME_H, MAX_VALUE = 1e6, 1e9
+
+
+def _beyond_limits(r: dict, row: int) -> Rejection | None:
+    """A time, dose or duration beyond the limits is a DatasetError; a measurement value beyond them a Rejection."""
+    for column, limit, unit in (("time_h", MAX_TIME_H, " h"), ("duration_h", MAX_TIME_H, " h"),
+                                ("value", MAX_VALUE, "")):
+        number = _finite(r.get(column, ""))
+        if number is None or abs(number) <= limit:
+            continue
+        reason = f"{number:g}{unit} is beyond the largest accepted magnitude {limit:g}{unit}"
+        if column == "value" and r.get("kind", "").lower() == "obs":
+            return Rejection(dict(r), f"measurement value of {r.get('name', '')}: {reason}", row=row)
+        raise DatasetError(reason, row=row, column=column)
+    return None
+
+
 def _row(model: Model, r: dict, row: int, substances) -> Measurement | DoseEvent | Rejection:
+    beyond = _beyond_limits(r, row)
+    if beyond is not None:
+        return beyond
     time = _finite(r["time_h"])
     if time is None:
         raise DatasetError(f"time must be a finite number of hours, got {r['time_h']!r}", row=row, column="time_h")
