@@ -429,3 +429,14 @@ def test_a_measurement_beyond_bounds_is_rejected_with_its_reason():
     data = read_stream(io.StringIO(text), model=get_model("pk1_iv"), access=OpenData("synthetic"), patient="P1")
     assert [m.value for m in data.measurements] == [4.0]
     assert [r.row for r in data.rejected] == [2] and "beyond the largest accepted" in data.rejected[0].reason
+
+
+def test_a_population_theta_beyond_bounds_is_refused_with_the_field(files, tmp_path):
+    good, _ = files
+    text = shipped_population_path("pheno").read_text().replace("value: 0.00469555", "value: 1.0e+308")
+    pop = tmp_path / "pop.yaml"
+    pop.write_text(text)
+    result = runner.invoke(app, ["personalize", "--population", str(pop), "--data", str(good / "pk.csv"), "--out",
+                                 str(tmp_path / "p"), *OPEN])
+    assert result.exit_code == 2, result.output
+    assert "thetas.TVCL" in _error_line(result) and "1e+308" in result.output
