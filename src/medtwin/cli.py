@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medtwin.cli_edge import (MedtwinGroup, check_covariates as _check_covariates, check_out_file, check_out_folder,
-                              check_patient_options as _check_patient_options, input_file, one_line,
+from medtwin.cli_edge import (MedtwinGroup, OutFolder, check_covariates as _check_covariates, check_out_file,
+                              check_out_folder, check_patient_options as _check_patient_options, input_file, one_line,
                               parse_assignments as _parse_param_overrides, with_option as _with_option)
 from medtwin.errors import MedtwinError
 
@@ -547,11 +547,12 @@ def fit_command(
 
     if method not in ("foce", "nuts"):
         _fail(typer.BadParameter(f"--method must be foce or nuts, not {method!r}"))
+    outputs = OutFolder(out)
     try:
         population = _with_option("--population", population_file, load_population, population_file)
         if population.model != model_name:
             raise typer.BadParameter(f"the population is for model {population.model!r}, not {model_name!r}")
-        check_out_folder(out)
+        outputs.check()
         stores = _open_stores()
         dataset = _read_patients(stores, data, get_model(model_name), actor or _default_actor(), purpose, open_data)
         _check_covariates(population, dataset.covariate_names, data)
@@ -568,6 +569,7 @@ def fit_command(
         else:
             paths = _fit_nuts(population, dataset, out, seed, chains, draws, warmup)
     except (MedtwinError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     for name, path in paths.items():
         console.print(f"{name:>22}: {path}")
@@ -629,9 +631,10 @@ def personalize_command(
     """Personalize one patient: the posterior of their parameters and the individual fit with bands."""
     import numpy as np
 
+    outputs = OutFolder(out)
     try:
         _check_patient_options(method, covariate)
-        check_out_folder(out)
+        outputs.check()
         _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                             actor or _default_actor(), purpose, open_data, seed)
         out.mkdir(parents=True, exist_ok=True)
@@ -641,6 +644,7 @@ def personalize_command(
         band.to_frame().to_csv(out / "fit.csv", index=False)
         _plot_band(posterior, band, data_, out / "fit.png", None)
     except (MedtwinError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     _print_posterior(posterior)
     for name in ("posterior.csv", "fit.csv", "fit.png"):
@@ -674,12 +678,13 @@ def forecast_command(
 
     from medtwin.infer.posterior import probability
 
+    outputs = OutFolder(out)
     try:
         if not 0.0 <= auc_target[0] < auc_target[1] <= 1e6:
             raise typer.BadParameter(f"--auc-target {auc_target[0]:g} {auc_target[1]:g}: give LOW HIGH with "
                                      "0 <= LOW < HIGH <= 1e6 (mg·h/L)")
         _check_patient_options(method, covariate)
-        check_out_folder(out)
+        outputs.check()
         _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                             actor or _default_actor(), purpose, open_data, seed)
         end = float(data_.times.max()) + hours
@@ -694,6 +699,7 @@ def forecast_command(
         band.to_frame().to_csv(out / "forecast.csv", index=False)
         _plot_band(posterior, band, data_, out / "forecast.png", window)
     except (MedtwinError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     _print_posterior(posterior)
     unit = band.units.get(output, "")

@@ -10,7 +10,7 @@ import typer
 
 from medtwin.cli import (_ACTOR, _COVARIATE, _DATA, _ID, _METHOD, _OPEN_DATA, _POP, _SEED, _TREATMENT, _default_actor,
                          _fail, _personalized, _print_posterior, app, console, err_console)
-from medtwin.cli_edge import check_out_folder, check_patient_options
+from medtwin.cli_edge import OutFolder, check_out_folder, check_patient_options
 from medtwin.errors import MedtwinError
 
 _TARGETS = "auc24 | trough | peak"
@@ -175,6 +175,7 @@ def recommend_command(
     from medtwin.control.targets import AUC24Window, Threshold
     from medtwin.errors import DataError
 
+    outputs = OutFolder(out)
     try:
         wanted = parse_target(target)
         constraints = dose_constraints(dose_step, max_dose, max_daily, max_rate, intervals, loading)
@@ -183,7 +184,7 @@ def recommend_command(
         if objective not in ("pta", "median"):
             raise DataError(f"--objective must be pta or median, not {objective!r}")
         check_patient_options(method, covariate)
-        check_out_folder(out)
+        outputs.check()
         _, patient, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                               actor or _default_actor(), purpose, open_data, seed)
         toxic = Threshold(AUC24Window(), above=toxic_auc) if toxic_auc else None
@@ -194,6 +195,7 @@ def recommend_command(
         (out / "recommendation.json").write_text(json.dumps(recommendation_dict(recommendation), indent=2))
         plot_recommendation(recommendation, patient, out / "exposure.png")
     except (MedtwinError, ValueError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     _print_posterior(posterior)
     if recommendation.feasible:
@@ -229,8 +231,9 @@ def closed_loop_command(
     runners = {"vancomycin": evaluate_vancomycin, "glucose": evaluate_glucose}
     if scenario not in runners:
         _fail(MedtwinError(f"unknown scenario {scenario!r}; use {' | '.join(runners)}"))
+    outputs = OutFolder(out)
     try:
-        check_out_folder(out)
+        outputs.check()
     except typer.BadParameter as exc:
         _fail(exc)
     progress = Progress(TextColumn(f"closed loop: {scenario}"), BarColumn(), TextColumn("{task.completed}/{task.total}"
@@ -247,6 +250,7 @@ def closed_loop_command(
         evaluation.summary.to_csv(out / "summary.csv")
         plot_evaluation(evaluation, out / "closed_loop.png")
     except MedtwinError as exc:
+        outputs.discard()
         _fail(exc)
     console.print(f"{scenario}: {patients} virtual patients, twin-guided vs standard of care (paired)")
     typer.echo(evaluation.table())  # plain text: a wide table must not be re-wrapped by the terminal width

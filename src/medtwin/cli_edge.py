@@ -9,7 +9,8 @@
   UTF-8, empty, too large, or (for JSON/YAML) not an object at the top level is
   a one-line usage error naming the option.
 * :func:`check_out_folder` / :func:`check_out_file`: ``--out`` checks, called
-  first in a command, before any work is done or any run is stored.  A folder output must be a new path or an
+  first in a command, before any work is done or any run is stored;
+  :class:`OutFolder` also removes a refused run's partial outputs (nothing half-written).  A folder output must be a new path or an
   existing *empty* folder (an existing file, or a folder with anything in it,
   is refused: medtwin never overwrites or mixes in earlier outputs); a file
   output (``simulate --out out.csv``) must not be a folder (an existing file is
@@ -33,7 +34,7 @@ from typer.core import TyperGroup
 
 from medtwin.errors import DataError
 
-__all__ = ["MAX_OPTION_VALUE", "MedtwinGroup", "check_covariates", "check_method", "check_out_file", "check_out_folder",
+__all__ = ["MAX_OPTION_VALUE", "MedtwinGroup", "OutFolder", "check_covariates", "check_method", "check_out_file", "check_out_folder",
            "check_patient_options", "input_file", "one_line", "parse_assignments", "strict_numbers", "with_option"]
 
 
@@ -167,6 +168,33 @@ def check_out_folder(path: Path) -> None:
         if any(path.iterdir()):
             raise typer.BadParameter(f"--out {path}: the folder exists and is not empty; give a new or empty folder "
                                      "(medtwin never overwrites earlier outputs or mixes with them)")
+
+
+class OutFolder:
+    """``--out`` of a folder command: :meth:`check` first; after a refused run :meth:`discard` removes what the
+    command wrote there (the folder was new or empty when it started, so nothing of the user's is touched)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fresh: bool | None = None  # None until checked: never discard a folder that was refused
+
+    def check(self) -> None:
+        check_out_folder(self.path)
+        self.fresh = not self.path.exists()
+
+    def discard(self) -> None:
+        import shutil
+
+        if self.fresh is None or not self.path.is_dir():
+            return
+        if self.fresh:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for child in self.path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 def check_out_file(path: Path) -> None:

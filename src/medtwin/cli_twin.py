@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from medtwin.cli import _PURPOSES, _data_access, _default_actor, _fail, _open_stores, app, console, err_console
-from medtwin.cli_edge import check_out_folder, input_file, with_option
+from medtwin.cli_edge import OutFolder, input_file, with_option
 from medtwin.errors import MedtwinError
 
 
@@ -131,8 +131,9 @@ def replay_command(
     from medtwin.models import get_model
 
     actor = actor or _default_actor()
+    outputs = OutFolder(out)
     try:
-        check_out_folder(out)
+        outputs.check()
         _enable_jax_cache()
         spec = load_mapping(twin_spec, what="twin specification")
         if "model" not in spec:
@@ -175,6 +176,7 @@ def replay_command(
                                                  "n_measurements": len(measurements),
                                                  "output_digest": record.output_digest}, patient=data.patient)
     except (MedtwinError, OSError, yaml.YAMLError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     n_ok = int(frame["accepted"].sum()) if len(frame) else 0
     console.print(f"replayed {len(measurements)} measurements ({n_ok} assimilated, {len(rejected)} rejected or dropped "

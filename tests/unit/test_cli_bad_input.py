@@ -440,3 +440,24 @@ def test_a_population_theta_beyond_bounds_is_refused_with_the_field(files, tmp_p
                                  str(tmp_path / "p"), *OPEN])
     assert result.exit_code == 2, result.output
     assert "thetas.TVCL" in _error_line(result) and "1e+308" in result.output
+
+
+def test_a_refused_run_leaves_nothing_half_written(files, tmp_path, monkeypatch):
+    from medtwin.errors import ConsentError
+
+    def denied(*args, **kwargs):
+        raise ConsentError("write of the twin denied")
+
+    monkeypatch.setattr(importlib.import_module("medtwin.io.twin_file"), "save_twin", denied)
+    good, _ = files
+    out = tmp_path / "rp"
+    result = runner.invoke(app, ["replay", str(good / "twin.json"), "--stream", str(good / "stream.csv"), "--out",
+                                 str(out), *OPEN, "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "write of the twin denied" in _error_line(result)
+    assert not out.exists()  # tracked.csv, rejected.csv and alarms.json were written before the refusal: removed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["replay", str(good / "twin.json"), "--stream", str(good / "stream.csv"), "--out",
+                                 str(empty), *OPEN, "--no-progress"])
+    assert result.exit_code == 2 and empty.is_dir() and not any(empty.iterdir())  # the user's empty folder stays
