@@ -18,11 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from medtwin.cli_edge import (MedtwinGroup, OutFolder, check_covariates as _check_covariates, check_out_file,
+                              check_out_folder, check_patient_options as _check_patient_options, input_file, one_line,
+                              parse_assignments as _parse_param_overrides, with_option as _with_option)
 from medtwin.errors import MedtwinError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.",
+                  cls=MedtwinGroup)
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line is never folded at 80 columns
 
 
 #: Consent purposes (kept here so that --help does not import the governance layer).
@@ -54,7 +58,10 @@ def _open_stores() -> _Stores:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    """Print ``error: <message>`` on one line (no markup read from the message) and exit with status 2."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(exc)), soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -62,7 +69,7 @@ class _ProgressBar:
     """A rich progress bar usable as the ``progress(done, total)`` callback of simulate()."""
 
     def __init__(self, label: str, enabled: bool = True):
-        self.enabled = enabled
+        self.enabled = enabled and err_console.is_terminal  # no bar (nor its blank line) in a log or a pipe
         self.progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} patients"),
                                  TimeElapsedColumn(), console=err_console, transient=True)
         self.task = None
@@ -119,19 +126,6 @@ def models_command(
             console.print(f"  [dim]{info['citation']}[/]")
 
 
-def _parse_param_overrides(items: List[str]) -> dict[str, float]:
-    values = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"--param expects NAME=VALUE, got {item!r}")
-        key, _, raw = item.partition("=")
-        try:
-            values[key.strip()] = float(raw)
-        except ValueError:
-            raise typer.BadParameter(f"--param {key}: {raw!r} is not a number") from None
-    return values
-
-
 def _data_access(stores, actor: str, purpose: str, open_data: Optional[str]):
     """The consent gate for (actor, purpose), or OpenData when the user declared the data non-identifiable."""
     from medtwin.governance.consent_store import ConsentGate
@@ -143,11 +137,15 @@ def _data_access(stores, actor: str, purpose: str, open_data: Optional[str]):
 @app.command("simulate")
 def simulate_command(
     model_name: str = typer.Argument(..., metavar="MODEL", help="Library model name (see `medtwin models`)."),
-    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style dataset (CSV)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style dataset (CSV).",
+                              callback=input_file("dataset")),
     params: Optional[Path] = typer.Option(None, "--params", exists=True, dir_okay=False,
-                                          help="CSV with an ID column and one column per parameter."),
-    param: List[str] = typer.Option([], "--param", help="NAME=VALUE for every patient (repeatable)."),
-    out: Path = typer.Option(..., "--out", help="Output CSV: ID, TIME and every model output per observation."),
+                                          help="CSV with an ID column and one column per parameter.",
+                                          callback=input_file("parameter table")),
+    param: List[str] = typer.Option([], "--param", help="NAME=VALUE for every patient (repeatable; |VALUE| <= 1e9)."),
+    out: Path = typer.Option(..., "--out",
+                             help="Output CSV: ID, TIME and every model output per observation (not a folder; "
+                                  "an existing file is replaced)."),
     method: str = typer.Option("auto", help="auto | exact | dopri5 | euler | heun | rk4"),
     rtol: float = typer.Option(1e-8, help="Relative tolerance (dopri5)."),
     atol: float = typer.Option(1e-10, help="Absolute tolerance (dopri5)."),
@@ -162,21 +160,21 @@ def simulate_command(
 ) -> None:
     """Simulate MODEL on every subject of a NONMEM-style dataset; the run is stored with signed provenance."""
     import numpy as np
-    import pandas as pd
 
     from medtwin.governance.runs import spec_for_dataset
-    from medtwin.io.dataset_simulation import simulate_dataset, write_simulation
+    from medtwin.io.dataset_simulation import read_parameter_table, simulate_dataset, write_simulation
     from medtwin.io.nonmem import read_nonmem
     from medtwin.models import get_model
 
     actor = actor or _default_actor()
     try:
         model = get_model(model_name)
+        overrides = _parse_param_overrides(param)
+        check_out_file(out)
         stores = _open_stores()
         access = _data_access(stores, actor, purpose, open_data)
-        dataset = read_nonmem(data, model=model, access=access)
-        table = pd.read_csv(params) if params is not None else None
-        overrides = _parse_param_overrides(param)
+        dataset = _with_option("--data", data, read_nonmem, data, model=model, access=access)
+        table = _with_option("--params", params, read_parameter_table, params) if params is not None else None
         if table is not None:
             for key, value in overrides.items():
                 table[key] = value
@@ -191,7 +189,7 @@ def simulate_command(
         record = stores.runs.save(spec, trajectory, actor, access=access)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_simulation(trajectory, out, access=access, observations_only=True)
-    except MedtwinError as exc:
+    except (MedtwinError, typer.BadParameter) as exc:
         _fail(exc)
     failed = [s for s in trajectory.statuses() if not s.ok]
     n_rows = int(np.sum(np.asarray(trajectory.extra["evid"]) == 0))
@@ -205,8 +203,10 @@ def simulate_command(
 
 @app.command("demo")
 def demo_command(
-    out: Path = typer.Option(Path("medtwin-demo"), "--out", help="Folder for the CSV and PNG."),
-    n_patients: int = typer.Option(12, "--patients", min=1, help="Number of virtual patients."),
+    out: Path = typer.Option(Path("medtwin-demo"), "--out",
+                             help="New (or empty) folder for the CSV and PNG files."),
+    n_patients: int = typer.Option(12, "--patients", min=1, max=10_000, help="Number of virtual patients "
+                                   "(1-10,000)."),
     seed: int = typer.Option(2026, help="Random seed of the virtual ward."),
 ) -> None:
     """Vancomycin virtual ward on 1,000 mg q12h: concentration curves and AUC24 vs the 400–600 target."""
@@ -215,6 +215,7 @@ def demo_command(
     from medtwin.io.access import OpenData
 
     try:
+        check_out_folder(out)
         stores = _open_stores()
         with _ProgressBar("simulating vancomycin") as bar:
             result = run_vancomycin_demo(n_patients=n_patients, seed=seed, progress=bar)
@@ -222,7 +223,7 @@ def demo_command(
         spec = spec_for_simulate(result.trajectory.model, result.parameters, result.regimen, result.trajectory.times,
                                  settings={"keep_states": False}, open_data=virtual, seeds={"seed": seed})
         record = stores.runs.save(spec, result.trajectory, _default_actor(), access=OpenData(virtual))
-    except MedtwinError as exc:
+    except (MedtwinError, typer.BadParameter) as exc:
         _fail(exc)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "vancomycin_demo.csv"
@@ -387,7 +388,8 @@ def _period_text(period) -> str:
 @consent_app.command("add")
 def consent_add_command(
     file: Path = typer.Argument(..., metavar="FILE.json", exists=True, dir_okay=False,
-                                help="FHIR R5 (or R4B) Consent resource as JSON."),
+                                callback=input_file("Consent file", "json"),
+                                help="FHIR R5 (or R4B) Consent resource as JSON (one object)."),
     actor: Optional[str] = typer.Option(None, "--actor", help="Who records it (default: login name)."),
 ) -> None:
     """Validate a FHIR Consent and store it (audit entry consent.add)."""
@@ -438,7 +440,8 @@ def consent_withdraw_command(
 def _read_patients(stores, data: Path, model, actor: str, purpose: str, open_data: Optional[str]):
     from medtwin.io.nonmem import read_nonmem
 
-    return read_nonmem(data, model=model, access=_data_access(stores, actor, purpose, open_data))
+    return _with_option("--data", data, read_nonmem, data, model=model,
+                        access=_data_access(stores, actor, purpose, open_data))
 
 
 def _one_patient(dataset, patient_id: Optional[str], covariate: List[str]):
@@ -454,7 +457,7 @@ def _one_patient(dataset, patient_id: Optional[str], covariate: List[str]):
         raise typer.BadParameter(f"--id {patient_id}: no such subject (have {', '.join(ids[:8])})")
     subject = dataset.subjects[ids.index(patient_id)]
     data = PatientData.from_subject(subject)
-    extra = _parse_param_overrides(covariate)
+    extra = _parse_param_overrides(covariate, "--covariate")
     if extra:
         data = PatientData(data.regimen, data.times, data.values, {**data.covariates, **extra}, data.output,
                            data.blq, data.lloq, data.pre_dose, data.patient, data.rows)
@@ -469,10 +472,12 @@ def _personalized(population_file: Path, data_file: Path, patient_id, covariate,
     from medtwin.io.population_file import load_population
     from medtwin.models import get_model
 
-    population = load_population(population_file)
+    _check_patient_options(method, covariate)
+    population = _with_option("--population", population_file, load_population, population_file)
     stores = _open_stores()
     dataset = _read_patients(stores, data_file, get_model(population.model), actor, purpose, open_data)
     data = _one_patient(dataset, patient_id, covariate)
+    _check_covariates(population, data.covariates, data_file)
     with _ProgressBar(f"personalizing patient {data.patient} ({method})") as bar:
         bar(0, 1)
         posterior = personalize(population, data, method=method, seed=seed)
@@ -487,19 +492,31 @@ def _personalized(population_file: Path, data_file: Path, patient_id, covariate,
 def _print_posterior(posterior) -> None:
     table = Table(title=f"posterior of patient {posterior.data[-1].patient} ({posterior.method}, "
                         f"{posterior.status})", title_justify="left")
-    for col in ("parameter", "unit", "prior median", "posterior median", "90 % interval"):
+    diagnostics = posterior.diagnostics if posterior.method == "nuts" else {}
+    sampled = "rhat" in diagnostics and "ess" in diagnostics
+    columns = ("parameter", "unit", "prior median", "posterior median", "90 % interval")
+    for col in columns + (("R-hat", "bulk ESS") if sampled else ()):
         table.add_column(col, justify="right")
-    for row in posterior.summary().itertuples():
-        table.add_row(row.parameter, row.unit, f"{row.prior_median:.4g}", f"{row.median:.4g}",
-                      f"{row.p05:.4g} – {row.p95:.4g}")
+    for k, row in enumerate(posterior.summary().itertuples()):
+        cells = [row.parameter, row.unit, f"{row.prior_median:.4g}", f"{row.median:.4g}",
+                 f"{row.p05:.4g} – {row.p95:.4g}"]
+        if sampled:
+            cells += [f"{float(diagnostics['rhat'][k]):.3f}", f"{float(diagnostics['ess'][k]):.0f}"]
+        table.add_row(*cells)
     console.print(table)
+    if sampled:
+        console.print(f"NUTS: {diagnostics.get('chains', '?')} chains × {diagnostics.get('draws', '?')} draws; "
+                      f"{posterior.message} (R-hat < 1.01 and no divergences: {posterior.status})", highlight=False)
 
 
-_POP = typer.Option(..., "--population", exists=True, dir_okay=False, help="Population file (YAML/JSON).")
-_DATA = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style CSV with the patient's doses, "
-                     "levels and covariates.")
+_POP = typer.Option(..., "--population", exists=True, dir_okay=False, callback=input_file("population file", "mapping"),
+                    help="Population file (YAML/JSON; format in docs/population-file.md).")
+_DATA = typer.Option(..., "--data", exists=True, dir_okay=False, callback=input_file("dataset"),
+                     help="NONMEM-style CSV with the patient's doses, levels and covariate columns (those the "
+                          "population needs, e.g. CRCL, WT, DIAL for vancomycin_goti2018).")
 _ID = typer.Option(None, "--id", help="Subject ID (when the file holds several).")
-_COVARIATE = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file.")
+_COVARIATE = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file (e.g. DIAL=0: no "
+                          "haemodialysis); repeatable; |VALUE| <= 1e9.")
 _METHOD = typer.Option("laplace", "--method", help="laplace (MAP + Laplace, bedside) | nuts (review)")
 _TREATMENT = typer.Option("treatment", "--purpose", help=" | ".join(_PURPOSES))
 _ACTOR = typer.Option(None, "--actor", help="Who runs it (default: login name).")
@@ -511,19 +528,23 @@ _SEED = typer.Option(0, help="Seed (NUTS, predictive draws).")
 @app.command("fit")
 def fit_command(
     model_name: str = typer.Argument(..., metavar="MODEL", help="Library model (must match the population)."),
-    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style dataset (CSV)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="NONMEM-style dataset (CSV).",
+                              callback=input_file("dataset")),
     population_file: Path = _POP,
     method: str = typer.Option("foce", "--method", help="foce (FOCE with interaction, ML) | nuts (hierarchical "
                                "Bayes)"),
-    out: Path = typer.Option(..., "--out", help="Folder for the estimates, diagnostics and plots."),
+    out: Path = typer.Option(..., "--out",
+                             help="New (or empty) folder for the estimates, diagnostics and plots."),
     purpose: str = typer.Option("model-training", "--purpose", help=" | ".join(_PURPOSES)),
     actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
     open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
                                             help="The data are not identifiable patient data (say why)."),
     seed: int = typer.Option(0, help="Seed for NPDE/VPC simulations and NUTS."),
-    chains: int = typer.Option(4, "--chains", min=1, help="NUTS: number of chains."),
-    draws: int = typer.Option(1000, "--draws", min=10, help="NUTS: draws per chain after warm-up."),
-    warmup: int = typer.Option(1000, "--warmup", min=10, help="NUTS: warm-up iterations per chain."),
+    chains: int = typer.Option(4, "--chains", min=1, max=64, help="NUTS: number of chains (1-64)."),
+    draws: int = typer.Option(1000, "--draws", min=10, max=100_000, help="NUTS: draws per chain after warm-up "
+                              "(10-100,000)."),
+    warmup: int = typer.Option(1000, "--warmup", min=10, max=100_000, help="NUTS: warm-up iterations per chain "
+                               "(10-100,000)."),
 ) -> None:
     """Fit a population model to a dataset: estimates with SE/RSE, shrinkage, GOF and VPC plots (FOCEI),
     or the hierarchical Bayes posterior with R-hat and ESS (NUTS)."""
@@ -532,12 +553,15 @@ def fit_command(
 
     if method not in ("foce", "nuts"):
         _fail(typer.BadParameter(f"--method must be foce or nuts, not {method!r}"))
+    outputs = OutFolder(out)
     try:
-        population = load_population(population_file)
+        population = _with_option("--population", population_file, load_population, population_file)
         if population.model != model_name:
             raise typer.BadParameter(f"the population is for model {population.model!r}, not {model_name!r}")
+        outputs.check()
         stores = _open_stores()
         dataset = _read_patients(stores, data, get_model(model_name), actor or _default_actor(), purpose, open_data)
+        _check_covariates(population, dataset.covariate_names, data)
         out.mkdir(parents=True, exist_ok=True)
         if method == "foce":
             from medtwin.governance.runs import spec_for_fit
@@ -551,6 +575,7 @@ def fit_command(
         else:
             paths = _fit_nuts(population, dataset, out, seed, chains, draws, warmup)
     except (MedtwinError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     for name, path in paths.items():
         console.print(f"{name:>22}: {path}")
@@ -602,7 +627,8 @@ def personalize_command(
     patient_id: Optional[str] = _ID,
     covariate: List[str] = _COVARIATE,
     method: str = _METHOD,
-    out: Path = typer.Option(..., "--out", help="Folder for posterior.csv, fit.csv and fit.png."),
+    out: Path = typer.Option(..., "--out",
+                             help="New (or empty) folder for posterior.csv, fit.csv and fit.png."),
     purpose: str = _TREATMENT,
     actor: Optional[str] = _ACTOR,
     open_data: Optional[str] = _OPEN_DATA,
@@ -611,7 +637,10 @@ def personalize_command(
     """Personalize one patient: the posterior of their parameters and the individual fit with bands."""
     import numpy as np
 
+    outputs = OutFolder(out)
     try:
+        _check_patient_options(method, covariate)
+        outputs.check()
         _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                             actor or _default_actor(), purpose, open_data, seed)
         out.mkdir(parents=True, exist_ok=True)
@@ -621,10 +650,15 @@ def personalize_command(
         band.to_frame().to_csv(out / "fit.csv", index=False)
         _plot_band(posterior, band, data_, out / "fit.png", None)
     except (MedtwinError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     _print_posterior(posterior)
     for name in ("posterior.csv", "fit.csv", "fit.png"):
         console.print(f"{name:>14}: {out / name}")
+
+
+#: Longest forecast (h): 30 days on a 0.1-h grid with 1,000 draws is about 60 MB per output.
+MAX_FORECAST_HOURS = 720.0
 
 
 @app.command("forecast")
@@ -633,11 +667,13 @@ def forecast_command(
     data: Path = _DATA,
     patient_id: Optional[str] = _ID,
     covariate: List[str] = _COVARIATE,
-    hours: float = typer.Option(48.0, "--hours", min=1.0, help="Forecast horizon after the last level (h)."),
+    hours: float = typer.Option(48.0, "--hours", min=1.0, max=MAX_FORECAST_HOURS,
+                                help=f"Forecast horizon after the last level (h, 1-{MAX_FORECAST_HOURS:g})."),
     method: str = _METHOD,
     auc_target: Tuple[float, float] = typer.Option((400.0, 600.0), "--auc-target",
                                                    help="AUC24 window (mg·h/L) over the last 24 h."),
-    out: Path = typer.Option(..., "--out", help="Folder for forecast.csv and forecast.png."),
+    out: Path = typer.Option(..., "--out",
+                             help="New (or empty) folder for forecast.csv and forecast.png."),
     purpose: str = _TREATMENT,
     actor: Optional[str] = _ACTOR,
     open_data: Optional[str] = _OPEN_DATA,
@@ -648,7 +684,13 @@ def forecast_command(
 
     from medtwin.infer.posterior import probability
 
+    outputs = OutFolder(out)
     try:
+        if not 0.0 <= auc_target[0] < auc_target[1] <= 1e6:
+            raise typer.BadParameter(f"--auc-target {auc_target[0]:g} {auc_target[1]:g}: give LOW HIGH with "
+                                     "0 <= LOW < HIGH <= 1e6 (mg·h/L)")
+        _check_patient_options(method, covariate)
+        outputs.check()
         _, data_, posterior = _personalized(population_file, data, patient_id, covariate, method,
                                             actor or _default_actor(), purpose, open_data, seed)
         end = float(data_.times.max()) + hours
@@ -663,6 +705,7 @@ def forecast_command(
         band.to_frame().to_csv(out / "forecast.csv", index=False)
         _plot_band(posterior, band, data_, out / "forecast.png", window)
     except (MedtwinError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     _print_posterior(posterior)
     unit = band.units.get(output, "")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from medtwin.cli import _PURPOSES, _data_access, _default_actor, _fail, _open_stores, app, console, err_console
+from medtwin.cli_edge import OutFolder, input_file, with_option
 from medtwin.errors import MedtwinError
 
 
@@ -100,11 +101,13 @@ def _plot(frame, twin, path: Path) -> None:
 @app.command("replay")
 def replay_command(
     twin_spec: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="TWIN_SPEC",
+                                     callback=input_file("twin specification", "mapping"),
                                      help="YAML/JSON twin specification (model, estimated parameters, noise, observer)."),
-    stream: Path = typer.Option(..., "--stream", exists=True, dir_okay=False,
+    stream: Path = typer.Option(..., "--stream", exists=True, dir_okay=False, callback=input_file("stream file"),
                                 help="Recorded stream CSV: time_h, kind (obs|bolus|infusion), name, value, unit, ..."),
-    out: Path = typer.Option(..., "--out", help="Output folder: tracked.csv, alarms.json, rejected.csv, twin.json, "
-                                                "replay.png, provenance.json."),
+    out: Path = typer.Option(..., "--out",
+                             help="New (or empty) output folder: tracked.csv, alarms.json, rejected.csv, twin.json, "
+                                  "replay.png, provenance.json."),
     patient: Optional[str] = typer.Option(None, "--patient", help="Patient id (when the stream has no patient_id)."),
     check_clocks: bool = typer.Option(False, "--check-clocks", help="Estimate every device's clock offset by "
                                       "profile likelihood (replays the stream once per candidate offset)."),
@@ -123,19 +126,22 @@ def replay_command(
     from medtwin.assimilate.twin_codec import twin_from_spec
     from medtwin.governance.provenance import record_for_result, sign
     from medtwin.io.stream_file import read_stream
+    from medtwin.io.textfile import load_mapping
     from medtwin.io.twin_file import save_twin
     from medtwin.models import get_model
 
     actor = actor or _default_actor()
+    outputs = OutFolder(out)
     try:
+        outputs.check()
         _enable_jax_cache()
-        spec = yaml.safe_load(twin_spec.read_text())
-        if not isinstance(spec, dict) or "model" not in spec:
+        spec = load_mapping(twin_spec, what="twin specification")
+        if "model" not in spec:
             raise MedtwinError(f"{twin_spec}: a twin specification is a mapping with at least 'model' and 'errors'")
         model = get_model(spec["model"])
         stores = _open_stores()
         access = _data_access(stores, actor, purpose, open_data)
-        data = read_stream(stream, model=model, access=access, patient=patient)
+        data = with_option("--stream", stream, read_stream, stream, model=model, access=access, patient=patient)
         start = twin_from_spec(spec, inputs=data.regimen, patient=data.patient)
         measurements = list(data.measurements)
         progress = Progress(TextColumn("replaying"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -177,7 +183,8 @@ def replay_command(
         stores.log.append(actor, "twin.replay", {"run_id": record.run_id, "model": model.name,
                                                  "n_measurements": len(measurements),
                                                  "output_digest": record.output_digest}, patient=data.patient)
-    except (MedtwinError, OSError, yaml.YAMLError) as exc:
+    except (MedtwinError, OSError, yaml.YAMLError, typer.BadParameter) as exc:
+        outputs.discard()
         _fail(exc)
     n_ok = int(frame["accepted"].sum()) if len(frame) else 0
     console.print(f"replayed {len(measurements)} measurements ({n_ok} assimilated, {len(rejected)} rejected or dropped "

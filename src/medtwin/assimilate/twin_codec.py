@@ -186,6 +186,41 @@ def twin_from_dict(data: Mapping[str, Any]):
     return replace(twin, alarms=evaluate(twin))
 
 
+#: Largest |number| accepted in a twin specification (as in a dataset: medtwin.io.nonmem.MAX_VALUE).
+_MAX_SPEC_VALUE = 1e9
+_NUMBER_MAPS = ("parameters", "state_noise", "parameter_drift", "initial_sd", "initial_state")
+
+
+def _spec_number(value, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise DataError(f"twin spec: {where} must be a number, got {value!r}")
+    if abs(value) > _MAX_SPEC_VALUE:
+        raise DataError(f"twin spec: {where} = {value:g} is beyond the largest accepted magnitude {_MAX_SPEC_VALUE:g}")
+
+
+def _check_shapes(spec: Mapping[str, Any]) -> None:
+    """Each field of a twin specification has the right kind of value (names the field), before anything is built."""
+    if not isinstance(spec["model"], str):
+        raise DataError(f"twin spec: model must be a model name (text), got {spec['model']!r}")
+    for name in (*_NUMBER_MAPS, "observer", "errors", "settings"):
+        value = spec.get(name)
+        if value is not None and not isinstance(value, Mapping):
+            raise DataError(f"twin spec: {name} must be a mapping (NAME: value), got {type(value).__name__}")
+    for name in _NUMBER_MAPS:
+        for key, value in dict(spec.get(name) or {}).items():
+            _spec_number(value, f"{name}.{key}")
+    for output, value in dict(spec["errors"] or {}).items():
+        if not isinstance(value, Mapping) or "model" not in value:
+            raise DataError(f"twin spec: errors.{output} must be a mapping with at least 'model' "
+                            "(e.g. {model: proportional, proportional: 0.1})")
+    estimated = spec.get("estimated", ())
+    if not isinstance(estimated, (list, tuple)) or not all(isinstance(e, str) for e in estimated):
+        raise DataError(f"twin spec: estimated must be a list of parameter names, got {estimated!r}")
+    for name in ("max_step", "start_time"):
+        if spec.get(name) is not None:
+            _spec_number(spec[name], name)
+
+
 def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, patient: str | None = None):
     """A new twin from a specification mapping (see the module docstring); errors name the field."""
     from medtwin.twin import Twin
@@ -199,6 +234,7 @@ def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, pa
     unknown = set(spec) - known
     if unknown:
         raise DataError(f"twin spec: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    _check_shapes(spec)
     space = space_from_spec(spec)
     observer = _observer_from(space, spec.get("observer"))
     mean = space.initial_mean()

@@ -474,7 +474,7 @@ def check_parameter_table(model: Model, table: np.ndarray) -> None:
         if bad.any():
             i = int(np.argmax(bad))
             raise ParameterError(
-                f"patient {i}: parameter {par.name} = {col[i]!r} {par.unit} is outside its domain "
+                f"patient {i}: parameter {par.name} = {float(col[i])!r} {par.unit} is outside its domain "
                 f"[{par.lower}, {par.upper}]"
             )
 

@@ -65,6 +65,8 @@ __all__ = ["FORMS", "OPERATORS", "Theta", "CovariateEffect", "InterOccasion", "P
 FORMS = ("power", "exponential", "linear", "categorical")
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 FORMAT = "medtwin-population/1"
+#: Largest |theta value| accepted from a population file (as for dataset cells in medtwin.io.nonmem).
+MAX_FILE_VALUE = 1e9
 
 
 def check_covariance(matrix, field_name: str, size: int | None = None) -> np.ndarray:
@@ -463,7 +465,16 @@ class Population:
         for key in ("name", "model", "thetas", "typical", "residual"):
             if key not in data:
                 raise PopulationError(f"{key}: missing")
+        for key, kind in (("thetas", list), ("effects", list), ("typical", Mapping), ("iiv", Mapping),
+                          ("iov", Mapping), ("covariates", Mapping), ("estimation", Mapping)):
+            if data.get(key) is not None and not isinstance(data[key], kind):
+                raise PopulationError(f"{key}: expected a {'list' if kind is list else 'mapping'}, got "
+                                      f"{type(data[key]).__name__}")
         thetas = tuple(_build(Theta, t, f"thetas[{i}]") for i, t in enumerate(data["thetas"]))
+        for t in thetas:  # a file's values (estimation itself may move inside the bounds freely)
+            if abs(t.value) > MAX_FILE_VALUE:
+                raise PopulationError(f"thetas.{t.name}: value {t.value:g} is beyond the largest accepted magnitude "
+                                      f"{MAX_FILE_VALUE:g}")
         effects = tuple(_build(CovariateEffect, e, f"effects[{i}]", tuples=("condition", "clip"))
                         for i, e in enumerate(data.get("effects") or ()))
         iiv = data.get("iiv") or {}

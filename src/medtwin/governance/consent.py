@@ -75,6 +75,7 @@ from datetime import date, datetime, time as dtime, timezone
 from pathlib import Path
 
 from medtwin.errors import ConsentError, DataError
+from medtwin.io.textfile import describe_value, load_mapping
 
 __all__ = [
     "PURPOSES", "DATA_CLASSES", "STATUSES", "DECISIONS", "PURPOSE_CODES", "PURPOSE_SYSTEMS",
@@ -242,8 +243,11 @@ def _instant(s: str, path: str, *, end: bool = False) -> datetime:
 def _period(d: dict | None, path: str) -> Period | None:
     if not d:
         return None
-    return Period(_instant(d["start"], path + ".start") if d.get("start") else None,
-                  _instant(d["end"], path + ".end", end=True) if d.get("end") else None)
+    if not isinstance(d, dict):
+        raise InvalidConsent(path, f"expected an object with start and/or end, got {describe_value(d)}")
+    start = _instant(d["start"], path + ".start") if d.get("start") else None
+    end = _instant(d["end"], path + ".end", end=True) if d.get("end") else None
+    return Period(start, end)
 
 
 def _purposes(codings: list | None, path: str) -> frozenset[str] | None:
@@ -334,13 +338,16 @@ def load_consent(resource: dict | str | Path) -> ConsentPolicy:
         allowed values when the resource fails fhir.resources validation or the
         required bindings (status, decision, purpose, data class) checked here.
     """
-    if isinstance(resource, Path) or (isinstance(resource, str) and not resource.lstrip().startswith("{")):
-        resource = Path(resource).read_text()
+    if isinstance(resource, Path) or (isinstance(resource, str) and resource.lstrip()[:1] not in ("{", "[")):
+        resource = load_mapping(resource, what="Consent file", fmt="json")
     if isinstance(resource, str):
         try:
             resource = json.loads(resource)
         except json.JSONDecodeError as exc:
             raise InvalidConsent("Consent", f"not JSON: {exc}") from exc
+    if not isinstance(resource, dict):
+        raise InvalidConsent("Consent", f"expected a JSON object (a FHIR Consent resource), got "
+                                        f"{describe_value(resource)}")
     doc = dict(resource)
     if doc.get("resourceType") != "Consent":
         raise InvalidConsent("Consent.resourceType", f"expected 'Consent', got {doc.get('resourceType')!r}")
@@ -381,6 +388,9 @@ def load_consent(resource: dict | str | Path) -> ConsentPolicy:
         patient = _ref_id(doc.get("subject"), "Consent.subject")
         day = _instant(doc["date"], "Consent.date").date() if doc.get("date") else None
         period = _period(doc.get("period"), "Consent.period")
+        if period is not None and period.start is not None and period.end is not None and period.end < period.start:
+            raise InvalidConsent("Consent.period.end", f"the consent ends ({doc['period']['end']}) before it starts "
+                                                       f"({doc['period']['start']})")
     return ConsentPolicy(doc.get("id") or "", patient, status, decision, day, period, provisions)
 
 

@@ -21,7 +21,44 @@ from medtwin.errors import DatasetError, ParameterError, SimulationError
 from medtwin.io.access import authorize
 from medtwin.io.nonmem import Dataset, _id, _standard_arrays, read_nonmem  # noqa: F401  (read_nonmem: doctests)
 
-__all__ = ["simulate_dataset", "write_simulation"]
+__all__ = ["read_parameter_table", "simulate_dataset", "write_simulation"]
+
+
+def read_parameter_table(source) -> pd.DataFrame:
+    """A parameter table (CSV, or whitespace-separated): an ``ID`` column and one column per parameter.
+
+    Cells are read as strictly as a dataset's (:mod:`medtwin.io.nonmem`):
+    ASCII numbers (``.`` or empty for missing), finite, ``|value|`` at most
+    :data:`~medtwin.io.nonmem.MAX_VALUE`.  Raises DatasetError naming the row
+    and column of the first bad cell, or DataError for an unreadable file.
+
+    Examples
+    --------
+    >>> import io
+    >>> read_parameter_table(io.StringIO("ID,CL,V\\n1,2,20\\n")).to_dict("list")
+    {'ID': [1.0], 'CL': [2.0], 'V': [20.0]}
+    """
+    from medtwin.io.nonmem import MAX_VALUE, _parse_column, _read_text, _table_from_text
+
+    raw, errors, _, _ = _table_from_text(_read_text(source), None)
+    if not errors and len(raw) == 0:
+        errors.append(DatasetError("the parameter table has no rows"))
+    if not any(str(c).upper() == "ID" for c in raw.columns):
+        shown = ", ".join(repr(str(c)) for c in list(raw.columns)[:12])
+        errors.insert(0, DatasetError(f"no ID column to match the subjects (the header names {shown or 'nothing'})"))
+    if errors:
+        raise DatasetError(f"parameter table: {errors[0]}")
+    columns = {}
+    for name in raw.columns:
+        values, cell_errors = _parse_column(raw[name], str(name))
+        big = np.flatnonzero(np.abs(values) > MAX_VALUE) if str(name).upper() != "ID" else []
+        if cell_errors:
+            raise DatasetError(f"parameter table: {cell_errors[0]}")
+        if len(big):
+            raise DatasetError(f"parameter table: row {int(big[0]) + 1}, column {name}: {values[big[0]]:g} is beyond "
+                               f"the largest accepted magnitude {MAX_VALUE:g}")
+        columns[str(name)] = values
+    return pd.DataFrame(columns)
 
 
 # ---------------------------------------------------------------------------- simulation

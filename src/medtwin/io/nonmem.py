@@ -21,6 +21,9 @@ Every other column is a covariate.  Absent columns take NONMEM's defaults:
 EVID inferred (AMT > 0 or a steady-state infusion → 1; MDV = 1 → 2; else 0),
 MDV from EVID, CMT "the model's default".  A ``.`` or empty cell is missing:
 0 for AMT/RATE/II/ADDL/SS/EVID/MDV as in NONMEM, no value for DV/CMT/covariates.
+A number is ASCII (``1.5``, ``2E3``, ``1D-2``; full-width ``１０`` is not 10) and
+within the accepted magnitudes: TIME, II and the last ADDL dose <= 1e6 h,
+AMT and RATE <= 1e9 (mg, mg/h), |DV| and |covariate| <= 1e9.
 
 Validation is strict: every problem is a :class:`~medtwin.errors.DatasetError`
 naming the 1-based data row (NONMEM's data record number: header and comment
@@ -48,6 +51,7 @@ from medtwin.core.events import DoseEvent, Regimen, validate_dose_fields
 from medtwin.core.model import Model
 from medtwin.errors import DatasetError
 from medtwin.io.access import authorize
+from medtwin.io.textfile import read_text
 
 __all__ = [
     "STANDARD_COLUMNS", "Subject", "Dataset", "data_classes", "dataset_data_classes", "read_nonmem", "validate_nonmem",
@@ -57,7 +61,11 @@ __all__ = [
 STANDARD_COLUMNS = ("ID", "TIME", "AMT", "DV", "MDV", "EVID", "CMT", "RATE", "II", "ADDL", "SS")
 _ZERO_DEFAULT = ("AMT", "RATE", "II", "ADDL", "SS", "EVID", "MDV")
 _DOSING = ("AMT", "RATE", "II", "ADDL", "SS")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eEdD][+-]?\d+)?$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eEdD][+-]?\d+)?$", re.ASCII)  # "１０" is not a number
+#: Largest accepted magnitudes: beyond them a value is a typo (or an attack), not a patient record.
+MAX_TIME_H = 1e6  # TIME, II and the time of the last ADDL dose, h (about 114 years)
+MAX_AMOUNT = 1e9  # AMT (mg) and RATE (mg/h)
+MAX_VALUE = 1e9  # |DV| and |covariate| in any unit
 _NON_FINITE = re.compile(r"^[+-]?(nan|inf|infinity)$", re.IGNORECASE)
 
 
@@ -183,10 +191,15 @@ class Dataset:
 # ---------------------------------------------------------------------------- reading text
 def _read_text(source) -> str:
     if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8-sig") as handle:
-            return handle.read()
+        return read_text(source, what="dataset", allow_empty=True)
     text = source.read()
-    return text.decode("utf-8-sig") if isinstance(text, bytes) else text
+    if isinstance(text, bytes):
+        try:
+            return text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"the dataset is not UTF-8 text (byte 0x{text[exc.start]:02x} at offset "
+                               f"{exc.start})") from None
+    return text
 
 
 def _split(line: str, comma: bool) -> list[str]:
@@ -286,7 +299,9 @@ def _column_map(names: Iterable[str]) -> tuple[dict[str, str], list[DatasetError
             mapping[key] = str(name)
     for required in ("ID", "TIME"):
         if required not in mapping:
-            errors.append(DatasetError(f"required column {required} is missing", column=required))
+            shown = ", ".join(repr(str(n)) for n in list(seen.values())[:12])
+            errors.append(DatasetError(f"required column {required} is missing (the header names {shown or 'nothing'})",
+                                       column=required))
     return mapping, errors
 
 
@@ -389,6 +404,32 @@ def _record_problems(std: dict, mapping: Mapping[str, str], bad: Mapping[str, np
             if field_name == "TIME" and time[i] < 0:
                 continue  # already reported above
             errors.append(DatasetError(reason, row=int(i) + 1, column=name.get(field_name, field_name)))
+    return errors
+
+
+def _magnitude_problems(num, std: dict, mapping: Mapping[str, str], covariates, bad) -> list[DatasetError]:
+    """Values beyond :data:`MAX_TIME_H`, :data:`MAX_AMOUNT` and :data:`MAX_VALUE` (each names row and column)."""
+    errors: list[DatasetError] = []
+    limits = {"TIME": (MAX_TIME_H, " h"), "II": (MAX_TIME_H, " h"), "AMT": (MAX_AMOUNT, " mg"),
+              "RATE": (MAX_AMOUNT, " mg/h"), "DV": (MAX_VALUE, "")}
+    for column, (limit, unit) in limits.items():
+        values = std[column]
+        for i in np.flatnonzero((np.abs(values) > limit) & ~bad[column]):
+            errors.append(DatasetError(f"{values[i]:g}{unit} is beyond the largest accepted magnitude {limit:g}{unit}",
+                                       row=int(i) + 1, column=mapping.get(column, column)))
+    time, ii, addl = std["TIME"], std["II"], std["ADDL"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        last = time + addl * ii
+    ok = (time <= MAX_TIME_H) & (ii <= MAX_TIME_H) & ~(bad["TIME"] | bad["II"] | bad["ADDL"])
+    for i in np.flatnonzero(ok & (last > MAX_TIME_H)):
+        errors.append(DatasetError(f"the last of {addl[i]:g} additional doses every {ii[i]:g} h would be at "
+                                   f"{last[i]:g} h, beyond the largest accepted time {MAX_TIME_H:g} h",
+                                   row=int(i) + 1, column=mapping.get("ADDL", "ADDL")))
+    for cov in covariates:
+        values = num[cov].to_numpy(dtype=float)
+        for i in np.flatnonzero(np.abs(values) > MAX_VALUE):
+            errors.append(DatasetError(f"{values[i]:g} is beyond the largest accepted magnitude {MAX_VALUE:g}",
+                                       row=int(i) + 1, column=cov))
     return errors
 
 
@@ -509,6 +550,7 @@ def _analyse(source, *, model=None, strict_covariates=False, columns=None, drop=
     std = _standard_arrays(num, mapping)
     covariates = tuple(c for c in raw.columns if str(c).upper() not in STANDARD_COLUMNS)
     errors += _record_problems(std, mapping, bad)
+    errors += _magnitude_problems(num, std, mapping, covariates, bad)
     cov_errors, cov_notes = _covariate_problems(num, std, covariates, strict_covariates)
     errors += cov_errors
     notes += cov_notes

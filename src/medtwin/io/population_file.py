@@ -42,6 +42,7 @@ from pathlib import Path
 
 from medtwin.core.population import Population
 from medtwin.errors import DataError, PopulationError
+from medtwin.io.textfile import load_mapping
 
 __all__ = ["load_population", "save_population", "shipped_populations", "shipped_population_path"]
 
@@ -66,19 +67,12 @@ def load_population(path: str | os.PathLike) -> Population:
     Raises
     ------
     DataError
-        The file cannot be read or parsed.
+        The file cannot be read (missing, binary, not UTF-8, empty) or parsed, or its top level is not a mapping.
     PopulationError
         The content is inconsistent (the message names the field).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read population file {path}: {exc}") from None
-    try:
-        data = json.loads(text) if _is_json(path) else _yaml().safe_load(text)
-    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-        raise DataError(f"population file {path} is not valid {'JSON' if _is_json(path) else 'YAML'}: {exc}") from None
+    data = load_mapping(path, what="population file", fmt="json" if _is_json(path) else "yaml")
     try:
         return Population.from_dict(data)
     except PopulationError as exc:

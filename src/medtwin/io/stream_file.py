@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from typing import Mapping
 
@@ -61,6 +60,7 @@ from medtwin.core.events import EVID_DOSE, DoseEvent, Regimen, validate_dose_fie
 from medtwin.core.model import Model
 from medtwin.errors import DataError, DatasetError, UnitError
 from medtwin.io.access import OpenData, authorize
+from medtwin.io.textfile import parse_number, read_text
 
 __all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "KINDS", "read_stream", "write_stream"]
 
@@ -73,8 +73,7 @@ _TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"", "0", "false", "no", "n", "f
 # ---------------------------------------------------------------------------- reading
 def _read_text(source) -> str:
     if isinstance(source, (str, os.PathLike)):
-        with open(source, encoding="utf-8-sig", newline="") as handle:
-            return handle.read()
+        return read_text(source, what="stream file", allow_empty=True)
     text = source.read()
     return text.decode("utf-8-sig") if isinstance(text, bytes) else text
 
@@ -126,10 +125,9 @@ def _check_access(access, patients: list[str], classes, operation: str) -> None:
 
 def _finite(cell: str) -> float | None:
     try:
-        number = float(cell)
+        return parse_number(cell)  # ASCII digits only: "１０" is not a number
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
 
 
 def _target(model: Model, name: str, row: int) -> int:
@@ -189,7 +187,28 @@ def _dose(model: Model, r: dict, row: int, time: float, kind: str, substances) -
     return DoseEvent(time=time, amount=amount, cmt=cmt, rate=rate)
 
 
+#: Largest accepted time (h) and |value| of a stream row, as for a dataset (medtwin.io.nonmem).
+MAX_TIME_H, MAX_VALUE = 1e6, 1e9
+
+
+def _beyond_limits(r: dict, row: int) -> Rejection | None:
+    """A time, dose or duration beyond the limits is a DatasetError; a measurement value beyond them a Rejection."""
+    for column, limit, unit in (("time_h", MAX_TIME_H, " h"), ("duration_h", MAX_TIME_H, " h"),
+                                ("value", MAX_VALUE, "")):
+        number = _finite(r.get(column, ""))
+        if number is None or abs(number) <= limit:
+            continue
+        reason = f"{number:g}{unit} is beyond the largest accepted magnitude {limit:g}{unit}"
+        if column == "value" and r.get("kind", "").lower() == "obs":
+            return Rejection(dict(r), f"measurement value of {r.get('name', '')}: {reason}", row=row)
+        raise DatasetError(reason, row=row, column=column)
+    return None
+
+
 def _row(model: Model, r: dict, row: int, substances) -> Measurement | DoseEvent | Rejection:
+    beyond = _beyond_limits(r, row)
+    if beyond is not None:
+        return beyond
     time = _finite(r["time_h"])
     if time is None:
         raise DatasetError(f"time must be a finite number of hours, got {r['time_h']!r}", row=row, column="time_h")
