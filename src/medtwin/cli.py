@@ -19,13 +19,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medtwin.cli_edge import (MedtwinGroup, OutFolder, check_covariates as _check_covariates, check_out_file,
-                              check_out_folder, check_patient_options as _check_patient_options, input_file, one_line,
-                              parse_assignments as _parse_param_overrides, with_option as _with_option)
+                              check_out_folder, check_patient_options as _check_patient_options, input_file,
+                              is_terminal, one_line, parse_assignments as _parse_param_overrides,
+                              with_option as _with_option)
 from medtwin.errors import MedtwinError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.",
                   cls=MedtwinGroup)
-console = Console()
+#: Output width when stdout is a file or a pipe (no terminal to fit): wide enough that tables and paths are
+#: neither cut nor folded for the reader, a log or grep.
+_PIPE_WIDTH = 240
+console = Console(soft_wrap=True, width=None if is_terminal(sys.stdout) else _PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)  # an error line is never folded at 80 columns
 
 

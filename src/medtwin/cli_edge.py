@@ -43,7 +43,7 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-def _is_terminal(stream) -> bool:
+def is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # closed or replaced streams
@@ -105,7 +105,7 @@ class MedtwinGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         strict_numbers(self)
-        if not standalone_mode or _is_terminal(sys.stderr):
+        if not standalone_mode or is_terminal(sys.stderr):
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=standalone_mode, **extra)
         try:
