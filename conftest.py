@@ -1,0 +1,89 @@
+"""Test-run settings for the whole repository (tests/ and the doctests in src/medtwin).
+
+* One JAX compilation cache on disk for every test process (pytest-xdist workers, CLI subprocesses) and
+  every later run.
+* The slow tier: doctests that run a sampler are marked ``slow`` like the long tests (``-m slow``).
+* pytest-xdist (``-n``, as .ci/run): each file's tests stay in one worker (``--dist loadgroup``) and the
+  slowest files start first (``--no-loadscope-reorder``).
+"""
+
+import os
+
+import pytest
+
+#: Compilations shorter than this are not written to the persistent cache (reading small entries back
+#: costs about as much as compiling them).
+JAX_CACHE_MIN_COMPILE_SECONDS = "0.2"
+
+
+def pytest_configure(config):
+    """Point JAX's persistent compilation cache at the pytest cache folder, unless the caller chose one.
+
+    Environment variables (read when jax is first imported, and inherited by the CLI subprocesses that
+    some tests start): a compiled program — the NUTS sampler, a MAP potential, a diffrax solve — is
+    compiled once per machine instead of once per process. ``JAX_COMPILATION_CACHE_DIR=`` (empty) turns
+    it off.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+        folder = cache.mkdir("jax-compilation-cache") if cache is not None else None
+        if folder is not None:
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", JAX_CACHE_MIN_COMPILE_SECONDS)
+
+
+#: Module docstring examples that run a sampler: in the slow tier (``-m slow``, which .ci/run runs too),
+#: not in the default run.
+SLOW_DOCTESTS = {
+    "medtwin.infer.hierarchical",  # fit_nuts on 6 subjects: ~100 s, two thirds of it compiling the sampler
+}
+
+#: Files whose tests take minutes (measured on the 2-core CI machine), started first so that with xdist
+#: (``--dist loadgroup --no-loadscope-reorder``, as .ci/run) the longest file never starts last.
+HEAVIEST_FIRST = (
+    "tests/validation/test_pheno_nuts.py",       # slow: 4 NUTS chains on 59 subjects, ~10 min
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow doctests; keep each file's tests in one pytest-xdist worker; start the slow tests first.
+
+    With ``--dist loadgroup`` a test without an ``xdist_group`` mark joins its file's group, so a module's
+    expensive fixtures (fits, compiled samplers) are built by one worker only, as with ``--dist loadfile``;
+    an explicit mark joins files that share a session fixture (tests/validation/conftest.py).  Slow tests
+    (minutes each, ``-m slow``) and their files go first, so that the longest one does not start last in a
+    run of both tiers.  Without xdist only the order of files changes.
+    """
+    root = config.rootpath
+    for item in items:
+        if item.name in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("xdist_group") is None:
+            path = getattr(item, "path", None)
+            name = str(path.relative_to(root)) if path is not None and path.is_relative_to(root) else item.nodeid
+            item.add_marker(pytest.mark.xdist_group(name))
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+
+    def rank(item):
+        name = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        return (HEAVIEST_FIRST.index(name) if name in HEAVIEST_FIRST else len(HEAVIEST_FIRST),
+                item.path not in slow_files)
+
+    items.sort(key=rank)  # stable: each file's tests stay together, in file order
+
+
+@pytest.fixture
+def fresh_jax_compilation():
+    """No persistent compilation cache in this test: every JAX program it runs is compiled afresh (for
+    tests whose point is that a re-run in a new process, a new compilation, gives the same numbers)."""
+    import jax
+    from jax._src import compilation_cache  # reset_cache: the cache is otherwise latched on per process
+
+    compilation_cache.reset_cache()
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+        compilation_cache.reset_cache()
