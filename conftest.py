@@ -3,8 +3,9 @@
 * One JAX compilation cache on disk for every test process (pytest-xdist workers, CLI subprocesses) and
   every later run.
 * The slow tier: doctests that run a sampler are marked ``slow`` like the long tests (``-m slow``).
-* pytest-xdist (``-n``, as .ci/run): each file's tests stay in one worker (``--dist loadgroup``) and the
-  slowest files start first (``--no-loadscope-reorder``).
+* pytest-xdist (``-n``, as .ci/run): each file's tests stay in one worker (``--dist loadgroup``), the
+  slowest files start first (``--no-loadscope-reorder``), and each worker's numba and BLAS threads are its
+  share of the cores (set before a test imports them).
 """
 
 import os
@@ -30,6 +31,11 @@ def pytest_configure(config):
         if folder is not None:
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", JAX_CACHE_MIN_COMPILE_SECONDS)
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:  # a pytest-xdist worker: its share of the cores for numba's and BLAS's threads
+        share = str(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
+        for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = share
 
 
 #: Module docstring examples that run a sampler: in the slow tier (``-m slow``, which .ci/run runs too),
