@@ -3,9 +3,11 @@
 * One JAX compilation cache on disk for every test process (pytest-xdist workers, CLI subprocesses) and
   every later run.
 * The slow tier: doctests that run a sampler are marked ``slow`` like the long tests (``-m slow``).
-* pytest-xdist (``-n``, as .ci/run): each file's tests stay in one worker (``--dist loadgroup``), the
-  slowest files start first (``--no-loadscope-reorder``), and each worker's numba and BLAS threads are its
-  share of the cores (set before a test imports them).
+* pytest-xdist (``-n auto`` in pyproject's addopts): each file's tests stay in one worker (``--dist
+  loadfile``: a module's fits and compiled samplers are built once), the slowest files start first
+  (``--no-loadscope-reorder``), and each worker's numba and BLAS threads are its share of the cores (set
+  before a test imports them).  (``--dist loadgroup`` does not group with pytest 9 and pytest-xdist 3.8:
+  the ``@group`` suffix it puts on node ids is lost, and a module fixture ran in both workers.)
 """
 
 import os
@@ -45,38 +47,35 @@ SLOW_DOCTESTS = {
 }
 
 #: Files whose tests take minutes (measured on the 2-core CI machine), started first so that with xdist
-#: (``--dist loadgroup --no-loadscope-reorder``, as .ci/run) the longest file never starts last.
+#: (``--dist loadfile --no-loadscope-reorder``) the longest file never starts last.
 HEAVIEST_FIRST = (
     "tests/validation/test_pheno_nuts.py",       # slow: 4 NUTS chains on 59 subjects, ~10 min
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
-def pytest_collection_modifyitems(config, items):
-    """Mark the slow doctests; keep each file's tests in one pytest-xdist worker; start the slow tests first.
+def pytest_itemcollected(item):
+    """Mark the slow doctests (before ``-m`` selects)."""
+    if item.name in SLOW_DOCTESTS:
+        item.add_marker(pytest.mark.slow)
 
-    With ``--dist loadgroup`` a test without an ``xdist_group`` mark joins its file's group, so a module's
-    expensive fixtures (fits, compiled samplers) are built by one worker only, as with ``--dist loadfile``;
-    an explicit mark joins files that share a session fixture (tests/validation/conftest.py).  Slow tests
-    (minutes each, ``-m slow``) and their files go first, so that the longest one does not start last in a
-    run of both tiers.  Without xdist only the order of files changes.
-    """
-    root = config.rootpath
-    for item in items:
-        if item.name in SLOW_DOCTESTS:
-            item.add_marker(pytest.mark.slow)
-        if item.get_closest_marker("xdist_group") is None:
-            path = getattr(item, "path", None)
-            name = str(path.relative_to(root)) if path is not None and path.is_relative_to(root) else item.nodeid
-            item.add_marker(pytest.mark.xdist_group(name))
+
+def _relative(item) -> str:
+    path, root = item.path, item.config.rootpath
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else item.nodeid.split("::")[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the slowest files first: HEAVIEST_FIRST, then every file with a slow test (minutes each,
+    ``-m slow``), so that in a run of both tiers the longest one does not start last.  Each file's tests
+    stay together and in order; without xdist only the order of the files changes."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
 
     def rank(item):
-        name = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        name = _relative(item)
         return (HEAVIEST_FIRST.index(name) if name in HEAVIEST_FIRST else len(HEAVIEST_FIRST),
                 item.path not in slow_files)
 
-    items.sort(key=rank)  # stable: each file's tests stay together, in file order
+    items.sort(key=rank)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The phenobarbital FOCEI fit (pharmpy-core's pheno run), computed once per test process.
 
 test_pheno_foce.py checks it against NONMEM's estimates and test_pheno_diagnostics.py reads its residuals:
-one fit (≈ 40-90 s on a 2-core machine) serves both modules.  Under pytest-xdist both modules carry the
-``xdist_group("pheno-focei")`` mark, so that with ``--dist loadgroup`` they run in the same worker.
+one fit (≈ 40-90 s on a 2-core machine) serves both modules in one process (under pytest-xdist, each worker
+that runs one of them computes it once).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
-pytestmark = pytest.mark.xdist_group("pheno-focei")  # one worker computes the shared fit (conftest.py)
 
 from medtwin.infer.diagnostics import residuals, vpc  # noqa: E402
 from medtwin.io.fit_report import write_fit_report  # noqa: E402

@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
-pytestmark = pytest.mark.xdist_group("pheno-focei")  # one worker computes the shared fit (conftest.py)
 
 from medtwin.core.population import Population  # noqa: E402
 from medtwin.infer import fit_focei  # noqa: E402
