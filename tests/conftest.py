@@ -1,4 +1,5 @@
-"""Shared test settings: float64 references, a fixed seed, and a private data home per test."""
+"""Shared test settings: float64 references, a fixed seed, and a private data home per test
+(repository-wide settings — JAX compilation cache, slow doctests, xdist grouping — are in ../conftest.py)."""
 
 import numpy as np
 import pytest

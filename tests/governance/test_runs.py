@@ -252,7 +252,7 @@ def test_personalize_and_forecast_runs_reproduce(store, key):
 
 
 @pytest.mark.slow
-def test_nuts_personalize_run_reproduces_bit_for_bit(tmp_path, key):
+def test_nuts_personalize_run_reproduces_bit_for_bit(tmp_path, key, fresh_jax_compilation):
     """NUTS with a seed is deterministic: the re-run (a fresh compilation) gives the same draws, bit for bit."""
     from medtwin.governance.runs import spec_for_personalize
     from medtwin.io.storage import make_engine, upgrade

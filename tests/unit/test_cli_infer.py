@@ -101,8 +101,8 @@ def test_fit_nuts_writes_the_posterior(tmp_path):
     _pk1_population_and_data(tmp_path)
     out = tmp_path / "nuts"
     result = runner.invoke(app, ["fit", "pk1_iv", "--data", str(tmp_path / "data.csv"), "--population",
-                                 str(tmp_path / "pop.yaml"), "--method", "nuts", "--chains", "2", "--draws", "200",
-                                 "--warmup", "200", "--out", str(out), *SYNTH])
+                                 str(tmp_path / "pop.yaml"), "--method", "nuts", "--chains", "2", "--draws", "50",
+                                 "--warmup", "50", "--out", str(out), *SYNTH])  # the CLI's plumbing: few draws
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(out / "posterior_summary.csv")
     assert "THETA:TVCL" in set(summary.parameter) and {"rhat", "ess_bulk"} <= set(summary.columns) and (out / "fitted_population.yaml").exists()

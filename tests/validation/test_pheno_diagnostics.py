@@ -23,7 +23,6 @@ from scipy import stats  # noqa: E402
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
 
-from medtwin.infer import fit_focei  # noqa: E402
 from medtwin.infer.diagnostics import residuals, vpc  # noqa: E402
 from medtwin.io.fit_report import write_fit_report  # noqa: E402
 from medtwin.io.access import OpenData  # noqa: E402
@@ -59,9 +58,10 @@ def final_population():
 
 
 @pytest.fixture(scope="module")
-def fit(dataset):
-    """The FOCEI fit from pheno.mod's initial estimates (as tests/validation/test_pheno_foce.py)."""
-    return fit_focei(load_population(shipped_population_path("pheno_initial")), dataset)
+def fit(pheno_focei_fit):
+    """The FOCEI fit from pheno.mod's initial estimates (tests/validation/conftest.py: the fit that
+    tests/validation/test_pheno_foce.py checks against NONMEM)."""
+    return pheno_focei_fit
 
 
 @pytest.fixture(scope="module")

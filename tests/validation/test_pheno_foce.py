@@ -12,7 +12,6 @@ import importlib.resources
 import inspect
 import io
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +64,10 @@ def final_population():
 
 
 @pytest.fixture(scope="module")
-def fit(dataset):
-    start = time.perf_counter()
-    result = fit_focei(load_population(shipped_population_path("pheno_initial")), dataset)
-    wall = time.perf_counter() - start
-    print(f"\npheno FOCEI fit: {wall:.1f} s wall ({dict(result.wall_time)})")
-    return result
+def fit(pheno_focei_fit):
+    """The FOCEI fit from pheno.mod's initial estimates (tests/validation/conftest.py: shared with the
+    diagnostics module)."""
+    return pheno_focei_fit
 
 
 def test_ofv_at_nonmem_estimates_and_ebes(dataset, final_population):

@@ -132,8 +132,11 @@ def test_nuts_matches_the_grid_posterior(one_parameter):
 def test_sequential_nuts_equals_batch_to_sampling_error(one_parameter):
     pop, data, _, _ = one_parameter
     day1, day2 = data.first(2), data.rest(2)
-    batch = personalize(pop, data, method="nuts", draws=1500, warmup=500, seed=11)
-    sequential = personalize(pop, day1, method="nuts", draws=1500, warmup=500, seed=12).update(day2)
+    # The batch fit has the settings of test_nuts_matches_the_grid_posterior (another seed): the same
+    # compiled sampler, from JAX's persistent compilation cache.  The tolerance is the Monte-Carlo standard
+    # error of the difference (from each fit's ESS), so fewer draws widen it exactly as much as they should.
+    batch = personalize(pop, data, method="nuts", chains=4, draws=1000, warmup=500, seed=11)
+    sequential = personalize(pop, day1, method="nuts", chains=4, draws=1000, warmup=500, seed=12).update(day2)
     assert batch.ok and sequential.ok
     zb, zs = batch.draws.reshape(-1), sequential.draws.reshape(-1)
     se = np.sqrt(zb.var() / batch.diagnostics["ess"][0] + zs.var() / sequential.diagnostics["ess"][0])
