@@ -7,7 +7,7 @@ import pytest
 
 from medtwin.core.observation import ResidualError
 from medtwin.core.population import CovariateEffect, InterOccasion, Population, Theta
-from medtwin.errors import DataError, PopulationError
+from medtwin.errors import DataError, ParameterError, PopulationError
 from medtwin.io.population_file import load_population, save_population, shipped_population_path
 from medtwin.models import get_model
 from medtwin.models.vancomycin import IIV_OMEGA2, RESIDUAL_ERROR
@@ -133,3 +133,21 @@ def test_shipped_vancomycin_file_matches_the_model():
     np.testing.assert_allclose(np.diag(pop.omega), [IIV_OMEGA2[k] for k in pop.iiv])
     assert (pop.residual.additive, pop.residual.proportional) == (RESIDUAL_ERROR["additive_sd"],
                                                                  RESIDUAL_ERROR["proportional_sd"])
+
+
+def test_covariates_outside_the_declared_range_are_refused_naming_the_covariate():
+    """Issue 12, point 7: a covariate outside the population's declared physiological range is refused."""
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    population = load_population(shipped_population_path("vancomycin_goti2018"))
+    assert population.covariate_ranges["WT"] == (25.0, 300.0)
+    ok = population.prior_for({"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0})
+    assert np.isfinite(ok.log_mean).all()
+    with pytest.raises(ParameterError, match=r"covariate WT = 5000 kg is outside the range \[25, 300\]"):
+        population.prior_for({"CRCL": 60.0, "WT": 5000.0, "DIAL": 0.0})
+    with pytest.raises(ParameterError, match=r"covariate DIAL = 2 .*\(patient index 1\)"):
+        population.typical_parameters({"CRCL": [60.0, 70.0], "WT": [70.0, 80.0], "DIAL": [0.0, 2.0]})
+    again = type(population).from_dict(population.to_dict())
+    assert again.covariate_ranges == population.covariate_ranges
+    with pytest.raises(PopulationError, match=r"covariate_ranges.WT: need finite low < high"):
+        type(population).from_dict({**population.to_dict(), "covariate_ranges": {"WT": [300, 25]}})

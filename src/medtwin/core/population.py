@@ -280,6 +280,9 @@ class Population:
         Inter-occasion variability.
     covariate_units : mapping
         Covariate -> unit.
+    covariate_ranges : mapping, optional
+        Covariate -> ``(low, high)``: the values the model is declared valid for (physiological range,
+        in the covariate's unit); a patient outside it is refused with the covariate named.
     description, citation : str
         What it is and where the values come from.
     estimation : mapping
@@ -296,6 +299,7 @@ class Population:
     omega: Any = ()
     iov: InterOccasion | None = None
     covariate_units: Mapping[str, str] = field(default_factory=dict)
+    covariate_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     description: str = ""
     citation: str = ""
     estimation: Mapping[str, Any] = field(default_factory=dict)
@@ -327,6 +331,7 @@ class Population:
         object.__setattr__(self, "omega", check_covariance(omega, "omega", len(self.iiv)))
         if not isinstance(self.residual, ResidualError):
             raise PopulationError("residual: must be a ResidualError")
+        object.__setattr__(self, "covariate_ranges", _checked_ranges(self.covariate_ranges))
 
     # ------------------------------------------------------------------ values
     @property
@@ -364,6 +369,15 @@ class Population:
         value = np.asarray(covariates[name], dtype=float)
         if not np.all(np.isfinite(value)):
             raise ParameterError(f"population {self.name}: covariate {name} has non-finite values")
+        if name in self.covariate_ranges:
+            lo, hi = self.covariate_ranges[name]
+            outside = np.flatnonzero((value < lo) | (value > hi))
+            if outside.size:
+                which = "" if value.ndim == 0 else f" (patient index {int(outside[0])})"
+                unit = self.covariate_units.get(name, "")
+                raise ParameterError(f"population {self.name}: covariate {name} = {value.flat[outside[0]]:g} "
+                                     f"{unit}{which} is outside the range [{lo:g}, {hi:g}] the model is declared "
+                                     "valid for (covariate_ranges)")
         return value
 
     def typical_parameters(self, covariates: Mapping[str, Any] | None = None,
@@ -448,6 +462,8 @@ class Population:
             "residual": {"model": r.model, "additive_sd": float(r.additive), "proportional_sd": float(r.proportional),
                          "output": r.output, "unit": r.unit},
         }
+        if self.covariate_ranges:
+            out["covariate_ranges"] = {k: [float(lo), float(hi)] for k, (lo, hi) in self.covariate_ranges.items()}
         if self.iov is not None:
             out["iov"] = {"parameters": list(self.iov.parameters), "omega": _matrix_list(self.iov.omega),
                           "occasion": self.iov.occasion}
@@ -466,7 +482,8 @@ class Population:
             if key not in data:
                 raise PopulationError(f"{key}: missing")
         for key, kind in (("thetas", list), ("effects", list), ("typical", Mapping), ("iiv", Mapping),
-                          ("iov", Mapping), ("covariates", Mapping), ("estimation", Mapping)):
+                          ("iov", Mapping), ("covariates", Mapping), ("covariate_ranges", Mapping),
+                          ("estimation", Mapping)):
             if data.get(key) is not None and not isinstance(data[key], kind):
                 raise PopulationError(f"{key}: expected a {'list' if kind is list else 'mapping'}, got "
                                       f"{type(data[key]).__name__}")
@@ -493,8 +510,23 @@ class Population:
         return cls(name=data["name"], model=data["model"], thetas=thetas, typical=dict(data["typical"]),
                    residual=residual, effects=effects, iiv=tuple(iiv.get("parameters", ())),
                    omega=iiv.get("omega", ()), iov=iov, covariate_units=dict(data.get("covariates") or {}),
+                   covariate_ranges=dict(data.get("covariate_ranges") or {}),
                    description=data.get("description", ""), citation=data.get("citation", ""),
                    estimation=dict(data.get("estimation") or {}))
+
+
+def _checked_ranges(ranges: Mapping) -> dict[str, tuple[float, float]]:
+    """``covariate_ranges`` as {name: (low, high)} floats with low < high, or PopulationError naming the entry."""
+    out = {}
+    for name, bounds in dict(ranges).items():
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise PopulationError(f"covariate_ranges.{name}: give [low, high] numbers, got {bounds!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise PopulationError(f"covariate_ranges.{name}: need finite low < high, got [{lo:g}, {hi:g}]")
+        out[str(name)] = (lo, hi)
+    return out
 
 
 def _build(cls, item, where: str, tuples=()):
