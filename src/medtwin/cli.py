@@ -9,6 +9,7 @@ tree are printed as one clear line and exit with status 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -190,9 +191,16 @@ def simulate_command(
                                 purpose=None if open_data else purpose, open_data=open_data)
         with _ProgressBar(f"simulating {model.name}", enabled=not no_progress) as bar:
             trajectory = simulate_dataset(model, dataset, parameters, progress=bar, **settings)
-        record = stores.runs.save(spec, trajectory, actor, access=access)
+        # CSV written aside first, run stored, then the CSV moved into place: a refused write (consent) or a
+        # failed store leaves neither a run without its output nor an output without its run.
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_simulation(trajectory, out, access=access, observations_only=True)
+        partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+        try:
+            write_simulation(trajectory, partial, access=access, observations_only=True)
+            record = stores.runs.save(spec, trajectory, actor, access=access)
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
     except (MedtwinError, typer.BadParameter) as exc:
         _fail(exc)
     failed = [s for s in trajectory.statuses() if not s.ok]

@@ -461,3 +461,38 @@ def test_a_refused_run_leaves_nothing_half_written(files, tmp_path, monkeypatch)
     result = runner.invoke(app, ["replay", str(good / "twin.json"), "--stream", str(good / "stream.csv"), "--out",
                                  str(empty), *OPEN, "--no-progress"])
     assert result.exit_code == 2 and empty.is_dir() and not any(empty.iterdir())  # the user's empty folder stays
+
+
+def test_simulate_stores_its_run_and_its_csv_together_or_neither(files, tmp_path, monkeypatch):
+    """Point 6, nothing half-written: a refused CSV write stores no run; a failed store leaves no CSV."""
+    from medtwin.errors import ConsentError, DataError
+
+    good, _ = files
+    out = tmp_path / "sim" / "out.csv"
+    argv = ["simulate", "pk1_iv", "--data", str(good / "pk.csv"), "--param", "CL=2", "--param", "V=20",
+            "--out", str(out), *OPEN, "--no-progress"]
+    dataset_simulation = importlib.import_module("medtwin.io.dataset_simulation")
+    write = dataset_simulation.write_simulation
+
+    def denied(*args, **kwargs):
+        raise ConsentError("write of the simulation denied")
+
+    monkeypatch.setattr(dataset_simulation, "write_simulation", denied)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2 and "write of the simulation denied" in _error_line(result)
+    assert _runs() == 0 and not out.exists()
+
+    def store_fails(*args, **kwargs):
+        raise DataError("the run store is unavailable")
+
+    run_store = importlib.import_module("medtwin.governance.runs").RunStore
+    save = run_store.save
+    monkeypatch.setattr(dataset_simulation, "write_simulation", write)
+    monkeypatch.setattr(run_store, "save", store_fails)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2 and "the run store is unavailable" in _error_line(result)
+    assert not out.exists() and list(out.parent.iterdir()) == []  # no CSV, no partial file
+    monkeypatch.setattr(run_store, "save", save)  # (not undo(): that would also restore the private MEDTWIN_HOME)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and _runs() == 1 and list(out.parent.iterdir()) == [out]
