@@ -299,9 +299,22 @@ def _times():
                         timezones=st.just(timezone.utc))
 
 
+def _ordered_period(a, b):
+    """A valid Period (a period that ends before it starts is refused on reading: see the test below)."""
+    return Period(a, b) if a is None or b is None else Period(min(a, b), max(a, b))
+
+
+def test_a_provision_period_that_ends_before_it_starts_is_refused():
+    doc = r5(provision=[{"period": {"start": "2026-06-01", "end": "2026-01-31"}, "purpose": purpose("research")}])
+    with pytest.raises(InvalidConsent, match=r"Consent.provision\[0\].period.end: the consent ends \(2026-01-31\) "
+                                             r"before it starts \(2026-06-01\)"):
+        load_consent(doc)
+
+
 def _provisions(depth=2):
     sets = lambda xs: st.one_of(st.none(), st.frozensets(st.sampled_from(xs), min_size=1))  # noqa: E731
-    period = st.one_of(st.none(), st.builds(Period, st.one_of(st.none(), _times()), st.one_of(st.none(), _times())))
+    period = st.one_of(st.none(), st.builds(_ordered_period, st.one_of(st.none(), _times()),
+                                            st.one_of(st.none(), _times())))
     kids = st.just(()) if depth == 0 else st.lists(_provisions(depth - 1), max_size=2).map(tuple)
     return st.builds(Provision, sets(PURPOSES), sets(("observations", "genomics", "imaging")),
                      sets((CLOUD, DOCTOR)), period, kids)

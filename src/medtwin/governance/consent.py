@@ -247,6 +247,8 @@ def _period(d: dict | None, path: str) -> Period | None:
         raise InvalidConsent(path, f"expected an object with start and/or end, got {describe_value(d)}")
     start = _instant(d["start"], path + ".start") if d.get("start") else None
     end = _instant(d["end"], path + ".end", end=True) if d.get("end") else None
+    if start is not None and end is not None and end < start:
+        raise InvalidConsent(path + ".end", f"the consent ends ({d['end']}) before it starts ({d['start']})")
     return Period(start, end)
 
 
@@ -387,10 +389,7 @@ def load_consent(resource: dict | str | Path) -> ConsentPolicy:
                            for i, p in enumerate(doc.get("provision") or []))
         patient = _ref_id(doc.get("subject"), "Consent.subject")
         day = _instant(doc["date"], "Consent.date").date() if doc.get("date") else None
-        period = _period(doc.get("period"), "Consent.period")
-        if period is not None and period.start is not None and period.end is not None and period.end < period.start:
-            raise InvalidConsent("Consent.period.end", f"the consent ends ({doc['period']['end']}) before it starts "
-                                                       f"({doc['period']['start']})")
+        period = _period(doc.get("period"), "Consent.period")  # (a period ending before it starts is refused)
     return ConsentPolicy(doc.get("id") or "", patient, status, decision, day, period, provisions)
 
 
