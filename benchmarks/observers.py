@@ -118,13 +118,15 @@ def replay(synthetic, spec) -> None:
     stream_path, spec_path = folder / "stream.csv", folder / "icu_twin.yaml"
     write_stream(stream_path, synthetic.stream, access=OpenData("synthetic benchmark patient"))
     spec_path.write_text(yaml.safe_dump(spec))
-    args = ["replay", str(spec_path), "--stream", str(stream_path), "--out", str(folder / "out"),
-            "--open-data", "synthetic benchmark patient", "--no-progress"]
+    def args(out: str) -> list[str]:  # each replay writes a new folder (--out must be new or empty)
+        return ["replay", str(spec_path), "--stream", str(stream_path), "--out", str(folder / out),
+                "--open-data", "synthetic benchmark patient", "--no-progress"]
+
     n = len(synthetic.stream.measurements)
     runner = CliRunner()
-    for label in ("first call in this process (JAX compiles the observer)", "warm"):
+    for k, label in enumerate(("first call in this process (JAX compiles the observer)", "warm")):
         start = time.perf_counter()
-        result = runner.invoke(app, args)
+        result = runner.invoke(app, args(f"out-{k}"))
         elapsed = time.perf_counter() - start
         if result.exit_code != 0:
             raise RuntimeError(result.output)
@@ -134,7 +136,7 @@ def replay(synthetic, spec) -> None:
     subprocess.run([sys.executable, "-c", "import medtwin.cli, jax, pandas, matplotlib.pyplot, yaml"], check=True)
     imports = time.perf_counter() - start
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from medtwin.cli import main; main()", *args], check=True,
+    subprocess.run([sys.executable, "-c", "from medtwin.cli import main; main()", *args("out-fresh")], check=True,
                    capture_output=True)
     fresh = time.perf_counter() - start
     print(f"  the same as a new process (`medtwin replay`, JAX compilation cache warm): {fresh:.2f} s wall, of which "
