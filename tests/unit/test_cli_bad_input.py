@@ -225,6 +225,16 @@ def test_covariate_cell_beyond_bounds_is_refused(tmp_path):
     assert result.exit_code == 2 and "column WT" in _error_line(result)
 
 
+def test_covariate_outside_the_models_physiological_range_is_refused(tmp_path):
+    """A finite but impossible weight (5,000 kg) is refused by the model's declared covariate range."""
+    text = "ID,TIME,AMT,RATE,DV,CRCL,WT,DIAL\n1,0,1000,1000,.,60,5000,0\n1,12,0,0,10,60,5000,0\n"
+    result, out = _simulate(tmp_path, text, model="vancomycin_goti2018")
+    assert result.exit_code == 2, result.output
+    line = _error_line(result)
+    assert "covariate WT = 5000 kg" in line and "outside the range [25, 300]" in line, line
+    assert not out.exists() and _runs() == 0
+
+
 @pytest.mark.parametrize("value, words", [("1e308", ["--param CL", "1e+09"]), ("１０", ["--param CL", "'１０'"]),
                                            ("-1", ["parameter CL", "-1.0", "outside its domain"])])
 def test_param_values_beyond_bounds_or_not_ascii_are_refused(tmp_path, value, words):

@@ -194,6 +194,9 @@ class Model:
         covariate-adjusted typical values (allometry, renal function ...).
     covariates : tuple of str
         Covariate names the covariate model needs, with units in ``covariate_units``.
+    covariate_ranges : mapping, optional
+        Covariate -> ``(low, high)`` in its unit: the (physiological) values the covariate model is declared
+        valid for; :meth:`typical_parameters` refuses a value outside, naming the covariate.
     citation : str
         Literature source of the structure and values.
 
@@ -221,10 +224,12 @@ class Model:
     covariate_model: Callable | None = None
     covariates: tuple[str, ...] = ()
     covariate_units: Mapping[str, str] = field(default_factory=dict)
+    covariate_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     citation: str = ""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "covariate_ranges", checked_covariate_ranges(self.covariate_ranges, ModelError))
         for kind, items in (("state", self.states), ("parameter", self.parameters), ("output", self.outputs)):
             names = [item.name for item in items]
             if len(set(names)) != len(names):
@@ -357,6 +362,8 @@ class Model:
         if missing:
             raise ParameterError(f"model {self.name}: covariate(s) {missing} missing (needs {list(self.covariates)})")
         cov = {k: np.asarray(v, dtype=float) for k, v in covariates.items()}
+        for name, value in cov.items():
+            check_covariate_range(f"model {self.name}", name, value, self.covariate_ranges, self.covariate_units)
         return {**typical, **self.covariate_model(typical, cov)}
 
     # ---------------------------------------------------------- identity
@@ -371,6 +378,8 @@ class Model:
         }
         for attr in ("vector_field", "build", "linear_matrix", "initial_state", "init_build", "covariate_model"):
             parts[attr] = _source(getattr(self, attr))
+        if self.covariate_ranges:  # (absent when empty: the digests of models without ranges are unchanged)
+            parts["covariate_ranges"] = {k: list(v) for k, v in sorted(self.covariate_ranges.items())}
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -421,6 +430,50 @@ class Model:
         report = self.check_well_posedness()
         if not report.ok:
             raise WellPosednessError(f"model {self.name} is not well posed: {report.summary()}", report)
+
+
+def checked_covariate_ranges(ranges: Mapping, error: type[Exception]) -> dict[str, tuple[float, float]]:
+    """``covariate_ranges`` as ``{name: (low, high)}`` floats with finite low < high, else ``error`` naming the entry."""
+    out = {}
+    for name, bounds in dict(ranges).items():
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise error(f"covariate_ranges.{name}: give [low, high] numbers, got {bounds!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise error(f"covariate_ranges.{name}: need finite low < high, got [{lo:g}, {hi:g}]")
+        out[str(name)] = (lo, hi)
+    return out
+
+
+def check_covariate_range(owner: str, name: str, value, ranges: Mapping, units: Mapping) -> None:
+    """Refuse values of covariate ``name`` outside ``ranges[name]``, naming it, the value and the range.
+
+    ``value`` is a scalar or one value per patient; nothing is checked for a
+    covariate without a declared range.
+
+    Raises
+    ------
+    ParameterError
+
+    Examples
+    --------
+    >>> check_covariate_range("model m", "WT", [70.0, 80.0], {"WT": (25.0, 300.0)}, {"WT": "kg"})
+    >>> check_covariate_range("model m", "WT", [70.0, 5000.0], {"WT": (25.0, 300.0)}, {"WT": "kg"})
+    Traceback (most recent call last):
+    ...
+    medtwin.errors.ParameterError: model m: covariate WT = 5000 kg (patient index 1) is outside the range [25, 300] the model is declared valid for (covariate_ranges)
+    """
+    if name not in ranges:
+        return
+    lo, hi = ranges[name]
+    value = np.asarray(value, dtype=float)
+    outside = np.flatnonzero((value < lo) | (value > hi))
+    if outside.size:
+        which = "" if value.ndim == 0 else f" (patient index {int(outside[0])})"
+        unit = units.get(name, "")
+        raise ParameterError(f"{owner}: covariate {name} = {value.flat[outside[0]]:g} {unit}{which} is outside the "
+                             f"range [{lo:g}, {hi:g}] the model is declared valid for (covariate_ranges)")
 
 
 def _source(function) -> str:

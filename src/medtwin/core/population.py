@@ -56,6 +56,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from medtwin.core.model import check_covariate_range, checked_covariate_ranges
 from medtwin.core.observation import ERROR_MODELS, ResidualError
 from medtwin.errors import ParameterError, PopulationError
 
@@ -331,7 +332,8 @@ class Population:
         object.__setattr__(self, "omega", check_covariance(omega, "omega", len(self.iiv)))
         if not isinstance(self.residual, ResidualError):
             raise PopulationError("residual: must be a ResidualError")
-        object.__setattr__(self, "covariate_ranges", _checked_ranges(self.covariate_ranges))
+        object.__setattr__(self, "covariate_ranges", checked_covariate_ranges(self.covariate_ranges,
+                                                                                PopulationError))
 
     # ------------------------------------------------------------------ values
     @property
@@ -369,15 +371,7 @@ class Population:
         value = np.asarray(covariates[name], dtype=float)
         if not np.all(np.isfinite(value)):
             raise ParameterError(f"population {self.name}: covariate {name} has non-finite values")
-        if name in self.covariate_ranges:
-            lo, hi = self.covariate_ranges[name]
-            outside = np.flatnonzero((value < lo) | (value > hi))
-            if outside.size:
-                which = "" if value.ndim == 0 else f" (patient index {int(outside[0])})"
-                unit = self.covariate_units.get(name, "")
-                raise ParameterError(f"population {self.name}: covariate {name} = {value.flat[outside[0]]:g} "
-                                     f"{unit}{which} is outside the range [{lo:g}, {hi:g}] the model is declared "
-                                     "valid for (covariate_ranges)")
+        check_covariate_range(f"population {self.name}", name, value, self.covariate_ranges, self.covariate_units)
         return value
 
     def typical_parameters(self, covariates: Mapping[str, Any] | None = None,
@@ -513,20 +507,6 @@ class Population:
                    covariate_ranges=dict(data.get("covariate_ranges") or {}),
                    description=data.get("description", ""), citation=data.get("citation", ""),
                    estimation=dict(data.get("estimation") or {}))
-
-
-def _checked_ranges(ranges: Mapping) -> dict[str, tuple[float, float]]:
-    """``covariate_ranges`` as {name: (low, high)} floats with low < high, or PopulationError naming the entry."""
-    out = {}
-    for name, bounds in dict(ranges).items():
-        try:
-            lo, hi = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise PopulationError(f"covariate_ranges.{name}: give [low, high] numbers, got {bounds!r}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise PopulationError(f"covariate_ranges.{name}: need finite low < high, got [{lo:g}, {hi:g}]")
-        out[str(name)] = (lo, hi)
-    return out
 
 
 def _build(cls, item, where: str, tuples=()):

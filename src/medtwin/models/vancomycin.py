@@ -46,6 +46,9 @@ CITATION = (
 IIV_OMEGA2 = {"CL": math.log(0.398**2 + 1), "V1": math.log(0.816**2 + 1), "V2": math.log(0.571**2 + 1)}
 #: Residual error (Goti 2018 Table 2): additive SD in mg/L and proportional SD (fraction).
 RESIDUAL_ERROR = {"additive_sd": 3.4, "proportional_sd": 0.227}
+#: Physiological range of hospitalised adults the covariate model is declared valid for (not the study's range):
+#: CrCl mL/min (the model truncates at 150), weight kg, dialysis 0/1. The population file declares the same.
+COVARIATE_RANGES = {"CRCL": (0.0, 400.0), "WT": (25.0, 300.0), "DIAL": (0.0, 1.0)}
 #: The AUC24 exposure window (mg·h/L) of the 2020 ASHP/IDSA consensus guideline.
 AUC24_TARGET = (400.0, 600.0)
 
@@ -81,6 +84,7 @@ def vancomycin_goti2018() -> Model:
         covariate_model=_covariate_model,
         covariates=("CRCL", "WT"),
         covariate_units={"CRCL": "mL/min", "WT": "kg", "DIAL": "0/1, optional (default 0)"},
+        covariate_ranges=COVARIATE_RANGES,
         citation=CITATION,
     )
 
