@@ -165,7 +165,10 @@ class AuditTransaction:
 
     def append_many(self, records: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[AuditEntry]:
         """Append several entries in this transaction (as :meth:`AuditLog.append_many`)."""
-        prepared = [self._log._prepare(r) for r in records]
+        return self._append_prepared([self._log._prepare(r) for r in records])
+
+    def _append_prepared(self, prepared: list[tuple]) -> list[AuditEntry]:
+        """Number, chain, sign and insert records already checked by :meth:`AuditLog._prepare`."""
         if not prepared:
             return []
         head = self.conn.execute(sa.select(_T.c.seq, _T.c.entry_hash).order_by(_T.c.seq.desc()).limit(1)).first()
@@ -179,17 +182,6 @@ class AuditTransaction:
 def _entry(r: tuple) -> AuditEntry:
     return AuditEntry(seq=r[0], time=r[1], actor=r[2], action=r[3], patient=r[4], payload=json.loads(r[5]),
                       payload_json=r[5], prev_hash=r[6], entry_hash=r[7], signature=r[8], key_id=r[9])
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A record already validated by :meth:`AuditLog._prepare` (passed through as it is)."""
-
-    fields: tuple
-
-
-def _prepared_records(prepared: list[tuple]) -> list[_Prepared]:
-    return [_Prepared(p) for p in prepared]
 
 
 class AuditLog:
@@ -276,7 +268,7 @@ class AuditLog:
             self._advance_checkpoint(rows[-1][0], rows[-1][7])
             return [_entry(r) for r in rows]
         with self.transaction() as tx:
-            tx.append_many(_prepared_records(prepared))
+            tx._append_prepared(prepared)
         return tx.entries
 
     @contextmanager
@@ -372,8 +364,6 @@ class AuditLog:
 
     @staticmethod
     def _prepare(record) -> tuple[str, str, str, str | None, str]:
-        if isinstance(record, _Prepared):
-            return record.fields
         if isinstance(record, Mapping):
             actor, action = record.get("actor"), record.get("action")
             payload, patient, time = record.get("payload"), record.get("patient"), record.get("time")
