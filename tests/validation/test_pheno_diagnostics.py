@@ -6,11 +6,9 @@ estimates (the shipped ``pheno`` population).  One FOCEI fit (≈ 30-40 s) is sh
 
 from __future__ import annotations
 
-import importlib.resources
 import io
 import math
 import re
-from pathlib import Path
 
 import matplotlib
 
@@ -19,6 +17,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from pheno_files import pheno_example  # noqa: E402
 from scipy import stats  # noqa: E402
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
@@ -32,11 +31,7 @@ from medtwin.io.nonmem import read_nonmem  # noqa: E402
 from medtwin.io.population_file import load_population, shipped_population_path  # noqa: E402
 
 
-def _example(name: str) -> Path:
-    path = Path(str(importlib.resources.files("pharmpy") / "internals" / "example_models" / name))
-    if not path.exists():
-        pytest.skip(f"pharmpy does not ship {name} in this version")
-    return path
+_example = pheno_example
 
 
 @pytest.fixture(scope="module")

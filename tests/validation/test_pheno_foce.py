@@ -8,7 +8,6 @@ initial estimates of ``pheno.mod``.  OFV convention: NONMEM's (âˆ’2LL without nÂ
 
 from __future__ import annotations
 
-import importlib.resources
 import inspect
 import io
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pheno_files import pheno_example  # noqa: E402
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
 
@@ -33,11 +33,7 @@ NONMEM_SE = {"THETA:TVCL": 2.09967e-04, "THETA:TVV": 2.68946e-02, "THETA:APGR_V"
              "OMEGA(1,1)": 1.34156e-02, "OMEGA(2,2)": 7.47591e-03, "SIGMA:proportional": 2.27991e-03}
 
 
-def _example(name: str) -> Path:
-    path = Path(str(importlib.resources.files("pharmpy") / "internals" / "example_models" / name))
-    if not path.exists():
-        pytest.skip(f"pharmpy does not ship {name} in this version")
-    return path
+_example = pheno_example
 
 
 def _read(path):

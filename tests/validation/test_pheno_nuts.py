@@ -24,12 +24,11 @@ With 4 × 300 + 300 the largest R-hat was 1.0109 (Ω(2,2)): too short for the 1.
 
 from __future__ import annotations
 
-import importlib.resources
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from pheno_files import pheno_example  # noqa: E402
 
 pytest.importorskip("pharmpy", reason="pharmpy-core (test-only dependency) ships the NONMEM pheno run")
 
@@ -43,11 +42,7 @@ NONMEM = {"TVCL": 0.00469555, "TVV": 0.984258, "APGR_V": 0.15892, "omega": (0.02
           "sigma2": 0.013241}
 
 
-def _example(name: str) -> Path:
-    path = Path(str(importlib.resources.files("pharmpy") / "internals" / "example_models" / name))
-    if not path.exists():
-        pytest.skip(f"pharmpy does not ship {name} in this version")
-    return path
+_example = pheno_example
 
 
 def _read(path):
