@@ -41,8 +41,8 @@ from medtwin.assimilate.statespace import StateSpace
 from medtwin.assimilate.stream import Measurement, Rejection
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
-from medtwin.errors import DataError
-from medtwin.models import get_model
+from medtwin.errors import DataError, ModelError
+from medtwin.models import model_reference, resolve_model
 
 FORMAT = "medtwin-twin/1"
 _OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa"), "ekf": (), "particle": ("n_particles", "resample_below",
@@ -50,7 +50,8 @@ _OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa"), "ekf": (), "particle": ("
 
 
 def _space_dict(space: StateSpace) -> dict:
-    return {"model": space.model.name, "model_digest": space.model.digest(),
+    ref = model_reference(space.model)
+    return {"model": ref["name"], "model_digest": ref["digest"], "model_description": ref["description"],
             "parameters": dict(zip(space.model.parameter_names, space.theta.tolist())),
             "estimated": list(space.estimated),
             "state_noise": dict(zip(space.model.state_names, space.state_noise.tolist())),
@@ -107,13 +108,20 @@ def twin_to_dict(twin) -> dict:
     }
 
 
-def space_from_spec(data: Mapping[str, Any]) -> StateSpace:
-    """The state space of a twin specification (or a stored twin's ``space``), model digest checked."""
-    model = get_model(data["model"])
-    digest = data.get("model_digest")
-    if digest is not None and digest != model.digest():
-        raise DataError(f"stored twin: model {model.name} has changed since the twin was saved (digest differs); "
-                        "a stored belief cannot be continued on a different model")
+def space_from_spec(data: Mapping[str, Any], model=None) -> StateSpace:
+    """The state space of a twin specification (or a stored twin's ``space``), model digest checked.
+
+    ``model`` (a Model object) is used instead of the library model named in ``data`` (a user-defined model);
+    its name and, when ``data`` holds one, its digest must match.
+    """
+    reference = {"name": data["model"], "digest": data.get("model_digest")}
+    try:
+        model = resolve_model(reference, model)
+    except ModelError as exc:
+        if "definition changed" in str(exc):
+            raise DataError(f"stored twin: model {reference['name']} has changed since the twin was saved (digest "
+                            f"differs); a stored belief cannot be continued on a different model ({exc})") from None
+        raise
     return StateSpace.build(model, data.get("parameters"), estimated=tuple(data.get("estimated", ())),
                             state_noise=data.get("state_noise"), parameter_drift=data.get("parameter_drift"),
                             max_step=data.get("max_step"))
@@ -159,14 +167,17 @@ def _settings_from(data: Mapping[str, Any] | None):
         raise DataError(f"twin settings: {exc}") from None
 
 
-def twin_from_dict(data: Mapping[str, Any]):
-    """Restore a twin written by :func:`twin_to_dict` (raises DataError for a foreign format or a changed model)."""
+def twin_from_dict(data: Mapping[str, Any], *, model=None):
+    """Restore a twin written by :func:`twin_to_dict` (raises DataError for a foreign format or a changed model).
+
+    ``model``: the Model object of a twin built on a user-defined model (not in the library); digest checked.
+    """
     from medtwin.assimilate.alarms import evaluate
     from medtwin.twin import Checkpoint, Entry, Twin
 
     if data.get("format") != FORMAT:
         raise DataError(f"stored twin: format {data.get('format')!r} is not {FORMAT!r}")
-    space = space_from_spec(data["space"])
+    space = space_from_spec(data["space"], model)
     observer = _observer_from(space, data["observer"])
     history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"],
                           e.get("regime_change")) for e in data["history"])
@@ -221,8 +232,12 @@ def _check_shapes(spec: Mapping[str, Any]) -> None:
             _spec_number(spec[name], name)
 
 
-def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, patient: str | None = None):
-    """A new twin from a specification mapping (see the module docstring); errors name the field."""
+def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, patient: str | None = None,
+                   model=None):
+    """A new twin from a specification mapping (see the module docstring); errors name the field.
+
+    ``model``: a user-defined Model object to use for the model named in ``spec`` (names must match).
+    """
     from medtwin.twin import Twin
 
     spec = dict(spec)
@@ -235,7 +250,7 @@ def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, pa
     if unknown:
         raise DataError(f"twin spec: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
     _check_shapes(spec)
-    space = space_from_spec(spec)
+    space = space_from_spec(spec, model)
     observer = _observer_from(space, spec.get("observer"))
     mean = space.initial_mean()
     for name, value in dict(spec.get("initial_state") or {}).items():
