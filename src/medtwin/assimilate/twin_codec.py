@@ -41,10 +41,12 @@ from medtwin.assimilate.statespace import StateSpace
 from medtwin.assimilate.stream import Measurement, Rejection
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
-from medtwin.errors import DataError, ModelError
+from medtwin.errors import DataError
 from medtwin.models import model_reference, resolve_model
 
-FORMAT = "medtwin-twin/1"
+FORMAT = "medtwin-twin/2"
+#: Formats :func:`twin_from_dict` reads (/1: a live twin, the model by name and digest in ``space``).
+READABLE = ("medtwin-twin/1", FORMAT)
 _OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa"), "ekf": (), "particle": ("n_particles", "resample_below",
                                                                                   "nonnegative")}
 
@@ -76,19 +78,28 @@ def _detector_from(data):
 
 
 def twin_to_dict(twin) -> dict:
-    """JSON-ready content of a twin (see the module docstring)."""
+    """JSON-ready content of a twin (see the module docstring).
+
+    The model is stored by reference (name, digest, description); a live twin's observer part and a
+    treatment twin's posterior (:mod:`medtwin.infer.posterior_codec`) are stored when present.
+    """
     from dataclasses import asdict
 
-    observer = twin.observer
+    from medtwin.infer.posterior_codec import posterior_to_dict, regimen_to_list
+
     settings = asdict(twin.settings)
     settings["plausible"] = {k: list(v) for k, v in settings["plausible"].items()}
-    return {
-        "format": FORMAT,
+    out = {"format": FORMAT, "model": model_reference(twin.model),
+           "posterior": None if twin.posterior is None else posterior_to_dict(twin.posterior),
+           "inputs": regimen_to_list(twin.inputs), "settings": settings, "patient": twin.patient}
+    if twin.observer is None:
+        return out
+    observer = twin.observer
+    out.update({
         "space": _space_dict(observer.space),
         "observer": {"kind": observer.name, **{f: getattr(observer, f) for f in _OBSERVER_FIELDS[observer.name]}},
         "errors": {k: {"model": e.model, "additive": e.additive, "proportional": e.proportional, "unit": e.unit}
                    for k, e in twin.errors.items()},
-        "inputs": [{k: getattr(e, k) for k in DoseEvent.__dataclass_fields__} for e in twin.inputs.events],
         "belief": twin.belief.to_dict(),
         "checkpoints": [{"index": c.index, "belief": c.belief.to_dict(), "detector": _detector_dict(c.detector)}
                         for c in twin.checkpoints],
@@ -103,9 +114,8 @@ def twin_to_dict(twin) -> dict:
                       "raw": None if isinstance(r.item, Measurement) else {str(k): str(v) for k, v in dict(r.item).items()}}
                      for r in twin.rejected],
         "seen": sorted([list(k) for k in twin.seen], key=repr),
-        "settings": settings,
-        "patient": twin.patient,
-    }
+    })
+    return out
 
 
 def space_from_spec(data: Mapping[str, Any], model=None) -> StateSpace:
@@ -114,14 +124,7 @@ def space_from_spec(data: Mapping[str, Any], model=None) -> StateSpace:
     ``model`` (a Model object) is used instead of the library model named in ``data`` (a user-defined model);
     its name and, when ``data`` holds one, its digest must match.
     """
-    reference = {"name": data["model"], "digest": data.get("model_digest")}
-    try:
-        model = resolve_model(reference, model)
-    except ModelError as exc:
-        if "definition changed" in str(exc):
-            raise DataError(f"stored twin: model {reference['name']} has changed since the twin was saved (digest "
-                            f"differs); a stored belief cannot be continued on a different model ({exc})") from None
-        raise
+    model = resolve_model({"name": data["model"], "digest": data.get("model_digest")}, model)
     return StateSpace.build(model, data.get("parameters"), estimated=tuple(data.get("estimated", ())),
                             state_noise=data.get("state_noise"), parameter_drift=data.get("parameter_drift"),
                             max_step=data.get("max_step"))
@@ -170,30 +173,38 @@ def _settings_from(data: Mapping[str, Any] | None):
 def twin_from_dict(data: Mapping[str, Any], *, model=None):
     """Restore a twin written by :func:`twin_to_dict` (raises DataError for a foreign format or a changed model).
 
-    ``model``: the Model object of a twin built on a user-defined model (not in the library); digest checked.
+    ``model``: the Model object of a twin built on a user-defined model (not in the library); its digest must
+    equal the stored one (ModelError otherwise).
     """
+    from dataclasses import replace
+
     from medtwin.assimilate.alarms import evaluate
+    from medtwin.infer.posterior_codec import posterior_from_dict
     from medtwin.twin import Checkpoint, Entry, Twin
 
-    if data.get("format") != FORMAT:
-        raise DataError(f"stored twin: format {data.get('format')!r} is not {FORMAT!r}")
+    if data.get("format") not in READABLE:
+        raise DataError(f"stored twin: format {data.get('format')!r} is not one of {READABLE}")
+    if data.get("model") is not None:
+        model = resolve_model(data["model"], model)
+    posterior = None if data.get("posterior") is None else posterior_from_dict(data["posterior"], model=model)
+    inputs = Regimen(tuple(DoseEvent(**e) for e in data["inputs"]))
+    settings = _settings_from(data["settings"])
+    if data.get("space") is None:
+        return Twin(posterior=posterior, model=model, inputs=inputs, settings=settings, patient=data.get("patient"))
     space = space_from_spec(data["space"], model)
     observer = _observer_from(space, data["observer"])
     history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"],
                           e.get("regime_change")) for e in data["history"])
     rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
                      for r in data["rejected"])
-    twin = Twin(observer=observer, errors=_errors_from(data["errors"], space),
-                inputs=Regimen(tuple(DoseEvent(**e) for e in data["inputs"])),
+    twin = Twin(observer=observer, errors=_errors_from(data["errors"], space), inputs=inputs,
                 belief=belief_from_dict(data["belief"]), history=history,
                 checkpoints=tuple(Checkpoint(c["index"], belief_from_dict(c["belief"]), _detector_from(c.get("detector")))
                                   for c in data["checkpoints"]),
                 detector_state=_detector_from(data.get("detector_state")),
                 reference_variance=None if data.get("reference_variance") is None else tuple(data["reference_variance"]),
                 rejected=rejected, seen=frozenset(tuple(k) for k in data["seen"]),
-                settings=_settings_from(data["settings"]), patient=data.get("patient"))
-    from dataclasses import replace
-
+                settings=settings, patient=data.get("patient"), posterior=posterior)
     return replace(twin, alarms=evaluate(twin))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from medtwin.core.model import Model
-from medtwin.errors import ModelError
+from medtwin.errors import ModelDigestError, ModelError
 
 
 @lru_cache(maxsize=1)
@@ -72,8 +72,10 @@ def resolve_model(reference, model: Model | None = None) -> Model:
     Raises
     ------
     ModelError
-        Unknown library model, a name mismatch, or a digest that differs (the model changed since the value
-        was stored, or a different model was given).
+        Unknown library model or a name mismatch.
+    ModelDigestError
+        A digest that differs (the model changed since the value was stored, or a different model was given);
+        also a DataError.
 
     Examples
     --------
@@ -102,7 +104,7 @@ def resolve_model(reference, model: Model | None = None) -> Model:
     elif model.name != name:
         raise ModelError(f"stored value was made with model {name!r}, but model= is {model.name!r}")
     if digest is not None and str(digest).removeprefix("sha256:") != model.digest():
-        raise ModelError(f"stored value was made with model {name} digest {str(digest)[:12]}..., but model {name} "
+        raise ModelDigestError(f"stored value was made with model {name} digest {str(digest)[:12]}..., but model {name} "
                          f"now has digest {model.digest()[:12]}...: the model definition changed; a stored "
                          "posterior or belief cannot be continued on a different model")
     return model
