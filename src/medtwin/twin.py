@@ -1,10 +1,26 @@
-"""The live twin: model + posterior + belief + history, kept on the patient by an observer.
+"""The twin: model object + posterior + live belief + history + provenance, one immutable value.
 
 A :class:`Twin` is an immutable value.  ``twin.assimilate(measurements)``,
-``twin.forecast(regimen, horizon)`` and ``twin.state()`` return new values and
-never change the twin they are called on, so a twin at any moment can be kept,
-compared, stored (:meth:`Twin.to_dict`, :mod:`medtwin.io.twin_file`) and
-replayed bit for bit.
+``twin.forecast(regimen, horizon)``, ``twin.recommend(policy)`` and
+``twin.state()`` return new values and never change the twin they are called
+on, so a twin at any moment can be kept, compared, stored
+(:meth:`Twin.to_dict`, :mod:`medtwin.io.twin_file`) and replayed bit for bit.
+
+Two parts, either or both present, on the one model object (a library model
+or the user's own; never a name):
+
+* the **posterior** (treatment twin, :meth:`Twin.from_posterior`): a patient's
+  personalized posterior (:func:`medtwin.infer.personalize.personalize`);
+  ``assimilate(PatientData)`` updates it (today's posterior is tomorrow's
+  prior), :meth:`Twin.adapt` runs continual adaptation on it, ``forecast``
+  is its posterior predictive band;
+* the **live belief** (real-time twin, :meth:`Twin.create`): an observer
+  (EKF/UKF/particle) tracks states and parameters from a measurement stream,
+  as below.
+
+``twin.recommend(policy)`` asks any :class:`medtwin.control.policy.Policy`
+(dose optimisation, MPC) for a :class:`~medtwin.control.recommendation.Recommendation`
+and checks it against the policy's hard constraints.
 
 What ``assimilate`` does with a batch of measurements (and, optionally, new
 inputs such as a dose or an infusion-rate change):
@@ -241,9 +257,8 @@ class Twin:
             raise DataError("twin: give an observer (live twin), a posterior (treatment twin) or both")
         if not isinstance(models[0], Model):
             raise DataError(f"twin: model must be a Model object, not {type(models[0]).__name__}")
-        digest = models[0].digest()
         for other in models[1:]:
-            if other is not models[0] and other.digest() != digest:
+            if other is not models[0] and other.digest() != models[0].digest():
                 raise DataError(f"twin: the observer's and the posterior's models differ ({models[0].name} vs "
                                 f"{other.name}, digests differ)")
         object.__setattr__(self, "model", models[0])

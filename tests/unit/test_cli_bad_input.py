@@ -377,7 +377,8 @@ def test_personalize_nuts_prints_rhat_and_ess():
     data = PatientData(Regimen.single(1000.0), np.array([2.0]), np.array([20.0]), {}, "C", patient="P7")
     from medtwin.models import get_model
 
-    posterior = Posterior(model=get_model("vancomycin_goti2018"), prior=prior, method="nuts", parameters=prior.parameters,
+    posterior = Posterior(model=get_model("vancomycin_goti2018"), prior=prior, method="nuts",
+                          parameters=prior.parameters,
                           mean=draws.reshape(-1, 3).mean(0), covariance=np.eye(3) * 0.01, draws=draws, data=(data,),
                           prior_mean=np.asarray(prior.log_mean), prior_covariance=np.asarray(prior.covariance),
                           status="converged", message="max R-hat 1.0040, min bulk ESS 812, 0 divergent",

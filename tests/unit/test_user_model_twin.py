@@ -196,3 +196,16 @@ def test_a_policy_whose_proposal_breaks_its_hard_constraints_is_refused(posterio
 
     with pytest.raises(DataError, match="hard constraints"):
         propose(Reckless(), Twin.from_posterior(posterior))
+
+
+def test_continual_adaptation_runs_on_the_twin_of_the_user_model(posterior):
+    from medtwin.assimilate.adaptation import Consolidation
+    from medtwin.infer.posterior import Posterior
+
+    # Consolidation of a first batch from the population prior (no elapsed time, no process noise) is the
+    # plain personalization of that batch: the prior is the population's and the likelihood the same.
+    start = Twin.from_posterior(Posterior.from_prior(POPULATION.prior_for({}), model=MODEL))
+    adapted = start.adapt(Consolidation(), _data(), POPULATION)
+    assert adapted.posterior.model is MODEL and adapted.adaptation.posterior is adapted.posterior
+    np.testing.assert_allclose(adapted.posterior.mean, posterior.mean, atol=1e-6)
+    assert start.posterior.data == () and adapted.inputs == GIVEN

@@ -1,8 +1,10 @@
 """A twin as plain JSON-ready data and back, and a twin built from a specification.
 
 ``twin_to_dict`` / ``twin_from_dict`` keep everything needed to continue the
-twin exactly where it was: the state space (library model by name, checked
-against its digest), the observer and its settings, residual errors, inputs,
+twin exactly where it was: the model by reference (name, digest, description:
+a library model is resolved by name, a user-defined one is passed as
+``model=``; the digest is checked either way), the posterior
+(:mod:`medtwin.infer.posterior_codec`), the state space, the observer and its settings, residual errors, inputs,
 the belief and the checkpoints (floats round-trip exactly through Python's
 shortest repr), the history with its innovations, rejections and the keys
 already seen.  Alarms are recomputed from the history.

@@ -63,10 +63,12 @@ first moves there are reported.
 Use from a twin, at each decision time (receding horizon)::
 
     mpc = icu_insulin_controller(twin.space)          # build once: compiled functions are cached
-    r = mpc.recommend(twin.belief, twin.inputs, reference=6.0, current_rate=running, warm_start=previous)
+    r = twin.recommend(mpc, reference=6.0, current_rate=running, warm_start=previous)   # the policy interface
     running = r.action["apply_now_u_per_h"]           # apply for step_h hours, then assimilate and repeat
 
-The decision time is ``twin.belief.time``; ``twin.inputs`` must already hold
+(``twin.recommend(mpc, ...)`` is :meth:`MPCController.propose` checked against :attr:`MPCController.constraints`;
+``mpc.recommend(belief, inputs, ...)`` is the same solve on a bare belief.)  The decision time is
+``twin.belief.time`` (or ``time=``, the belief predicted to it); ``twin.inputs`` must already hold
 the known nutrition over the horizon (insulin in it is ignored over the
 horizon).  ``warm_start=previous`` (the last recommendation) cuts the
 iterations.  Keep BLAS single-threaded (``OMP_NUM_THREADS=1``) next to JAX:

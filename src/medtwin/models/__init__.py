@@ -97,14 +97,15 @@ def resolve_model(reference, model: Model | None = None) -> Model:
         try:
             model = get_model(name)
         except ModelError:
-            raise ModelError(f"stored value was made with model {name!r}, which is not a library model: pass the "
-                             f"user-defined model as model= (known library models: {', '.join(list_models())})") from None
+            raise ModelError(f"stored value was made with model {name!r}, which is not a library model: pass "
+                             "the user-defined model as model= (known library models: "
+                             f"{', '.join(list_models())})") from None
     elif not isinstance(model, Model):
         raise ModelError(f"model= must be a Model object, got {type(model).__name__}")
     elif model.name != name:
         raise ModelError(f"stored value was made with model {name!r}, but model= is {model.name!r}")
     if digest is not None and str(digest).removeprefix("sha256:") != model.digest():
-        raise ModelDigestError(f"stored value was made with model {name} digest {str(digest)[:12]}..., but model {name} "
-                         f"now has digest {model.digest()[:12]}...: the model definition changed; a stored "
-                         "posterior or belief cannot be continued on a different model")
+        raise ModelDigestError(f"stored value was made with model {name} digest {str(digest)[:12]}..., but model "
+                               f"{name} now has digest {model.digest()[:12]}...: the model definition changed; a "
+                               "stored posterior or belief cannot be continued on a different model")
     return model
