@@ -253,7 +253,7 @@ def _inflate(strategy: Consolidation, covariance, omega, dt: float) -> np.ndarra
     sigma = np.asarray(covariance, dtype=float)
     if dt > 0:
         if strategy.half_life is not None:
-            sigma = sigma * 2.0 ** (dt / strategy.half_life)
+            sigma = inflate_covariance(sigma, 2.0 ** (dt / strategy.half_life))
         sigma = sigma + strategy.process_noise * dt * np.asarray(omega)
     return cap_covariance(sigma, omega)
 
