@@ -313,15 +313,15 @@ class Twin:
 
         ``measurements``: Measurement values (any order) for the live part, or a ``PatientData`` batch for
         the posterior (today's posterior becomes tomorrow's prior, :meth:`Posterior.update`; its regimen
-        holds every dose so far and becomes the twin's inputs).
+        holds every dose so far and becomes the twin's inputs).  A posterior-only twin takes Measurement
+        values too: screened and converted as for a live twin, then one batch (:meth:`_assimilate_levels`).
         """
         from medtwin.infer.personalize import PatientData
 
         if isinstance(measurements, PatientData):
             return self._assimilate_batch(measurements, inputs)
         if self.observer is None:
-            raise DataError("twin: a posterior-only twin assimilates PatientData batches (no observer for "
-                            "single measurements)")
+            return self._assimilate_levels(measurements, inputs)
         offsets = self.settings.clock_offsets
         aligned = [replace(m, time=m.time - float(offsets.get(m.device, 0.0))) if m.device in offsets else m
                    for m in measurements]
@@ -386,6 +386,38 @@ class Twin:
         if inputs is not None:
             raise DataError("twin: a PatientData batch carries its own regimen; do not give inputs too")
         twin = replace(self, posterior=self.posterior.update(data), inputs=data.regimen)
+        if self.provenance is not None:
+            self.provenance("assimilate", twin)
+        return twin
+
+    def _assimilate_levels(self, measurements, inputs: Regimen | None) -> "Twin":
+        """Measurements into a posterior-only twin: screened and converted as for a live twin, then one batch.
+
+        Only the posterior's observed output is accepted; a level at a dose time is taken as drawn before that
+        dose (a trough).  Rejections and the duplicate keys are kept as for a live twin.
+        """
+        from medtwin.infer.personalize import PatientData
+
+        if self.posterior is None:
+            raise DataError("twin: no posterior and no observer to assimilate into")
+        output = self.posterior.prior.residual.output
+        offsets = self.settings.clock_offsets
+        aligned = [replace(m, time=m.time - float(offsets.get(m.device, 0.0))) if m.device in offsets else m
+                   for m in measurements]
+        result = screen(aligned, {output: self.model.output(output).unit}, substances=self.settings.substances,
+                        plausible=self.settings.plausible, seen_keys=self.seen)
+        new_inputs = self.inputs if inputs is None else self.inputs + (_new_inputs(self.inputs, inputs) or Regimen())
+        twin = replace(self, inputs=new_inputs, seen=result.seen_keys,
+                       rejected=self.rejected + tuple(result.rejected))
+        if not result.accepted:
+            return twin
+        levels = sorted(result.accepted, key=lambda m: m.time)
+        dose_times = new_inputs.jump_times() if len(new_inputs) else np.array([])
+        covariates = self.posterior.data[-1].covariates if self.posterior.data else {}
+        data = PatientData(new_inputs, [m.time for m in levels], [m.value for m in levels], covariates, output,
+                           pre_dose=[bool(np.any(np.abs(dose_times - m.time) < 1e-9)) for m in levels],
+                           patient=self.patient)
+        twin = replace(twin, posterior=self.posterior.update(data))
         if self.provenance is not None:
             self.provenance("assimilate", twin)
         return twin

@@ -209,3 +209,18 @@ def test_continual_adaptation_runs_on_the_twin_of_the_user_model(posterior):
     assert adapted.posterior.model is MODEL and adapted.adaptation.posterior is adapted.posterior
     np.testing.assert_allclose(adapted.posterior.mean, posterior.mean, atol=1e-6)
     assert start.posterior.data == () and adapted.inputs == GIVEN
+
+
+def test_a_posterior_twin_assimilates_measurements_like_the_batch(posterior):
+    from medtwin.assimilate.stream import Measurement
+    from medtwin.infer.posterior import Posterior
+
+    data = _data()
+    levels = [Measurement(float(t), "C", float(v) / 10.0, "mg/dL", source_id=f"l{k}")   # 1 mg/dL = 10 mg/L
+              for k, (t, v) in enumerate(zip(data.times, data.values))]
+    start = Twin.from_posterior(Posterior.from_prior(POPULATION.prior_for({}), model=MODEL), inputs=GIVEN)
+    bad = Measurement(3.0, "C", -1.0, "mg/L", source_id="bad")
+    twin = start.assimilate(levels[::-1] + [levels[0], bad])          # any order, a duplicate, a negative value
+    assert [r.item.source_id for r in twin.rejected] == ["bad"] and twin.posterior.data[-1].n_observations == 5
+    np.testing.assert_allclose(twin.posterior.mean, posterior.mean, atol=1e-6)
+    assert twin.assimilate(levels).posterior is twin.posterior         # the same levels again: nothing new
