@@ -224,3 +224,7 @@ def test_a_posterior_twin_assimilates_measurements_like_the_batch(posterior):
     assert [r.item.source_id for r in twin.rejected] == ["bad"] and twin.posterior.data[-1].n_observations == 5
     np.testing.assert_allclose(twin.posterior.mean, posterior.mean, atol=1e-6)
     assert twin.assimilate(levels).posterior is twin.posterior         # the same levels again: nothing new
+    from medtwin.assimilate.twin_codec import twin_from_dict, twin_to_dict
+
+    loaded = twin_from_dict(json.loads(json.dumps(twin_to_dict(twin))), model=MODEL)
+    assert loaded.assimilate(levels).posterior is loaded.posterior and len(loaded.rejected) == 1

@@ -93,7 +93,12 @@ def twin_to_dict(twin) -> dict:
     settings["plausible"] = {k: list(v) for k, v in settings["plausible"].items()}
     out = {"format": FORMAT, "model": model_reference(twin.model),
            "posterior": None if twin.posterior is None else posterior_to_dict(twin.posterior),
-           "inputs": regimen_to_list(twin.inputs), "settings": settings, "patient": twin.patient}
+           "inputs": regimen_to_list(twin.inputs), "settings": settings, "patient": twin.patient,
+           "rejected": [{"reason": r.reason, "row": r.row,
+                         "measurement": _measurement_dict(r.item) if isinstance(r.item, Measurement) else None,
+                         "raw": None if isinstance(r.item, Measurement)
+                         else {str(k): str(v) for k, v in dict(r.item).items()}} for r in twin.rejected],
+           "seen": sorted([list(k) for k in twin.seen], key=repr)}
     if twin.observer is None:
         return out
     observer = twin.observer
@@ -111,11 +116,6 @@ def twin_to_dict(twin) -> dict:
                      "regime_change": e.regime_change,
                      "innovation": {k: getattr(e.innovation, k) for k in Innovation.__dataclass_fields__}}
                     for e in twin.history],
-        "rejected": [{"reason": r.reason, "row": r.row,
-                      "measurement": _measurement_dict(r.item) if isinstance(r.item, Measurement) else None,
-                      "raw": None if isinstance(r.item, Measurement) else {str(k): str(v) for k, v in dict(r.item).items()}}
-                     for r in twin.rejected],
-        "seen": sorted([list(k) for k in twin.seen], key=repr),
     })
     return out
 
@@ -191,22 +191,23 @@ def twin_from_dict(data: Mapping[str, Any], *, model=None):
     posterior = None if data.get("posterior") is None else posterior_from_dict(data["posterior"], model=model)
     inputs = Regimen(tuple(DoseEvent(**e) for e in data["inputs"]))
     settings = _settings_from(data["settings"])
+    rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
+                     for r in data["rejected"])
+    seen = frozenset(tuple(k) for k in data["seen"])
     if data.get("space") is None:
-        return Twin(posterior=posterior, model=model, inputs=inputs, settings=settings, patient=data.get("patient"))
+        return Twin(posterior=posterior, model=model, inputs=inputs, settings=settings, patient=data.get("patient"),
+                    rejected=rejected, seen=seen)
     space = space_from_spec(data["space"], model)
     observer = _observer_from(space, data["observer"])
     history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"],
                           e.get("regime_change")) for e in data["history"])
-    rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
-                     for r in data["rejected"])
     twin = Twin(observer=observer, errors=_errors_from(data["errors"], space), inputs=inputs,
                 belief=belief_from_dict(data["belief"]), history=history,
                 checkpoints=tuple(Checkpoint(c["index"], belief_from_dict(c["belief"]), _detector_from(c.get("detector")))
                                   for c in data["checkpoints"]),
                 detector_state=_detector_from(data.get("detector_state")),
                 reference_variance=None if data.get("reference_variance") is None else tuple(data["reference_variance"]),
-                rejected=rejected, seen=frozenset(tuple(k) for k in data["seen"]),
-                settings=settings, patient=data.get("patient"), posterior=posterior)
+                rejected=rejected, seen=seen, settings=settings, patient=data.get("patient"), posterior=posterior)
     return replace(twin, alarms=evaluate(twin))
 
 
