@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from medtwin.infer.personalize import PatientData, personalize
 from medtwin.infer.posterior import Posterior, PredictiveBand, probability
 from medtwin.models import get_model
 from medtwin.models.vancomycin import AUC24_TARGET, IIV_OMEGA2
+from medtwin.twin import Twin
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,11 @@ def demo_table(result: DemoResult):
 
 @dataclass(frozen=True)
 class TwinDemoResult:
-    """One virtual patient's twin: truth, data, posterior, 48-h forecast and target attainment."""
+    """One virtual patient's twin: truth, data, posterior, 48-h forecast and target attainment.
+
+    ``twin`` is the :class:`medtwin.twin.Twin` value itself (model + posterior + the doses given); ``posterior``
+    is ``twin.posterior`` and ``band`` its forecast under the current regimen carried on.
+    """
 
     covariates: dict[str, float]
     true_parameters: dict[str, float]
@@ -160,6 +166,7 @@ class TwinDemoResult:
     p_target: float
     true_auc24: float
     target: tuple[float, float]
+    twin: Any = None
 
 
 def run_twin_demo(seed: int = 2026, *, n_draws: int = 2000, horizon_h: float = 48.0) -> TwinDemoResult:
@@ -185,16 +192,16 @@ def run_twin_demo(seed: int = 2026, *, n_draws: int = 2000, horizon_h: float = 4
     err = population.residual
     levels = np.round(f + np.sqrt(err.variance(f)) * rng.standard_normal(f.size), 1)
     data = PatientData(given, times, levels, covariates, pre_dose=pre, patient="demo-1")
-    posterior = personalize(population, data, method="laplace")
-    start = float(times[-1])
+    twin = Twin.from_posterior(personalize(population, data, method="laplace", model=model))
+    start = twin.time
     end = start + horizon_h
     regimen = given.continued(end)
     grid = np.round(np.arange(0.0, end + 1e-9, 0.1), 10)
-    band = posterior.predict(regimen, grid, n_draws=n_draws, seed=seed)
+    band = twin.forecast(Regimen(regimen.events[len(given.events):]), times=grid, n_draws=n_draws, seed=seed)
     window = (end - 24.0, end)
     true_c = simulate(model, truth, regimen, grid).output("C")[0]
     mask = (grid >= window[0]) & (grid <= window[1])
     true_auc = float(np.trapezoid(true_c[mask], grid[mask]))
     p = probability(band.auc("C", *window), *AUC24_TARGET)
-    return TwinDemoResult(covariates, truth, data, posterior, regimen, band, true_c, window, p, true_auc,
-                          AUC24_TARGET)
+    return TwinDemoResult(covariates, truth, data, twin.posterior, regimen, band, true_c, window, p, true_auc,
+                          AUC24_TARGET, twin)

@@ -8,6 +8,7 @@ caller can catch the whole family in one place::
     │   ├── DatasetError     a NONMEM-style dataset row/column is invalid (names both)
     │   └── UnitError        a unit is unknown or cannot be converted (names both units and the quantity)
     ├── ModelError           a model definition is inconsistent
+    │   ├── ModelDigestError     a stored value's model digest differs from the model given (also a DataError)
     │   ├── WellPosednessError   the vector field is non-finite or explodes on the domain
     │   └── PopulationError      a population model is inconsistent (names the field)
     ├── ParameterError       parameter values missing, unknown or outside their bounds
@@ -63,6 +64,13 @@ class UnitError(DataError):
 
 class ModelError(MedtwinError, ValueError):
     """A model definition is inconsistent."""
+
+
+class ModelDigestError(ModelError, DataError):
+    """A stored value (twin, posterior, run) names a model whose definition differs from the one at hand.
+
+    Both a model error and a data error: the stored data cannot be continued on this model.
+    """
 
 
 class WellPosednessError(ModelError):

@@ -1,10 +1,26 @@
-"""The live twin: model + posterior + belief + history, kept on the patient by an observer.
+"""The twin: model object + posterior + live belief + history + provenance, one immutable value.
 
 A :class:`Twin` is an immutable value.  ``twin.assimilate(measurements)``,
-``twin.forecast(regimen, horizon)`` and ``twin.state()`` return new values and
-never change the twin they are called on, so a twin at any moment can be kept,
-compared, stored (:meth:`Twin.to_dict`, :mod:`medtwin.io.twin_file`) and
-replayed bit for bit.
+``twin.forecast(regimen, horizon)``, ``twin.recommend(policy)`` and
+``twin.state()`` return new values and never change the twin they are called
+on, so a twin at any moment can be kept, compared, stored
+(:meth:`Twin.to_dict`, :mod:`medtwin.io.twin_file`) and replayed bit for bit.
+
+Two parts, either or both present, on the one model object (a library model
+or the user's own; never a name):
+
+* the **posterior** (treatment twin, :meth:`Twin.from_posterior`): a patient's
+  personalized posterior (:func:`medtwin.infer.personalize.personalize`);
+  ``assimilate(PatientData)`` updates it (today's posterior is tomorrow's
+  prior), :meth:`Twin.adapt` runs continual adaptation on it, ``forecast``
+  is its posterior predictive band;
+* the **live belief** (real-time twin, :meth:`Twin.create`): an observer
+  (EKF/UKF/particle) tracks states and parameters from a measurement stream,
+  as below.
+
+``twin.recommend(policy)`` asks any :class:`medtwin.control.policy.Policy`
+(dose optimisation, MPC) for a :class:`~medtwin.control.recommendation.Recommendation`
+and checks it against the policy's hard constraints.
 
 What ``assimilate`` does with a batch of measurements (and, optionally, new
 inputs such as a dose or an infusion-rate change):
@@ -58,6 +74,7 @@ import numpy as np
 from medtwin.assimilate import alarms as alarm_rules
 from medtwin.assimilate.beliefs import OK, Belief, GaussianBelief, Innovation
 from medtwin.assimilate.detectors import Cusum
+from medtwin.assimilate.inflation import inflate_covariance, inflation_scale
 from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.stream import Measurement, Rejection, screen
 from medtwin.core.events import Regimen
@@ -163,12 +180,35 @@ Z90 = 1.6448536269514722
 
 @dataclass(frozen=True, eq=False)
 class Twin:
-    """Model + belief + history + alarms (see the module docstring); build with :meth:`create`."""
+    """One patient's twin: model + posterior + live belief + history + provenance (see the module docstring).
 
-    observer: Any
-    errors: Mapping[str, ResidualError]
-    inputs: Regimen
-    belief: Belief
+    Build with :meth:`create` (a live twin: an observer tracks a belief over states and parameters) or
+    :meth:`from_posterior` (a treatment twin: a personalized posterior over the parameters); a twin may hold
+    both.  ``model`` is the Model object itself (never a name): a twin of a user-defined model assimilates,
+    forecasts, recommends, saves and loads like one of a library model.
+
+    Attributes
+    ----------
+    model : Model
+        Set from the observer's state space or the posterior when not given.
+    observer, belief : optional
+        The live part (observer and its current belief); None for a posterior-only twin.
+    posterior : Posterior, optional
+        The personalized posterior of the parameters with inter-individual variability.
+    inputs : Regimen
+        Every dose or input the twin knows of (model units).
+    history, checkpoints, rejected, seen, alarms : tuple
+        What the live part has processed (see the module docstring).
+    adaptation : AdaptationState, optional
+        The continual-adaptation state (:meth:`adapt`).
+    provenance : callable, optional
+        ``provenance(operation, twin)`` after every operation that changes the twin.
+    """
+
+    observer: Any = None
+    errors: Mapping[str, ResidualError] = field(default_factory=dict)
+    inputs: Regimen = field(default_factory=Regimen)
+    belief: Belief | None = None
     history: tuple[Entry, ...] = ()
     checkpoints: tuple[Checkpoint, ...] = ()
     rejected: tuple[Rejection, ...] = ()
@@ -179,6 +219,9 @@ class Twin:
     provenance: Callable | None = None
     detector_state: Any = None
     reference_variance: Any = None  # initial variance of each estimated log parameter: the cap of a re-personalization
+    model: Any = None
+    posterior: Any = None
+    adaptation: Any = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)  # the input schedule of ``inputs``
 
     # ------------------------------------------------------------------ construction
@@ -205,21 +248,80 @@ class Twin:
                    provenance=provenance, detector_state=detector,
                    reference_variance=tuple(float(v) for v in np.diag(np.atleast_2d(belief.cov))[observer.space.n_states:]))
 
+    def __post_init__(self):
+        from medtwin.core.model import Model
+
+        models = [m for m in (self.model, None if self.observer is None else self.observer.space.model,
+                              None if self.posterior is None else self.posterior.model) if m is not None]
+        if not models:
+            raise DataError("twin: give an observer (live twin), a posterior (treatment twin) or both")
+        if not isinstance(models[0], Model):
+            raise DataError(f"twin: model must be a Model object, not {type(models[0]).__name__}")
+        for other in models[1:]:
+            if other is not models[0] and other.digest() != models[0].digest():
+                raise DataError(f"twin: the observer's and the posterior's models differ ({models[0].name} vs "
+                                f"{other.name}, digests differ)")
+        object.__setattr__(self, "model", models[0])
+        if (self.observer is None) != (self.belief is None):
+            raise DataError("twin: an observer needs a belief and a belief an observer")
+
+    @classmethod
+    def from_posterior(cls, posterior, *, inputs: Regimen | None = None, patient: str | None = None,
+                       provenance: Callable | None = None) -> "Twin":
+        """A treatment twin on a personalized posterior (:func:`medtwin.infer.personalize.personalize`).
+
+        ``inputs`` defaults to the regimen of the posterior's latest data batch (the doses given so far).
+
+        Examples
+        --------
+        >>> from medtwin.io.population_file import load_population, shipped_population_path
+        >>> from medtwin.infer.posterior import Posterior
+        >>> pop = load_population(shipped_population_path("vancomycin_goti2018"))
+        >>> twin = Twin.from_posterior(Posterior.from_prior(pop.prior_for({"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0})))
+        >>> twin.model.name, twin.belief is None, twin.time
+        ('vancomycin_goti2018', True, 0.0)
+        """
+        from medtwin.infer.posterior import Posterior
+
+        if not isinstance(posterior, Posterior):
+            raise DataError(f"twin: posterior must be a Posterior, got {type(posterior).__name__}")
+        if inputs is None:
+            inputs = posterior.data[-1].regimen if posterior.data else Regimen()
+        if not isinstance(inputs, Regimen):
+            raise DataError("twin: inputs must be a Regimen")
+        if patient is None and posterior.data:
+            patient = posterior.data[-1].patient
+        return cls(posterior=posterior, inputs=inputs, patient=patient, provenance=provenance)
+
     @property
     def space(self):
+        if self.observer is None:
+            raise DataError("twin: a posterior-only twin has no observer state space")
         return self.observer.space
 
     @property
-    def model(self):
-        return self.observer.space.model
-
-    @property
     def time(self) -> float:
-        return self.belief.time
+        """Now for the twin (h): the belief's time, else the latest observation the posterior has seen."""
+        if self.belief is not None:
+            return self.belief.time
+        times = [float(np.max(d.times)) for d in self.posterior.data if np.size(d.times)]
+        return max(times) if times else 0.0
 
     # ------------------------------------------------------------------ assimilation
-    def assimilate(self, measurements: Iterable[Measurement], inputs: Regimen | None = None) -> "Twin":
-        """A new twin that has seen ``measurements`` (any order) and, optionally, new ``inputs``."""
+    def assimilate(self, measurements, inputs: Regimen | None = None) -> "Twin":
+        """A new twin that has seen ``measurements`` and, optionally, new ``inputs``.
+
+        ``measurements``: Measurement values (any order) for the live part, or a ``PatientData`` batch for
+        the posterior (today's posterior becomes tomorrow's prior, :meth:`Posterior.update`; its regimen
+        holds every dose so far and becomes the twin's inputs).  A posterior-only twin takes Measurement
+        values too: screened and converted as for a live twin, then one batch (:meth:`_assimilate_levels`).
+        """
+        from medtwin.infer.personalize import PatientData
+
+        if isinstance(measurements, PatientData):
+            return self._assimilate_batch(measurements, inputs)
+        if self.observer is None:
+            return self._assimilate_levels(measurements, inputs)
         offsets = self.settings.clock_offsets
         aligned = [replace(m, time=m.time - float(offsets.get(m.device, 0.0))) if m.device in offsets else m
                    for m in measurements]
@@ -278,6 +380,64 @@ class Twin:
             self.provenance("assimilate", twin)
         return twin
 
+    def _assimilate_batch(self, data, inputs: Regimen | None) -> "Twin":
+        if self.posterior is None:
+            raise DataError("twin: a PatientData batch updates the posterior, and this twin has none")
+        if inputs is not None:
+            raise DataError("twin: a PatientData batch carries its own regimen; do not give inputs too")
+        twin = replace(self, posterior=self.posterior.update(data), inputs=data.regimen)
+        if self.provenance is not None:
+            self.provenance("assimilate", twin)
+        return twin
+
+    def _assimilate_levels(self, measurements, inputs: Regimen | None) -> "Twin":
+        """Measurements into a posterior-only twin: screened and converted as for a live twin, then one batch.
+
+        Only the posterior's observed output is accepted; a level at a dose time is taken as drawn before that
+        dose (a trough).  Rejections and the duplicate keys are kept as for a live twin.
+        """
+        from medtwin.infer.personalize import PatientData
+
+        if self.posterior is None:
+            raise DataError("twin: no posterior and no observer to assimilate into")
+        output = self.posterior.prior.residual.output
+        offsets = self.settings.clock_offsets
+        aligned = [replace(m, time=m.time - float(offsets.get(m.device, 0.0))) if m.device in offsets else m
+                   for m in measurements]
+        result = screen(aligned, {output: self.model.output(output).unit}, substances=self.settings.substances,
+                        plausible=self.settings.plausible, seen_keys=self.seen)
+        new_inputs = self.inputs if inputs is None else self.inputs + (_new_inputs(self.inputs, inputs) or Regimen())
+        twin = replace(self, inputs=new_inputs, seen=result.seen_keys,
+                       rejected=self.rejected + tuple(result.rejected))
+        if not result.accepted:
+            return twin
+        levels = sorted(result.accepted, key=lambda m: m.time)
+        dose_times = new_inputs.jump_times() if len(new_inputs) else np.array([])
+        covariates = self.posterior.data[-1].covariates if self.posterior.data else {}
+        data = PatientData(new_inputs, [m.time for m in levels], [m.value for m in levels], covariates, output,
+                           pre_dose=[bool(np.any(np.abs(dose_times - m.time) < 1e-9)) for m in levels],
+                           patient=self.patient)
+        twin = replace(twin, posterior=self.posterior.update(data))
+        if self.provenance is not None:
+            self.provenance("assimilate", twin)
+        return twin
+
+    def adapt(self, strategy, data, population, *, detector="default") -> "Twin":
+        """A new twin after one batch of continual adaptation (:func:`medtwin.assimilate.adaptation.adapt`).
+
+        The adaptation state is kept on the twin; its posterior becomes the twin's posterior.  ``detector``:
+        the regime detector (default the adaptation's own default; None switches it off).
+        """
+        from medtwin.assimilate.adaptation import AdaptationState, adapt
+
+        state = self.adaptation if self.adaptation is not None else AdaptationState(posterior=self.posterior)
+        options = {} if isinstance(detector, str) and detector == "default" else {"detector": detector}
+        state = adapt(strategy, state, data, population, self.model, **options)
+        twin = replace(self, adaptation=state, posterior=state.posterior, inputs=data.regimen)
+        if self.provenance is not None:
+            self.provenance("adapt", twin)
+        return twin
+
     def _rewind_point(self, accepted, earliest_dose) -> tuple[Checkpoint, set]:
         """The checkpoint to restart from, and the measurements older than the bounded history."""
         now, oldest = self.belief.time, self.checkpoints[0].belief.time
@@ -295,6 +455,8 @@ class Twin:
     # ------------------------------------------------------------------ queries
     def state(self) -> TwinState:
         """The current estimate: states (mean, sd, 90 % band) and estimated parameters (median, 90 % band)."""
+        if self.belief is None:
+            raise DataError("twin: state() reads the live belief; a posterior-only twin has none (see .posterior)")
         mean, sd = np.asarray(self.belief.mean), np.asarray(self.belief.sd)
         model, n_x = self.model, self.space.n_states
         states = {name: {"mean": float(mean[i]), "sd": float(sd[i]), "p05": float(mean[i] - Z90 * sd[i]),
@@ -306,19 +468,41 @@ class Twin:
         return TwinState(self.belief.time, states, parameters, units)
 
     def forecast(self, regimen: Regimen | None = None, horizon: float = 24.0, *, step: float = 0.25,
-                 n_draws: int = 500, seed: int = 0, process_noise: bool = True):
+                 n_draws: int = 500, seed: int = 0, process_noise: bool = True, times=None, pre_dose=None):
         """Predictive band of every output from now to now + ``horizon`` h under ``regimen`` (added to the inputs).
 
-        Draws of z come from the belief; each is propagated through the model
-        with the process noise of every ``step`` (the same stochastic model the
-        observer assumes, so the band widens with the parameter drift), and the
-        measured outputs get their residual error in ``band.observed``.
+        Live twin: draws of z come from the belief; each is propagated through
+        the model with the process noise of every ``step`` (the same stochastic
+        model the observer assumes, so the band widens with the parameter
+        drift), and the measured outputs get their residual error in
+        ``band.observed``.  Posterior-only twin: :meth:`Posterior.predict` of the
+        inputs plus ``regimen`` at ``times`` (default every ``step`` h from 0 to
+        now + ``horizon``), ``pre_dose`` marking levels drawn before a dose.
         """
         from medtwin.assimilate.forecast import forecast_band
 
         inputs = self.inputs if regimen is None else self.inputs + regimen
+        if self.belief is None:
+            if times is None:
+                end = self.time + float(horizon)
+                times = np.unique(np.round(np.append(np.arange(0.0, end + 1e-9, float(step)), end), 9))
+            return self.posterior.predict(inputs, times, n_draws=n_draws, seed=seed, pre_dose=pre_dose)
+        if times is not None or pre_dose is not None:
+            raise DataError("twin: times= and pre_dose= apply to a posterior-only twin's forecast")
         return forecast_band(self.observer, self.belief, inputs, self.errors, horizon=horizon, step=step,
                              n_draws=n_draws, seed=seed, process_noise=process_noise)
+
+    def recommend(self, policy, **options):
+        """The policy's proposal for this twin, checked against the policy's hard constraints.
+
+        ``policy`` implements :class:`medtwin.control.policy.Policy` (``propose(twin, **options)`` and
+        ``constraints``): dose optimisation (:class:`~medtwin.control.policy.DoseOptimizer`) and model
+        predictive control (:class:`~medtwin.control.mpc.MPCController`) alike.  Returns a new
+        :class:`~medtwin.control.recommendation.Recommendation`; the twin is unchanged.
+        """
+        from medtwin.control.policy import propose
+
+        return propose(policy, self, **options)
 
     def output_band(self, output: str) -> tuple[float, float, float]:
         """(p05, mean, p95) of ``output`` now under the belief (output unit), from the observer's own moments.
@@ -327,11 +511,17 @@ class Twin:
         for 6 states), particle beliefs the weighted particles; the band is
         mean ± 1.645 sd.
         """
+        if self.observer is None:
+            raise DataError("twin: output_band reads the live belief; a posterior-only twin has none (use forecast)")
         mean, sd = self.observer.output_moments(self.belief, output)
         return mean - Z90 * sd, mean, mean + Z90 * sd
 
     def provenance_content(self) -> dict:
         """Digest-able content (see :func:`medtwin.governance.provenance.result_view`)."""
+        if self.belief is None:
+            content = self.posterior.provenance_content()
+            content["content"] = {"model": self.model.name, "model_digest": self.model.digest(), **content["content"]}
+            return content
         belief = self.belief.to_dict()
         arrays = {k: np.asarray(v) for k, v in belief.items() if k in ("mean", "cov", "particles", "log_weights")}
         return {"content": {"time": self.belief.time, "n_measurements": len(self.history),
@@ -356,13 +546,12 @@ def inflate_parameters(belief, n_states: int, factor: float, cap=None):
     never beyond it (an unbounded inflation would let the filter diverge).
     Gaussian: cov ← D cov D with D diagonal (correlations kept).
     Particles: parameter coordinates spread about their weighted mean.
+    The one inflation of the package (:mod:`medtwin.assimilate.inflation`).
     """
-    var = np.clip(np.diag(np.atleast_2d(belief.cov))[n_states:], 1e-300, None)
-    target = factor * var if cap is None else np.minimum(factor * var, np.maximum(var, np.asarray(cap, float)))
-    scale = np.ones(len(belief.names))
-    scale[n_states:] = np.sqrt(target / var)
+    indices = np.arange(n_states, len(belief.names))
     if isinstance(belief, GaussianBelief):
-        return replace(belief, cov=belief.cov * np.outer(scale, scale))
+        return replace(belief, cov=inflate_covariance(belief.cov, factor, indices=indices, cap=cap))
+    scale = inflation_scale(np.diag(np.atleast_2d(belief.cov)), factor, indices, cap)
     mean = belief.mean
     return replace(belief, particles=mean + (belief.particles - mean) * scale)
 

@@ -375,7 +375,10 @@ def test_personalize_nuts_prints_rhat_and_ess():
     rng = np.random.default_rng(0)
     draws = np.asarray(prior.log_mean) + 0.1 * rng.standard_normal((2, 50, 3))
     data = PatientData(Regimen.single(1000.0), np.array([2.0]), np.array([20.0]), {}, "C", patient="P7")
-    posterior = Posterior(model="vancomycin_goti2018", prior=prior, method="nuts", parameters=prior.parameters,
+    from medtwin.models import get_model
+
+    posterior = Posterior(model=get_model("vancomycin_goti2018"), prior=prior, method="nuts",
+                          parameters=prior.parameters,
                           mean=draws.reshape(-1, 3).mean(0), covariance=np.eye(3) * 0.01, draws=draws, data=(data,),
                           prior_mean=np.asarray(prior.log_mean), prior_covariance=np.asarray(prior.covariance),
                           status="converged", message="max R-hat 1.0040, min bulk ESS 812, 0 divergent",

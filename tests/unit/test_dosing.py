@@ -33,7 +33,7 @@ def make_posterior(model: str, values: dict, sd: dict, fixed: dict | None = None
     cov = np.diag([sd[n] ** 2 for n in names])
     prior = IndividualPrior(model, names, z, cov, dict(fixed or {}), ResidualError("additive", additive=1.0),
                             units={n: "" for n in names})
-    return Posterior(model, prior, "laplace", names, z, cov, None, (), z, cov, "converged", "")
+    return Posterior(get_model(model), prior, "laplace", names, z, cov, None, (), z, cov, "converged", "")
 
 
 CL = 3.7
@@ -144,7 +144,7 @@ def test_pta_objective_respects_the_toxicity_limit():
 
 def reference_probability(post, regimen, window, metric, low, high, n_draws, seed, pre_at=None):
     """P(low <= metric <= high) recomputed with simulate on a 0.05-h grid and the same draws."""
-    model = get_model(post.model)
+    model = post.model
     z = post.sample(n_draws, seed)
     grid = np.round(np.arange(window[0], window[1] + 1e-9, 0.05), 9)
     conc = simulate(model, post.parameter_table(z), regimen, grid, keep_states=False).output("C")

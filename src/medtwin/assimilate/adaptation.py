@@ -68,6 +68,7 @@ import numpy as np
 
 from medtwin.core.population import IndividualPrior, Population
 from medtwin.assimilate.detectors import Cusum, CusumState, siegmund_arl  # noqa: F401  (re-exported)
+from medtwin.assimilate.inflation import cap_covariance, inflate_covariance
 from medtwin.errors import DataError
 from medtwin.infer.personalize import PatientData, personalize
 from medtwin.models import get_model
@@ -192,22 +193,6 @@ class Forgetting:
 
 
 # ----------------------------------------------------------------------------- Gaussian helpers
-def cap_covariance(covariance, bound) -> np.ndarray:
-    """The covariance with every generalized eigenvalue against ``bound`` clipped at 1 (Σ ≼ Ω, Loewner).
-
-    Examples
-    --------
-    >>> cap_covariance(np.diag([4.0, 0.5]), np.eye(2)).diagonal().tolist()
-    [1.0, 0.5]
-    """
-    sigma, omega = np.asarray(covariance, dtype=float), np.asarray(bound, dtype=float)
-    root = np.linalg.cholesky(omega)
-    inv = np.linalg.inv(root)
-    w, v = np.linalg.eigh(inv @ sigma @ inv.T)
-    capped = root @ (v * np.minimum(w, 1.0)) @ v.T @ root.T
-    return 0.5 * (capped + capped.T)
-
-
 def _base_prior(population: Population, data: PatientData) -> IndividualPrior:
     missing = [c for c in population.covariates if c not in data.covariates]
     if missing:
@@ -268,7 +253,7 @@ def _inflate(strategy: Consolidation, covariance, omega, dt: float) -> np.ndarra
     sigma = np.asarray(covariance, dtype=float)
     if dt > 0:
         if strategy.half_life is not None:
-            sigma = sigma * 2.0 ** (dt / strategy.half_life)
+            sigma = inflate_covariance(sigma, 2.0 ** (dt / strategy.half_life))
         sigma = sigma + strategy.process_noise * dt * np.asarray(omega)
     return cap_covariance(sigma, omega)
 
@@ -278,8 +263,8 @@ def _alarm_inflate(strategy: Consolidation, covariance, omega, parameters) -> np
     unknown = set(touched) - set(parameters)
     if unknown:
         raise DataError(f"Consolidation.touched: unknown parameter(s) {sorted(unknown)}; have {list(parameters)}")
-    scale = np.array([math.sqrt(strategy.alarm_inflation) if p in touched else 1.0 for p in parameters])
-    return cap_covariance(scale[:, None] * np.asarray(covariance) * scale[None, :], omega)
+    indices = [k for k, p in enumerate(parameters) if p in touched]
+    return inflate_covariance(covariance, strategy.alarm_inflation, indices=indices, cap=omega)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -396,7 +381,7 @@ def adapt(strategy, state: AdaptationState, new_data: PatientData, population: P
     population : Population
         The population prior (linear library model, as :func:`personalize` needs).
     model : Model, optional
-        Default ``get_model(population.model)``.
+        The population's model object (default: the library model ``population.model`` names).
     detector : Cusum or None
         Regime-change detector on standardized innovations (None: no alarms).
 

@@ -1,8 +1,10 @@
 """A twin as plain JSON-ready data and back, and a twin built from a specification.
 
 ``twin_to_dict`` / ``twin_from_dict`` keep everything needed to continue the
-twin exactly where it was: the state space (library model by name, checked
-against its digest), the observer and its settings, residual errors, inputs,
+twin exactly where it was: the model by reference (name, digest, description:
+a library model is resolved by name, a user-defined one is passed as
+``model=``; the digest is checked either way), the posterior
+(:mod:`medtwin.infer.posterior_codec`), the state space, the observer and its settings, residual errors, inputs,
 the belief and the checkpoints (floats round-trip exactly through Python's
 shortest repr), the history with its innovations, rejections and the keys
 already seen.  Alarms are recomputed from the history.
@@ -42,15 +44,18 @@ from medtwin.assimilate.stream import Measurement, Rejection
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError
-from medtwin.models import get_model
+from medtwin.models import model_reference, resolve_model
 
-FORMAT = "medtwin-twin/1"
+FORMAT = "medtwin-twin/2"
+#: Formats :func:`twin_from_dict` reads (/1: a live twin, the model by name and digest in ``space``).
+READABLE = ("medtwin-twin/1", FORMAT)
 _OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa"), "ekf": (), "particle": ("n_particles", "resample_below",
                                                                                   "nonnegative")}
 
 
 def _space_dict(space: StateSpace) -> dict:
-    return {"model": space.model.name, "model_digest": space.model.digest(),
+    ref = model_reference(space.model)
+    return {"model": ref["name"], "model_digest": ref["digest"], "model_description": ref["description"],
             "parameters": dict(zip(space.model.parameter_names, space.theta.tolist())),
             "estimated": list(space.estimated),
             "state_noise": dict(zip(space.model.state_names, space.state_noise.tolist())),
@@ -75,19 +80,33 @@ def _detector_from(data):
 
 
 def twin_to_dict(twin) -> dict:
-    """JSON-ready content of a twin (see the module docstring)."""
+    """JSON-ready content of a twin (see the module docstring).
+
+    The model is stored by reference (name, digest, description); a live twin's observer part and a
+    treatment twin's posterior (:mod:`medtwin.infer.posterior_codec`) are stored when present.
+    """
     from dataclasses import asdict
 
-    observer = twin.observer
+    from medtwin.infer.posterior_codec import posterior_to_dict, regimen_to_list
+
     settings = asdict(twin.settings)
     settings["plausible"] = {k: list(v) for k, v in settings["plausible"].items()}
-    return {
-        "format": FORMAT,
+    out = {"format": FORMAT, "model": model_reference(twin.model),
+           "posterior": None if twin.posterior is None else posterior_to_dict(twin.posterior),
+           "inputs": regimen_to_list(twin.inputs), "settings": settings, "patient": twin.patient,
+           "rejected": [{"reason": r.reason, "row": r.row,
+                         "measurement": _measurement_dict(r.item) if isinstance(r.item, Measurement) else None,
+                         "raw": None if isinstance(r.item, Measurement)
+                         else {str(k): str(v) for k, v in dict(r.item).items()}} for r in twin.rejected],
+           "seen": sorted([list(k) for k in twin.seen], key=repr)}
+    if twin.observer is None:
+        return out
+    observer = twin.observer
+    out.update({
         "space": _space_dict(observer.space),
         "observer": {"kind": observer.name, **{f: getattr(observer, f) for f in _OBSERVER_FIELDS[observer.name]}},
         "errors": {k: {"model": e.model, "additive": e.additive, "proportional": e.proportional, "unit": e.unit}
                    for k, e in twin.errors.items()},
-        "inputs": [{k: getattr(e, k) for k in DoseEvent.__dataclass_fields__} for e in twin.inputs.events],
         "belief": twin.belief.to_dict(),
         "checkpoints": [{"index": c.index, "belief": c.belief.to_dict(), "detector": _detector_dict(c.detector)}
                         for c in twin.checkpoints],
@@ -97,23 +116,17 @@ def twin_to_dict(twin) -> dict:
                      "regime_change": e.regime_change,
                      "innovation": {k: getattr(e.innovation, k) for k in Innovation.__dataclass_fields__}}
                     for e in twin.history],
-        "rejected": [{"reason": r.reason, "row": r.row,
-                      "measurement": _measurement_dict(r.item) if isinstance(r.item, Measurement) else None,
-                      "raw": None if isinstance(r.item, Measurement) else {str(k): str(v) for k, v in dict(r.item).items()}}
-                     for r in twin.rejected],
-        "seen": sorted([list(k) for k in twin.seen], key=repr),
-        "settings": settings,
-        "patient": twin.patient,
-    }
+    })
+    return out
 
 
-def space_from_spec(data: Mapping[str, Any]) -> StateSpace:
-    """The state space of a twin specification (or a stored twin's ``space``), model digest checked."""
-    model = get_model(data["model"])
-    digest = data.get("model_digest")
-    if digest is not None and digest != model.digest():
-        raise DataError(f"stored twin: model {model.name} has changed since the twin was saved (digest differs); "
-                        "a stored belief cannot be continued on a different model")
+def space_from_spec(data: Mapping[str, Any], model=None) -> StateSpace:
+    """The state space of a twin specification (or a stored twin's ``space``), model digest checked.
+
+    ``model`` (a Model object) is used instead of the library model named in ``data`` (a user-defined model);
+    its name and, when ``data`` holds one, its digest must match.
+    """
+    model = resolve_model({"name": data["model"], "digest": data.get("model_digest")}, model)
     return StateSpace.build(model, data.get("parameters"), estimated=tuple(data.get("estimated", ())),
                             state_noise=data.get("state_noise"), parameter_drift=data.get("parameter_drift"),
                             max_step=data.get("max_step"))
@@ -159,30 +172,42 @@ def _settings_from(data: Mapping[str, Any] | None):
         raise DataError(f"twin settings: {exc}") from None
 
 
-def twin_from_dict(data: Mapping[str, Any]):
-    """Restore a twin written by :func:`twin_to_dict` (raises DataError for a foreign format or a changed model)."""
+def twin_from_dict(data: Mapping[str, Any], *, model=None):
+    """Restore a twin written by :func:`twin_to_dict` (raises DataError for a foreign format or a changed model).
+
+    ``model``: the Model object of a twin built on a user-defined model (not in the library); its digest must
+    equal the stored one (ModelError otherwise).
+    """
+    from dataclasses import replace
+
     from medtwin.assimilate.alarms import evaluate
+    from medtwin.infer.posterior_codec import posterior_from_dict
     from medtwin.twin import Checkpoint, Entry, Twin
 
-    if data.get("format") != FORMAT:
-        raise DataError(f"stored twin: format {data.get('format')!r} is not {FORMAT!r}")
-    space = space_from_spec(data["space"])
+    if data.get("format") not in READABLE:
+        raise DataError(f"stored twin: format {data.get('format')!r} is not one of {READABLE}")
+    if data.get("model") is not None:
+        model = resolve_model(data["model"], model)
+    posterior = None if data.get("posterior") is None else posterior_from_dict(data["posterior"], model=model)
+    inputs = Regimen(tuple(DoseEvent(**e) for e in data["inputs"]))
+    settings = _settings_from(data["settings"])
+    rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
+                     for r in data["rejected"])
+    seen = frozenset(tuple(k) for k in data["seen"])
+    if data.get("space") is None:
+        return Twin(posterior=posterior, model=model, inputs=inputs, settings=settings, patient=data.get("patient"),
+                    rejected=rejected, seen=seen)
+    space = space_from_spec(data["space"], model)
     observer = _observer_from(space, data["observer"])
     history = tuple(Entry(Measurement(**e["measurement"]), Innovation(**e["innovation"]), e["status"],
                           e.get("regime_change")) for e in data["history"])
-    rejected = tuple(Rejection(Measurement(**r["measurement"]) if r["measurement"] else r["raw"], r["reason"], r["row"])
-                     for r in data["rejected"])
-    twin = Twin(observer=observer, errors=_errors_from(data["errors"], space),
-                inputs=Regimen(tuple(DoseEvent(**e) for e in data["inputs"])),
+    twin = Twin(observer=observer, errors=_errors_from(data["errors"], space), inputs=inputs,
                 belief=belief_from_dict(data["belief"]), history=history,
                 checkpoints=tuple(Checkpoint(c["index"], belief_from_dict(c["belief"]), _detector_from(c.get("detector")))
                                   for c in data["checkpoints"]),
                 detector_state=_detector_from(data.get("detector_state")),
                 reference_variance=None if data.get("reference_variance") is None else tuple(data["reference_variance"]),
-                rejected=rejected, seen=frozenset(tuple(k) for k in data["seen"]),
-                settings=_settings_from(data["settings"]), patient=data.get("patient"))
-    from dataclasses import replace
-
+                rejected=rejected, seen=seen, settings=settings, patient=data.get("patient"), posterior=posterior)
     return replace(twin, alarms=evaluate(twin))
 
 
@@ -221,8 +246,12 @@ def _check_shapes(spec: Mapping[str, Any]) -> None:
             _spec_number(spec[name], name)
 
 
-def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, patient: str | None = None):
-    """A new twin from a specification mapping (see the module docstring); errors name the field."""
+def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, patient: str | None = None,
+                   model=None):
+    """A new twin from a specification mapping (see the module docstring); errors name the field.
+
+    ``model``: a user-defined Model object to use for the model named in ``spec`` (names must match).
+    """
     from medtwin.twin import Twin
 
     spec = dict(spec)
@@ -235,7 +264,7 @@ def twin_from_spec(spec: Mapping[str, Any], *, inputs: Regimen | None = None, pa
     if unknown:
         raise DataError(f"twin spec: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
     _check_shapes(spec)
-    space = space_from_spec(spec)
+    space = space_from_spec(spec, model)
     observer = _observer_from(space, spec.get("observer"))
     mean = space.initial_mean()
     for name, value in dict(spec.get("initial_state") or {}).items():

@@ -52,7 +52,8 @@ Examples
 >>> from medtwin.infer.posterior import Posterior
 >>> z = np.log([2.0, 10.0])                                  # CL 2 L/h, V 10 L, almost no uncertainty
 >>> prior = IndividualPrior("pk1_iv", ("CL", "V"), z, np.eye(2) * 1e-6, {}, ResidualError("additive", 1.0))
->>> post = Posterior("pk1_iv", prior, "laplace", ("CL", "V"), z, np.eye(2) * 1e-6, None, (), z,
+>>> from medtwin.models import get_model
+>>> post = Posterior(get_model("pk1_iv"), prior, "laplace", ("CL", "V"), z, np.eye(2) * 1e-6, None, (), z,
 ...                  np.eye(2) * 1e-6, "converged", "")
 >>> rec = recommend_dose(post, AUC24Window(400.0, 600.0), constraints=DoseConstraints(max_dose_mg=2000.0),
 ...                      toxic=Threshold(AUC24Window(), above=600.0), n_draws=200)
@@ -72,8 +73,7 @@ from medtwin.control.recommendation import Recommendation
 from medtwin.control.targets import Exposure, Target, Threshold
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.simulate import simulate
-from medtwin.errors import DataError
-from medtwin.models import get_model
+from medtwin.errors import DataError, ModelError
 
 __all__ = ["DoseConstraints", "recommend_dose"]
 
@@ -511,6 +511,14 @@ def _start_time(history: Regimen, start_time) -> float:
     return start
 
 
+def _same_model(model, expected):
+    """``model`` when it is the posterior's model (same digest); a ModelError otherwise."""
+    if model is not expected and getattr(model, "digest", None) is not None and model.digest() != expected.digest():
+        raise ModelError(f"recommend_dose: model {model.name} is not the posterior's model {expected.name} "
+                         "(digests differ)")
+    return model
+
+
 def _check_inputs(posterior, target, toxic, objective, eps, n_draws, model):
     if not isinstance(target, Target):
         raise DataError(f"recommend_dose: target must be a Target (medtwin.control.targets), got {type(target).__name__}")
@@ -560,7 +568,7 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
     n_draws, seed : int
         Posterior draws (the same draws for every candidate and both bands).
     model : Model, optional
-        Default ``get_model(posterior.model)``.
+        Default ``posterior.model`` (given: must be that model, digest checked).
     grid_h, band_step_h : float
         Metric grid step in the window and band grid step (h).
     sensitivity : bool
@@ -573,7 +581,7 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         from ``start_time`` to the window end, ``probabilities`` {"target", "toxic"}, ``predicted`` and
         ``current`` PredictiveBand, ``active_constraints``, ``runner_ups`` (next 3) and ``sensitivity``.
     """
-    model = get_model(posterior.model) if model is None else model
+    model = posterior.model if model is None else _same_model(model, posterior.model)
     constraints = DoseConstraints() if constraints is None else constraints
     eps = max_toxic_probability
     _check_inputs(posterior, target, toxic, objective, eps, n_draws, model)

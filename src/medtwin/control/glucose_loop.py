@@ -36,7 +36,6 @@ from typing import Callable
 
 import numpy as np
 
-from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.assimilate.stream import Measurement
 from medtwin.core.events import DoseEvent, Regimen
@@ -229,10 +228,8 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
         given = insulin_event(state["since"], now, current_rate)
         twin = twin.assimilate(new, inputs=given if len(given) else None)
         state["seen"].update(m.source_id for m in new)
-        schedule = input_schedule(twin.model, twin.inputs, twin.space.theta)
-        belief = twin.observer.predict(twin.belief, now, schedule) if now > twin.belief.time else twin.belief
-        recommendation = state["controller"].recommend(belief, twin.inputs, now, reference=scenario.reference,
-                                                       current_rate=current_rate, warm_start=state["last"])
+        recommendation = twin.recommend(state["controller"], time=now, reference=scenario.reference,
+                                        current_rate=current_rate, warm_start=state["last"])
         rate = float(recommendation.action["apply_now_u_per_h"])
         state.update(twin=twin, since=now, advised=True, last=recommendation)
         return rate, state, recommendation.status

@@ -63,10 +63,12 @@ first moves there are reported.
 Use from a twin, at each decision time (receding horizon)::
 
     mpc = icu_insulin_controller(twin.space)          # build once: compiled functions are cached
-    r = mpc.recommend(twin.belief, twin.inputs, reference=6.0, current_rate=running, warm_start=previous)
+    r = twin.recommend(mpc, reference=6.0, current_rate=running, warm_start=previous)   # the policy interface
     running = r.action["apply_now_u_per_h"]           # apply for step_h hours, then assimilate and repeat
 
-The decision time is ``twin.belief.time``; ``twin.inputs`` must already hold
+(``twin.recommend(mpc, ...)`` is :meth:`MPCController.propose` checked against :attr:`MPCController.constraints`;
+``mpc.recommend(belief, inputs, ...)`` is the same solve on a bare belief.)  The decision time is
+``twin.belief.time`` (or ``time=``, the belief predicted to it); ``twin.inputs`` must already hold
 the known nutrition over the horizon (insulin in it is ignored over the
 horizon).  ``warm_start=previous`` (the last recommendation) cuts the
 iterations.  Keep BLAS single-threaded (``OMP_NUM_THREADS=1``) next to JAX:
@@ -99,7 +101,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.control.recommendation import Recommendation
+from medtwin.control.recommendation import RateConstraints, Recommendation
 from medtwin.control.rollout import background_inputs, rollout_functions, substeps
 from medtwin.errors import DataError, ModelError, ParameterError
 
@@ -250,6 +252,8 @@ class MPCController:
         under ``"apply_now_" + action_name.split("_", 1)[1]`` (e.g. ``"apply_now_u_per_h"``).
     unit_label : str
         Clinical unit of the input, for explanations (e.g. ``"U/h"``).
+    reference : float or array_like (H,), optional
+        Default reference of :meth:`propose` (the policy interface, :mod:`medtwin.control.policy`).
     """
 
     space: StateSpace
@@ -273,6 +277,7 @@ class MPCController:
     sensitivity: bool = True
     action_name: str = "rate"
     unit_label: str = ""
+    reference: Any = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -561,6 +566,48 @@ class MPCController:
         p = self._problem(belief, inputs, time, reference, current_rate)
         u, status, message, iterations = self._optimise(p, self._start(warm_start))
         return self._explain(p, u, status, " ".join(p.notes + ([message] if message else [])), iterations)
+
+    @property
+    def constraints(self) -> RateConstraints:
+        """The hard constraints every plan satisfies (bounds, rate of change), as the policy interface checks them."""
+        return RateConstraints(self.action_name, self.bounds, self.max_change, self.unit_label)
+
+    def running_rate(self, inputs, time: float) -> float:
+        """Rate (clinical units) of the controlled input infusing just before ``time`` h in ``inputs``."""
+        cmt = self._control_index() + 1
+        default = self.space.model.default_cmt
+        total = 0.0
+        for e in inputs.expanded():
+            if (e.cmt or default) == cmt and e.rate > 0 and e.time < time <= e.time + e.amount / e.rate + 1e-9:
+                total += e.rate
+        return total / self.unit_scale
+
+    def propose(self, twin, *, reference=None, current_rate: float | None = None, time: float | None = None,
+                warm_start=None) -> Recommendation:
+        """MPC as a policy (:class:`medtwin.control.policy.Policy`): the plan for a live ``twin``.
+
+        The twin's belief is predicted to ``time`` (default: the twin's time) by its own observer and the
+        twin's inputs are the known background; ``current_rate`` defaults to the controlled input running
+        just before ``time`` in the twin's inputs, ``reference`` to the controller's.  See :meth:`recommend`.
+        """
+        from medtwin.core.inputs import input_schedule
+
+        if getattr(twin, "observer", None) is None:
+            raise DataError("mpc: the twin has no live belief (observer) to plan from")
+        if twin.model is not self.space.model and twin.model.digest() != self.space.model.digest():
+            raise DataError(f"mpc: the twin's model {twin.model.name} is not the controller's "
+                            f"{self.space.model.name}")
+        reference = self.reference if reference is None else reference
+        if reference is None:
+            raise DataError("mpc: give a reference (here or as MPCController(reference=...))")
+        time = twin.time if time is None else float(time)
+        belief = twin.belief
+        if time > belief.time:
+            belief = twin.observer.predict(belief, time, input_schedule(twin.model, twin.inputs, twin.space.theta))
+        if current_rate is None:
+            current_rate = self.running_rate(twin.inputs, time)
+        return self.recommend(belief, twin.inputs, time, reference=reference, current_rate=current_rate,
+                              warm_start=warm_start)
 
     def _start(self, warm_start):
         if warm_start is None:

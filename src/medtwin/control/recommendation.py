@@ -19,8 +19,11 @@ recommended (optimal): dose_mg=1250, interval_h=12
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 from medtwin.errors import DataError
 
@@ -103,6 +106,51 @@ class Recommendation:
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RateConstraints:
+    """Hard constraints of a continuous input plan (MPC): bounds and the largest change per step.
+
+    Parameters
+    ----------
+    action_name : str
+        Key of the plan (a sequence of rates, clinical units) in ``Recommendation.action``.
+    bounds : (float, float)
+        ``lo <= rate <= hi`` at every step (``hi`` may be ``inf``).
+    max_change : float
+        Largest change between consecutive steps of the plan (the change from the running rate to the first
+        step is checked by the controller, which knows the running rate).
+    unit : str
+        Clinical unit, for messages.
+
+    Examples
+    --------
+    >>> c = RateConstraints("insulin_u_per_h", (0.0, 10.0), 2.0, "U/h")
+    >>> c.violations({"insulin_u_per_h": [1.0, 3.0, 12.0]})
+    ['rate 12 U/h at step 3 outside [0, 10] U/h', 'change 9 U/h between steps 2 and 3 above 2 U/h']
+    """
+
+    action_name: str
+    bounds: tuple[float, float]
+    max_change: float = math.inf
+    unit: str = ""
+
+    def violations(self, action) -> list[str]:
+        """Every hard constraint the plan in ``action`` breaks; empty when none."""
+        if self.action_name not in action:
+            return [f"the action has no {self.action_name!r} plan"]
+        plan = np.asarray(action[self.action_name], dtype=float).reshape(-1)
+        lo, hi = self.bounds
+        tol = 1e-9 * max(1.0, abs(lo), abs(hi) if math.isfinite(hi) else 1.0)
+        out = [f"rate {v:g} {self.unit} at step {k + 1} outside [{lo:g}, {hi:g}] {self.unit}"
+               for k, v in enumerate(plan) if not (lo - tol <= v <= hi + tol)]
+        if math.isfinite(self.max_change):
+            for k, step in enumerate(np.diff(plan)):
+                if abs(step) > self.max_change * (1 + 1e-9) + tol:
+                    out.append(f"change {abs(step):g} {self.unit} between steps {k + 1} and {k + 2} above "
+                               f"{self.max_change:g} {self.unit}")
+        return out
 
 
 def _fmt(value) -> str:

@@ -205,20 +205,25 @@ def twin_policy(scenario: VancoScenario = VancoScenario(), *, population=None, n
     first decision only.  Hard constraints: 250 mg steps, at most ``max_single_mg`` per dose and
     ``max_daily_mg`` per day, infusion ≤ ``max_rate_mg_per_h``, intervals 8, 12 or 24 h.
     """
-    from medtwin.control.dosing import DoseConstraints, recommend_dose
+    from medtwin.control.dosing import DoseConstraints
+    from medtwin.control.policy import DoseOptimizer
     from medtwin.control.targets import AUC24Window, Threshold
     from medtwin.infer.personalize import PatientData, personalize
     from medtwin.infer.posterior import Posterior
     from medtwin.io.population_file import load_population, shipped_population_path
+    from medtwin.twin import Twin
 
     population = population or load_population(shipped_population_path("vancomycin_goti2018"))
     common = dict(dose_step_mg=250.0, min_dose_mg=250.0, max_dose_mg=scenario.max_single_mg,
                   max_daily_mg=scenario.max_daily_mg, intervals_h=(8.0, 12.0, 24.0),
                   max_rate_mg_per_h=scenario.max_rate_mg_per_h)
-    first = DoseConstraints(loading=True, max_loading_mg=scenario.max_single_mg, **common)
-    later = DoseConstraints(**common)
     target = AUC24Window(scenario.target_low, scenario.target_high)
     toxic = Threshold(AUC24Window(), above=scenario.target_high)
+    settings = dict(objective="pta", toxic=toxic, max_toxic_probability=max_toxic_probability, n_draws=n_draws,
+                    seed=seed, sensitivity=False)
+    first = DoseOptimizer(target, DoseConstraints(loading=True, max_loading_mg=scenario.max_single_mg, **common),
+                          **settings)
+    later = DoseOptimizer(target, DoseConstraints(**common), **settings)
 
     def policy(covariates, now, history, levels, until):
         if levels:
@@ -226,10 +231,8 @@ def twin_policy(scenario: VancoScenario = VancoScenario(), *, population=None, n
             posterior = personalize(population, data, method="laplace")
         else:
             posterior = Posterior.from_prior(population.prior_for(covariates))
-        recommendation = recommend_dose(posterior, target, constraints=first if now == 0 else later,
-                                        objective="pta", toxic=toxic, max_toxic_probability=max_toxic_probability,
-                                        history=history, start_time=now, evaluation_window=(now, until),
-                                        n_draws=n_draws, seed=seed, sensitivity=False)
+        twin = Twin.from_posterior(posterior, inputs=history)
+        recommendation = twin.recommend(first if now == 0 else later, start_time=now, evaluation_window=(now, until))
         return recommendation.regimen, recommendation.status
 
     return policy

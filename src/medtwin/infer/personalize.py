@@ -386,7 +386,7 @@ def _laplace(model, prior, data_batches, mean, covariance):
         status = "converged" if res.success or gradient < GRADIENT_TOLERANCE else "not-converged"
         message = str(res.message) if res.success else f"{res.message} (gradient norm {gradient:.2g})"
         cov = np.linalg.inv(0.5 * (h + h.T))
-    return Posterior(model=model.name, prior=prior, method="laplace", parameters=prior.parameters,
+    return Posterior(model=model, prior=prior, method="laplace", parameters=prior.parameters,
                      mean=np.asarray(res.x), covariance=cov, draws=None, data=tuple(data_batches),
                      prior_mean=np.asarray(mean), prior_covariance=np.asarray(covariance),
                      status=status, message=message,
@@ -426,7 +426,7 @@ def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: i
     rhat, ess = convergence(samples)
     ok = bool(np.all(rhat < 1.01)) and divergent == 0
     flat = samples.reshape(-1, samples.shape[-1])
-    return Posterior(model=model.name, prior=prior, method="nuts", parameters=prior.parameters,
+    return Posterior(model=model, prior=prior, method="nuts", parameters=prior.parameters,
                      mean=flat.mean(axis=0), covariance=np.cov(flat, rowvar=False).reshape(len(mean), len(mean)),
                      draws=samples, data=tuple(data_batches), prior_mean=np.asarray(mean),
                      prior_covariance=np.asarray(covariance),

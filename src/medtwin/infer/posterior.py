@@ -33,10 +33,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from medtwin.core.events import Regimen
+from medtwin.core.model import Model
 from medtwin.core.population import IndividualPrior
 from medtwin.core.simulate import simulate
-from medtwin.errors import DataError
-from medtwin.models import get_model
+from medtwin.errors import DataError, ModelError
 
 __all__ = ["Posterior", "PredictiveBand", "convergence", "probability"]
 
@@ -163,7 +163,9 @@ class Posterior:
 
     Attributes
     ----------
-    model : str
+    model : Model
+        The model object itself (never a name): a posterior of a user-defined model predicts like one of a
+        library model.  Stored values name it by :func:`medtwin.models.model_reference` (name + digest).
     prior : IndividualPrior
         The population prior of this patient (fixed parameters, residual error, units).
     method : {"laplace", "nuts"}
@@ -180,7 +182,7 @@ class Posterior:
     diagnostics : dict
     """
 
-    model: str
+    model: Model
     prior: IndividualPrior
     method: str
     parameters: tuple
@@ -194,9 +196,20 @@ class Posterior:
     message: str
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if not isinstance(self.model, Model):
+            raise ModelError(f"Posterior.model must be a Model object, not {type(self.model).__name__} "
+                             f"({self.model!r}); resolve a library model with medtwin.models.get_model(name)")
+        missing = [p for p in self.parameters if p not in self.model.parameter_names]
+        if missing:
+            raise ModelError(f"posterior: parameter(s) {missing} are not parameters of model {self.model.name} "
+                             f"({list(self.model.parameter_names)})")
+
     @classmethod
-    def from_prior(cls, prior: IndividualPrior) -> "Posterior":
+    def from_prior(cls, prior: IndividualPrior, model: Model | None = None) -> "Posterior":
         """The posterior before any data: the population prior itself (a priori dosing, the first decision).
+
+        ``model`` is the model of the prior (default: the library model the prior names, ``prior.model``).
 
         Examples
         --------
@@ -206,8 +219,12 @@ class Posterior:
         >>> post.status, post.parameters == pop.prior_for({"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0}).parameters
         ('converged', True)
         """
+        if model is None:
+            from medtwin.models import resolve_model
+
+            model = resolve_model(prior.model)  # a population prior names its library model
         mean, cov = np.asarray(prior.log_mean, dtype=float), np.asarray(prior.covariance, dtype=float)
-        return cls(model=prior.model, prior=prior, method="laplace", parameters=tuple(prior.parameters), mean=mean,
+        return cls(model=model, prior=prior, method="laplace", parameters=tuple(prior.parameters), mean=mean,
                    covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov, status="converged",
                    message="prior only: no data yet")
 
@@ -293,7 +310,7 @@ class Posterior:
         ``pre_dose`` (bool per time) marks outputs taken before a dose at the
         same time (NONMEM record order), e.g. troughs drawn at a dose time.
         """
-        model = get_model(self.model)
+        model = self.model
         times = np.asarray(times, dtype=float)
         n = int(n_draws)
         z = self.sample(n, seed)
@@ -319,7 +336,7 @@ class Posterior:
 
         if not isinstance(data, PatientData):
             raise DataError("update: data must be a PatientData")
-        model = get_model(self.model)
+        model = self.model
         if self.method == "laplace":
             new = _laplace(model, self.prior, [data], self.mean, self.covariance)
             return replace(new, data=self.data + (data,))

@@ -244,7 +244,7 @@ def predictive_observations(posterior, data: PatientData, *, n_draws: int = 1000
         raise DataError(f"data: expected a PatientData, got {type(data).__name__}")
     err = posterior.prior.residual
     output = output or data.output or err.output
-    model = get_model(posterior.model)
+    model = posterior.model
     if output not in model.output_names:
         raise DataError(f"model {model.name} has no output {output!r}; have {list(model.output_names)}")
     n = int(n_draws)
@@ -406,7 +406,8 @@ def _prior_posterior(population: Population, data: PatientData):
         raise DataError(f"patient data: covariate(s) {missing} needed by population {population.name} are missing")
     prior = population.prior_for({c: data.covariates[c] for c in population.covariates})
     mean, cov = np.asarray(prior.log_mean, dtype=float), np.asarray(prior.covariance, dtype=float)
-    return Posterior(model=population.model, prior=prior, method="prior", parameters=prior.parameters, mean=mean,
+    return Posterior(model=get_model(population.model), prior=prior, method="prior", parameters=prior.parameters,
+                     mean=mean,
                      covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov,
                      status="prior", message="population prior (k = 0)")
 

@@ -45,8 +45,12 @@ def save_twin(path, twin, *, access) -> None:
     path.write_text(json.dumps(twin_to_dict(twin)))
 
 
-def load_twin(path, *, access):
-    """Read a twin saved by :func:`save_twin` after checking ``access`` for reading its patient's data."""
+def load_twin(path, *, access, model=None):
+    """Read a twin saved by :func:`save_twin` after checking ``access`` for reading its patient's data.
+
+    ``model``: the Model object of a twin built on a user-defined model (the library resolves the others by
+    name); its digest must equal the stored one (ModelError otherwise).
+    """
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -54,4 +58,4 @@ def load_twin(path, *, access):
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a twin file")
     authorize(access, _patients(data.get("patient"), access), DATA_CLASSES, "read")
-    return twin_from_dict(data)
+    return twin_from_dict(data, model=model)
