@@ -105,7 +105,8 @@ def reproduce_command(
     The run is checked first (signature, spec digest, columns): a run failing the
     check is not executed; one line says why, exit status 1.
     """
-    from medtwin.governance.runs import RunIntegrityError, reproduce
+    from medtwin.governance.runs import RunIntegrityError
+    from medtwin.workflows.engine import reproduce
 
     try:
         stores = _open_stores()
