@@ -139,7 +139,7 @@ def test_malformed_rows_are_one_line_errors(store, key, engine, monkeypatch, col
 
 # ------------------------------------------------------------------------------------------ CLI
 def _cli_store():
-    from medtwin.cli import _open_stores
+    from medtwin.cli.edge import open_stores as _open_stores
 
     return _open_stores()
 

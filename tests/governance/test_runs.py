@@ -196,7 +196,7 @@ def test_cli_simulate_provenance_and_reproduce(tmp_path):
 
 
 def test_cli_reproduce_refuses_a_broken_run(tmp_path):
-    from medtwin.cli import _open_stores
+    from medtwin.cli.edge import open_stores as _open_stores
 
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--patients", "2"])
     assert result.exit_code == 0, result.output

@@ -146,7 +146,12 @@ def execute(request, *, access, progress: Progress | None = None):
         from medtwin.infer.foce import fit_focei
 
         model = get_model(request.population.model)
-        return fit_focei(request.population, request.dataset, model, covariance=request.covariance)
+        if progress is not None:
+            progress(0, 1)
+        fit = fit_focei(request.population, request.dataset, model, covariance=request.covariance)
+        if progress is not None:
+            progress(1, 1)
+        return fit
     if isinstance(request, rq.SimulateDatasetRequest):
         from medtwin.io.dataset_simulation import simulate_dataset
 
