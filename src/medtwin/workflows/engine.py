@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -175,7 +176,9 @@ def _note(request, result) -> dict:
     if isinstance(result, Recommended):
         from medtwin.control.decisions import recommendation_content
 
-        return {"recommendation": recommendation_content(result.recommendation)}
+        # as text: the audit log stores payloads with sorted keys, and a recommendation's summary (hence its id)
+        # follows the order of its action's fields
+        return {"recommendation": json.dumps(recommendation_content(result.recommendation), allow_nan=False)}
     if isinstance(result, Replayed):
         return {"n_measurements": result.n_measurements}
     return {}
@@ -292,7 +295,7 @@ def stored_recommendation(stores: Stores, run_id: str):
         if entry.action == "run.record":
             payload = entry.payload
             if payload.get("run_id") == run_id and "recommendation" in payload:
-                content = payload["recommendation"]
+                content = json.loads(payload["recommendation"])
                 break
     if content is None or digest(content, root="outputs.recommendation") != \
             stored.record.output_digests.get("recommendation"):
