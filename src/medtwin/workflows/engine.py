@@ -131,8 +131,12 @@ def execute(request, *, access, progress: Progress | None = None):
     digests (a :class:`Forecast` digests as its band).
     """
     if isinstance(request, _runs.RunSpec):
-        result = execute(rq.request_from_spec(request, access=access), access=access, progress=progress)
+        result = _execute(rq.request_from_spec(request, access=access), access, progress)
         return result.band if isinstance(result, Forecast) else result  # what a forecast run records
+    return _execute(request, access, progress)
+
+
+def _execute(request, access, progress):
     from medtwin.models import get_model
 
     if isinstance(request, rq.ForecastRequest):
