@@ -116,3 +116,19 @@ def test_the_cli_package_has_no_private_cross_imports_and_no_cycles():
 
     cycles = [m for m in graph if m != "medtwin.cli" and reaches(m, m)]
     assert cycles == []
+
+
+def test_a_forecast_window_ends_at_the_horizon_not_at_the_last_grid_point():
+    """Last level at 11.73 h + 48 h: the 0.1-h grid ends at 59.7 h, the AUC24 window at 59.73 h (as before)."""
+    from medtwin.infer.personalize import PatientData
+    from medtwin.io.access import OpenData
+    from medtwin.io.population_file import load_population, shipped_population_path
+    from medtwin.workflows.requests import request_from_spec
+
+    population = load_population(shipped_population_path("vancomycin_goti2018"))
+    data = PatientData(Regimen.every(12.0, "h", 1000.0, "mg", n=2, duration=1.0), [11.73], [9.0],
+                       {"CRCL": 55.0, "WT": 70.0, "DIAL": 0.0}, patient="v1")
+    request = workflows.ForecastRequest.continued(population, data, 48.0, open_data=SYNTHETIC)
+    assert request.times[-1] == 59.7 and request.end == pytest.approx(59.73, abs=1e-12)
+    again = request_from_spec(request.spec(), access=OpenData(SYNTHETIC))
+    assert again.end == request.end and again.auc_target == (400.0, 600.0)

@@ -163,6 +163,7 @@ class ForecastRequest(PersonalizeRequest):
     window_h: float = 24.0
     auc_target: tuple = (400.0, 600.0)
     trough_range: tuple = (10.0, 20.0)
+    window_end: float | None = None
     operation: ClassVar[str] = "forecast"
 
     def __post_init__(self):
@@ -177,11 +178,13 @@ class ForecastRequest(PersonalizeRequest):
             raise DataError(f"forecast horizon must be positive, got {hours!r} h")
         end = float(np.max(data.times)) + float(hours)
         grid = np.round(np.arange(0.0, end + 1e-9, step), 10)
-        return cls(population, data, regimen=data.regimen.continued(end), times=grid, **options)
+        return cls(population, data, regimen=data.regimen.continued(end), times=grid, window_end=end, **options)
 
     @property
     def end(self) -> float:
-        return float(np.max(np.asarray(self.times, dtype=float)))
+        """End of the exposure window, h: ``window_end``, or the last output time."""
+        last = float(np.max(np.asarray(self.times, dtype=float)))
+        return last if self.window_end is None else float(self.window_end)
 
     def spec(self) -> _runs.RunSpec:
         spec = _runs.spec_for_personalize(self.population, self.data, purpose=self.purpose,
@@ -189,6 +192,8 @@ class ForecastRequest(PersonalizeRequest):
                                           n_draws=self.n_draws, **self.options())
         exposure = {"window_h": float(self.window_h), "auc_target": [float(v) for v in self.auc_target],
                     "trough_range": [float(v) for v in self.trough_range]}
+        if self.end != float(np.max(np.asarray(self.times, dtype=float))):
+            exposure["window_end"] = self.end
         if exposure == {"window_h": 24.0, "auc_target": [400.0, 600.0], "trough_range": [10.0, 20.0]}:
             return spec  # the defaults: the spec stays as every earlier forecast run stored it
         return dataclasses.replace(spec, inputs={**spec.inputs, "exposure": exposure})
@@ -338,7 +343,8 @@ def request_from_spec(spec: _runs.RunSpec, *, access):
                                    times=np.array(spec.inputs["times"], dtype=float),
                                    n_draws=spec.settings["n_draws"], window_h=e.get("window_h", 24.0),
                                    auc_target=tuple(e.get("auc_target", (400.0, 600.0))),
-                                   trough_range=tuple(e.get("trough_range", (10.0, 20.0))))
+                                   trough_range=tuple(e.get("trough_range", (10.0, 20.0))),
+                                   window_end=e.get("window_end"))
         from medtwin.control.dosing import DoseConstraints
 
         c = dict(spec.inputs["constraints"])
