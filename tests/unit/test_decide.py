@@ -145,3 +145,26 @@ def test_cli_recommend_then_decide(tmp_path):
     assert unknown.exit_code == 2 and "no recommendation 'no-such-run'" in unknown.output
     shown = runner.invoke(app, ["audit", "show"])
     assert "decision.record" in shown.output and "run.record" in shown.output
+
+
+def test_a_consented_recommendation_is_decided_under_the_patients_consent(tmp_path):
+    """Purpose treatment (permitted by default): decided and audited under the patient; after the patient
+    withdraws treatment consent, a decision (a write of their medication data) is refused and nothing stored."""
+    from medtwin.errors import ConsentError
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    stores = workflows.Stores.for_engine(engine, Ed25519PrivateKey.generate())
+    population = load_population(shipped_population_path("vancomycin_goti2018"))
+    data = PatientData(Regimen.every(12.0, "h", 1000.0, "mg", n=4, duration=1.0), [11.5, 35.5], [8.0, 11.0],
+                       {"CRCL": 55.0, "WT": 70.0, "DIAL": 0.0}, pre_dose=[True, True], patient="p7")
+    request = workflows.RecommendRequest(population, data, constraints=CONSTRAINTS, n_draws=100, purpose="treatment")
+    _, record = workflows.run(request, stores, actor="dr.who")
+    decision, signed = _decide(stores, record.run_id, "accept")
+    assert decision.patient == "p7" and decision.time == 35.5
+    assert any(e.action == "decision.record" for e in stores.log.entries(patient="p7"))
+    stores.consents.withdraw("p7", "treatment", "p7")
+    before = len(stores.decisions.all(access=OpenData("test read")))
+    with pytest.raises(ConsentError):
+        _decide(stores, record.run_id, "override", dose_mg=500.0, reason="my plan")
+    assert len(stores.decisions.all(access=OpenData("test read"))) == before
+    engine.dispose()

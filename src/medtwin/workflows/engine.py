@@ -295,7 +295,9 @@ def stored_recommendation(stores: Stores, run_id: str):
     if stored.spec.operation != "recommend":
         raise DataError(f"run {run_id} is a {stored.spec.operation} run, not a recommendation")
     content = None
-    for entry in stores.log.entries(patient=None):
+    spec = stored.spec  # the run.record entry names the patient when the run holds one consented patient's data
+    single = spec.patients[0] if len(spec.patients) == 1 and spec.open_data is None else None
+    for entry in stores.log.entries(patient=single):
         if entry.action == "run.record":
             payload = entry.payload
             if payload.get("run_id") == run_id and "recommendation" in payload:
