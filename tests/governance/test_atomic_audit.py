@@ -28,7 +28,8 @@ from medtwin.core.events import Regimen
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.consent_store import ConsentStore
 from medtwin.governance.decision_store import DecisionStore
-from medtwin.governance.runs import RunStore, execute, spec_for_simulate
+from medtwin.governance.runs import RunStore, spec_for_simulate
+from medtwin.workflows.engine import execute
 from medtwin.io.access import OpenData
 from medtwin.io.storage import make_engine
 

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from medtwin.cli import _open_audit_log, app
+from medtwin.cli import app
+from medtwin.cli.edge import open_audit_log as _open_audit_log
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.audit_chain import key_id
 

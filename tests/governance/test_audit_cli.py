@@ -3,7 +3,8 @@
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from medtwin.cli import _open_audit_log, app
+from medtwin.cli import app
+from medtwin.cli.edge import open_audit_log as _open_audit_log
 
 runner = CliRunner()
 

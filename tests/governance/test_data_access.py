@@ -135,7 +135,7 @@ def test_denied_run_record_stores_nothing(store, engine, key):
     model = get_model("pk1_iv")
     spec = spec_for_simulate("pk1_iv", {"CL": [2.0], "V": [20.0]}, Regimen.single(100.0), np.array([0.0, 1.0]),
                              ids=[1], purpose="research")
-    from medtwin.governance.runs import execute
+    from medtwin.workflows.engine import execute
 
     trajectory = execute(spec, access=SYNTHETIC)
     assert trajectory.model == model.name

@@ -188,7 +188,7 @@ def _as_nobody() -> list[str]:
 
 
 def test_another_local_user_cannot_read_the_data(monkeypatch):
-    from medtwin.cli import _open_stores
+    from medtwin.cli.edge import open_stores as _open_stores
 
     prefix = _as_nobody()
     base = Path(tempfile.mkdtemp(prefix="medtwin-perm-"))

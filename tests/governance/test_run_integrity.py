@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-import medtwin.governance.runs as runs
+import medtwin.workflows.engine as runs
 from medtwin.cli import app
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 from medtwin.governance.audit import AuditLog
-from medtwin.governance.runs import RunIntegrityError, RunStore, reproduce, run_and_record, spec_for_simulate
+from medtwin.governance.runs import RunIntegrityError, RunStore, spec_for_simulate
+from medtwin.workflows.engine import reproduce, run_and_record
 from medtwin.io.access import OpenData
 from medtwin.io.storage import runs_table
 
@@ -138,7 +139,7 @@ def test_malformed_rows_are_one_line_errors(store, key, engine, monkeypatch, col
 
 # ------------------------------------------------------------------------------------------ CLI
 def _cli_store():
-    from medtwin.cli import _open_stores
+    from medtwin.cli.edge import open_stores as _open_stores
 
     return _open_stores()
 

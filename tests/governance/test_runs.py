@@ -22,9 +22,9 @@ from medtwin.governance.audit import AuditLog
 from medtwin.governance.interchange import from_prov_json
 from medtwin.governance.provenance import environment, verify
 from medtwin.governance.runs import (
-    RunIntegrityError, RunSpec, RunStore, environment_differences, execute, reproduce, run_and_record, spec_for_dataset,
-    spec_for_simulate,
+    RunIntegrityError, RunSpec, RunStore, environment_differences, spec_for_dataset, spec_for_simulate,
 )
+from medtwin.workflows.engine import execute, reproduce, run_and_record
 from medtwin.io.access import OpenData
 from medtwin.io.nonmem import read_nonmem
 from medtwin.io.storage import runs_table
@@ -98,7 +98,7 @@ def _simple_run(store):
 
 
 def _no_execution(monkeypatch):
-    import medtwin.governance.runs as runs
+    import medtwin.workflows.engine as runs
 
     calls = []
     monkeypatch.setattr(runs, "execute", lambda *a, **k: calls.append(a) or pytest.fail("executed"))
@@ -115,7 +115,7 @@ def test_changed_stored_inputs_are_refused_before_executing(store, key, engine, 
 
 
 def test_a_different_result_is_reported_not_identical(store, key, monkeypatch):
-    import medtwin.governance.runs as runs
+    import medtwin.workflows.engine as runs
 
     record = _simple_run(store)
     real = runs.execute
@@ -196,7 +196,7 @@ def test_cli_simulate_provenance_and_reproduce(tmp_path):
 
 
 def test_cli_reproduce_refuses_a_broken_run(tmp_path):
-    from medtwin.cli import _open_stores
+    from medtwin.cli.edge import open_stores as _open_stores
 
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--patients", "2"])
     assert result.exit_code == 0, result.output

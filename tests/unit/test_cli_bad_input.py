@@ -137,8 +137,7 @@ def tripwires(monkeypatch):
         raise AssertionError("work started before the input was refused")
 
     _bind_real_functions()
-    for module, name in (("medtwin.cli", "_open_stores"), ("medtwin.cli_twin", "_open_stores"),
-                         ("medtwin.cli", "_personalized"), ("medtwin.cli_control", "_personalized"),
+    for module, name in (("medtwin.workflows.stores", "open_stores"), ("medtwin.cli.edge", "read_patient"),
                          ("medtwin.infer.personalize", "personalize"),
                          ("medtwin.control.evaluation", "evaluate_vancomycin")):
         monkeypatch.setattr(importlib.import_module(module), name, boom)
@@ -312,7 +311,7 @@ def test_recommend_errors_name_the_option_and_come_before_the_fit(files, tmp_pat
 
 
 def test_infeasible_fallback_exits_3_and_still_writes_the_labelled_fallback(files, tmp_path, monkeypatch):
-    import medtwin.cli_control
+    import medtwin.cli.render
     import medtwin.control.dosing
     from medtwin.control.recommendation import Recommendation
 
@@ -320,10 +319,10 @@ def test_infeasible_fallback_exits_3_and_still_writes_the_labelled_fallback(file
                               status="infeasible-fallback", target={"name": "AUC24"},
                               probabilities={"target": 0.0, "toxic": 0.4},
                               message="P(toxic) 0.40 > 0.10 for every candidate")
-    patient = type("Patient", (), {"regimen": None})()
-    monkeypatch.setattr(medtwin.cli_control, "_personalized", lambda *a, **k: (None, patient, None))
-    monkeypatch.setattr(medtwin.cli_control, "_print_posterior", lambda posterior: None)
-    monkeypatch.setattr(medtwin.cli_control, "plot_recommendation", lambda r, d, path: path.write_bytes(b"png"))
+    _bind_real_functions()
+    monkeypatch.setattr(importlib.import_module("medtwin.infer.personalize"), "personalize", lambda *a, **k: None)
+    monkeypatch.setattr(medtwin.cli.render, "print_posterior", lambda posterior: None)
+    monkeypatch.setattr(medtwin.cli.render, "plot_recommendation", lambda r, d, path: path.write_bytes(b"png"))
     monkeypatch.setattr(medtwin.control.dosing, "recommend_dose", lambda *a, **k: fallback)
     good, _ = files
     out = tmp_path / "r"
@@ -364,7 +363,7 @@ def test_a_missing_population_covariate_names_the_option_that_supplies_it(tmp_pa
 
 
 def test_personalize_nuts_prints_rhat_and_ess():
-    from medtwin.cli import _print_posterior
+    from medtwin.cli.render import print_posterior as _print_posterior
     from medtwin.infer.personalize import PatientData
     from medtwin.infer.posterior import Posterior
     from medtwin.io.population_file import load_population
@@ -384,9 +383,9 @@ def test_personalize_nuts_prints_rhat_and_ess():
                           status="converged", message="max R-hat 1.0040, min bulk ESS 812, 0 divergent",
                           diagnostics={"rhat": np.array([1.001, 1.004, 1.002]), "ess": np.array([812.0, 900, 950]),
                                        "chains": 2, "draws": 50})
-    import medtwin.cli
+    import medtwin.cli.edge
 
-    with medtwin.cli.console.capture() as captured:
+    with medtwin.cli.edge.console.capture() as captured:
         _print_posterior(posterior)
     text = captured.get()
     assert "R-hat" in text and "ESS" in text and "1.004" in text and "812" in text

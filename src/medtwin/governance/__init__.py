@@ -4,7 +4,8 @@ The database-backed parts live in their own modules, imported on demand:
 :mod:`~medtwin.governance.audit` (hash-chained signed log),
 :mod:`~medtwin.governance.consent` / :mod:`~medtwin.governance.consent_store`
 (FHIR Consent, policy decision point, :class:`ConsentGate`) and
-:mod:`~medtwin.governance.runs` (recorded runs and :func:`reproduce`).
+:mod:`~medtwin.governance.runs` (recorded runs: specs, the run store, integrity checks; executing and
+reproducing them is :mod:`medtwin.workflows`).
 
 Examples
 --------

@@ -6,7 +6,7 @@ columns, dose events, output times, or a whole NONMEM dataset) and the solver
 settings.  :class:`RunStore` keeps the spec next to the signed
 :class:`~medtwin.governance.provenance.ProvenanceRecord` of the result in the
 ``runs`` table (migration ``0003_runs``) and appends ``run.record`` to the
-audit log.  :func:`reproduce` first checks the stored run (signature, run id,
+audit log.  :func:`medtwin.workflows.reproduce` first checks the stored run (signature, run id,
 spec digest, columns: :func:`integrity_problems`) and refuses a tampered one
 before executing anything, then executes the stored spec again and reports
 whether the result is bit-identical (same output digest), and, when the
@@ -19,27 +19,20 @@ the very same numbers.  Patient data in a spec are read and written through
 the consent gate (``access``, see :mod:`medtwin.io.access`), like any other
 patient data.
 
+Executing a spec (and re-executing it for :func:`medtwin.workflows.reproduce`)
+is the workflow layer's job (:mod:`medtwin.workflows`): this module only
+encodes, stores, checks and compares.
+
 Examples
 --------
->>> import tempfile, os
 >>> import numpy as np
->>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 >>> from medtwin.core.events import Regimen
->>> from medtwin.governance.audit import AuditLog
->>> from medtwin.io.access import OpenData
->>> from medtwin.io.storage import make_engine, upgrade
->>> engine = make_engine("sqlite:///" + os.path.join(tempfile.mkdtemp(), "r.db"))
->>> upgrade(engine)
->>> key = Ed25519PrivateKey.generate()
->>> store = RunStore(engine, AuditLog(engine, key), key)
 >>> spec = spec_for_simulate("pk1_iv", {"CL": [2.0, 3.0], "V": [20.0, 25.0]}, Regimen.single(100.0),
 ...                          np.linspace(0.0, 24.0, 5), open_data="synthetic virtual patients")
->>> synthetic = OpenData(spec.open_data)
->>> trajectory, record = run_and_record(store, spec, "alice", access=synthetic)
->>> report = reproduce(store, record.run_id, access=synthetic, public_keys=[key.public_key()])
->>> report.identical, report.signature_ok, report.inputs_ok
-(True, True, True)
->>> engine.dispose()
+>>> spec.operation, spec.patients
+('simulate', ['1', '2'])
+>>> RunSpec.from_dict(spec.as_dict()) == spec
+True
 """
 
 from __future__ import annotations
@@ -55,29 +48,30 @@ import pandas as pd
 import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
-from medtwin.core.simulate import simulate
 from medtwin.errors import DataError, MedtwinError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.canonical import digest
 from medtwin.governance.provenance import (
-    ProvenanceRecord, environment, output_digest, record_for_result, result_view, sign, verify,
+    ProvenanceRecord, output_digest, record_for_result, result_view, sign, verify,
 )
 from medtwin.io.access import authorize, patient_ids
-from medtwin.io.dataset_simulation import simulate_dataset
 from medtwin.io.nonmem import data_classes, read_nonmem
 from medtwin.io.storage import runs_table
 from medtwin.models import get_model
 
-__all__ = ["OPERATIONS", "ReproduceReport", "RunIntegrityError", "RunListing", "RunSpec", "RunStore", "StoredRun",
-           "environment_differences", "execute", "integrity_problems", "reproduce", "run_and_record",
-           "spec_for_dataset", "spec_for_fit", "spec_for_personalize", "spec_for_simulate"]
+__all__ = ["OPERATIONS", "PERSONALIZE_SETTINGS", "ReproduceReport", "RunIntegrityError", "RunListing", "RunSpec",
+           "RunStore", "StoredRun", "dataset_from_json", "environment_differences", "integrity_problems",
+           "patient_from_json", "regimen_from_json", "reproduce_report", "spec_data_classes", "spec_for_dataset",
+           "spec_for_fit", "spec_for_personalize", "spec_for_recommend", "spec_for_replay", "spec_for_simulate"]
 
 #: Operations a spec can describe.
-OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit")
-#: Settings a spec may carry (keyword arguments of ``simulate`` / ``personalize`` / ``Posterior.predict``).
+OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit", "recommend", "replay")
+#: Settings a spec may carry (keyword arguments of ``simulate`` / ``personalize`` / ``Posterior.predict``,
+#: ``check_clocks`` of a replay).
 SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records", "seed", "chains", "draws",
-            "warmup", "n_draws", "covariance")
-_PERSONALIZE_SETTINGS = ("method", "seed", "chains", "draws", "warmup")
+            "warmup", "n_draws", "covariance", "check_clocks")
+#: Settings of a spec that are keyword arguments of ``personalize``.
+PERSONALIZE_SETTINGS = ("method", "seed", "chains", "draws", "warmup")
 
 _T = runs_table
 
@@ -104,7 +98,8 @@ def _events(regimen: Regimen) -> list[dict]:
              "ss": e.ss, "evid": e.evid} for e in regimen.events]
 
 
-def _regimen(events: Iterable[Mapping]) -> Regimen:
+def regimen_from_json(events: Iterable[Mapping]) -> Regimen:
+    """The :class:`Regimen` of a spec's dose events (inverse of the encoding in the ``spec_for_*`` builders)."""
     return Regimen(tuple(DoseEvent(**e) for e in events))
 
 
@@ -194,8 +189,9 @@ def _dataset_json(dataset) -> dict:
     return {str(c): _json_floats(frame[c].to_numpy(dtype=float)) for c in frame.columns}
 
 
-def _dataset(spec: RunSpec, access, model):
-    frame = pd.DataFrame({c: np.array(v, dtype=float) for c, v in spec.inputs["dataset"].items()})
+def dataset_from_json(columns: Mapping, *, access, model):
+    """The Dataset of a spec's ``dataset`` columns, read (consent-checked) through *access*."""
+    frame = pd.DataFrame({c: np.array(v, dtype=float) for c, v in columns.items()})
     return read_nonmem(frame, access=access, model=model)
 
 
@@ -222,10 +218,11 @@ def _patient_json(data) -> dict:
             "pre_dose": [bool(b) for b in data.pre_dose], "patient": data.patient}
 
 
-def _patient(d: Mapping):
+def patient_from_json(d: Mapping):
+    """The PatientData of a spec's ``patient`` entry (inverse of the encoding in :func:`spec_for_personalize`)."""
     from medtwin.infer.personalize import PatientData
 
-    return PatientData(_regimen(d["regimen"]), np.array(d["times"], dtype=float), np.array(d["values"], dtype=float),
+    return PatientData(regimen_from_json(d["regimen"]), np.array(d["times"], dtype=float), np.array(d["values"], dtype=float),
                        d["covariates"], d["output"], d["blq"],
                        None if d["lloq"] is None else np.array(d["lloq"], dtype=float), d["pre_dose"], d["patient"])
 
@@ -248,50 +245,30 @@ def spec_for_personalize(population, data, *, method: str = "laplace", seed: int
     return RunSpec(operation, population.model, inputs, settings, patient, purpose, open_data, {"seed": int(seed)})
 
 
-def _execute_personalize(spec: RunSpec):
-    from medtwin.core.population import Population
-    from medtwin.infer.personalize import personalize
+def spec_for_recommend(population, data, *, target: Mapping, constraints: Mapping, objective: str = "pta",
+                       toxic_auc: float | None = None, epsilon: float = 0.1, n_draws: int = 1000,
+                       method: str = "laplace", seed: int = 0, chains: int = 4, draws: int = 1000,
+                       warmup: int = 1000, purpose: str | None = None, open_data: str | None = None) -> RunSpec:
+    """The spec of a dose recommendation: ``personalize`` then ``recommend_dose`` (operation ``recommend``).
 
-    population = Population.from_dict(spec.inputs["population"])
-    options = {k: spec.settings[k] for k in _PERSONALIZE_SETTINGS}
-    posterior = personalize(population, _patient(spec.inputs["patient"]), **options)
-    if spec.operation == "personalize":
-        return posterior
-    return posterior.predict(_regimen(spec.inputs["regimen"]), np.array(spec.inputs["times"], dtype=float),
-                             n_draws=spec.settings["n_draws"], seed=spec.settings["seed"])
-
-
-def execute(spec: RunSpec, *, access):
-    """Compute the run described by *spec* (reading its patient data through *access*).
-
-    Returns a Trajectory (simulate operations), a Posterior (personalize) or a PredictiveBand (forecast).
+    ``target`` is ``{"kind": "auc24" | "trough" | "peak", "low": ..., "high": ...}`` and ``constraints`` the
+    fields of :class:`~medtwin.control.dosing.DoseConstraints` (JSON data).
     """
-    if spec.operation in ("personalize", "forecast"):
-        authorize(access, spec.patients, _spec_data_classes(spec), "read")
-        return _execute_personalize(spec)
-    model = get_model(spec.model)
-    if spec.operation == "fit":
-        from medtwin.core.population import Population
-        from medtwin.infer.foce import fit_focei
+    spec = spec_for_personalize(population, data, method=method, seed=seed, chains=chains, draws=draws,
+                                warmup=warmup, purpose=purpose, open_data=open_data)
+    inputs = {**spec.inputs, "target": dict(target), "constraints": dict(constraints), "objective": objective,
+              "toxic_auc": None if toxic_auc is None else float(toxic_auc), "epsilon": float(epsilon)}
+    return dataclasses.replace(spec, operation="recommend", inputs=inputs,
+                               settings={**spec.settings, "n_draws": int(n_draws)})
 
-        return fit_focei(Population.from_dict(spec.inputs["population"]), _dataset(spec, access, model), model,
-                         covariance=spec.settings["covariance"])
-    settings = {k: v for k, v in spec.settings.items() if k != "records"}
-    if spec.operation == "simulate_dataset":
-        dataset = _dataset(spec, access, model)
-        params = spec.inputs["params"]
-        params = None if params is None else {k: np.array(v, dtype=float) for k, v in params.items()}
-        return simulate_dataset(model, dataset, params, records=spec.settings.get("records", "observations"),
-                                **settings)
-    authorize(access, spec.patients, _spec_data_classes(spec), "read")
-    regimens = [_regimen(events) for events in spec.inputs["regimens"]]
-    times = spec.inputs["times"]
-    times = (np.asarray(times, dtype=float) if not times or not isinstance(times[0], list)
-             else [np.asarray(t, dtype=float) for t in times])
-    params = {k: np.array(v, dtype=float) for k, v in spec.inputs["params"].items()}
-    ids = spec.inputs.get("ids")
-    return simulate(model, params, regimens[0] if len(regimens) == 1 else regimens, times,
-                    ids=None if ids is None else np.asarray(ids), **settings)
+
+def spec_for_replay(model: str, twin_spec: Mapping, stream: str, *, patient: str | None = None,
+                    patients: list | None = None, check_clocks: bool = False, purpose: str | None = None,
+                    open_data: str | None = None) -> RunSpec:
+    """The spec of a stream replay: the twin specification and the stream CSV's text (operation ``replay``)."""
+    inputs = {"twin_spec": dict(twin_spec), "stream": stream, "patient": patient}
+    return RunSpec("replay", model, inputs, {"check_clocks": bool(check_clocks)},
+                   list(patients if patients is not None else ([patient] if patient else [])), purpose, open_data)
 
 
 @dataclass(frozen=True)
@@ -331,13 +308,15 @@ class RunStore:
         self.engine, self.audit_log, self.key = engine, audit_log, key
 
     def save(self, spec: RunSpec, result, operator: str, *, access,
-             env: Mapping | None = None) -> ProvenanceRecord:
+             env: Mapping | None = None, note: Mapping | None = None) -> ProvenanceRecord:
         """Sign the provenance of *result* and store it with *spec* (a write of the patients' data).
 
-        *result* is what :func:`execute` returns for the spec (Trajectory, Posterior or PredictiveBand).
+        *result* is what :func:`medtwin.workflows.execute` returns for the spec (Trajectory, Posterior,
+        PredictiveBand, ...). *note* (JSON data) is added to the ``run.record`` audit entry's payload (e.g.
+        the content of a recommendation, which a later decision refers to).
         The row and its ``run.record`` audit entry are committed in one transaction (both or neither).
         """
-        authorize(access, spec.patients, _spec_data_classes(spec), "write")
+        authorize(access, spec.patients, spec_data_classes(spec), "write")
         inputs = {"spec": spec.as_dict(), **spec.inputs}
         record = sign(record_for_result(spec.operation, get_model(spec.model), inputs, result, operator,
                                         spec.seeds, env=env), self.key)
@@ -350,7 +329,7 @@ class RunStore:
             tx.append(operator, "run.record",
                       {"run_id": record.run_id, "operation": spec.operation, "model": spec.model,
                        "n_patients": len(spec.patients), "output_digest": record.output_digest,
-                       "signer": record.signer}, patient=single)
+                       "signer": record.signer, **dict(note or {})}, patient=single)
         return record
 
     def get(self, run_id: str) -> StoredRun:
@@ -511,20 +490,13 @@ def integrity_problems(stored: StoredRun, public_keys) -> list[str]:
     return problems
 
 
-def _spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
+def spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
     """Consent data classes a spec's inputs hold."""
     if spec.operation in ("simulate_dataset", "fit"):
         return data_classes(spec.inputs["dataset"])
-    if spec.operation in ("personalize", "forecast"):
+    if spec.operation in ("personalize", "forecast", "recommend"):
         return ("observations", "medications", "demographics")
     return ("observations", "medications")
-
-
-def run_and_record(store: RunStore, spec: RunSpec, operator: str, *, access,
-                   env: Mapping | None = None) -> tuple[Any, ProvenanceRecord]:
-    """:func:`execute` then :meth:`RunStore.save`: the result and its signed, stored provenance."""
-    result = execute(spec, access=access)
-    return result, store.save(spec, result, operator, access=access, env=env)
 
 
 def environment_differences(record: ProvenanceRecord, env: Mapping) -> list[tuple[str, object, object]]:
@@ -576,44 +548,29 @@ class ReproduceReport:
         return "\n".join(lines)
 
 
-def reproduce(store: RunStore, run_id: str, *, access, public_keys, env: Mapping | None = None) -> ReproduceReport:
-    """Re-execute a stored run and compare its output digest with the recorded one.
-
-    The stored run is checked first (:meth:`RunStore.verified`): a record
-    whose signature does not verify with *public_keys*, or a spec that is not
-    the signed one, raises :class:`RunIntegrityError` and nothing is executed,
-    so an edited spec (say, patient data relabelled ``open_data``) never
-    reaches the consent gate with a forged purpose.
+def reproduce_report(stored: StoredRun, result, *, env: Mapping, model=None) -> ReproduceReport:
+    """Compare a re-executed *result* with the verified *stored* run (see :func:`medtwin.workflows.reproduce`).
 
     Parameters
     ----------
-    store : RunStore
-    run_id : str
-    access : DataAccess
-        Reads the stored patient data (consent gate for the spec's purpose, or
-        ``OpenData`` for its ``open_data`` reason).
-    public_keys : iterable of Ed25519PublicKey
-        Keys trusted to have signed the record.
-    env : mapping, optional
+    stored : StoredRun
+        From :meth:`RunStore.verified` (the report states signature and inputs as checked).
+    result : Trajectory, Posterior, PredictiveBand, ... (anything :func:`result_view` reads)
+        The re-executed result.
+    env : mapping
         The current :func:`~medtwin.governance.provenance.environment`.
-
-    Raises
-    ------
-    RunIntegrityError
-        The stored run fails :func:`integrity_problems`.
-    DataError
-        The stored row is malformed, or there is no such run.
+    model : Model, optional
+        The model the run names (default: ``get_model(stored.spec.model)``).
     """
-    stored = store.verified(run_id, list(public_keys))  # before anything is executed
     record, spec = stored.record, stored.spec
-    env = environment() if env is None else env
-    result = execute(spec, access=access)
     new_digest = output_digest(result)
     differing = tuple(name for name, arr in result_view(result)["outputs"].items()
                       if digest(arr, root=f"outputs.{name}") != record.output_digests.get(name))
+    model = get_model(spec.model) if model is None else model
     return ReproduceReport(
-        run_id=run_id, identical=new_digest == record.output_digest, recorded_digest=record.output_digest,
+        run_id=stored.run_id if stored.run_id is not None else record.run_id,
+        identical=new_digest == record.output_digest, recorded_digest=record.output_digest,
         reproduced_digest=new_digest, differing_outputs=differing,
         signature_ok=True, inputs_ok=True,  # checked before executing (else RunIntegrityError)
-        model_changed="sha256:" + get_model(spec.model).digest() != record.model_digest,
+        model_changed="sha256:" + model.digest() != record.model_digest,
         environment_differences=tuple(environment_differences(record, env)))

@@ -1,4 +1,4 @@
-"""``medtwin recommend`` and ``medtwin closed-loop`` (registered on :data:`medtwin.cli.app`)."""
+"""``medtwin recommend``, ``decide`` and ``closed-loop``: parse -> request -> :func:`medtwin.workflows.run` -> render."""
 
 from __future__ import annotations
 
@@ -8,22 +8,23 @@ from typing import List, Optional
 
 import typer
 
-from medtwin.cli import (_ACTOR, _COVARIATE, _DATA, _ID, _METHOD, _OPEN_DATA, _POP, _SEED, _TREATMENT, _default_actor,
-                         _fail, _personalized, _print_posterior, app, console, err_console)
-from medtwin.cli_edge import OutFolder, check_out_folder, check_patient_options
+from medtwin.cli import edge, render
+from medtwin.cli.edge import (ACTOR, COVARIATE, DATA, ID, METHOD, OPEN_DATA, POP, SEED, TREATMENT, OutFolder,
+                              ProgressBar, check_patient_options, console, default_actor, err_console, fail)
 from medtwin.errors import MedtwinError
+
+__all__ = ["EXIT_INFEASIBLE", "MAX_RECOMMEND_DRAWS", "closed_loop_command", "decide_command", "dose_constraints",
+           "parse_intervals", "parse_target", "recommend_command", "register"]
 
 _TARGETS = "auc24 | trough | peak"
 
 
-def parse_target(text: str):
-    """``KIND:LOW-HIGH`` (e.g. ``auc24:400-600``, ``trough:10-20``) -> a target value (mg·h/L or mg/L)."""
-    from medtwin.control.targets import AUC24Window, PeakWindow, TroughWindow
+def parse_target(text: str) -> dict:
+    """``KIND:LOW-HIGH`` (e.g. ``auc24:400-600``, ``trough:10-20``) -> ``{"kind", "low", "high"}`` (mg·h/L or mg/L)."""
     from medtwin.errors import DataError
-
     from medtwin.io.textfile import parse_number
 
-    kinds = {"auc24": AUC24Window, "trough": TroughWindow, "peak": PeakWindow}
+    kinds = ("auc24", "trough", "peak")
     try:
         kind, bounds = text.split(":", 1)
         low, high = (parse_number(v) for v in bounds.split("-", 1))
@@ -33,7 +34,7 @@ def parse_target(text: str):
         raise DataError(f"--target {text!r}: unknown kind {kind!r}; use {_TARGETS}")
     if not 0.0 <= low < high <= 1e6:
         raise DataError(f"--target {text!r}: give 0 <= LOW < HIGH <= 1e6, e.g. auc24:400-600")
-    return kinds[kind](low, high)
+    return {"kind": kind, "low": low, "high": high}
 
 
 #: Largest --draws of ``recommend``: every candidate regimen is simulated for every draw.
@@ -87,64 +88,11 @@ def dose_constraints(dose_step, max_dose, max_daily, max_rate, intervals, loadin
         raise DataError(message.replace("dose constraints: ", "")) from None
 
 
-def plot_recommendation(recommendation, data, path: Path) -> None:
-    """Predicted exposure with 90 % bands under the current and the recommended regimen, with the levels."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4.8))
-    ax = fig.add_subplot()
-    output = "C"
-    for band, label, color in ((recommendation.current, "current regimen", "tab:gray"),
-                               (recommendation.predicted, "recommended", "tab:blue")):
-        if band is None:
-            continue
-        lo, hi = band.interval(output, 0.9)
-        ax.fill_between(band.times, lo, hi, color=color, alpha=0.25, label=f"{label}: 90 %")
-        ax.plot(band.times, band.median(output), color=color, lw=1.5, label=f"{label}: median")
-    if data is not None:
-        ax.plot(data.times, data.values, "ko", ms=4, label="measured levels")
-    window = recommendation.target.get("window_h")
-    if window:
-        ax.axvspan(*window, color="green", alpha=0.08, label="evaluation window")
-    unit = recommendation.predicted.units.get(output, "") if recommendation.predicted is not None else ""
-    ax.set_xlabel("time (h)")
-    ax.set_ylabel(f"{output} ({unit})")
-    ax.set_title(recommendation.summary().splitlines()[0])
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def _json_ready(value):
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def recommendation_dict(recommendation) -> dict:
-    """The recommendation's explanation as JSON-ready data (bands summarised by their quantiles elsewhere)."""
-    return _json_ready({"kind": recommendation.kind, "status": recommendation.status, "action": recommendation.action,
-                        "target": recommendation.target, "constraints": recommendation.constraints,
-                        "active_constraints": recommendation.active_constraints,
-                        "probabilities": recommendation.probabilities, "sensitivity": recommendation.sensitivity,
-                        "runner_ups": recommendation.runner_ups, "message": recommendation.message,
-                        "summary": recommendation.summary()})
-
-
-@app.command("recommend")
 def recommend_command(
-    population_file: Path = _POP,
-    data: Path = _DATA,
-    patient_id: Optional[str] = _ID,
-    covariate: List[str] = _COVARIATE,
+    population_file: Path = POP,
+    data: Path = DATA,
+    patient_id: Optional[str] = ID,
+    covariate: List[str] = COVARIATE,
     target: str = typer.Option("auc24:400-600", "--target", help=f"KIND:LOW-HIGH, KIND = {_TARGETS}."),
     toxic_auc: Optional[float] = typer.Option(600.0, "--toxic-auc", help="Toxic exposure: AUC24 above this "
                                               "(mg·h/L); 0 for none."),
@@ -158,23 +106,23 @@ def recommend_command(
     loading: bool = typer.Option(False, "--loading", help="Consider a loading dose."),
     draws: int = typer.Option(1000, "--draws", min=10, max=MAX_RECOMMEND_DRAWS,
                               help=f"Posterior draws (10-{MAX_RECOMMEND_DRAWS:,})."),
-    method: str = _METHOD,
+    method: str = METHOD,
     out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for recommendation.json and exposure.png."),
-    purpose: str = _TREATMENT,
-    actor: Optional[str] = _ACTOR,
-    open_data: Optional[str] = _OPEN_DATA,
-    seed: int = _SEED,
+    purpose: str = TREATMENT,
+    actor: Optional[str] = ACTOR,
+    open_data: Optional[str] = OPEN_DATA,
+    seed: int = SEED,
 ) -> None:
     """Recommend a dose and interval for one patient: target, constraints, probabilities, bands, runner-ups.
 
     Exit status 0 with a recommendation; 3 when no allowed regimen meets every constraint: the least-toxic
     fallback is then printed and written (status infeasible-fallback), clearly labelled, not a recommendation;
     2 for bad input."""
-    from medtwin.control.dosing import recommend_dose
-    from medtwin.control.targets import AUC24Window, Threshold
+    from medtwin import workflows
     from medtwin.errors import DataError
 
+    actor = actor or default_actor()
     outputs = OutFolder(out)
     try:
         wanted = parse_target(target)
@@ -185,35 +133,44 @@ def recommend_command(
             raise DataError(f"--objective must be pta or median, not {objective!r}")
         check_patient_options(method, covariate)
         outputs.check()
-        _, patient, posterior = _personalized(population_file, data, patient_id, covariate, method,
-                                              actor or _default_actor(), purpose, open_data, seed)
-        toxic = Threshold(AUC24Window(), above=toxic_auc) if toxic_auc else None
-        recommendation = recommend_dose(posterior, wanted, constraints=constraints, objective=objective, toxic=toxic,
-                                        max_toxic_probability=epsilon, history=patient.regimen, n_draws=draws,
-                                        seed=seed)
+        stores = edge.open_stores()
+        population, patient = edge.read_patient(stores, population_file, data, patient_id, covariate, actor,
+                                                purpose, open_data)
+        request = workflows.RecommendRequest(population, patient, method=method, seed=seed, target=wanted,
+                                             constraints=constraints, objective=objective,
+                                             toxic_auc=toxic_auc or None, epsilon=epsilon, n_draws=draws,
+                                             purpose=None if open_data else purpose, open_data=open_data)
+        with ProgressBar(f"personalizing patient {patient.patient} ({method})") as bar:
+            result, record = workflows.run(request, stores, actor=actor, progress=bar)
+        if result.posterior is not None:
+            edge.warn_posterior(result.posterior)
+        recommendation = result.recommendation
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recommendation.json").write_text(json.dumps(recommendation_dict(recommendation), indent=2))
-        plot_recommendation(recommendation, patient, out / "exposure.png")
+        (out / "recommendation.json").write_text(json.dumps(render.recommendation_dict(recommendation), indent=2))
+        render.plot_recommendation(recommendation, patient, out / "exposure.png")
     except (MedtwinError, ValueError, typer.BadParameter) as exc:
         outputs.discard()
-        _fail(exc)
-    _print_posterior(posterior)
+        fail(exc)
+    render.print_posterior(result.posterior)
+    decide_hint = (f"recommendation run {record.run_id} recorded with signed provenance (`medtwin decide "
+                   f"{record.run_id} accept`, or modify/override with --reason)")
     if recommendation.feasible:
         console.print(recommendation.summary(), highlight=False)
         console.print(f"wrote {out / 'recommendation.json'} and {out / 'exposure.png'} (current vs recommended)")
+        console.print(decide_hint, highlight=False)
         return
     err_console.print("FALLBACK, NOT A RECOMMENDATION: no allowed regimen meets every constraint; the least-toxic "
                       "candidate follows", highlight=False)
     err_console.print(recommendation.summary(), highlight=False)
     console.print(f"wrote the fallback to {out / 'recommendation.json'} (status {recommendation.status}) and "
                   f"{out / 'exposure.png'}")
+    console.print(decide_hint, highlight=False)
     err_console.print(f"error: infeasible (exit status {EXIT_INFEASIBLE}): "
                       f"{recommendation.message or 'no candidate meets every constraint'} (options: --target, "
                       "--toxic-auc, --epsilon, --max-dose, --max-daily, --intervals, --max-rate)", highlight=False)
     raise typer.Exit(code=EXIT_INFEASIBLE)
 
 
-@app.command("closed-loop")
 def closed_loop_command(
     scenario: str = typer.Argument(..., help="vancomycin (AUC24 400-600, 5 days) | glucose (ICU, 4.4-8.0 mmol/L, "
                                              "72 h)"),
@@ -230,12 +187,12 @@ def closed_loop_command(
 
     runners = {"vancomycin": evaluate_vancomycin, "glucose": evaluate_glucose}
     if scenario not in runners:
-        _fail(MedtwinError(f"unknown scenario {scenario!r}; use {' | '.join(runners)}"))
+        fail(MedtwinError(f"unknown scenario {scenario!r}; use {' | '.join(runners)}"))
     outputs = OutFolder(out)
     try:
         outputs.check()
     except typer.BadParameter as exc:
-        _fail(exc)
+        fail(exc)
     progress = Progress(TextColumn(f"closed loop: {scenario}"), BarColumn(), TextColumn("{task.completed}/{task.total}"
                         " patient-policies"), TimeElapsedColumn(), console=err_console, transient=True,
                         disable=no_progress)
@@ -251,30 +208,45 @@ def closed_loop_command(
         plot_evaluation(evaluation, out / "closed_loop.png")
     except MedtwinError as exc:
         outputs.discard()
-        _fail(exc)
+        fail(exc)
     console.print(f"{scenario}: {patients} virtual patients, twin-guided vs standard of care (paired)")
     typer.echo(evaluation.table())  # plain text: a wide table must not be re-wrapped by the terminal width
     console.print(f"wrote {out / 'outcomes.csv'}, {out / 'summary.csv'}, {out / 'closed_loop.png'}")
 
 
-def demo_recommendation(twin, out: Path, seed: int = 0) -> None:
-    """The last step of ``medtwin demo``: the twin's dose recommendation for the demo patient."""
-    from medtwin.control.dosing import DoseConstraints, recommend_dose
-    from medtwin.control.targets import AUC24Window, Threshold
+def decide_command(
+    recommendation: str = typer.Argument(..., metavar="RECOMMENDATION_ID",
+                                         help="The recorded recommendation (the run id `medtwin recommend` prints)."),
+    choice: str = typer.Argument(..., metavar="CHOICE", help="accept | modify | override"),
+    reason: str = typer.Option("", "--reason", help="Why (required to modify or override)."),
+    dose: Optional[float] = typer.Option(None, "--dose", help="The dose given instead (mg): modify or override."),
+    interval: Optional[float] = typer.Option(None, "--interval", help="The interval given instead (h): modify or "
+                                             "override."),
+    clinician: Optional[str] = typer.Option(None, "--clinician", help="Who decided (default: --actor)."),
+    time: Optional[float] = typer.Option(None, "--time", help="When, h on the patient's clock (default: the last "
+                                         "level the recommendation used)."),
+    actor: Optional[str] = ACTOR,
+) -> None:
+    """Accept, modify or override a recorded recommendation, with a reason; stored with signed provenance and an
+    audit entry (decision.record). A modified dose must respect the recommendation's hard constraints."""
+    from medtwin import workflows
 
+    actor = actor or default_actor()
     try:
-        recommendation = recommend_dose(
-            twin.posterior, AUC24Window(*twin.target),
-            constraints=DoseConstraints(dose_step_mg=250.0, min_dose_mg=250.0, max_dose_mg=3000.0, max_daily_mg=4500.0,
-                                        intervals_h=(8.0, 12.0, 24.0, 36.0, 48.0), max_rate_mg_per_h=1000.0),
-            toxic=Threshold(AUC24Window(), above=twin.target[1]), max_toxic_probability=0.1,
-            history=twin.data.regimen, n_draws=1000, seed=seed)
-        (out / "recommendation.json").write_text(json.dumps(recommendation_dict(recommendation), indent=2))
-        plot_recommendation(recommendation, twin.data, out / "recommendation.png")
+        request = workflows.DecideRequest(recommendation, choice, clinician or actor, reason=reason, dose_mg=dose,
+                                          interval_h=interval, time=time)
+        decision, record = workflows.run(request, edge.open_stores(), actor=actor)
     except MedtwinError as exc:
-        _fail(exc)
-    console.print("\n[bold]Recommendation[/] (maximise P(AUC24 in target) with P(AUC24 > "
-                  f"{twin.target[1]:.0f}) <= 0.10; 250 mg steps, <= 4,500 mg/day, <= 1,000 mg/h):")
-    console.print(recommendation.summary(), highlight=False)
-    console.print(f"recommendation: {(out / 'recommendation.png').resolve()} (current vs recommended), "
-                  f"{(out / 'recommendation.json').resolve()}")
+        fail(exc)
+    given = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in decision.given.items())
+    console.print(f"decision {record.run_id}: {decision.choice} recommendation {recommendation} for patient "
+                  f"{decision.patient} by {decision.clinician}; given {given}"
+                  + (f"; reason: {decision.reason}" if decision.reason else ""), highlight=False)
+    console.print("recorded with signed provenance (audit entry decision.record)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``recommend``, ``decide`` and ``closed-loop`` to *app*."""
+    app.command("recommend")(recommend_command)
+    app.command("decide")(decide_command)
+    app.command("closed-loop")(closed_loop_command)

@@ -21,6 +21,9 @@
 * :func:`with_option`: a reader whose DataError is prefixed with the option and the file (``--data x.csv: row
   2, column TIME: ...``).
 * :func:`one_line`: a message on one line (newlines and runs of blanks folded).
+* The shell every command shares: :data:`console` / :data:`err_console`, :func:`fail` (``error: ...``, exit
+  status 2), :class:`ProgressBar`, :func:`open_stores`, the common options (:data:`POP`, :data:`DATA`, ...) and
+  :func:`read_patient` (one patient of a NONMEM-style file, consent-checked, with --id and --covariate).
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ import typing
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from typer.core import TyperGroup
 
 from medtwin.errors import DataError
 
-__all__ = ["MAX_OPTION_VALUE", "MedtwinGroup", "OutFolder", "check_covariates", "check_method", "check_out_file", "check_out_folder",
-           "check_patient_options", "input_file", "one_line", "parse_assignments", "strict_numbers", "with_option"]
+__all__ = ["ACTOR", "COVARIATE", "DATA", "ID", "MAX_OPTION_VALUE", "METHOD", "MedtwinGroup", "OPEN_DATA", "OutFolder",
+           "POP", "PURPOSES", "ProgressBar", "SEED", "TREATMENT", "check_covariates", "check_method",
+           "check_out_file", "check_out_folder", "check_patient_options", "console", "default_actor",
+           "err_console", "fail", "input_file", "is_terminal", "one_line", "open_audit_log", "open_stores",
+           "parse_assignments", "read_dataset", "read_patient", "strict_numbers", "warn_posterior", "with_option"]
 
 
 def one_line(message: object) -> str:
@@ -260,3 +267,142 @@ def check_covariates(population, covariates, data_file: Path) -> None:
         give = " ".join(f"--covariate {c}=VALUE" for c in missing)
         raise typer.BadParameter(f"population {population.name} needs covariate(s) {needs}, which --data {data_file} "
                                  f"does not have: add the column(s) or give {give}")
+
+
+# ------------------------------------------------------------------ the shell every command shares
+
+#: Output width when stdout is a file or a pipe (no terminal to fit): wide enough that tables and paths are
+#: neither cut nor folded for the reader, a log or grep.
+_PIPE_WIDTH = 240
+console = Console(soft_wrap=True, width=None if is_terminal(sys.stdout) else _PIPE_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line is never folded at 80 columns
+
+#: Consent purposes (kept here so that --help does not import the governance layer).
+PURPOSES = ("treatment", "decision-support", "research", "model-training", "third-party-sharing")
+
+
+def fail(exc: Exception) -> typing.NoReturn:
+    """Print ``error: <message>`` on one line (no markup read from the message) and exit with status 2."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(exc)), soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def default_actor() -> str:
+    """The login name (or ``medtwin-cli`` where there is none)."""
+    from medtwin.workflows.stores import default_actor as actor
+
+    return actor()
+
+
+def open_stores():
+    """This installation's :class:`~medtwin.workflows.stores.Stores` (opened once per command)."""
+    import importlib
+
+    return importlib.import_module("medtwin.workflows.stores").open_stores()  # looked up at call time
+
+
+def open_audit_log():
+    """The installation's audit log (database from MEDTWIN_DATABASE_URL or the default SQLite file) and key."""
+    stores = open_stores()
+    return stores.log, stores.key
+
+
+class ProgressBar:
+    """A rich progress bar usable as a ``progress(done, total)`` callback; silent when stderr is no terminal."""
+
+    def __init__(self, label: str, enabled: bool = True, unit: str = "patients"):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = enabled and err_console.is_terminal  # no bar (nor its blank line) in a log or a pipe
+        self.progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} " + unit),
+                                 TimeElapsedColumn(), console=err_console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("run", total=total)
+        self.progress.update(self.task, completed=done)
+        if done >= total:  # finished: make way for the next bar (one live display at a time)
+            self.progress.stop()
+
+
+POP = typer.Option(..., "--population", exists=True, dir_okay=False, callback=input_file("population file", "mapping"),
+                   help="Population file (YAML/JSON; format in docs/population-file.md).")
+DATA = typer.Option(..., "--data", exists=True, dir_okay=False, callback=input_file("dataset"),
+                    help="NONMEM-style CSV with the patient's doses, levels and covariate columns (those the "
+                         "population needs, e.g. CRCL, WT, DIAL for vancomycin_goti2018).")
+ID = typer.Option(None, "--id", help="Subject ID (when the file holds several).")
+COVARIATE = typer.Option([], "--covariate", help="NAME=VALUE for a covariate not in the file (e.g. DIAL=0: no "
+                         "haemodialysis); repeatable; |VALUE| <= 1e9.")
+METHOD = typer.Option("laplace", "--method", help="laplace (MAP + Laplace, bedside) | nuts (review)")
+TREATMENT = typer.Option("treatment", "--purpose", help=" | ".join(PURPOSES))
+ACTOR = typer.Option(None, "--actor", help="Who runs it (default: login name).")
+OPEN_DATA = typer.Option(None, "--open-data", metavar="REASON",
+                         help="The data are not identifiable patient data (say why): no consent check.")
+SEED = typer.Option(0, help="Seed (NUTS, predictive draws).")
+
+
+def read_dataset(stores, data: Path, model, actor: str, purpose: str, open_data):
+    """The NONMEM-style file ``--data``, read through the consent gate of (actor, purpose) or as open data."""
+    from medtwin.io.nonmem import read_nonmem
+    from medtwin.workflows.stores import data_access
+
+    return with_option("--data", data, read_nonmem, data, model=model,
+                       access=data_access(stores, actor, purpose, open_data))
+
+
+def _one_patient(dataset, patient_id, covariate):
+    from medtwin.infer.personalize import PatientData
+
+    ids = [str(i) for i in dataset.ids]
+    if patient_id is None:
+        if len(ids) != 1:
+            raise typer.BadParameter(f"the dataset holds {len(ids)} subjects ({', '.join(ids[:8])}...): pick one "
+                                     "with --id")
+        patient_id = ids[0]
+    if patient_id not in ids:
+        raise typer.BadParameter(f"--id {patient_id}: no such subject (have {', '.join(ids[:8])})")
+    subject = dataset.subjects[ids.index(patient_id)]
+    data = PatientData.from_subject(subject)
+    extra = parse_assignments(covariate, "--covariate")
+    if extra:
+        data = PatientData(data.regimen, data.times, data.values, {**data.covariates, **extra}, data.output,
+                           data.blq, data.lloq, data.pre_dose, data.patient, data.rows)
+    if data.n_observations == 0:
+        raise typer.BadParameter(f"subject {patient_id} has no observations (EVID 0, MDV 0, DV) to personalize on")
+    return data
+
+
+def read_patient(stores, population_file: Path, data_file: Path, patient_id, covariate, actor: str, purpose: str,
+                 open_data):
+    """(population, PatientData) of personalize/forecast/recommend: the --population file, one subject of --data
+    (--id; --covariate added), every covariate the population needs present (else BadParameter naming the option)."""
+    from medtwin.io.population_file import load_population
+    from medtwin.models import get_model
+
+    population = with_option("--population", population_file, load_population, population_file)
+    dataset = read_dataset(stores, data_file, get_model(population.model), actor, purpose, open_data)
+    data = _one_patient(dataset, patient_id, covariate)
+    check_covariates(population, data.covariates, data_file)
+    return population, data
+
+
+def warn_posterior(posterior) -> None:
+    """The posterior's status and warnings on stderr (yellow ``warning:`` lines)."""
+    if not posterior.ok:
+        err_console.print(f"[yellow]warning:[/] posterior {posterior.status}: {posterior.message}")
+    for line in posterior.warnings():
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)

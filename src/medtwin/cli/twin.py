@@ -1,0 +1,149 @@
+"""``medtwin replay``: feed a recorded stream through a live twin (parse -> request -> workflows.run -> render)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medtwin.cli import edge
+from medtwin.cli.edge import (PURPOSES, OutFolder, console, default_actor, err_console, fail, input_file,
+                              with_option)
+from medtwin.errors import MedtwinError
+
+__all__ = ["register", "replay_command"]
+
+
+def _enable_jax_cache() -> None:
+    """Keep JAX's compiled observers on disk under the data home, as numba keeps the kernels.
+
+    The observers compile once per model and settings (about 1-3 s); with the
+    persistent cache a later ``medtwin replay`` of the same twin reloads them.
+    Set here, in the shell, because it is a process-wide JAX setting.
+    """
+    import jax
+
+    from medtwin.io.storage import data_home
+
+    jax.config.update("jax_compilation_cache_dir", str(data_home() / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _plot(frame, twin, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parameters = list(twin.space.estimated)
+    fig, axes = plt.subplots(1 + len(parameters), 1, figsize=(10, 3.2 * (1 + len(parameters))), sharex=True,
+                             squeeze=False)
+    ax = axes[0, 0]
+    ok = frame[frame["accepted"]].sort_values("time_h")
+    for output, part in ok.groupby("output"):
+        unit = twin.model.output(output).unit
+        band = part["predicted_sd"] * 1.6449
+        ax.fill_between(part["time_h"], part["predicted"] - band, part["predicted"] + band, alpha=0.25,
+                        label=f"{output}: one-step forecast, 90 %")
+        ax.plot(part["time_h"], part["estimate_mean"], lw=1.2, label=f"{output}: twin estimate")
+        ax.plot(part["time_h"], part["measured"], ".", ms=3, color="k", label=f"{output}: measured ({unit})")
+        ax.set_ylabel(f"{output} ({unit})")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"{twin.model.name}: measured vs estimated ({twin.observer.name.upper()})")
+    frame = frame.sort_values("twin_time_h")
+    for i, name in enumerate(parameters, start=1):
+        ax = axes[i, 0]
+        ax.fill_between(frame["twin_time_h"], frame[f"{name}_p05"], frame[f"{name}_p95"], alpha=0.3, label="90 %")
+        ax.plot(frame["twin_time_h"], frame[f"{name}_median"], lw=1.2, label="median")
+        ax.set_ylabel(f"{name} ({twin.model.parameter(name).unit})")
+        ax.set_yscale("log")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("time (h)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replay_command(
+    twin_spec: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="TWIN_SPEC",
+                                     callback=input_file("twin specification", "mapping"),
+                                     help="YAML/JSON twin specification (model, estimated parameters, noise, observer)."),
+    stream: Path = typer.Option(..., "--stream", exists=True, dir_okay=False, callback=input_file("stream file"),
+                                help="Recorded stream CSV: time_h, kind (obs|bolus|infusion), name, value, unit, ..."),
+    out: Path = typer.Option(..., "--out",
+                             help="New (or empty) output folder: tracked.csv, alarms.json, rejected.csv, twin.json, "
+                                  "replay.png, provenance.json."),
+    patient: Optional[str] = typer.Option(None, "--patient", help="Patient id (when the stream has no patient_id)."),
+    check_clocks: bool = typer.Option(False, "--check-clocks", help="Estimate every device's clock offset by "
+                                      "profile likelihood (replays the stream once per candidate offset)."),
+    purpose: str = typer.Option("treatment", "--purpose", help=" | ".join(PURPOSES)),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it (default: login name)."),
+    open_data: Optional[str] = typer.Option(None, "--open-data", metavar="REASON",
+                                            help="The data are not identifiable patient data (say why)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    """Feed a recorded stream through a twin; write the tracked state with bands, the alarms and a PNG."""
+    import pandas as pd
+    import yaml
+
+    from medtwin import workflows
+    from medtwin.io.textfile import load_mapping, read_text
+    from medtwin.io.twin_file import save_twin
+
+    actor = actor or default_actor()
+    outputs = OutFolder(out)
+    try:
+        outputs.check()
+        _enable_jax_cache()
+        spec = load_mapping(twin_spec, what="twin specification")
+        if "model" not in spec:
+            raise MedtwinError(f"{twin_spec}: a twin specification is a mapping with at least 'model' and 'errors'")
+        text = with_option("--stream", stream, read_text, stream, what="stream file", allow_empty=True)
+        request = workflows.ReplayRequest(spec, text, patient=patient, check_clocks=check_clocks,
+                                          purpose=None if open_data else purpose, open_data=open_data,
+                                          source=f"--stream {stream}")
+
+        def write(result, access):  # every output is written before the run is recorded
+            out.mkdir(parents=True, exist_ok=True)
+            frame = pd.DataFrame(list(result.rows))
+            frame.to_csv(out / "tracked.csv", index=False)
+            pd.DataFrame([{"row": r.row, "reason": r.reason, "item": repr(r.item)} for r in result.rejected],
+                         columns=["row", "reason", "item"]).to_csv(out / "rejected.csv", index=False)
+            alarms = {"raised": list(result.raised), "active": [a.message for a in result.twin.alarms],
+                      "clock_offsets": list(result.clocks)}
+            if result.verdict is not None:
+                alarms["clock_verdict"] = result.verdict
+            (out / "alarms.json").write_text(json.dumps(alarms, indent=2))
+            save_twin(out / "twin.json", result.twin, access=access)
+            if len(frame) and frame["accepted"].any():
+                _plot(frame, result.twin, out / "replay.png")
+
+        with edge.ProgressBar("replaying", enabled=not no_progress, unit="") as bar:
+            result, record = workflows.run(request, edge.open_stores(), actor=actor, progress=bar,
+                                           before_record=write)
+        (out / "provenance.json").write_text(json.dumps(record.as_dict(), indent=2, sort_keys=True))
+    except (MedtwinError, OSError, yaml.YAMLError, typer.BadParameter) as exc:
+        outputs.discard()
+        fail(exc)
+    twin, model = result.twin, result.model
+    n_ok = sum(1 for row in result.rows if row["accepted"])
+    console.print(f"replayed {result.n_measurements} measurements ({n_ok} assimilated, {len(result.rejected)} "
+                  f"rejected or dropped with reasons) through a {twin.observer.name.upper()} twin of {model.name}; "
+                  f"twin at {twin.time:g} h")
+    for name, p in twin.state().parameters.items():
+        console.print(f"  {name}: median {p['median']:.4g} {model.parameter(name).unit} "
+                      f"(90 % {p['p05']:.4g} - {p['p95']:.4g})")
+    if result.verdict is not None and result.verdict["verdict"] == "no offset":
+        console.print(f"clocks: {result.verdict['message']}", highlight=False)
+    for alarm in result.raised:
+        err_console.print(f"[yellow]alarm[/] {alarm['kind']} at {alarm['time_h']:g} h: {alarm['message']}",
+                          highlight=False)
+    console.print(f"wrote {out}/tracked.csv, alarms.json, rejected.csv, twin.json, replay.png, provenance.json "
+                  f"(run {record.run_id}, signed)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``replay`` to *app*."""
+    app.command("replay")(replay_command)
