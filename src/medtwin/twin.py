@@ -10,7 +10,7 @@ What ``assimilate`` does with a batch of measurements (and, optionally, new
 inputs such as a dose or an infusion-rate change):
 
 1. corrects each device's clock by its known offset (``settings.clock_offsets``);
-2. screens the batch (:func:`medtwin.assimilate.stream.screen`): exact duplicates
+2. screens the batch (:func:`medtwin.core.stream.screen`): exact duplicates
    are dropped idempotently, non-finite, implausible or unconvertible values are
    rejected with a reason and never reach the belief; units are converted.  New
    inputs identical to a dose the twin already holds (same time, amount, rate,
@@ -33,7 +33,7 @@ Examples
 >>> from medtwin.core.observation import ResidualError
 >>> from medtwin.assimilate.observers import UnscentedKalmanFilter
 >>> from medtwin.assimilate.statespace import StateSpace
->>> from medtwin.assimilate.stream import Measurement
+>>> from medtwin.core.stream import Measurement
 >>> space = StateSpace.build(get_model("pk1_iv"), {"CL": 2.0, "V": 20.0}, estimated=("CL",),
 ...                          parameter_drift={"CL": 1e-3})
 >>> twin = Twin.create(UnscentedKalmanFilter(space), {"C": ResidualError("proportional", proportional=0.1, output="C")},
@@ -59,7 +59,7 @@ from medtwin.assimilate import alarms as alarm_rules
 from medtwin.assimilate.beliefs import OK, Belief, GaussianBelief, Innovation
 from medtwin.assimilate.detectors import Cusum
 from medtwin.core.inputs import input_schedule
-from medtwin.assimilate.stream import Measurement, Rejection, screen
+from medtwin.core.stream import Measurement, Rejection, screen
 from medtwin.core.events import Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError

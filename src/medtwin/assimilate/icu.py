@@ -27,7 +27,7 @@ from importlib import resources
 
 import numpy as np
 
-from medtwin.assimilate.stream import Measurement, Stream
+from medtwin.core.stream import Measurement, Stream
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 

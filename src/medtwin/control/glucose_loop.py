@@ -38,7 +38,7 @@ import numpy as np
 
 from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.assimilate.stream import Measurement
+from medtwin.core.stream import Measurement
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.errors import DataError
 from medtwin.models import get_model
