@@ -457,7 +457,7 @@ def _read_patients(stores, data: Path, model, actor: str, purpose: str, open_dat
 
 
 def _one_patient(dataset, patient_id: Optional[str], covariate: List[str]):
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
 
     ids = [str(i) for i in dataset.ids]
     if patient_id is None:

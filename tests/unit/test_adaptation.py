@@ -9,7 +9,8 @@ from medtwin.assimilate.adaptation import (AdaptationState, Consolidation, Cusum
                                            adapt, cap_covariance, siegmund_arl)
 from medtwin.assimilate.scenarios import IvOralSwitch, evaluate_continual, summarize
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import personalize
 
 
 @pytest.fixture(scope="module")

@@ -365,7 +365,7 @@ def test_a_missing_population_covariate_names_the_option_that_supplies_it(tmp_pa
 
 def test_personalize_nuts_prints_rhat_and_ess():
     from medtwin.cli import _print_posterior
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
     from medtwin.infer.posterior import Posterior
     from medtwin.io.population_file import load_population
     from medtwin.core.events import Regimen

@@ -69,7 +69,8 @@ import numpy as np
 from medtwin.core.population import IndividualPrior, Population
 from medtwin.assimilate.detectors import Cusum, CusumState, siegmund_arl  # noqa: F401  (re-exported)
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import personalize
 from medtwin.models import get_model
 
 __all__ = ["Consolidation", "Rehearsal", "Forgetting", "Cusum", "CusumState", "Record", "OneStepInnovation",

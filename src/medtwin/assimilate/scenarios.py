@@ -66,7 +66,7 @@ from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.core.population import Population, Theta
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData
+from medtwin.core.data import PatientData
 from medtwin.models import get_model
 
 __all__ = ["IvOralSwitch", "Stream", "run_stream", "evaluate_continual", "summarize", "default_strategies"]

@@ -581,7 +581,7 @@ class MPCController:
         return "apply_now" + ("_" + self.action_name.split("_", 1)[1] if "_" in self.action_name else "")
 
     def _explain(self, p: _Problem, u, status, message, iterations) -> Recommendation:
-        from medtwin.infer.posterior import PredictiveBand
+        from medtwin.core.data import PredictiveBand
 
         unit, lo, hi = self._unit(), *self.bounds
         hold = np.full(self.horizon, p.current)

@@ -223,7 +223,7 @@ def _patient_json(data) -> dict:
 
 
 def _patient(d: Mapping):
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
 
     return PatientData(_regimen(d["regimen"]), np.array(d["times"], dtype=float), np.array(d["values"], dtype=float),
                        d["covariates"], d["output"], d["blq"],

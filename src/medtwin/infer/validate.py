@@ -28,7 +28,7 @@ Held-out observations flagged BLQ are not scored (no value to compare).
 Examples
 --------
 >>> from medtwin.core.events import Regimen
->>> from medtwin.infer.personalize import PatientData
+>>> from medtwin.core.data import PatientData
 >>> from medtwin.io.population_file import load_population, shipped_population_path
 >>> pop = load_population(shipped_population_path("pheno"))
 >>> reg = Regimen.every(12.0, "h", 5.0, "mg", n=6)
@@ -52,7 +52,8 @@ import pandas as pd
 
 from medtwin.core.population import Population
 from medtwin.errors import DataError, EstimationError, MedtwinError
-from medtwin.infer.personalize import METHODS, PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import METHODS, personalize
 from medtwin.models import get_model
 
 __all__ = ["CALIBRATION_LEVELS", "ValidationResult", "binomial_band", "plot_calibration", "predictive_observations",
