@@ -222,7 +222,7 @@ def demo_command(
     seed: int = typer.Option(2026, help="Random seed of the virtual ward."),
 ) -> None:
     """Vancomycin virtual ward on 1,000 mg q12h: concentration curves and AUC24 vs the 400–600 target."""
-    from medtwin.demo import demo_table, plot_demo, run_vancomycin_demo
+    from medtwin.scenarios.demo import demo_table, plot_demo, run_vancomycin_demo
     from medtwin.governance.runs import spec_for_simulate
     from medtwin.io.access import OpenData
 
@@ -266,7 +266,7 @@ def _twin_demo(out: Path, seed: int) -> None:
     """Part 2 of the demo: one patient's twin from two levels, a 48-h forecast and P(AUC24 on target)."""
     import numpy as np
 
-    from medtwin.demo import run_twin_demo
+    from medtwin.scenarios.demo import run_twin_demo
 
     try:
         with _ProgressBar("personalizing the demo patient (first run compiles, ~10 s)") as bar:
