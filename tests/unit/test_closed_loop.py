@@ -7,7 +7,7 @@ import pytest
 
 from medtwin.control.glucose_loop import (GlucoseScenario, insulin_event, feed_regimen, jbds_vriii_rate,
                                           run_glucose_patient, sliding_scale_policy)
-from medtwin.control.vanco_loop import (VancoScenario, daily_auc, label_dose, label_policy, run_vanco_patient,
+from medtwin.scenarios.vanco_loop import (VancoScenario, daily_auc, label_dose, label_policy, run_vanco_patient,
                                         sample_vanco_patients)
 from medtwin.models.glucose_patients import sample_icu_patients, simulate_truth
 
