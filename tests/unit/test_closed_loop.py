@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from medtwin.control.glucose_loop import (GlucoseScenario, insulin_event, feed_regimen, jbds_vriii_rate,
+from medtwin.scenarios.glucose_loop import (GlucoseScenario, insulin_event, feed_regimen, jbds_vriii_rate,
                                           run_glucose_patient, sliding_scale_policy)
 from medtwin.scenarios.vanco_loop import (VancoScenario, daily_auc, label_dose, label_policy, run_vanco_patient,
                                         sample_vanco_patients)

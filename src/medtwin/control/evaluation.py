@@ -105,7 +105,7 @@ def evaluate_glucose(n_patients: int = 50, *, seed: int = 0, scenario=None, cont
     """The ICU glycaemic scenario (4.4–8.0 mmol/L, 72 h) for ``n_patients``: twin + MPC vs the JBDS sliding scale."""
     import pandas as pd
 
-    from medtwin.control.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy, twin_policy
+    from medtwin.scenarios.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy, twin_policy
     from medtwin.models.glucose_patients import sample_icu_patients
 
     if n_patients < 1:
