@@ -140,7 +140,7 @@ def tripwires(monkeypatch):
     for module, name in (("medtwin.cli", "_open_stores"), ("medtwin.cli_twin", "_open_stores"),
                          ("medtwin.cli", "_personalized"), ("medtwin.cli_control", "_personalized"),
                          ("medtwin.infer.personalize", "personalize"),
-                         ("medtwin.control.evaluation", "evaluate_vancomycin")):
+                         ("medtwin.scenarios.evaluation", "evaluate_vancomycin")):
         monkeypatch.setattr(importlib.import_module(module), name, boom)
 
 

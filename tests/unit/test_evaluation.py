@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medtwin.cli import app
-from medtwin.control.evaluation import evaluate_glucose, evaluate_vancomycin
+from medtwin.scenarios.evaluation import evaluate_glucose, evaluate_vancomycin
 
 
 @pytest.mark.slow
