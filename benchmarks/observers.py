@@ -38,7 +38,7 @@ from medtwin.assimilate.icu import icu_twin_spec, synthetic_stream, tracking_eva
 from medtwin.core.inputs import input_schedule  # noqa: E402
 from medtwin.assimilate.observers import ParticleFilter, UnscentedKalmanFilter  # noqa: E402
 from medtwin.assimilate.twin_codec import twin_from_spec  # noqa: E402
-from medtwin.models.glucose_patients import sample_icu_patients  # noqa: E402
+from medtwin.scenarios.glucose_patients import sample_icu_patients  # noqa: E402
 
 STEP = 5.0 / 60.0
 

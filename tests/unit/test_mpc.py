@@ -16,7 +16,7 @@ from medtwin.control.mpc import ChanceConstraint, MPCController, icu_insulin_con
 from medtwin.control.rollout import background_inputs, rollout_functions
 from medtwin.errors import DataError, ModelError, ParameterError
 from medtwin.models import get_model
-from medtwin.models.glucose_patients import icu_regimen
+from medtwin.scenarios.glucose_patients import icu_regimen
 
 CL, V = 2.0, 20.0
 

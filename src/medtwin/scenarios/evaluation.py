@@ -106,7 +106,7 @@ def evaluate_glucose(n_patients: int = 50, *, seed: int = 0, scenario=None, cont
     import pandas as pd
 
     from medtwin.scenarios.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy, twin_policy
-    from medtwin.models.glucose_patients import sample_icu_patients
+    from medtwin.scenarios.glucose_patients import sample_icu_patients
 
     if n_patients < 1:
         raise DataError(f"n_patients must be >= 1, got {n_patients}")

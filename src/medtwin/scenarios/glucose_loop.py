@@ -3,7 +3,7 @@
 The loop, for one virtual patient over ``hours``:
 
 * the **true patient** is a Bergman-minimal-model patient with insulin
-  sensitivity changing hour by hour (:mod:`medtwin.models.glucose_patients`),
+  sensitivity changing hour by hour (:mod:`medtwin.scenarios.glucose_patients`),
   integrated by the same fixed-step RK4 as the observers but with its own model
   — deliberately not the twin's (ICING);
 * blood glucose is drawn every ``measure_every_h`` hours, with measurement
