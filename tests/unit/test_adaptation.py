@@ -7,7 +7,7 @@ import pytest
 
 from medtwin.assimilate.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, _inflate,
                                            adapt, cap_covariance, siegmund_arl)
-from medtwin.assimilate.scenarios import IvOralSwitch, evaluate_continual, summarize
+from medtwin.scenarios.continual import IvOralSwitch, evaluate_continual, summarize
 from medtwin.errors import DataError
 from medtwin.core.data import PatientData
 from medtwin.infer.personalize import personalize

@@ -409,7 +409,7 @@ def adapt(strategy, state: AdaptationState, new_data: PatientData, population: P
 
     Examples
     --------
-    >>> from medtwin.assimilate.scenarios import IvOralSwitch
+    >>> from medtwin.scenarios.continual import IvOralSwitch
     >>> sc = IvOralSwitch()
     >>> batches, _ = sc.stream(sc.true_parameters(np.random.default_rng(0)), np.random.default_rng(1))
     >>> s = adapt(Consolidation(), AdaptationState(), batches[0], sc.population())  # doctest: +SKIP
