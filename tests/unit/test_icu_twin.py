@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from medtwin.assimilate.icu import icu_twin_spec, synthetic_stream, tracking_evaluation
+from medtwin.scenarios.icu import icu_twin_spec, synthetic_stream, tracking_evaluation
 from medtwin.assimilate.twin_codec import twin_from_spec
 from medtwin.scenarios.glucose_patients import sample_icu_patients
 

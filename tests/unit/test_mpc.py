@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from medtwin.assimilate.beliefs import GaussianBelief
-from medtwin.assimilate.icu import icu_twin_spec
+from medtwin.scenarios.icu import icu_twin_spec
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.assimilate.twin_codec import twin_from_spec
 from medtwin.control.mpc import ChanceConstraint, MPCController, icu_insulin_controller
