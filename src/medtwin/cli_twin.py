@@ -123,7 +123,7 @@ def replay_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medtwin.assimilate.alarms import check_clocks as check_clocks_of
-    from medtwin.assimilate.twin_codec import twin_from_spec
+    from medtwin.twin.codec import twin_from_spec
     from medtwin.governance.provenance import record_for_result, sign
     from medtwin.io.stream_file import read_stream
     from medtwin.io.textfile import load_mapping

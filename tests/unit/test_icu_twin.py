@@ -3,7 +3,7 @@
 import numpy as np
 
 from medtwin.scenarios.icu import icu_twin_spec, synthetic_stream, tracking_evaluation
-from medtwin.assimilate.twin_codec import twin_from_spec
+from medtwin.twin.codec import twin_from_spec
 from medtwin.scenarios.glucose_patients import sample_icu_patients
 
 

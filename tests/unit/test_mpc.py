@@ -11,7 +11,7 @@ from scipy.integrate import solve_ivp
 from medtwin.assimilate.beliefs import GaussianBelief
 from medtwin.scenarios.icu import icu_twin_spec
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.assimilate.twin_codec import twin_from_spec
+from medtwin.twin.codec import twin_from_spec
 from medtwin.control.mpc import ChanceConstraint, MPCController, icu_insulin_controller
 from medtwin.control.rollout import background_inputs, rollout_functions
 from medtwin.errors import DataError, ModelError, ParameterError

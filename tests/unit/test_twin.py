@@ -11,7 +11,7 @@ from medtwin.assimilate.alarms import detect_clock_offset, learning_weights
 from medtwin.assimilate.observers import ParticleFilter, UnscentedKalmanFilter
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.core.stream import Measurement
-from medtwin.assimilate.twin_codec import twin_from_dict, twin_to_dict
+from medtwin.twin.codec import twin_from_dict, twin_to_dict
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.core.simulate import simulate

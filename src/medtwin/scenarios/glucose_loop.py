@@ -214,7 +214,7 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
     ``under_advice`` (the feedback-loop alarm of the live twin sees them).
     """
     from medtwin.scenarios.icu import icu_twin_spec
-    from medtwin.assimilate.twin_codec import space_from_spec, twin_from_spec
+    from medtwin.twin.codec import space_from_spec, twin_from_spec
 
     spec = spec or icu_twin_spec()
 

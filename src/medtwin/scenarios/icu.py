@@ -95,7 +95,7 @@ def tracking_evaluation(synthetic: SyntheticStream, spec: dict | None = None, *,
     """Replay one synthetic stream through the twin of ``spec``; score its ``horizon_h``-ahead forecasts."""
     import time
 
-    from medtwin.assimilate.twin_codec import twin_from_spec
+    from medtwin.twin.codec import twin_from_spec
 
     twin = twin_from_spec(spec or icu_twin_spec(), inputs=synthetic.stream.regimen, patient=synthetic.stream.patient)
     times = synthetic.times

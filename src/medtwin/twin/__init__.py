@@ -342,7 +342,7 @@ class Twin:
     # ------------------------------------------------------------------ storage
     def to_dict(self) -> dict:
         """JSON-ready content; :func:`twin_from_dict` restores a twin with the same belief bit for bit."""
-        from medtwin.assimilate.twin_codec import twin_to_dict
+        from medtwin.twin.codec import twin_to_dict
 
         return twin_to_dict(self)
 
