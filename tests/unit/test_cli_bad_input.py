@@ -126,7 +126,7 @@ def test_the_error_names_what_is_wrong(files):
 # ------------------------------------------------------------------ --out
 def _bind_real_functions():
     """Import the modules that bind personalize() by name first, so that a tripwire never leaks into them."""
-    for module in ("medtwin.scenarios.demo", "medtwin.infer.validate", "medtwin.assimilate.adaptation"):
+    for module in ("medtwin.scenarios.demo", "medtwin.infer.validate", "medtwin.twin.adaptation"):
         importlib.import_module(module)
 
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtwin.assimilate.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, adapt,
+from medtwin.twin.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, adapt,
                                            predictive)
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
