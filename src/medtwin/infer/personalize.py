@@ -54,6 +54,7 @@ from medtwin.core.observation import ResidualError
 from medtwin.core.population import IndividualPrior, Population
 from medtwin.errors import DataError, EstimationError
 from medtwin.models import get_model
+from medtwin.infer.status import FitStatus
 
 __all__ = ["METHODS", "check_levels", "fd_hessian", "laplace_mode", "personalize"]
 
@@ -265,14 +266,14 @@ def _laplace(model, prior, data_batches, mean, covariance):
     res, h = _map(model, args, mean)
     eig = np.linalg.eigvalsh(0.5 * (h + h.T))
     if not np.isfinite(res.fun) or eig.min() <= 0:
-        status, message = "failed", (f"no proper mode: objective {res.fun}, smallest Hessian eigenvalue "
+        status, message = FitStatus.FAILED, (f"no proper mode: objective {res.fun}, smallest Hessian eigenvalue "
                                      f"{eig.min():.3g} ({res.message})")
         cov = np.full_like(h, np.nan)
     else:
         # trust-exact may stop with "a bad approximation caused failure to predict improvement" when the
         # remaining change is below rounding: a vanishing gradient is what a mode is, so judge by it.
         gradient = float(np.linalg.norm(res.jac))
-        status = "converged" if res.success or gradient < GRADIENT_TOLERANCE else "not-converged"
+        status = FitStatus.CONVERGED if res.success or gradient < GRADIENT_TOLERANCE else FitStatus.NOT_CONVERGED
         message = str(res.message) if res.success else f"{res.message} (gradient norm {gradient:.2g})"
         cov = np.linalg.inv(0.5 * (h + h.T))
     return Posterior(model=model.name, prior=prior, method="laplace", parameters=prior.parameters,
@@ -319,7 +320,7 @@ def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: i
                      mean=flat.mean(axis=0), covariance=np.cov(flat, rowvar=False).reshape(len(mean), len(mean)),
                      draws=samples, data=tuple(data_batches), prior_mean=np.asarray(mean),
                      prior_covariance=np.asarray(covariance),
-                     status="converged" if ok else "check-diagnostics",
+                     status=FitStatus.CONVERGED if ok else FitStatus.CHECK_DIAGNOSTICS,
                      message=f"max R-hat {rhat.max():.4f}, min bulk ESS {ess.min():.0f}, {divergent} divergent",
                      diagnostics={"rhat": rhat, "ess": ess, "divergent": divergent, "chains": chains,
                                   "draws": draws, "warmup": warmup, "seed": seed, "seconds": elapsed})

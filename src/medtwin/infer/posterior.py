@@ -39,6 +39,7 @@ from medtwin.core.population import IndividualPrior
 from medtwin.core.simulate import simulate
 from medtwin.errors import DataError
 from medtwin.models import get_model
+from medtwin.infer.status import FitStatus
 
 __all__ = ["Posterior", "convergence", "probability"]
 
@@ -127,12 +128,12 @@ class Posterior:
         """
         mean, cov = np.asarray(prior.log_mean, dtype=float), np.asarray(prior.covariance, dtype=float)
         return cls(model=prior.model, prior=prior, method="laplace", parameters=tuple(prior.parameters), mean=mean,
-                   covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov, status="converged",
+                   covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov, status=FitStatus.CONVERGED,
                    message="prior only: no data yet")
 
     @property
     def ok(self) -> bool:
-        return self.status == "converged"
+        return self.status == FitStatus.CONVERGED
 
     @property
     def eta_z(self) -> dict[str, float]:
