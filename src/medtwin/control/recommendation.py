@@ -22,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from medtwin.control.status import RecommendationStatus
 from medtwin.errors import DataError
 
-STATUSES = ("optimal", "feasible", "infeasible-fallback")
+STATUSES = tuple(RecommendationStatus)
 KINDS = ("regimen", "mpc")
 
 
@@ -84,7 +85,7 @@ class Recommendation:
 
     @property
     def feasible(self) -> bool:
-        return self.status != "infeasible-fallback"
+        return self.status != RecommendationStatus.INFEASIBLE_FALLBACK
 
     def summary(self) -> str:
         """A plain-text explanation for the clinician (first line: the action)."""
