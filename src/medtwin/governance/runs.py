@@ -56,6 +56,7 @@ import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.simulate import simulate
+from medtwin.core.status import Vocabulary
 from medtwin.errors import DataError, MedtwinError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.canonical import digest
@@ -398,14 +399,26 @@ class RunStore:
             try:
                 stored = _parse_row(row)
             except DataError as exc:
-                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at, "MALFORMED",
+                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at, RunIntegrity.MALFORMED,
                                       (str(exc).removeprefix(f"run {row.run_id}: "),)))
                 continue
             problems = tuple(integrity_problems(stored, public_keys))
             r = stored.record
-            out.append(RunListing(row.run_id, r.operation, r.operator, r.time, "TAMPERED" if problems else "ok",
+            out.append(RunListing(row.run_id, r.operation, r.operator, r.time,
+                                  RunIntegrity.TAMPERED if problems else RunIntegrity.OK,
                                   problems))
         return out
+
+
+class RunIntegrity(Vocabulary):
+    """Integrity verdict of a stored run (:meth:`RunStore.list_checked`)."""
+
+    #: the record, its signature and its stored inputs and outputs agree
+    OK = "ok"
+    #: the row parses but a digest or the signature does not match: ``problems`` says which
+    TAMPERED = "TAMPERED"
+    #: the row cannot be read as a run record at all
+    MALFORMED = "MALFORMED"
 
 
 @dataclass(frozen=True)
@@ -425,7 +438,7 @@ class RunListing:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RunIntegrity.OK
 
     @property
     def verdict(self) -> str:
