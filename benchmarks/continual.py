@@ -4,7 +4,7 @@ Run:  python benchmarks/continual.py            (12 seeded patients, one update 
                                                  unmodelled-change variant on 6 patients; < 3 min)
       python benchmarks/continual.py --quick    (4 patients, one update per two intervals; < 60 s)
 
-The scenario (:class:`medtwin.assimilate.scenarios.IvOralSwitch`): 48 h of IV
+The scenario (:class:`medtwin.scenarios.continual.IvOralSwitch`): 48 h of IV
 infusions (identify CL, V), then 96 h of oral doses (identify CL/F1, V/F1, KA
 only).  Printed: the mean per strategy of the held-out regime-A error right
 after regime A and at the end (log-RMS ×100 ≈ %), the backward transfer
@@ -35,7 +35,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from medtwin.assimilate.scenarios import IvOralSwitch, evaluate_continual, summarize  # noqa: E402
+from medtwin.scenarios.continual import IvOralSwitch, evaluate_continual, summarize  # noqa: E402
 
 
 def main(quick: bool) -> None:

@@ -28,10 +28,10 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from medtwin.assimilate.icu import icu_twin_spec, synthetic_stream  # noqa: E402
-from medtwin.assimilate.twin_codec import twin_from_spec  # noqa: E402
+from medtwin.scenarios.icu import icu_twin_spec, synthetic_stream  # noqa: E402
+from medtwin.twin.codec import twin_from_spec  # noqa: E402
 from medtwin.control.mpc import MPCController, icu_insulin_controller  # noqa: E402
-from medtwin.models.glucose_patients import icu_regimen, sample_icu_patients  # noqa: E402
+from medtwin.scenarios.glucose_patients import icu_regimen, sample_icu_patients  # noqa: E402
 
 
 def bedside_twin():

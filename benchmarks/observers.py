@@ -34,11 +34,11 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
-from medtwin.assimilate.icu import icu_twin_spec, synthetic_stream, tracking_evaluation  # noqa: E402
+from medtwin.scenarios.icu import icu_twin_spec, synthetic_stream, tracking_evaluation  # noqa: E402
 from medtwin.core.inputs import input_schedule  # noqa: E402
 from medtwin.assimilate.observers import ParticleFilter, UnscentedKalmanFilter  # noqa: E402
-from medtwin.assimilate.twin_codec import twin_from_spec  # noqa: E402
-from medtwin.models.glucose_patients import sample_icu_patients  # noqa: E402
+from medtwin.twin.codec import twin_from_spec  # noqa: E402
+from medtwin.scenarios.glucose_patients import sample_icu_patients  # noqa: E402
 
 STEP = 5.0 / 60.0
 

@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 from medtwin.core.events import Regimen  # noqa: E402
 from medtwin.core.simulate import simulate  # noqa: E402
-from medtwin.infer.personalize import PatientData, personalize  # noqa: E402
+from medtwin.core.data import PatientData  # noqa: E402
+from medtwin.infer.personalize import personalize  # noqa: E402
 from medtwin.io.population_file import load_population, shipped_population_path  # noqa: E402
 from medtwin.models import get_model  # noqa: E402
 

@@ -3,7 +3,7 @@
 Run:  python benchmarks/recommend.py            (5 warm runs, also with a loading dose allowed)
       python benchmarks/recommend.py --quick    (2 warm runs; CI, < 60 s)
 
-Scenario: the vancomycin demo patient (:func:`medtwin.demo.run_twin_demo`:
+Scenario: the vancomycin demo patient (:func:`medtwin.scenarios.demo.run_twin_demo`:
 Goti 2018 population, CrCl 45 mL/min, 82 kg, 1,000 mg q12h x 4, a trough and a
 peak), personalized with MAP + Laplace; target AUC24 400-600 mg·h/L on day 3 of
 the new regimen, toxic AUC24 > 600 mg·h/L (nephrotoxicity rises above it) with
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from medtwin.control.dosing import DoseConstraints, _candidates, candidate_regimen, recommend_dose  # noqa: E402
 from medtwin.control.targets import AUC24Window, Threshold  # noqa: E402
-from medtwin.demo import run_twin_demo  # noqa: E402
+from medtwin.scenarios.demo import run_twin_demo  # noqa: E402
 from medtwin.infer.posterior import probability  # noqa: E402
 
 N_DRAWS = 1000

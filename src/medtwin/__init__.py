@@ -1,5 +1,20 @@
-"""medtwin: medical digital twins — mechanistic models, NONMEM dosing, batched simulation."""
+"""medtwin: medical digital twins — mechanistic models, NONMEM dosing, batched simulation.
 
+The public API: every name in ``__all__`` is importable from ``medtwin``.  The
+core values (models, regimens, ``simulate``, the errors) load with the package;
+the rest (``personalize``, ``Twin``, ``recommend_dose``, ``MPCController``, the
+file readers ...) load on first use, so ``import medtwin`` stays cheap.
+
+Examples
+--------
+>>> import medtwin
+>>> medtwin.Regimen is medtwin.core.events.Regimen
+True
+>>> sorted(set(medtwin.__all__) - set(dir(medtwin)))
+[]
+"""
+
+import importlib as _importlib
 import os as _os
 
 # OpenBLAS's own worker threads spin against JAX's and numba's on small machines: measured ~100x slower MPC
@@ -7,10 +22,12 @@ import os as _os
 # fast choice; set before numpy loads, and a value the user set is kept (docs/decisions.md).
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from medtwin.core.data import PatientData, PredictiveBand
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.model import DoseTarget, Model, Output, Parameter, State, check_well_posedness
 from medtwin.core.simulate import SolverSettings, Trajectory, simulate
 from medtwin.core.status import Status
+from medtwin.core.stream import Measurement, Stream
 from medtwin.errors import (
     DataError,
     DatasetError,
@@ -24,9 +41,48 @@ from medtwin.models import get_model, list_models
 
 __version__ = "0.1.0"
 
+#: Names loaded on first use (PEP 562): public name -> defining module.  Their modules cost seconds to import
+#: (JAX, numpyro, arviz, pandas), so ``import medtwin`` does not load them.
+_LAZY = {
+    "Population": "medtwin.core.population",
+    "ResidualError": "medtwin.core.observation",
+    "personalize": "medtwin.infer.personalize",
+    "Posterior": "medtwin.infer.posterior",
+    "probability": "medtwin.infer.posterior",
+    "fit_focei": "medtwin.infer.foce",
+    "Twin": "medtwin.twin",
+    "recommend_dose": "medtwin.control.dosing",
+    "AUC24Window": "medtwin.control.targets",
+    "Threshold": "medtwin.control.targets",
+    "DoseConstraints": "medtwin.control.dosing",
+    "MPCController": "medtwin.control.mpc",
+    "Recommendation": "medtwin.control.recommendation",
+    "read_nonmem": "medtwin.io.nonmem",
+    "load_population": "medtwin.io.population_file",
+    "shipped_population_path": "medtwin.io.population_file",
+    "load_twin": "medtwin.io.twin_file",
+    "save_twin": "medtwin.io.twin_file",
+}
+
 __all__ = [
-    "DataError", "DatasetError", "DoseEvent", "DoseTarget", "MedtwinError", "Model", "ModelError",
-    "Output", "Parameter", "ParameterError", "Regimen", "SimulationError", "SolverSettings", "State",
-    "Status", "Trajectory", "WellPosednessError", "check_well_posedness", "get_model", "list_models",
-    "simulate", "__version__",
+    "AUC24Window", "DataError", "DatasetError", "DoseConstraints", "DoseEvent", "DoseTarget", "MPCController", "Measurement",
+    "MedtwinError", "Model", "ModelError", "Output", "Parameter", "ParameterError", "PatientData", "Population",
+    "Posterior", "PredictiveBand", "Recommendation", "Regimen", "ResidualError", "SimulationError",
+    "SolverSettings", "State", "Status", "Stream", "Trajectory", "Twin", "WellPosednessError",
+    "check_well_posedness", "fit_focei", "get_model", "list_models", "load_population", "load_twin",
+    "personalize", "probability", "read_nonmem", "recommend_dose", "save_twin", "shipped_population_path",
+    "simulate", "Threshold", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medtwin' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

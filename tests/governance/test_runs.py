@@ -224,7 +224,7 @@ def test_cli_simulate_is_denied_without_consent(tmp_path):
 
 # ------------------------------------------------------------------------ personalize and forecast runs
 def _vancomycin_patient():
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
     from medtwin.io.population_file import load_population, shipped_population_path
 
     population = load_population(shipped_population_path("vancomycin_goti2018"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medtwin.assimilate.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, _inflate,
+from medtwin.twin.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, _inflate,
                                            adapt, cap_covariance, siegmund_arl)
-from medtwin.assimilate.scenarios import IvOralSwitch, evaluate_continual, summarize
+from medtwin.scenarios.continual import IvOralSwitch, evaluate_continual, summarize
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import personalize
 
 
 @pytest.fixture(scope="module")

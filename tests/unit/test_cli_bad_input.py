@@ -126,7 +126,7 @@ def test_the_error_names_what_is_wrong(files):
 # ------------------------------------------------------------------ --out
 def _bind_real_functions():
     """Import the modules that bind personalize() by name first, so that a tripwire never leaks into them."""
-    for module in ("medtwin.demo", "medtwin.infer.validate", "medtwin.assimilate.adaptation"):
+    for module in ("medtwin.scenarios.demo", "medtwin.infer.validate", "medtwin.twin.adaptation"):
         importlib.import_module(module)
 
 
@@ -139,7 +139,7 @@ def tripwires(monkeypatch):
     _bind_real_functions()
     for module, name in (("medtwin.workflows.stores", "open_stores"), ("medtwin.cli.edge", "read_patient"),
                          ("medtwin.infer.personalize", "personalize"),
-                         ("medtwin.control.evaluation", "evaluate_vancomycin")):
+                         ("medtwin.scenarios.evaluation", "evaluate_vancomycin")):
         monkeypatch.setattr(importlib.import_module(module), name, boom)
 
 
@@ -364,7 +364,7 @@ def test_a_missing_population_covariate_names_the_option_that_supplies_it(tmp_pa
 
 def test_personalize_nuts_prints_rhat_and_ess():
     from medtwin.cli.render import print_posterior as _print_posterior
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
     from medtwin.infer.posterior import Posterior
     from medtwin.io.population_file import load_population
     from medtwin.core.events import Regimen

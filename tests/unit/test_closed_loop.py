@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from medtwin.control.glucose_loop import (GlucoseScenario, insulin_event, feed_regimen, jbds_vriii_rate,
+from medtwin.scenarios.glucose_loop import (GlucoseScenario, insulin_event, feed_regimen, jbds_vriii_rate,
                                           run_glucose_patient, sliding_scale_policy)
-from medtwin.control.vanco_loop import (VancoScenario, daily_auc, label_dose, label_policy, run_vanco_patient,
+from medtwin.scenarios.vanco_loop import (VancoScenario, daily_auc, label_dose, label_policy, run_vanco_patient,
                                         sample_vanco_patients)
-from medtwin.models.glucose_patients import sample_icu_patients, simulate_truth
+from medtwin.scenarios.glucose_patients import sample_icu_patients, simulate_truth
 
 
 @pytest.mark.parametrize("glucose, rate", [(3.9, 0.0), (4.0, 0.0), (5.0, 1.0), (7.0, 1.0), (9.0, 2.0), (15.0, 4.0),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medtwin.assimilate.stream import Measurement
+from medtwin.core.stream import Measurement
 from medtwin.control.decisions import (
     MIN_EFFECT, Decision, DiscrepancyTerm, decide, mark_under_advice, override_analysis, recommendation_id,
 )

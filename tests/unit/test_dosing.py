@@ -22,7 +22,8 @@ from medtwin.core.observation import ResidualError
 from medtwin.core.population import IndividualPrior
 from medtwin.core.simulate import simulate
 from medtwin.errors import DataError
-from medtwin.infer.posterior import Posterior, PredictiveBand
+from medtwin.core.data import PredictiveBand
+from medtwin.infer.posterior import Posterior
 from medtwin.models import get_model
 
 

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medtwin.cli import app
-from medtwin.control.evaluation import evaluate_glucose, evaluate_vancomycin
+from medtwin.scenarios.evaluation import evaluate_glucose, evaluate_vancomycin
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_vancomycin_evaluation_is_paired_and_the_twin_respects_every_hard_constr
 
 @pytest.mark.slow
 def test_glucose_evaluation_keeps_the_controller_inside_its_hard_limits(tmp_path):
-    from medtwin.control.glucose_loop import GlucoseScenario
+    from medtwin.scenarios.glucose_loop import GlucoseScenario
 
     evaluation = evaluate_glucose(2, seed=3, scenario=GlucoseScenario(hours=24))
     twin = evaluation.frame[evaluation.frame.policy == "twin"]

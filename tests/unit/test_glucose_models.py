@@ -10,7 +10,7 @@ from medtwin.core.events import Regimen
 from medtwin.errors import DataError, ModelError
 from medtwin.models import get_model, list_models
 from medtwin.models.glucose import MMOL_PER_G_GLUCOSE
-from medtwin.models.glucose_patients import (
+from medtwin.scenarios.glucose_patients import (
     SyntheticICUPatient,
     icu_regimen,
     sample_icu_patients,

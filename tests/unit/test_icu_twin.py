@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from medtwin.assimilate.icu import icu_twin_spec, synthetic_stream, tracking_evaluation
-from medtwin.assimilate.twin_codec import twin_from_spec
-from medtwin.models.glucose_patients import sample_icu_patients
+from medtwin.scenarios.icu import icu_twin_spec, synthetic_stream, tracking_evaluation
+from medtwin.twin.codec import twin_from_spec
+from medtwin.scenarios.glucose_patients import sample_icu_patients
 
 
 def test_the_twin_tracks_hourly_insulin_sensitivity_of_a_same_model_patient():

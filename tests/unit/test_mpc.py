@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from medtwin.assimilate.beliefs import GaussianBelief
-from medtwin.assimilate.icu import icu_twin_spec
+from medtwin.scenarios.icu import icu_twin_spec
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.assimilate.twin_codec import twin_from_spec
+from medtwin.twin.codec import twin_from_spec
 from medtwin.control.mpc import ChanceConstraint, MPCController, icu_insulin_controller
 from medtwin.control.rollout import background_inputs, rollout_functions
 from medtwin.errors import DataError, ModelError, ParameterError
 from medtwin.models import get_model
-from medtwin.models.glucose_patients import icu_regimen
+from medtwin.scenarios.glucose_patients import icu_regimen
 
 CL, V = 2.0, 20.0
 

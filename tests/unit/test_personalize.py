@@ -8,7 +8,8 @@ from scipy import stats
 
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData, _args, _batch, _potential, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import _args, _batch, _potential, personalize
 from medtwin.infer.posterior import probability
 from medtwin.io.population_file import load_population, shipped_population_path
 from medtwin.models import get_model

@@ -1,4 +1,4 @@
-"""Messy measurement streams: units, screening, duplicates, stream files (medtwin.assimilate.stream, io.stream_file)."""
+"""Messy measurement streams: units, screening, duplicates, stream files (medtwin.core.stream, io.stream_file)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medtwin.assimilate.stream import Measurement, Rejection, Stream, convert, quantity, screen
+from medtwin.core.stream import Measurement, Rejection, Stream, convert, quantity, screen
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.model import DoseTarget, Model, Output, Parameter, State
 from medtwin.errors import ConsentError, DataError, DatasetError, UnitError

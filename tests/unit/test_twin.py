@@ -10,8 +10,8 @@ import pytest
 from medtwin.assimilate.alarms import detect_clock_offset, learning_weights
 from medtwin.assimilate.observers import ParticleFilter, UnscentedKalmanFilter
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.assimilate.stream import Measurement
-from medtwin.assimilate.twin_codec import twin_from_dict, twin_to_dict
+from medtwin.core.stream import Measurement
+from medtwin.twin.codec import twin_from_dict, twin_to_dict
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.core.simulate import simulate

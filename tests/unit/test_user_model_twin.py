@@ -199,7 +199,7 @@ def test_a_policy_whose_proposal_breaks_its_hard_constraints_is_refused(posterio
 
 
 def test_continual_adaptation_runs_on_the_twin_of_the_user_model(posterior):
-    from medtwin.assimilate.adaptation import Consolidation
+    from medtwin.twin.adaptation import Consolidation
     from medtwin.infer.posterior import Posterior
 
     # Consolidation of a first batch from the population prior (no elapsed time, no process noise) is the
@@ -212,7 +212,7 @@ def test_continual_adaptation_runs_on_the_twin_of_the_user_model(posterior):
 
 
 def test_a_posterior_twin_assimilates_measurements_like_the_batch(posterior):
-    from medtwin.assimilate.stream import Measurement
+    from medtwin.core.stream import Measurement
     from medtwin.infer.posterior import Posterior
 
     data = _data()
@@ -224,7 +224,7 @@ def test_a_posterior_twin_assimilates_measurements_like_the_batch(posterior):
     assert [r.item.source_id for r in twin.rejected] == ["bad"] and twin.posterior.data[-1].n_observations == 5
     np.testing.assert_allclose(twin.posterior.mean, posterior.mean, atol=1e-6)
     assert twin.assimilate(levels).posterior is twin.posterior         # the same levels again: nothing new
-    from medtwin.assimilate.twin_codec import twin_from_dict, twin_to_dict
+    from medtwin.twin.codec import twin_from_dict, twin_to_dict
 
     loaded = twin_from_dict(json.loads(json.dumps(twin_to_dict(twin))), model=MODEL)
     assert loaded.assimilate(levels).posterior is loaded.posterior and len(loaded.rejected) == 1

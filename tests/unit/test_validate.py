@@ -32,7 +32,8 @@ from medtwin.core.events import Regimen
 from medtwin.core.population import Population
 from medtwin.core.simulate import simulate
 from medtwin.errors import DataError, EstimationError
-from medtwin.infer.personalize import PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import personalize
 from medtwin.infer.plots import plot_individual
 from medtwin.infer.validate import (
     CALIBRATION_LEVELS, binomial_band, plot_calibration, predictive_observations, validate)

@@ -54,7 +54,7 @@ def test_a_replay_is_recorded_and_reproduces_bit_for_bit(stores):
 def test_replay_trace_matches_assimilating_one_measurement_at_a_time(stores):
     """The library loop equals a hand-written loop over Twin.assimilate (an independent reference)."""
     from medtwin.assimilate.replay import replay_stream
-    from medtwin.assimilate.twin_codec import twin_from_spec
+    from medtwin.twin.codec import twin_from_spec
     from medtwin.io.access import OpenData
     from medtwin.io.stream_file import read_stream
 

@@ -10,7 +10,7 @@ from scipy.linalg import expm
 from medtwin import simulate
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.models import get_model
-from medtwin.models.glucose_patients import (
+from medtwin.scenarios.glucose_patients import (
     SI_REVERSION,
     SI_STEP_SD,
     SyntheticICUPatient,

@@ -20,7 +20,8 @@ from medtwin.core.events import Regimen
 from medtwin.core.observation import ResidualError, normal_loglik
 from medtwin.core.population import Population, Theta
 from medtwin.core.simulate import simulate
-from medtwin.infer.personalize import PatientData, laplace_mode, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import laplace_mode, personalize
 from medtwin.models import get_model
 
 

@@ -21,10 +21,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medtwin.core.status import Vocabulary
 from medtwin.errors import DataError
 
-#: Update / predict statuses.
-OK, FAILED, SKIPPED = "ok", "numerical-failure", "skipped"
+
+class UpdateStatus(Vocabulary):
+    """Outcome of an observer's predict or update step (and of each entry of a twin's history)."""
+
+    OK = "ok"
+    #: the step produced a non-finite or non-positive-definite belief; the belief before it is kept
+    FAILED = "numerical-failure"
+    #: the step was not run
+    SKIPPED = "skipped"
+
+
+#: Update / predict statuses (the members of :class:`UpdateStatus`).
+OK, FAILED, SKIPPED = UpdateStatus.OK, UpdateStatus.FAILED, UpdateStatus.SKIPPED
 
 
 def _frozen(array) -> np.ndarray:

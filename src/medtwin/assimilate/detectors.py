@@ -1,6 +1,6 @@
 """Regime-change detection on standardized innovations: a two-sided CUSUM (Page 1954).
 
-Used by continual adaptation (:mod:`medtwin.assimilate.adaptation`) and by the
+Used by continual adaptation (:mod:`medtwin.twin.adaptation`) and by the
 live twin (:class:`medtwin.twin.TwinSettings` ``regime_detector``).  The
 detector is an immutable value; its state is passed in and returned.
 

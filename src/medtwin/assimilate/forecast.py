@@ -5,7 +5,7 @@ weighted particles); each draw is propagated through the model and the inputs
 with the process noise of every step (the observer's own stochastic model, so
 the band widens as the parameters drift), and measured outputs also get their
 residual error (``band.observed``).  The result is the same
-:class:`~medtwin.infer.posterior.PredictiveBand` that a Bayesian
+:class:`~medtwin.core.data.PredictiveBand` that a Bayesian
 personalization returns, so AUC, Cmax and probability queries work on both.
 
 Examples
@@ -61,7 +61,7 @@ def forecast_band(observer, belief, inputs: Regimen, errors: Mapping[str, Residu
     PredictiveBand
         ``draws[output]`` and ``observed[output]`` of shape (n_draws, T).
     """
-    from medtwin.infer.posterior import PredictiveBand
+    from medtwin.core.data import PredictiveBand
 
     if not (np.isfinite(horizon) and horizon > 0 and np.isfinite(step) and step > 0):
         raise DataError(f"forecast: horizon and step must be positive hours, got {horizon!r}, {step!r}")

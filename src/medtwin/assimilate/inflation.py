@@ -2,7 +2,7 @@
 
 Both the live twin (:meth:`medtwin.twin.Twin.assimilate` on a regime alarm,
 :func:`medtwin.twin.inflate_parameters`) and continual adaptation
-(:func:`medtwin.assimilate.adaptation.adapt`, ``Consolidation``) make
+(:func:`medtwin.twin.adaptation.adapt`, ``Consolidation``) make
 parameters plastic again the same way: the variances of chosen coordinates
 are multiplied by a factor f with the correlations kept (cov ← D cov D,
 D = diag(√(target/var)) on those coordinates, 1 elsewhere), bounded above by

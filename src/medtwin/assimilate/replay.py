@@ -11,8 +11,8 @@ and turns it into plain rows and, when a clock looks wrong, one more alarm.
 Examples
 --------
 >>> import numpy as np
->>> from medtwin.assimilate.twin_codec import twin_from_spec
->>> from medtwin.assimilate.stream import Measurement
+>>> from medtwin.twin.codec import twin_from_spec
+>>> from medtwin.core.stream import Measurement
 >>> from medtwin.core.events import Regimen
 >>> spec = {"model": "pk1_iv", "parameters": {"CL": 2.0, "V": 20.0}, "estimated": ["CL"],
 ...         "errors": {"C": {"model": "proportional", "proportional": 0.1}}}

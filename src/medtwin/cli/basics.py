@@ -135,7 +135,7 @@ def demo_command(
 ) -> None:
     """Vancomycin virtual ward on 1,000 mg q12h: concentration curves and AUC24 vs the 400–600 target."""
     from medtwin import workflows
-    from medtwin.demo import demo_table, plot_demo, run_vancomycin_demo
+    from medtwin.scenarios.demo import demo_table, plot_demo, run_vancomycin_demo
 
     try:
         check_out_folder(out)
@@ -179,7 +179,7 @@ def _twin_demo(stores, out: Path, seed: int) -> None:
     import numpy as np
 
     from medtwin import workflows
-    from medtwin.demo import run_twin_demo
+    from medtwin.scenarios.demo import run_twin_demo
     from medtwin.io.population_file import load_population, shipped_population_path
 
     try:

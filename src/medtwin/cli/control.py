@@ -183,7 +183,7 @@ def closed_loop_command(
     """Simulate the whole loop on a virtual cohort: twin-guided vs standard of care; print and write the table."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medtwin.control.evaluation import evaluate_glucose, evaluate_vancomycin, plot_evaluation
+    from medtwin.scenarios.evaluation import evaluate_glucose, evaluate_vancomycin, plot_evaluation
 
     runners = {"vancomycin": evaluate_vancomycin, "glucose": evaluate_glucose}
     if scenario not in runners:

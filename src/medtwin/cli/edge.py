@@ -365,7 +365,7 @@ def read_dataset(stores, data: Path, model, actor: str, purpose: str, open_data)
 
 
 def _one_patient(dataset, patient_id, covariate):
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
 
     ids = [str(i) for i in dataset.ids]
     if patient_id is None:

@@ -653,7 +653,7 @@ def mark_under_advice(measurements: Iterable, decisions: Iterable[Decision]) -> 
 
     Examples
     --------
-    >>> from medtwin.assimilate.stream import Measurement
+    >>> from medtwin.core.stream import Measurement
     >>> from medtwin.control.recommendation import Recommendation
     >>> rec = Recommendation(kind="regimen", action={"dose_mg": 1000.0}, status="optimal", target={})
     >>> ds = [decide(rec, "accept", patient="p1", clinician="a", time=10.0, in_force_until=20.0),

@@ -73,6 +73,7 @@ from medtwin.control.recommendation import Recommendation
 from medtwin.control.targets import Exposure, Target, Threshold
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.simulate import simulate
+from medtwin.control.status import RecommendationStatus
 from medtwin.errors import DataError, ModelError
 
 __all__ = ["DoseConstraints", "recommend_dose"]
@@ -626,7 +627,8 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
     if toxic is not None:
         constraint_text["toxicity"] = f"P(toxic) <= {eps:g}"
     return Recommendation(
-        kind="regimen", action=best.candidate.action(), status="optimal" if feasible else "infeasible-fallback",
+        kind="regimen", action=best.candidate.action(), status=RecommendationStatus.OPTIMAL if feasible
+        else RecommendationStatus.INFEASIBLE_FALLBACK,
         target=described, constraints=constraint_text,
         active_constraints=_active(best, scored, constraints, eps, toxic, feasible), probabilities=probabilities,
         predicted=predicted, current=current_band, sensitivity=sens,

@@ -103,6 +103,7 @@ import numpy as np
 from medtwin.assimilate.statespace import StateSpace
 from medtwin.control.recommendation import RateConstraints, Recommendation
 from medtwin.control.rollout import background_inputs, rollout_functions, substeps
+from medtwin.control.status import RecommendationStatus
 from medtwin.errors import DataError, ModelError, ParameterError
 
 Z95 = 1.6448536269514722
@@ -496,7 +497,7 @@ class MPCController:
             y = self.predict(p, u)
             worst = self._excess(y)[0]
             if worst <= 0.0:
-                status = "optimal" if res.success else "feasible"
+                status = RecommendationStatus.OPTIMAL if res.success else RecommendationStatus.FEASIBLE
                 note = "" if res.success else f"SLSQP stopped early ({res.message}); the answer is feasible"
                 return u, status, note, iterations
             best = u
@@ -530,7 +531,7 @@ class MPCController:
                              f"still give P = {probs[k]:.3f} at step {k + 1} ({self.times[k]:g} h ahead)")
         message = ("INFEASIBLE: " + "; ".join(parts) + f". Fallback: {name} within the hard constraints "
                    "(bounds and rate limit); review the patient now")
-        return u, "infeasible-fallback", message, iterations
+        return u, RecommendationStatus.INFEASIBLE_FALLBACK, message, iterations
 
     def _unit(self) -> str:
         return self.space.model.output(self.output).unit
@@ -628,7 +629,7 @@ class MPCController:
         return "apply_now" + ("_" + self.action_name.split("_", 1)[1] if "_" in self.action_name else "")
 
     def _explain(self, p: _Problem, u, status, message, iterations) -> Recommendation:
-        from medtwin.infer.posterior import PredictiveBand
+        from medtwin.core.data import PredictiveBand
 
         unit, lo, hi = self._unit(), *self.bounds
         hold = np.full(self.horizon, p.current)

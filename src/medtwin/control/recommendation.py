@@ -25,9 +25,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from medtwin.control.status import RecommendationStatus
 from medtwin.errors import DataError
 
-STATUSES = ("optimal", "feasible", "infeasible-fallback")
+STATUSES = tuple(RecommendationStatus)
 KINDS = ("regimen", "mpc")
 
 
@@ -87,7 +88,7 @@ class Recommendation:
 
     @property
     def feasible(self) -> bool:
-        return self.status != "infeasible-fallback"
+        return self.status != RecommendationStatus.INFEASIBLE_FALLBACK
 
     def summary(self) -> str:
         """A plain-text explanation for the clinician (first line: the action)."""

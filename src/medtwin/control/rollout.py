@@ -166,7 +166,7 @@ def background_inputs(space: StateSpace, regimen, t0: float, step_h: float, hori
 
     Examples
     --------
-    >>> from medtwin.models.glucose_patients import icu_regimen
+    >>> from medtwin.scenarios.glucose_patients import icu_regimen
     >>> from medtwin.assimilate.statespace import StateSpace
     >>> from medtwin.models import get_model
     >>> space = StateSpace.build(get_model("icing"), estimated=("SI",))

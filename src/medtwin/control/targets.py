@@ -3,7 +3,7 @@
 A target is an immutable value that turns simulated outputs on a time grid
 into one number per posterior draw (its *metric*) over an evaluation window
 ``(start, end)`` in h, and says which values attain it.  Every target reads
-either a :class:`~medtwin.infer.posterior.PredictiveBand` (its ``draws``) or an
+either a :class:`~medtwin.core.data.PredictiveBand` (its ``draws``) or an
 :class:`Exposure` (``times`` (T,) and ``outputs`` name -> (n_draws, T)).
 
 ==================  ==========================================================  ============

@@ -1,16 +1,39 @@
 """Numerical status values: one per simulated patient, never an exception.
 
+:class:`Status` is the simulation's outcome.  :class:`Vocabulary` is the base
+of every other domain's status words (``medtwin.infer.status.FitStatus``,
+``medtwin.assimilate.beliefs.UpdateStatus``,
+``medtwin.control.status.RecommendationStatus``,
+``medtwin.governance.runs.RunIntegrity``): str-valued enums, so a status
+compares equal to its word, is written as the word in JSON, CSV, digests and
+the CLI, and shows as the word in reprs.
+
 Examples
 --------
 >>> Status(0).message
 'ok'
 >>> Status.MAX_STEPS.ok
 False
+>>> class Light(Vocabulary):
+...     GREEN = "green"
+>>> Light.GREEN == "green", Light("green"), repr(Light.GREEN), f"{Light.GREEN}"
+(True, 'green', "'green'", 'green')
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+
+
+class Vocabulary(StrEnum):
+    """One domain's status words: a str-valued enum whose members behave as their words everywhere.
+
+    ``str``, ``format`` and ``repr`` give the word, so stored JSON, digests, CLI
+    output and reprs of values holding a status are those of the plain string.
+    """
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 class Status(IntEnum):

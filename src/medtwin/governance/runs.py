@@ -48,6 +48,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
+from medtwin.core.simulate import simulate
+from medtwin.core.status import Vocabulary
 from medtwin.errors import DataError, MedtwinError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.canonical import digest
@@ -220,7 +222,7 @@ def _patient_json(data) -> dict:
 
 def patient_from_json(d: Mapping):
     """The PatientData of a spec's ``patient`` entry (inverse of the encoding in :func:`spec_for_personalize`)."""
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
 
     return PatientData(regimen_from_json(d["regimen"]), np.array(d["times"], dtype=float), np.array(d["values"], dtype=float),
                        d["covariates"], d["output"], d["blq"],
@@ -377,14 +379,26 @@ class RunStore:
             try:
                 stored = _parse_row(row)
             except DataError as exc:
-                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at, "MALFORMED",
+                out.append(RunListing(row.run_id, row.operation, row.operator, row.created_at, RunIntegrity.MALFORMED,
                                       (str(exc).removeprefix(f"run {row.run_id}: "),)))
                 continue
             problems = tuple(integrity_problems(stored, public_keys))
             r = stored.record
-            out.append(RunListing(row.run_id, r.operation, r.operator, r.time, "TAMPERED" if problems else "ok",
+            out.append(RunListing(row.run_id, r.operation, r.operator, r.time,
+                                  RunIntegrity.TAMPERED if problems else RunIntegrity.OK,
                                   problems))
         return out
+
+
+class RunIntegrity(Vocabulary):
+    """Integrity verdict of a stored run (:meth:`RunStore.list_checked`)."""
+
+    #: the record, its signature and its stored inputs and outputs agree
+    OK = "ok"
+    #: the row parses but a digest or the signature does not match: ``problems`` says which
+    TAMPERED = "TAMPERED"
+    #: the row cannot be read as a run record at all
+    MALFORMED = "MALFORMED"
 
 
 @dataclass(frozen=True)
@@ -404,7 +418,7 @@ class RunListing:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RunIntegrity.OK
 
     @property
     def verdict(self) -> str:

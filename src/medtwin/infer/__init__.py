@@ -17,17 +17,17 @@ Writing a population fit's tables and plots to a folder is I/O: :mod:`medtwin.io
 
 Examples
 --------
->>> from medtwin.infer import fit_focei, personalize, PatientData
+>>> from medtwin.infer import fit_focei, personalize
 >>> callable(fit_focei) and callable(personalize)
 True
 """
 
 from medtwin.infer.foce import FitResult, fit_focei
 from medtwin.infer.hierarchical import BayesFitResult, fit_nuts
-from medtwin.infer.personalize import PatientData, personalize
+from medtwin.infer.personalize import personalize
 from medtwin.infer.plots import plot_individual
-from medtwin.infer.posterior import Posterior, PredictiveBand, probability
+from medtwin.infer.posterior import Posterior, probability
 from medtwin.infer.validate import ValidationResult, plot_calibration, validate
 
-__all__ = ["BayesFitResult", "FitResult", "PatientData", "Posterior", "PredictiveBand", "ValidationResult", "fit_focei", "personalize",
+__all__ = ["BayesFitResult", "FitResult", "Posterior", "ValidationResult", "fit_focei", "personalize",
            "fit_nuts", "plot_calibration", "plot_individual", "probability", "validate"]

@@ -7,7 +7,7 @@ Today's ``medtwin forecast`` defaults: the last 24 h of the horizon, AUC24 in
 Examples
 --------
 >>> import numpy as np
->>> from medtwin.infer.posterior import PredictiveBand
+>>> from medtwin.core.data import PredictiveBand
 >>> times = np.linspace(0.0, 48.0, 481)
 >>> c = {"C": np.full((3, times.size), 20.0)}
 >>> band = PredictiveBand(times=times, draws=c, observed=c, units={"C": "mg/L"})

@@ -37,6 +37,7 @@ from medtwin.core.observation import ResidualError
 from medtwin.core.population import Population
 from medtwin.errors import EstimationError
 from medtwin.infer.objective import Problem
+from medtwin.infer.status import FitStatus
 
 __all__ = ["FitResult", "fit_focei"]
 
@@ -271,7 +272,7 @@ def _covariance_step(objective: _Objective, psi: np.ndarray, method: str):
     ofv, _ = objective.at_psi(np.array(points), tol=1e-10)
     total = ofv.sum(axis=1)
     if not np.all(np.isfinite(total)):
-        return None, "failed", "the objective is not finite near the estimates (a parameter at a boundary?)"
+        return None, FitStatus.FAILED, "the objective is not finite near the estimates (a parameter at a boundary?)"
     r = np.zeros((d, d))
     grads = np.zeros((ofv.shape[1], d))
     for i in range(d):
@@ -287,15 +288,15 @@ def _covariance_step(objective: _Objective, psi: np.ndarray, method: str):
                f"(eigenvalues {eig.min():.3g} .. {eig.max():.3g}); the estimates may be at a saddle point or a "
                f"parameter is not identifiable, so standard errors are not available")
     if not eig.min() > 1e-10 * eig.max():  # relative: a zero eigenvalue computes as ±1e-17·max
-        return None, "failed", failure
+        return None, FitStatus.FAILED, failure
     try:
         r_inv = np.linalg.inv(r)
     except np.linalg.LinAlgError:
-        return None, "failed", failure
+        return None, FitStatus.FAILED, failure
     if method == "R":
-        return 2.0 * r_inv, "ok", "covariance = 2 R^-1"
+        return 2.0 * r_inv, FitStatus.OK, "covariance = 2 R^-1"
     s = grads.T @ grads
-    return r_inv @ s @ r_inv, "ok", "covariance = R^-1 S R^-1"
+    return r_inv @ s @ r_inv, FitStatus.OK, "covariance = R^-1 S R^-1"
 
 
 def fit_focei(population: Population, dataset, model=None, *, covariance: str = "sandwich",
@@ -363,7 +364,7 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
     estimation_time = time.perf_counter() - start
     start = time.perf_counter()
     if covariance == "none":
-        cov, status, message = None, "skipped", "covariance step not requested"
+        cov, status, message = None, FitStatus.SKIPPED, "covariance step not requested"
     else:
         cov, status, message = _covariance_step(objective, psi, "R" if covariance == "R" else "sandwich")
     covariance_time = time.perf_counter() - start

@@ -84,6 +84,7 @@ import numpy as np
 from medtwin.core.observation import ResidualError
 from medtwin.core.population import Population, check_covariance
 from medtwin.errors import EstimationError, PopulationError
+from medtwin.infer.status import FitStatus
 
 __all__ = ["BayesFitResult", "fit_nuts"]
 
@@ -733,7 +734,7 @@ def fit_nuts(population: Population, dataset, *, model=None, priors: Mapping | N
     return BayesFitResult(initial=population, parameter_names=names, draws=quantity_draws, summary=summary,
                           eta_mean=eta_flat.mean(axis=0), eta_sd=eta_flat.std(axis=0, ddof=1), ids=spec.ids,
                           divergences=divergences, max_rhat_eta=eta_rhat,
-                          status="check-diagnostics" if problems else "converged", message=message,
+                          status=FitStatus.CHECK_DIAGNOSTICS if problems else FitStatus.CONVERGED, message=message,
                           settings=settings, wall_time={"total": t1 - t0}, n_obs=spec.n_obs,
                           n_gradients=gradients)
 

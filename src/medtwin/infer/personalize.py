@@ -44,18 +44,19 @@ from __future__ import annotations
 
 import math
 import time as _time
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from medtwin.core.data import PatientData
 from medtwin.core.events import Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.core.population import IndividualPrior, Population
 from medtwin.errors import DataError, EstimationError
 from medtwin.models import get_model
+from medtwin.infer.status import FitStatus
 
-__all__ = ["METHODS", "PatientData", "check_levels", "fd_hessian", "laplace_mode", "personalize"]
+__all__ = ["METHODS", "check_levels", "fd_hessian", "laplace_mode", "personalize"]
 
 METHODS = ("laplace", "nuts")
 #: Observations are padded to a multiple of this, so patients with similar data share one compilation.
@@ -72,117 +73,6 @@ def _jax():
     # makes every evaluation of the potential double precision, however it is called.
     jax.config.update("jax_enable_x64", True)
     return jax, jnp
-
-
-@dataclass(frozen=True)
-class PatientData:
-    """One patient's doses, observations and covariates.
-
-    Parameters
-    ----------
-    regimen : Regimen
-        Every dose given up to (and possibly beyond) the last observation.
-    times : array_like
-        Observation times (h), shape (J,).
-    values : array_like
-        Observed values of ``output`` (its unit, e.g. mg/L), shape (J,); ignored where ``blq``.
-    covariates : mapping
-        Covariate name -> value (units of the population file).
-    output : str, optional
-        Observed model output (default: the population's residual-error output).
-    blq : array_like of bool, optional
-        True where the observation is below the limit of quantification (M3 likelihood).
-    lloq : float or array_like, optional
-        Lower limit of quantification (output unit); needed when any ``blq``.
-    pre_dose : array_like of bool, optional
-        Observations recorded before a dose at the same time (NONMEM record order).
-    patient : str, optional
-        Identifier, for reports.
-    rows : array_like of int, optional
-        Data-file row of every observation (1-based), named in error messages.
-    """
-
-    regimen: Regimen
-    times: Any
-    values: Any
-    covariates: Mapping[str, float] = field(default_factory=dict)
-    output: str | None = None
-    blq: Any = None
-    lloq: Any = None
-    pre_dose: Any = None
-    patient: str | None = None
-    rows: Any = field(default=None, compare=False)
-
-    def __post_init__(self):
-        times = np.asarray(self.times, dtype=float).reshape(-1)
-        values = np.asarray(self.values, dtype=float).reshape(-1)
-        if times.shape != values.shape:
-            raise DataError(f"patient data: times {times.shape} and values {values.shape} differ in length")
-        blq = np.zeros(len(times), bool) if self.blq is None else np.asarray(self.blq, bool).reshape(-1)
-        pre = np.zeros(len(times), bool) if self.pre_dose is None else np.asarray(self.pre_dose, bool).reshape(-1)
-        for name, arr in (("blq", blq), ("pre_dose", pre)):
-            if arr.shape != times.shape:
-                raise DataError(f"patient data: {name} has {arr.size} entries for {times.size} observations")
-        bad = np.flatnonzero(~np.isfinite(times) | (times < 0))
-        if bad.size:
-            raise DataError(f"patient data: observation {bad[0] + 1}: time {times[bad[0]]} h is not a finite "
-                            "non-negative number")
-        bad = np.flatnonzero(~np.isfinite(values) & ~blq)
-        if bad.size:
-            raise DataError(f"patient data: observation {bad[0] + 1} (t = {times[bad[0]]} h): value "
-                            f"{values[bad[0]]} is not finite (flag it blq=True if below the LLOQ)")
-        lloq = None
-        if blq.any():
-            if self.lloq is None:
-                raise DataError("patient data: observations flagged blq need an lloq")
-            lloq = np.broadcast_to(np.asarray(self.lloq, dtype=float), times.shape).copy()
-        if not isinstance(self.regimen, Regimen):
-            raise DataError(f"patient data: regimen must be a Regimen, not {type(self.regimen).__name__}")
-        rows = None if self.rows is None else np.asarray(self.rows, dtype=np.int64).reshape(-1)
-        if rows is not None and rows.shape != times.shape:
-            raise DataError(f"patient data: rows has {rows.size} entries for {times.size} observations")
-        for name, value in (("times", times), ("values", values), ("blq", blq), ("pre_dose", pre), ("lloq", lloq),
-                            ("rows", rows)):
-            if value is not None:
-                value.flags.writeable = False
-            object.__setattr__(self, name, value)
-        object.__setattr__(self, "covariates", {k: float(v) for k, v in dict(self.covariates).items()})
-
-    @property
-    def n_observations(self) -> int:
-        return int(self.times.size)
-
-    @classmethod
-    def from_subject(cls, subject, output: str | None = None) -> "PatientData":
-        """A NONMEM :class:`~medtwin.io.nonmem.Subject`: its regimen, covariates and observed records.
-
-        Observation records are EVID 0 with MDV 0 and a DV; other output records are dropped.
-        """
-        keep = (np.asarray(subject.obs_evid) == 0) & (np.asarray(subject.obs_mdv) == 0) & \
-            np.isfinite(np.asarray(subject.obs_dv, dtype=float))
-        return cls(subject.regimen, np.asarray(subject.obs_times)[keep], np.asarray(subject.obs_dv)[keep],
-                   dict(subject.covariates), output, pre_dose=np.asarray(subject.pre_dose)[keep],
-                   patient=str(subject.id), rows=np.asarray(subject.obs_row)[keep])
-
-    def where(self, k: int) -> str:
-        """Observation ``k`` (0-based) in the user's words: its data row when known, and its time."""
-        which = f"data row {self.rows[k]}" if self.rows is not None else f"observation {k + 1}"
-        who = f"patient {self.patient}, " if self.patient is not None else ""
-        return f"{who}{which} (t = {self.times[k]:g} h)"
-
-    def first(self, k: int) -> "PatientData":
-        """The first ``k`` observations (same regimen and covariates)."""
-        sl = slice(0, int(k))
-        return PatientData(self.regimen, self.times[sl], self.values[sl], self.covariates, self.output,
-                           self.blq[sl], None if self.lloq is None else self.lloq[sl], self.pre_dose[sl],
-                           self.patient, None if self.rows is None else self.rows[sl])
-
-    def rest(self, k: int) -> "PatientData":
-        """The observations after the first ``k``."""
-        sl = slice(int(k), None)
-        return PatientData(self.regimen, self.times[sl], self.values[sl], self.covariates, self.output,
-                           self.blq[sl], None if self.lloq is None else self.lloq[sl], self.pre_dose[sl],
-                           self.patient, None if self.rows is None else self.rows[sl])
 
 
 # ------------------------------------------------------------------------------- clinical sanity
@@ -376,14 +266,14 @@ def _laplace(model, prior, data_batches, mean, covariance):
     res, h = _map(model, args, mean)
     eig = np.linalg.eigvalsh(0.5 * (h + h.T))
     if not np.isfinite(res.fun) or eig.min() <= 0:
-        status, message = "failed", (f"no proper mode: objective {res.fun}, smallest Hessian eigenvalue "
+        status, message = FitStatus.FAILED, (f"no proper mode: objective {res.fun}, smallest Hessian eigenvalue "
                                      f"{eig.min():.3g} ({res.message})")
         cov = np.full_like(h, np.nan)
     else:
         # trust-exact may stop with "a bad approximation caused failure to predict improvement" when the
         # remaining change is below rounding: a vanishing gradient is what a mode is, so judge by it.
         gradient = float(np.linalg.norm(res.jac))
-        status = "converged" if res.success or gradient < GRADIENT_TOLERANCE else "not-converged"
+        status = FitStatus.CONVERGED if res.success or gradient < GRADIENT_TOLERANCE else FitStatus.NOT_CONVERGED
         message = str(res.message) if res.success else f"{res.message} (gradient norm {gradient:.2g})"
         cov = np.linalg.inv(0.5 * (h + h.T))
     return Posterior(model=model, prior=prior, method="laplace", parameters=prior.parameters,
@@ -430,7 +320,7 @@ def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: i
                      mean=flat.mean(axis=0), covariance=np.cov(flat, rowvar=False).reshape(len(mean), len(mean)),
                      draws=samples, data=tuple(data_batches), prior_mean=np.asarray(mean),
                      prior_covariance=np.asarray(covariance),
-                     status="converged" if ok else "check-diagnostics",
+                     status=FitStatus.CONVERGED if ok else FitStatus.CHECK_DIAGNOSTICS,
                      message=f"max R-hat {rhat.max():.4f}, min bulk ESS {ess.min():.0f}, {divergent} divergent",
                      diagnostics={"rhat": rhat, "ess": ess, "divergent": divergent, "chains": chains,
                                   "draws": draws, "warmup": warmup, "seed": seed, "seconds": elapsed})

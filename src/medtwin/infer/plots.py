@@ -1,6 +1,6 @@
 """Plots of one patient's personalized forecast (matplotlib, no pyplot state).
 
-:func:`plot_individual` draws a :class:`~medtwin.infer.posterior.PredictiveBand`
+:func:`plot_individual` draws a :class:`~medtwin.core.data.PredictiveBand`
 the way a clinician reads it: the predictive median, the 50 % and 90 % bands
 from parameter uncertainty (shaded), the 90 % band of a *new measurement*
 (residual error included, dashed), the observations the posterior was fitted to
@@ -11,7 +11,8 @@ Examples
 --------
 >>> import numpy as np
 >>> from medtwin.core.events import Regimen
->>> from medtwin.infer.personalize import PatientData, personalize
+>>> from medtwin.core.data import PatientData
+>>> from medtwin.infer.personalize import personalize
 >>> from medtwin.io.population_file import load_population, shipped_population_path
 >>> pop = load_population(shipped_population_path("pheno"))
 >>> reg = Regimen.every(12.0, "h", 5.0, "mg", n=6)
@@ -35,7 +36,7 @@ __all__ = ["plot_individual"]
 
 
 def _batches(data) -> list:
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
 
     if data is None:
         return []

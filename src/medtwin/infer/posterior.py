@@ -14,7 +14,8 @@ Examples
 --------
 >>> import numpy as np
 >>> from medtwin.core.events import Regimen
->>> from medtwin.infer.personalize import PatientData, personalize
+>>> from medtwin.core.data import PatientData
+>>> from medtwin.infer.personalize import personalize
 >>> from medtwin.io.population_file import load_population, shipped_population_path
 >>> pop = load_population(shipped_population_path("vancomycin_goti2018"))
 >>> regimen = Regimen.every(12.0, "h", 1000.0, "mg", n=8, duration=1.0)
@@ -32,18 +33,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from medtwin.core.data import PredictiveBand
 from medtwin.core.events import Regimen
 from medtwin.core.model import Model
 from medtwin.core.population import IndividualPrior
 from medtwin.core.simulate import simulate
 from medtwin.errors import DataError, ModelError
+from medtwin.infer.status import FitStatus
 
-__all__ = ["Posterior", "PredictiveBand", "convergence", "probability"]
+__all__ = ["Posterior", "convergence", "probability"]
 
 #: A posterior mean more than this many population SDs from the population prior (|η| / ω) is warned about.
 ETA_WARNING_SD = 3.0
-#: Quantiles reported by a band: median, 50 % and 90 % central intervals.
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def convergence(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,87 +75,6 @@ def probability(values, low: float | None = None, high: float | None = None) -> 
     if high is not None:
         ok &= values <= high
     return float(np.mean(ok))
-
-
-@dataclass(frozen=True, eq=False)
-class PredictiveBand:
-    """Posterior predictive draws of a regimen's outputs at ``times`` (h).
-
-    Attributes
-    ----------
-    times : ndarray, shape (T,)
-    draws : dict name -> ndarray (n_draws, T)
-        Model outputs under parameter uncertainty (output units).
-    observed : dict name -> ndarray (n_draws, T)
-        The observed output with residual error added.
-    units : dict name -> str
-    """
-
-    times: np.ndarray
-    draws: Mapping[str, np.ndarray]
-    observed: Mapping[str, np.ndarray]
-    units: Mapping[str, str]
-    failed: int = 0
-
-    def quantiles(self, output: str, residual: bool = False, q=QUANTILES) -> np.ndarray:
-        """Quantiles (len(q), T) of an output; ``residual`` adds the residual error."""
-        source = self.observed if residual else self.draws
-        if output not in source:
-            raise DataError(f"band: no {'observed ' if residual else ''}output {output!r}; have {sorted(source)}")
-        return np.nanquantile(source[output], q, axis=0)
-
-    def median(self, output: str) -> np.ndarray:
-        return self.quantiles(output, q=(0.5,))[0]
-
-    def interval(self, output: str, level: float = 0.9, residual: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The central ``level`` band (lo, hi), each (T,)."""
-        lo, hi = self.quantiles(output, residual, q=((1 - level) / 2, (1 + level) / 2))
-        return lo, hi
-
-    def _window(self, start: float, end: float) -> np.ndarray:
-        mask = (self.times >= start - 1e-9) & (self.times <= end + 1e-9)
-        if mask.sum() < 2:
-            raise DataError(f"band: fewer than two times in [{start}, {end}] h")
-        return mask
-
-    def auc(self, output: str, start: float, end: float) -> np.ndarray:
-        """AUC over [start, end] h per draw, trapezoid rule on the band's grid (unit·h), shape (n_draws,)."""
-        mask = self._window(start, end)
-        return np.trapezoid(self.draws[output][:, mask], self.times[mask], axis=1)
-
-    def cmax(self, output: str, start: float, end: float) -> np.ndarray:
-        """Maximum over [start, end] h per draw (on the band's grid)."""
-        return np.max(self.draws[output][:, self._window(start, end)], axis=1)
-
-    def at(self, output: str, time: float, residual: bool = False) -> np.ndarray:
-        """Value at ``time`` h per draw (a time of the grid), optionally with residual error."""
-        k = np.flatnonzero(np.abs(self.times - time) < 1e-9)
-        if k.size == 0:
-            raise DataError(f"band: {time} h is not one of the forecast times")
-        return (self.observed if residual else self.draws)[output][:, k[0]]
-
-    def provenance_content(self) -> dict:
-        """Everything the band holds, for digests (see :func:`medtwin.governance.provenance.result_view`)."""
-        arrays = {f"draws.{k}": v for k, v in self.draws.items()}
-        arrays.update({f"observed.{k}": v for k, v in self.observed.items()})
-        return {"content": {"times": self.times, "units": dict(self.units), "failed": self.failed, **arrays},
-                "outputs": arrays, "solver": {"method": "posterior-predictive", "backend": "numba"}}
-
-    def to_frame(self):
-        """Long table: time, output, median, p05, p25, p75, p95 (parameter uncertainty) and, for observed
-        outputs, obs_p05 and obs_p95 (with residual error)."""
-        import pandas as pd
-
-        frames = []
-        for name in self.draws:
-            q = self.quantiles(name)
-            data = {"TIME": self.times, "output": name, "unit": self.units.get(name, ""), "median": q[2],
-                    "p05": q[0], "p25": q[1], "p75": q[3], "p95": q[4]}
-            if name in self.observed:
-                qo = self.quantiles(name, residual=True, q=(0.05, 0.95))
-                data.update(obs_p05=qo[0], obs_p95=qo[1])
-            frames.append(pd.DataFrame(data))
-        return pd.concat(frames, ignore_index=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,12 +145,12 @@ class Posterior:
             model = resolve_model(prior.model)  # a population prior names its library model
         mean, cov = np.asarray(prior.log_mean, dtype=float), np.asarray(prior.covariance, dtype=float)
         return cls(model=model, prior=prior, method="laplace", parameters=tuple(prior.parameters), mean=mean,
-                   covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov, status="converged",
+                   covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov, status=FitStatus.CONVERGED,
                    message="prior only: no data yet")
 
     @property
     def ok(self) -> bool:
-        return self.status == "converged"
+        return self.status == FitStatus.CONVERGED
 
     @property
     def eta_z(self) -> dict[str, float]:
@@ -332,7 +252,8 @@ class Posterior:
         Laplace: N(mean, covariance) is the new prior.  NUTS: the population
         prior times the likelihood of every batch so far and the new one.
         """
-        from medtwin.infer.personalize import PatientData, _laplace, _nuts
+        from medtwin.core.data import PatientData
+        from medtwin.infer.personalize import _laplace, _nuts
 
         if not isinstance(data, PatientData):
             raise DataError("update: data must be a PatientData")

@@ -85,7 +85,7 @@ def _data_dict(d) -> dict:
 
 
 def _data_from(data: Mapping[str, Any]):
-    from medtwin.infer.personalize import PatientData
+    from medtwin.core.data import PatientData
 
     fields = dict(data)
     fields["regimen"] = regimen_from_list(fields["regimen"])

@@ -28,7 +28,7 @@ Held-out observations flagged BLQ are not scored (no value to compare).
 Examples
 --------
 >>> from medtwin.core.events import Regimen
->>> from medtwin.infer.personalize import PatientData
+>>> from medtwin.core.data import PatientData
 >>> from medtwin.io.population_file import load_population, shipped_population_path
 >>> pop = load_population(shipped_population_path("pheno"))
 >>> reg = Regimen.every(12.0, "h", 5.0, "mg", n=6)
@@ -52,8 +52,10 @@ import pandas as pd
 
 from medtwin.core.population import Population
 from medtwin.errors import DataError, EstimationError, MedtwinError
-from medtwin.infer.personalize import METHODS, PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import METHODS, personalize
 from medtwin.models import get_model
+from medtwin.infer.status import FitStatus
 
 __all__ = ["CALIBRATION_LEVELS", "ValidationResult", "binomial_band", "plot_calibration", "predictive_observations",
            "validate"]
@@ -191,7 +193,7 @@ class ValidationResult:
     @property
     def failed(self) -> tuple:
         """Patients whose personalization or forecast failed."""
-        return tuple(p for p, s in zip(self.patient_ids, self.patient_status) if s == "failed")
+        return tuple(p for p, s in zip(self.patient_ids, self.patient_status) if s == FitStatus.FAILED)
 
     def summary(self) -> str:
         """One line: coverage, MAPE and counts."""
@@ -369,7 +371,7 @@ def validate(population: Population, dataset_or_patients, k: int, *, method: str
                 if k > 0 else _prior_posterior(population, data)
             draws = predictive_observations(post, held, n_draws=n_draws, seed=_patient_seed(seed, i))
         except _PATIENT_ERRORS as exc:
-            status.append("failed")
+            status.append(FitStatus.FAILED)
             messages.append(f"{type(exc).__name__}: {exc}")
         else:
             status.append(post.status)
@@ -382,7 +384,7 @@ def validate(population: Population, dataset_or_patients, k: int, *, method: str
         if progress is not None:
             progress(done, len(eligible))
     if not parts or sum(p["DV"].size for p in parts) == 0:
-        reasons = "; ".join(f"{p}: {m}" for p, s, m in zip(ids, status, messages) if s == "failed")[:500]
+        reasons = "; ".join(f"{p}: {m}" for p, s, m in zip(ids, status, messages) if s == FitStatus.FAILED)[:500]
         raise EstimationError(f"validate: nothing to score with k={k}: {len(skipped)} patient(s) have ≤ k "
                               f"observations, {status.count('failed')} failed" + (f" ({reasons})" if reasons else ""))
     keys = ("ID", "TIME", "DV", "median", "lo", "hi", "inside", "APE", "PIT") + tuple(_level_key(v) for v in levels)
@@ -409,7 +411,7 @@ def _prior_posterior(population: Population, data: PatientData):
     return Posterior(model=get_model(population.model), prior=prior, method="prior", parameters=prior.parameters,
                      mean=mean,
                      covariance=cov, draws=None, data=(), prior_mean=mean, prior_covariance=cov,
-                     status="prior", message="population prior (k = 0)")
+                     status=FitStatus.PRIOR, message="population prior (k = 0)")
 
 
 # ------------------------------------------------------------------------------- plot

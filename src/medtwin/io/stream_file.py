@@ -15,7 +15,7 @@ kind            ``obs``, ``bolus`` or ``infusion`` (required)
 name            ``obs``: a model output (``model.output_names``); a dose: the
                 target, as a CMT number, a state name or a dose-target route
 name, value     (required) ``obs``: the measured value, kept as read (screening
-                converts, :func:`medtwin.assimilate.stream.screen`);
+                converts, :func:`medtwin.core.stream.screen`);
                 ``bolus``: the amount; ``infusion``: the RATE per hour
 unit            (required) ``obs``: the unit as measured (never empty); a dose:
                 converted to the target state's unit (``U`` -> ``mU``, ``g`` of
@@ -31,14 +31,14 @@ bad dose) raise a :class:`~medtwin.errors.DatasetError` naming the 1-based
 data row and the column.  A row that is well formed but not for this model or
 format -- an unknown ``kind``, output or dose target in ``name`` -- and a
 corrupt *measurement value* (``NaN``, empty, ``ERR``, ``inf``) are not errors:
-the row becomes a :class:`~medtwin.assimilate.stream.Rejection` in
+the row becomes a :class:`~medtwin.core.stream.Rejection` in
 :attr:`Stream.rejected` with its row number and reason, and the valid rows
 proceed, so nothing is lost and nothing corrupt enters a belief.
 
 A dose row identical to an earlier one (same time, kind, target, amount or
 rate, duration, device and ``source_id``) is a re-sent record: it is dropped
 and listed in :attr:`Stream.duplicates` with its row number and the row it
-repeats, as :func:`~medtwin.assimilate.stream.screen` drops duplicate
+repeats, as :func:`~medtwin.core.stream.screen` drops duplicate
 measurements.  Two bags really given together carry different ``source_id``
 values (or devices) and are both kept.
 
@@ -55,7 +55,7 @@ import io
 import os
 from typing import Mapping
 
-from medtwin.assimilate.stream import MOLAR_MASS, Measurement, Rejection, Stream, convert
+from medtwin.core.stream import MOLAR_MASS, Measurement, Rejection, Stream, convert
 from medtwin.core.events import EVID_DOSE, DoseEvent, Regimen, validate_dose_fields
 from medtwin.core.model import Model
 from medtwin.errors import DataError, DatasetError, UnitError
@@ -257,7 +257,7 @@ def read_stream(source, *, model: Model, access, patient: str | None = None,
         The stream's patient, when the file has no ``patient_id`` column;
         required unless ``access`` is :class:`~medtwin.io.access.OpenData`.
     substances : mapping, optional
-        State name -> substance (:data:`~medtwin.assimilate.stream.MOLAR_MASS`)
+        State name -> substance (:data:`~medtwin.core.stream.MOLAR_MASS`)
         for mass <-> molar dose conversion; by default a state whose name or
         description names exactly one known substance (``glucose``) uses it.
 

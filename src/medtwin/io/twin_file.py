@@ -1,6 +1,6 @@
 """A live twin saved to and loaded from a JSON file, behind the consent gate.
 
-The file holds :func:`medtwin.assimilate.twin_codec.twin_to_dict`: a twin
+The file holds :func:`medtwin.twin.codec.twin_to_dict`: a twin
 loaded from it continues bit for bit where the saved one stopped.  A twin holds
 a patient's measurements and doses, so both directions need ``access`` (see
 :mod:`medtwin.io.access`); a twin without a patient id can only be written or
@@ -9,7 +9,7 @@ read under :class:`~medtwin.io.access.OpenData`.
 Examples
 --------
 >>> import tempfile, pathlib
->>> from medtwin.assimilate.twin_codec import twin_from_spec
+>>> from medtwin.twin.codec import twin_from_spec
 >>> from medtwin.io.access import OpenData
 >>> twin = twin_from_spec({"model": "pk1_iv", "errors": {"C": {"model": "additive", "additive": 0.5}}})
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "twin.json"
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medtwin.assimilate.twin_codec import twin_from_dict, twin_to_dict
+from medtwin.twin.codec import twin_from_dict, twin_to_dict
 from medtwin.errors import DataError
 from medtwin.io.access import OpenData, authorize
 

@@ -2,7 +2,7 @@
 
 Both models share one state and dosing layout, so that the same
 :class:`~medtwin.core.events.Regimen` drives either of them (the twin runs
-ICING; :mod:`medtwin.models.glucose_patients` uses ``bergman_insulin`` as a
+ICING; :mod:`medtwin.scenarios.glucose_patients` uses ``bergman_insulin`` as a
 deliberately different "truth").  Time is in **hours** (per-minute literature
 rates are multiplied by 60), glucose in mmol (amounts) and mmol/L
 (concentration), insulin in mU and mU/L.

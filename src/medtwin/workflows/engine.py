@@ -95,7 +95,7 @@ def _recommend(request: rq.RecommendRequest, progress) -> Recommended:
 
 def _replay(request: rq.ReplayRequest, access, progress) -> Replayed:
     from medtwin.assimilate.replay import clock_check, replay_stream
-    from medtwin.assimilate.twin_codec import twin_from_spec
+    from medtwin.twin.codec import twin_from_spec
     from medtwin.io.stream_file import read_stream
     from medtwin.models import get_model
 

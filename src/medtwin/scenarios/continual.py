@@ -60,13 +60,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtwin.assimilate.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, adapt,
+from medtwin.twin.adaptation import (AdaptationState, Consolidation, Cusum, Forgetting, Rehearsal, adapt,
                                            predictive)
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.core.population import Population, Theta
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData
+from medtwin.core.data import PatientData
 from medtwin.models import get_model
 
 __all__ = ["IvOralSwitch", "Stream", "run_stream", "evaluate_continual", "summarize", "default_strategies"]
@@ -107,7 +107,7 @@ class IvOralSwitch:
             typical={"KA": "TVKA", "CL": "TVCL", "V": "TVV", "F1": "TVF1"},
             iiv=("KA", "CL", "V", "F1"), omega=np.diag(self.omega),
             residual=ResidualError("combined", additive=0.05, proportional=0.1),
-            description="synthetic IV-to-oral step-down scenario (medtwin.assimilate.scenarios)")
+            description="synthetic IV-to-oral step-down scenario (medtwin.scenarios.continual)")
 
     def true_parameters(self, rng: np.random.Generator) -> dict:
         """One patient: η ~ N(0, Ω) truncated at ±2 sd, with η_CL = ``cl_sd`` sd."""

@@ -208,7 +208,8 @@ def twin_policy(scenario: VancoScenario = VancoScenario(), *, population=None, n
     from medtwin.control.dosing import DoseConstraints
     from medtwin.control.policy import DoseOptimizer
     from medtwin.control.targets import AUC24Window, Threshold
-    from medtwin.infer.personalize import PatientData, personalize
+    from medtwin.core.data import PatientData
+    from medtwin.infer.personalize import personalize
     from medtwin.infer.posterior import Posterior
     from medtwin.io.population_file import load_population, shipped_population_path
     from medtwin.twin import Twin

@@ -3,7 +3,7 @@
 The twin is the ICING model with insulin sensitivity tracked as a log random
 walk (``medtwin/data/twins/icu_glucose.yaml``).  To test it honestly the
 synthetic patients can come from a *different* model (the Bergman minimal
-model with insulin kinetics, :mod:`medtwin.models.glucose_patients`), so the
+model with insulin kinetics, :mod:`medtwin.scenarios.glucose_patients`), so the
 twin is deliberately misspecified, as it always is at a real bedside.
 
 :func:`tracking_evaluation` replays each patient's 5-minute glucose stream
@@ -27,7 +27,7 @@ from importlib import resources
 
 import numpy as np
 
-from medtwin.assimilate.stream import Measurement, Stream
+from medtwin.core.stream import Measurement, Stream
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 
@@ -46,7 +46,7 @@ def icu_protocol_regimen(hours: int, *, seed: int = 0) -> Regimen:
     The insulin rates are a seeded random walk around 2 U/h (not a controller:
     the observer is tested on the inputs as given).
     """
-    from medtwin.models.glucose_patients import icu_regimen
+    from medtwin.scenarios.glucose_patients import icu_regimen
 
     rng = np.random.default_rng([seed, 7])
     rates = np.clip(2.0 + np.cumsum(rng.normal(0.0, 0.5, hours)) * 0.5, 0.0, 6.0)
@@ -65,7 +65,7 @@ class SyntheticStream:
 
 def synthetic_stream(patient, hours: int = 72, *, every_min: float = 5.0, seed: int = 0) -> SyntheticStream:
     """``hours`` of glucose every ``every_min`` minutes for a synthetic patient under :func:`icu_protocol_regimen`."""
-    from medtwin.models.glucose_patients import simulate_truth
+    from medtwin.scenarios.glucose_patients import simulate_truth
 
     if hours < 1 or every_min <= 0:
         raise DataError(f"synthetic_stream: hours >= 1 and every_min > 0 needed, got {hours}, {every_min}")
@@ -95,7 +95,7 @@ def tracking_evaluation(synthetic: SyntheticStream, spec: dict | None = None, *,
     """Replay one synthetic stream through the twin of ``spec``; score its ``horizon_h``-ahead forecasts."""
     import time
 
-    from medtwin.assimilate.twin_codec import twin_from_spec
+    from medtwin.twin.codec import twin_from_spec
 
     twin = twin_from_spec(spec or icu_twin_spec(), inputs=synthetic.stream.regimen, patient=synthetic.stream.patient)
     times = synthetic.times

@@ -3,7 +3,7 @@
 The loop, for one virtual patient over ``hours``:
 
 * the **true patient** is a Bergman-minimal-model patient with insulin
-  sensitivity changing hour by hour (:mod:`medtwin.models.glucose_patients`),
+  sensitivity changing hour by hour (:mod:`medtwin.scenarios.glucose_patients`),
   integrated by the same fixed-step RK4 as the observers but with its own model
   — deliberately not the twin's (ICING);
 * blood glucose is drawn every ``measure_every_h`` hours, with measurement
@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.assimilate.stream import Measurement
+from medtwin.core.stream import Measurement
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.errors import DataError
 from medtwin.models import get_model
@@ -212,8 +212,8 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
     twin shares one compiled controller).  Results taken while the twin's advice was followed are flagged
     ``under_advice`` (the feedback-loop alarm of the live twin sees them).
     """
-    from medtwin.assimilate.icu import icu_twin_spec
-    from medtwin.assimilate.twin_codec import space_from_spec, twin_from_spec
+    from medtwin.scenarios.icu import icu_twin_spec
+    from medtwin.twin.codec import space_from_spec, twin_from_spec
 
     spec = spec or icu_twin_spec()
 

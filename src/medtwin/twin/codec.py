@@ -40,7 +40,7 @@ import numpy as np
 from medtwin.assimilate.beliefs import Innovation, belief_from_dict
 from medtwin.assimilate.observers import OBSERVERS
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.assimilate.stream import Measurement, Rejection
+from medtwin.core.stream import Measurement, Rejection
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError

@@ -70,7 +70,8 @@ from medtwin.core.population import IndividualPrior, Population
 from medtwin.assimilate.detectors import Cusum, CusumState, siegmund_arl  # noqa: F401  (re-exported)
 from medtwin.assimilate.inflation import cap_covariance, inflate_covariance
 from medtwin.errors import DataError
-from medtwin.infer.personalize import PatientData, personalize
+from medtwin.core.data import PatientData
+from medtwin.infer.personalize import personalize
 from medtwin.models import get_model
 
 __all__ = ["Consolidation", "Rehearsal", "Forgetting", "Cusum", "CusumState", "Record", "OneStepInnovation",
@@ -393,7 +394,7 @@ def adapt(strategy, state: AdaptationState, new_data: PatientData, population: P
 
     Examples
     --------
-    >>> from medtwin.assimilate.scenarios import IvOralSwitch
+    >>> from medtwin.scenarios.continual import IvOralSwitch
     >>> sc = IvOralSwitch()
     >>> batches, _ = sc.stream(sc.true_parameters(np.random.default_rng(0)), np.random.default_rng(1))
     >>> s = adapt(Consolidation(), AdaptationState(), batches[0], sc.population())  # doctest: +SKIP

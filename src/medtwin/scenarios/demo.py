@@ -27,8 +27,9 @@ import numpy as np
 
 from medtwin.core.events import Regimen
 from medtwin.core.simulate import Trajectory, simulate
-from medtwin.infer.personalize import PatientData, personalize
-from medtwin.infer.posterior import Posterior, PredictiveBand, probability
+from medtwin.core.data import PatientData, PredictiveBand
+from medtwin.infer.personalize import personalize
+from medtwin.infer.posterior import Posterior, probability
 from medtwin.models import get_model
 from medtwin.models.vancomycin import AUC24_TARGET, IIV_OMEGA2
 from medtwin.twin import Twin

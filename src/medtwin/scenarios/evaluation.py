@@ -83,8 +83,8 @@ def evaluate_vancomycin(n_patients: int = 50, *, seed: int = 0, scenario=None, n
     """The vancomycin scenario (AUC24 400–600, 5 days) for ``n_patients``: twin-guided vs label dosing."""
     import pandas as pd
 
-    from medtwin.control.vanco_loop import VancoScenario, label_policy, run_vanco_patient, sample_vanco_patients
-    from medtwin.control.vanco_loop import twin_policy as vanco_twin
+    from medtwin.scenarios.vanco_loop import VancoScenario, label_policy, run_vanco_patient, sample_vanco_patients
+    from medtwin.scenarios.vanco_loop import twin_policy as vanco_twin
 
     if n_patients < 1:
         raise DataError(f"n_patients must be >= 1, got {n_patients}")
@@ -105,8 +105,8 @@ def evaluate_glucose(n_patients: int = 50, *, seed: int = 0, scenario=None, cont
     """The ICU glycaemic scenario (4.4–8.0 mmol/L, 72 h) for ``n_patients``: twin + MPC vs the JBDS sliding scale."""
     import pandas as pd
 
-    from medtwin.control.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy, twin_policy
-    from medtwin.models.glucose_patients import sample_icu_patients
+    from medtwin.scenarios.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy, twin_policy
+    from medtwin.scenarios.glucose_patients import sample_icu_patients
 
     if n_patients < 1:
         raise DataError(f"n_patients must be >= 1, got {n_patients}")

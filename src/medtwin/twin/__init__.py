@@ -26,7 +26,7 @@ What ``assimilate`` does with a batch of measurements (and, optionally, new
 inputs such as a dose or an infusion-rate change):
 
 1. corrects each device's clock by its known offset (``settings.clock_offsets``);
-2. screens the batch (:func:`medtwin.assimilate.stream.screen`): exact duplicates
+2. screens the batch (:func:`medtwin.core.stream.screen`): exact duplicates
    are dropped idempotently, non-finite, implausible or unconvertible values are
    rejected with a reason and never reach the belief; units are converted.  New
    inputs identical to a dose the twin already holds (same time, amount, rate,
@@ -49,7 +49,7 @@ Examples
 >>> from medtwin.core.observation import ResidualError
 >>> from medtwin.assimilate.observers import UnscentedKalmanFilter
 >>> from medtwin.assimilate.statespace import StateSpace
->>> from medtwin.assimilate.stream import Measurement
+>>> from medtwin.core.stream import Measurement
 >>> space = StateSpace.build(get_model("pk1_iv"), {"CL": 2.0, "V": 20.0}, estimated=("CL",),
 ...                          parameter_drift={"CL": 1e-3})
 >>> twin = Twin.create(UnscentedKalmanFilter(space), {"C": ResidualError("proportional", proportional=0.1, output="C")},
@@ -76,7 +76,7 @@ from medtwin.assimilate.beliefs import OK, Belief, GaussianBelief, Innovation
 from medtwin.assimilate.detectors import Cusum
 from medtwin.assimilate.inflation import inflate_covariance, inflation_scale
 from medtwin.core.inputs import input_schedule
-from medtwin.assimilate.stream import Measurement, Rejection, screen
+from medtwin.core.stream import Measurement, Rejection, screen
 from medtwin.core.events import Regimen
 from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError
@@ -316,7 +316,7 @@ class Twin:
         holds every dose so far and becomes the twin's inputs).  A posterior-only twin takes Measurement
         values too: screened and converted as for a live twin, then one batch (:meth:`_assimilate_levels`).
         """
-        from medtwin.infer.personalize import PatientData
+        from medtwin.core.data import PatientData
 
         if isinstance(measurements, PatientData):
             return self._assimilate_batch(measurements, inputs)
@@ -396,7 +396,7 @@ class Twin:
         Only the posterior's observed output is accepted; a level at a dose time is taken as drawn before that
         dose (a trough).  Rejections and the duplicate keys are kept as for a live twin.
         """
-        from medtwin.infer.personalize import PatientData
+        from medtwin.core.data import PatientData
 
         if self.posterior is None:
             raise DataError("twin: no posterior and no observer to assimilate into")
@@ -423,12 +423,12 @@ class Twin:
         return twin
 
     def adapt(self, strategy, data, population, *, detector="default") -> "Twin":
-        """A new twin after one batch of continual adaptation (:func:`medtwin.assimilate.adaptation.adapt`).
+        """A new twin after one batch of continual adaptation (:func:`medtwin.twin.adaptation.adapt`).
 
         The adaptation state is kept on the twin; its posterior becomes the twin's posterior.  ``detector``:
         the regime detector (default the adaptation's own default; None switches it off).
         """
-        from medtwin.assimilate.adaptation import AdaptationState, adapt
+        from medtwin.twin.adaptation import AdaptationState, adapt
 
         state = self.adaptation if self.adaptation is not None else AdaptationState(posterior=self.posterior)
         options = {} if isinstance(detector, str) and detector == "default" else {"detector": detector}
@@ -532,7 +532,7 @@ class Twin:
     # ------------------------------------------------------------------ storage
     def to_dict(self) -> dict:
         """JSON-ready content; :func:`twin_from_dict` restores a twin with the same belief bit for bit."""
-        from medtwin.assimilate.twin_codec import twin_to_dict
+        from medtwin.twin.codec import twin_to_dict
 
         return twin_to_dict(self)
 
