@@ -15,7 +15,8 @@ Used by the command line (:mod:`medtwin.cli`), the coming REST service and
   consents, runs, decisions) and :func:`open_stores`.
 """
 
-from medtwin.workflows.engine import execute, reproduce, reproduce_run, run, run_and_record, stored_recommendation
+from medtwin.workflows.decide import stored_recommendation
+from medtwin.workflows.engine import execute, reproduce, reproduce_run, run, run_and_record
 from medtwin.workflows.requests import (
     DecideRequest, FitRequest, ForecastRequest, PersonalizeRequest, RecommendRequest, ReplayRequest,
     SimulateDatasetRequest, SimulateRequest, request_from_spec,

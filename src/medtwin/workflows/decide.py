@@ -12,11 +12,14 @@ a ``decision.record`` audit entry, one transaction).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 
 from medtwin.errors import DataError
+from medtwin.governance import runs as _runs
 from medtwin.workflows.requests import DecideRequest
+from medtwin.workflows.results import recommendation_from_content
 from medtwin.workflows.stores import Stores, data_access
 
 __all__ = ["decide_and_record", "given_action"]
@@ -70,7 +73,6 @@ def decide_and_record(request: DecideRequest, stores: Stores, *, actor: str, env
     from medtwin.control.decisions import decide
     from medtwin.control.dosing import DoseConstraints
     from medtwin.models import get_model
-    from medtwin.workflows.engine import stored_recommendation
 
     stored, recommendation = stored_recommendation(stores, request.recommendation)
     spec = stored.spec
@@ -90,3 +92,40 @@ def decide_and_record(request: DecideRequest, stores: Stores, *, actor: str, env
     record = stores.decisions.record(decision, recommendation, actor, access=access, model=get_model(spec.model),
                                      env=env)
     return replace(decision, timestamp=decision.timestamp or record.time), record
+
+
+def stored_recommendation(stores: Stores, run_id: str):
+    """(stored run, Recommendation) of a recorded ``recommend`` run, checked against its signed digest.
+
+    Raises
+    ------
+    DataError
+        No such run, or a run that is not a recommendation.
+    RunIntegrityError
+        The run, or the recommendation kept in its audit entry, fails its integrity check.
+    """
+    from medtwin.governance.canonical import digest
+
+    try:
+        stored = stores.runs.verified(run_id, stores.public_keys())
+    except DataError as exc:
+        if str(exc).startswith(f"no run {run_id!r}"):
+            raise DataError(f"no recommendation {run_id!r} in this database (`medtwin runs` lists the recorded "
+                            "runs; `medtwin recommend` records one)") from None
+        raise
+    if stored.spec.operation != "recommend":
+        raise DataError(f"run {run_id} is a {stored.spec.operation} run, not a recommendation")
+    content = None
+    spec = stored.spec  # the run.record entry names the patient when the run holds one consented patient's data
+    single = spec.patients[0] if len(spec.patients) == 1 and spec.open_data is None else None
+    for entry in stores.log.entries(patient=single):
+        if entry.action == "run.record":
+            payload = entry.payload
+            if payload.get("run_id") == run_id and "recommendation" in payload:
+                content = json.loads(payload["recommendation"])
+                break
+    if content is None or digest(content, root="outputs.recommendation") != \
+            stored.record.output_digests.get("recommendation"):
+        raise _runs.RunIntegrityError(f"run {run_id}: the recorded recommendation is missing or differs from "
+                                      "the signed one")
+    return stored, recommendation_from_content(content)
