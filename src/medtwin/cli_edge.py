@@ -33,6 +33,7 @@ import typer
 from typer.core import TyperGroup
 
 from medtwin.errors import DataError
+from medtwin.io.jax_cache import enable_persistent_jax_cache
 
 __all__ = ["MAX_OPTION_VALUE", "MedtwinGroup", "OutFolder", "check_covariates", "check_method", "check_out_file", "check_out_folder",
            "check_patient_options", "input_file", "one_line", "parse_assignments", "strict_numbers", "with_option"]
@@ -105,6 +106,7 @@ class MedtwinGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         strict_numbers(self)
+        enable_persistent_jax_cache()  # compiled JAX programs on disk: a second process does not compile again
         if not standalone_mode or is_terminal(sys.stderr):
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=standalone_mode, **extra)
