@@ -1,0 +1,231 @@
+"""Exact FOCEI gradients for linear models: the objective of :mod:`medtwin.infer.objective` in JAX.
+
+:func:`medtwin.infer.foce.fit_focei` minimises the FOCEI objective over θ, Ω
+and σ².  The general path (:class:`~medtwin.infer.objective.Problem`) takes
+∂f/∂η by central differences of the numba simulation, and the outer gradient
+by central differences of the whole inner problem (1 + 2d parameter sets per
+iteration).  For a linear model whose dose times and rates do not depend on
+the parameters (no modelled lag, rate or duration; no SS or reset records),
+this module evaluates the same objective with the exact predictions of
+:func:`medtwin.core.jax_linear.linear_predictor`:
+
+* g = ∂f/∂η by forward-mode differentiation (``jax.jacfwd``);
+* the EBEs η̂ by Fisher scoring (the expected-information H_i, as the general
+  path), all subjects in one call;
+* the gradient of OFV = Σ_i O_i(η̂_i) + log det Ω + log det H_i(η̂_i) in
+  (log typical parameters, Ω, σ²) by reverse mode, with η̂'s dependence on the
+  parameters by the implicit-function theorem: the objective is evaluated at
+  η̃ = η̂ − K⁻¹ ∇_η O_i(η̂) (K the exact Hessian of O_i in η, held constant),
+  whose value equals the one at η̂ to second order and whose derivative is
+  −K⁻¹ ∂²O_i/∂η∂ψ, the implicit derivative of η̂.
+
+θ enters through the covariate model of the population (plain numpy
+arithmetic, no simulation), differentiated by central differences.  All
+subjects share one compiled program: their times are padded to one length
+and their schedules to one number of steps (extra outputs at the last
+observation time, never fitted).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medtwin.core.jax_linear import linear_predictor
+from medtwin.errors import MedtwinError
+
+__all__ = ["ExactFocei", "exact_focei"]
+
+
+def exact_focei(problem):
+    """An :class:`ExactFocei` for ``problem`` (a :class:`~medtwin.infer.objective.Problem`), or None.
+
+    None when the exact path does not apply: a nonlinear model, parameter-dependent dose times or rates
+    (lag, modelled rate or duration), SS or reset records.
+    """
+    model = problem.model
+    if not model.is_linear:
+        return None
+    from medtwin.core.kernels import dose_parameter_index
+
+    if np.any(dose_parameter_index(model)[1:] >= 0):  # ALAG, R, D rows: schedule depends on θ
+        return None
+    try:
+        return ExactFocei(problem)
+    except MedtwinError:
+        return None
+
+
+class ExactFocei:
+    """Batched FOCEI pieces for every subject of a linear-model problem (see the module docstring)."""
+
+    def __init__(self, problem):
+        import jax
+        import jax.numpy as jnp
+
+        self.problem = problem
+        model = problem.model
+        offsets = np.concatenate([[0], np.cumsum([len(t) for t in problem.times])])
+        n_obs = [int(np.sum(problem.seg == i)) for i in range(problem.n_subjects)]
+        m_max, t_max = max(max(n_obs), 1), max(len(t) for t in problem.times)
+        self.obs_idx = np.zeros((problem.n_subjects, m_max), np.int64)
+        self.mask = np.zeros((problem.n_subjects, m_max), bool)
+        self.y = np.ones((problem.n_subjects, m_max))
+        for i in range(problem.n_subjects):
+            local = problem.rows[problem.seg == i] - offsets[i]
+            self.obs_idx[i, :len(local)] = local
+            self.mask[i, :len(local)] = True
+            self.y[i, :len(local)] = problem.y[problem.seg == i]
+        datas = [self._data(i, t_max) for i in range(problem.n_subjects)]
+        by_shape: dict = {}
+        for i, d in enumerate(datas):
+            by_shape.setdefault(tuple(np.shape(leaf) for leaf in jax.tree_util.tree_leaves(d)), []).append(i)
+        self.groups = []
+        with jax.enable_x64(True):
+            for members in by_shape.values():  # one compilation per schedule length (powers of two)
+                stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
+                                                 *[datas[i] for i in members])
+                members = np.asarray(members)
+                self.groups.append((members, stacked, self.obs_idx[members], self.mask[members], self.y[members]))
+        column = model.output_names.index(problem.output)
+        key = ("focei_exact", column, tuple(int(c) for c in problem.eta_columns))
+        if key not in model._cache:  # shared by every fit of this model (compiled once per process)
+            function = linear_predictor(model, problem.regimens[0], problem.times[0], pre_dose=problem.pre[0]).function
+            model._cache[key] = _compile(function, column, problem.eta_columns)
+        self._compiled = model._cache[key]
+
+    def _data(self, i, t_max):
+        p = self.problem
+        times, pre = np.asarray(p.times[i], float), np.asarray(p.pre[i], bool)
+        pad = t_max - len(times)  # extra outputs at the last time (never fitted): one length for all subjects
+        times = np.concatenate([times, np.full(pad, times[-1])])
+        pre = np.concatenate([pre, np.full(pad, pre[-1])])
+        return linear_predictor(p.model, p.regimens[i], times, pre_dose=pre).data
+
+    def _batched(self, name, per_subject, shared, out_shapes):
+        import jax
+
+        outs = [np.zeros((self.problem.n_subjects,) + shape) for shape in out_shapes]
+        with jax.enable_x64(True):
+            for members, data, obs_idx, mask, y in self.groups:
+                args = [a[members] for a in per_subject]
+                result = self._compiled[name](*args, *shared, data, obs_idx, mask, y)
+                for out, r in zip(outs, result):
+                    out[members] = np.asarray(r)
+        return outs
+
+    # ------------------------------------------------------------------ batched calls
+    def scoring_parts(self, log_typical, eta, omega_inv, add_var, prop_var):
+        """O_i, ½∇_η O_i, H_i (expected information) at η for all subjects: (N,), (N, e), (N, e, e)."""
+        e = eta.shape[1]
+        return self._batched("parts", (log_typical, eta), (omega_inv, add_var, prop_var), [(), (e,), (e, e)])
+
+    def ebe(self, log_typical, omega, add_var, prop_var, eta0, *, tol=1e-9, max_iter=100):
+        """EBEs by Fisher scoring with per-subject step halving (as Problem.inner), from ``eta0`` (N, e)."""
+        omega_inv = np.linalg.inv(omega)
+        eta = np.array(eta0, dtype=float)
+        cond, grad, hess = self.scoring_parts(log_typical, eta, omega_inv, add_var, prop_var)
+        bad = ~np.isfinite(cond)
+        if bad.any():
+            eta[bad] = 0.0
+            cond, grad, hess = self.scoring_parts(log_typical, eta, omega_inv, add_var, prop_var)
+        scale = np.ones(len(eta))
+        for _ in range(max_iter):
+            with np.errstate(invalid="ignore"):
+                ok_h = np.all(np.isfinite(hess), axis=(1, 2))
+                step = -np.linalg.solve(np.where(ok_h[:, None, None], hess, np.eye(eta.shape[1])),
+                                        grad[..., None])[..., 0]
+            step = np.where(np.isfinite(step), step, 0.0)
+            converged = (np.max(np.abs(step), axis=-1) * scale < tol) | (scale < 1e-8)
+            if converged.all():
+                break
+            trial = eta + (scale * ~converged)[:, None] * step
+            t_cond, t_grad, t_hess = self.scoring_parts(log_typical, trial, omega_inv, add_var, prop_var)
+            accept = (t_cond <= cond + 1e-12 * np.abs(cond)) & ~converged
+            eta = np.where(accept[:, None], trial, eta)
+            cond = np.where(accept, t_cond, cond)
+            grad = np.where(accept[:, None], t_grad, grad)
+            hess = np.where(accept[:, None, None], t_hess, hess)
+            scale = np.where(accept, np.minimum(1.0, scale * 2.0), scale * 0.5)
+        return eta, np.isfinite(cond)
+
+    def ofv_and_gradients(self, log_typical, omega, add_var, prop_var, eta_hat):
+        """Per-subject OFV (N,) and its gradients in log_typical (N, P), Ω (N, e, e), σ²_add (N,), σ²_prop (N,)."""
+        e, p = eta_hat.shape[1], log_typical.shape[1]
+        return self._batched("ofv", (log_typical, eta_hat), (omega, add_var, prop_var), [(), (p,), (e, e), (), ()])
+
+
+def _compile(function, column: int, eta_columns) -> dict:
+    """The jitted, subject-vmapped functions for a model's output ``function`` (see :class:`ExactFocei`).
+
+    Differentiating through the predictor (a scan of matrix exponentials) in reverse mode, and to third
+    order, compiles for minutes.  So the predictor is only differentiated forward, to the order needed
+    at the point: its Taylor polynomial in the log parameters at ``lp0`` (first order for the EBE
+    iterations, second order for the OFV gradient) has the same value, gradient and Hessian there, which
+    is all the FOCEI objective and its exact gradient use; the rest is differentiated through the
+    polynomial.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    columns = np.asarray(eta_columns)
+
+    def taylor(lp0, data, obs_idx, second: bool):
+        def f(lp):
+            return function(jnp.exp(lp), data)[:, column][obs_idx]
+
+        f0, jac = f(lp0), jax.jacfwd(f)(lp0)
+        hess = jax.jacfwd(jax.jacfwd(f))(lp0) if second else None
+
+        def poly(lt, eta):
+            d = lt.at[columns].add(eta) - lp0
+            out = f0 + jac @ d
+            return out if hess is None else out + 0.5 * jnp.einsum("mpq,p,q->m", hess, d, d)
+
+        return poly
+
+    def pieces(predict, lt, eta, omega_inv, add, prop, mask, y):
+        f = predict(lt, eta)
+        g = jax.jacfwd(predict, argnums=1)(lt, eta)  # (M, e)
+        var = add + prop * f * f
+        safe = jnp.where(mask, var, 1.0)
+        r = jnp.where(mask, y - f, 0.0)
+        cond = jnp.sum(jnp.where(mask, r * r / safe + jnp.log(safe), 0.0)) + eta @ omega_inv @ eta
+        dvar = 2.0 * prop * f[:, None] * g
+        w = jnp.where(mask, 1.0, 0.0)[:, None, None]
+        info = w * (g[:, :, None] * g[:, None, :] / safe[:, None, None]
+                    + 0.5 * dvar[:, :, None] * dvar[:, None, :] / (safe**2)[:, None, None])
+        return cond, omega_inv + jnp.sum(info, axis=0)
+
+    def parts(lt, eta, omega_inv, add, prop, data, obs_idx, mask, y):
+        predict = taylor(lt.at[columns].add(eta), data, obs_idx, second=False)
+
+        def conditional(e):
+            return pieces(predict, lt, e, omega_inv, add, prop, mask, y)[0]
+
+        cond, hess = pieces(predict, lt, eta, omega_inv, add, prop, mask, y)
+        half_grad = 0.5 * jax.grad(conditional)(eta)
+        return cond, half_grad, hess  # H ≈ ½ ∇²O: the Fisher-scoring step is −H⁻¹ (½ ∇O)
+
+    def ofv(lt, eta_hat, omega, add, prop, data, obs_idx, mask, y):
+        eta_hat = jax.lax.stop_gradient(eta_hat)
+        predict = taylor(jax.lax.stop_gradient(lt.at[columns].add(eta_hat)), data, obs_idx, second=True)
+        omega_inv = jnp.linalg.inv(omega)
+
+        def conditional(e, lt, omega_inv, add, prop):
+            return pieces(predict, lt, e, omega_inv, add, prop, mask, y)[0]
+
+        k = jax.lax.stop_gradient(jax.hessian(conditional)(eta_hat, lt, omega_inv, add, prop))
+        eta = eta_hat - jnp.linalg.solve(k, jax.grad(conditional)(eta_hat, lt, omega_inv, add, prop))
+        cond, hess = pieces(predict, lt, eta, omega_inv, add, prop, mask, y)
+        return cond + jnp.linalg.slogdet(omega)[1] + jnp.linalg.slogdet(hess)[1]
+
+    batch = (0, 0, None, None, None, 0, 0, 0, 0)
+    parts_b = jax.jit(jax.vmap(parts, in_axes=batch))
+    value_grad = jax.vmap(jax.value_and_grad(ofv, argnums=(0, 2, 3, 4)), in_axes=batch)
+
+    @jax.jit
+    def ofv_b(lt, eta_hat, omega, add, prop, data, obs_idx, mask, y):
+        value, (d_lt, d_omega, d_add, d_prop) = value_grad(lt, eta_hat, omega, add, prop, data, obs_idx, mask, y)
+        return value, d_lt, d_omega, d_add, d_prop
+
+    return {"parts": parts_b, "ofv": ofv_b}
