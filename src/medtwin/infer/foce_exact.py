@@ -39,15 +39,18 @@ __all__ = ["ExactFocei", "exact_focei"]
 def exact_focei(problem):
     """An :class:`ExactFocei` for ``problem`` (a :class:`~medtwin.infer.objective.Problem`), or None.
 
-    None when the exact path does not apply: a nonlinear model, parameter-dependent dose times or rates
-    (lag, modelled rate or duration), SS or reset records.
+    None when the exact path does not apply: a nonlinear model, estimated dose times or rates (a lag,
+    modelled rate or duration among the population's typical or random-effect parameters; fixed ones are
+    fine: the schedule is built at the model's typical values), SS or reset records.
     """
     model = problem.model
     if not model.is_linear:
         return None
     from medtwin.core.kernels import dose_parameter_index
 
-    if np.any(dose_parameter_index(model)[1:] >= 0):  # ALAG, R, D rows: schedule depends on θ
+    timing = dose_parameter_index(model)[1:]  # ALAG, R, D: the schedule depends on them
+    varied = {model.parameter_names.index(p) for p in problem.population.typical} | set(problem.eta_columns.tolist())
+    if varied & set(timing[timing >= 0].tolist()):
         return None
     try:
         return ExactFocei(problem)
