@@ -125,8 +125,10 @@ def theophylline_size():
     data = read_nonmem(io.StringIO("\n".join(rows) + "\n"), access=OpenData("simulated theophylline-size data"))
     population = Population(
         name="theo_size", model="pk1_oral",
-        thetas=(Theta("TVKA", 1.0, "1/h", lower=0), Theta("TVCL", 2.0, "L/h", lower=0), Theta("TVV", 25.0, "L", lower=0)),
-        typical={"KA": "TVKA", "CL": "TVCL", "V": "TVV"}, iiv=("KA", "CL", "V"), omega=((0.2, 0, 0), (0, 0.2, 0), (0, 0, 0.2)),
+        thetas=(Theta("TVKA", 1.0, "1/h", lower=0), Theta("TVCL", 2.0, "L/h", lower=0),
+                Theta("TVV", 25.0, "L", lower=0)),
+        typical={"KA": "TVKA", "CL": "TVCL", "V": "TVV"}, iiv=("KA", "CL", "V"),
+        omega=((0.2, 0, 0), (0, 0.2, 0), (0, 0, 0.2)),
         residual=ResidualError("combined", additive=0.2, proportional=0.15))
     return population, data
 

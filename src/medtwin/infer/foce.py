@@ -12,11 +12,15 @@ Method.  Outer problem: BFGS (scipy) over unconstrained parameters — θ
 through log(θ − lower) or a logit when both bounds are finite, Ω through the
 log-diagonal and off-diagonal of its Cholesky factor (elements that are zero in
 the initial Ω stay zero: NONMEM's block structure), σ² through log σ².
-Gradients are central differences, every perturbed parameter set evaluated in
-one batched inner problem; the EBEs are warm-started from the best point.
+Gradients: exact for linear models whose dose times and rates are not estimated
+(:mod:`medtwin.infer.foce_exact`: JAX predictions, the EBEs' dependence by the
+implicit-function theorem); otherwise, or with ``gradients="differences"``,
+central differences, every perturbed parameter set evaluated in one batched
+inner problem.  The EBEs are warm-started from the best point.
 
 Covariance step.  R = ∂²OFV/∂ψ² and S = Σ_i ∇OFV_i ∇OFV_iᵀ (ψ = θ, Ω elements,
-σ² in natural units) by central differences; the covariance matrix is
+σ² in natural units) by central differences (of the exact gradient where it
+is available, 2d evaluations; else second differences of the OFV); the covariance matrix is
 R⁻¹ S R⁻¹ (NONMEM's default sandwich; with OFV = −2LL this is the usual
 H⁻¹ B H⁻¹ of the log-likelihood) or 2 R⁻¹ with ``covariance="R"``.  When R is
 not positive definite the step fails: standard errors are NaN and
@@ -417,7 +421,7 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
     >>> pop = Population(name="demo", model="pk1_iv", thetas=(Theta("TVCL", 2.0, "L/h", lower=0),
     ...     Theta("TVV", 20.0, "L", lower=0)), typical={"CL": "TVCL", "V": "TVV"}, iiv=("CL", "V"),
     ...     omega=((0.1, 0.0), (0.0, 0.1)), residual=ResidualError("proportional", proportional=0.1))
-    >>> fit = fit_focei(pop, data, covariance="none")
+    >>> fit = fit_focei(pop, data, covariance="none", gradients="differences")  # "exact": compiles (~40 s) first
     >>> fit.converged, round(fit.theta["TVV"], 0)
     (True, 18.0)
     """
