@@ -93,6 +93,8 @@ class FitResult:
         Outer iterations and objective evaluations (each a batch of parameter sets).
     wall_time : dict
         Seconds: ``estimation``, ``covariance``.
+    gradients : str
+        How the gradients were computed: ``"exact"`` (JAX) or ``"differences"`` (central differences).
     """
 
     population: Population
@@ -122,6 +124,7 @@ class FitResult:
     n_evaluations: int
     n_obs: int
     wall_time: Mapping[str, float] = field(default_factory=dict)
+    gradients: str = "differences"
 
     def standard_errors(self) -> dict[str, float]:
         """Parameter name -> SE (NaN when the covariance step failed)."""
@@ -140,7 +143,7 @@ class FitResult:
                    "covariance_status": self.covariance_status, "message": self.message,
                    "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations, **arrays}
         return {"content": content, "outputs": arrays,
-                "solver": {"method": "FOCEI", "covariance": self.covariance_method}}
+                "solver": {"method": "FOCEI", "covariance": self.covariance_method, "gradients": self.gradients}}
 
 
 class _Parametrisation:
@@ -462,11 +465,12 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
         cov, status, message = step(objective, psi, "R" if covariance == "R" else "sandwich")
     covariance_time = time.perf_counter() - start
     return _result(population, problem, param, psi, ofv_subject[0], inner, result, cov, status, message,
-                   covariance, objective.n_evaluations, {"estimation": estimation_time, "covariance": covariance_time})
+                   covariance, objective.n_evaluations, {"estimation": estimation_time, "covariance": covariance_time},
+                   "exact" if objective.exact is not None else "differences")
 
 
 def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, status, message, covariance, n_eval,
-            wall) -> FitResult:
+            wall, gradients) -> FitResult:
     theta, omega, sigma2 = param.unpack(psi)
     residual = population.residual
     new_residual = ResidualError(residual.model, math.sqrt(sigma2.get("additive", 0.0)),
@@ -493,4 +497,4 @@ def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, statu
         covariance_message=message, eta=eta, ids=problem.ids, eta_shrinkage=shrink,
         eps_shrinkage=float(1.0 - np.std(iwres, ddof=1)), subject_ofv=np.asarray(subject_ofv), ipred=ipred,
         iwres=iwres, converged=bool(opt.success), message=str(opt.message), n_iterations=int(opt.nit),
-        n_evaluations=n_eval, n_obs=problem.n_obs, wall_time=wall)
+        n_evaluations=n_eval, n_obs=problem.n_obs, wall_time=wall, gradients=gradients)
