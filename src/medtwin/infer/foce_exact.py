@@ -5,25 +5,36 @@ and σ².  The general path (:class:`~medtwin.infer.objective.Problem`) takes
 ∂f/∂η by central differences of the numba simulation, and the outer gradient
 by central differences of the whole inner problem (1 + 2d parameter sets per
 iteration).  For a linear model whose dose times and rates do not depend on
-the parameters (no modelled lag, rate or duration; no SS or reset records),
+the estimated parameters (no estimated lag, rate or duration; no SS or reset records),
 this module evaluates the same objective with the exact predictions of
 :func:`medtwin.core.jax_linear.linear_predictor`:
 
-* g = ∂f/∂η by forward-mode differentiation (``jax.jacfwd``);
+* f and ∂f/∂(log parameters) exact, by forward-mode differentiation
+  (``jax.jacfwd``) of the predictor, the only program compiled per schedule
+  shape; second derivatives by central differences of that exact Jacobian
+  (relative error about 1e-8);
 * the EBEs η̂ by Fisher scoring (the expected-information H_i, as the general
   path), all subjects in one call;
 * the gradient of OFV = Σ_i O_i(η̂_i) + log det Ω + log det H_i(η̂_i) in
-  (log typical parameters, Ω, σ²) by reverse mode, with η̂'s dependence on the
+  (log typical parameters, Ω, σ²) by reverse mode through the predictor's
+  second-order Taylor polynomial at the point (same value, gradient and
+  Hessian, which is all this gradient uses), with η̂'s dependence on the
   parameters by the implicit-function theorem: the objective is evaluated at
-  η̃ = η̂ − K⁻¹ ∇_η O_i(η̂) (K the exact Hessian of O_i in η, held constant),
-  whose value equals the one at η̂ to second order and whose derivative is
+  η̃ = η̂ − K⁻¹ ∇_η O_i(η̂) (K the Hessian of O_i in η, held constant), whose
+  value equals the one at η̂ to second order and whose derivative is
   −K⁻¹ ∂²O_i/∂η∂ψ, the implicit derivative of η̂.
 
 θ enters through the covariate model of the population (plain numpy
-arithmetic, no simulation), differentiated by central differences.  All
-subjects share one compiled program: their times are padded to one length
-and their schedules to one number of steps (extra outputs at the last
-observation time, never fitted).
+arithmetic, no simulation), differentiated by central differences.  The
+subjects' output times are padded to one length (extra outputs at the last
+time, never fitted), so the predictor compiles once per schedule length
+(powers of two steps: two programs for pheno).  Compiled programs are kept
+on the model (one compilation per process; JAX's persistent cache, which the
+command line switches on, keeps them across processes).
+
+Measured (``benchmarks/fit.py``, 2-core machine): pheno warm 3.3-3.5 s
+(estimation + covariance; NONMEM 0.51 s), differences 80 s; the first fit in
+a process adds 10-30 s of compilation.
 """
 
 from __future__ import annotations
@@ -90,10 +101,14 @@ class ExactFocei:
                 members = np.asarray(members)
                 self.groups.append((members, stacked, self.obs_idx[members], self.mask[members], self.y[members]))
         column = model.output_names.index(problem.output)
-        key = ("focei_exact", column, tuple(int(c) for c in problem.eta_columns))
+        names = model.parameter_names
+        varied = sorted({names.index(p) for p in problem.population.typical} | set(problem.eta_columns.tolist()))
+        self.varied = np.asarray(varied)
+        eta_pos = [varied.index(int(c)) for c in problem.eta_columns]
+        key = ("focei_exact", column, tuple(varied), tuple(eta_pos))
         if key not in model._cache:  # shared by every fit of this model (compiled once per process)
             function = linear_predictor(model, problem.regimens[0], problem.times[0], pre_dose=problem.pre[0]).function
-            model._cache[key] = _compile(function, column, problem.eta_columns)
+            model._cache[key] = _compile(function, column, self.varied, np.asarray(eta_pos))
         self._compiled = model._cache[key]
 
     def _data(self, i, t_max):
@@ -104,23 +119,47 @@ class ExactFocei:
         pre = np.concatenate([pre, np.full(pad, pre[-1])])
         return linear_predictor(p.model, p.regimens[i], times, pre_dose=pre).data
 
-    def _batched(self, name, per_subject, shared, out_shapes):
+    def _predictions(self, lp):
+        """Predictions (N, M) and their exact Jacobian in the varied log parameters (N, M, P_v) at ``lp`` (N, P)."""
         import jax
 
-        outs = [np.zeros((self.problem.n_subjects,) + shape) for shape in out_shapes]
+        n, m = self.mask.shape
+        f, jac = np.zeros((n, m)), np.zeros((n, m, len(self.varied)))
         with jax.enable_x64(True):
-            for members, data, obs_idx, mask, y in self.groups:
-                args = [a[members] for a in per_subject]
-                result = self._compiled[name](*args, *shared, data, obs_idx, mask, y)
-                for out, r in zip(outs, result):
-                    out[members] = np.asarray(r)
-        return outs
+            for members, data, obs_idx, _, _ in self.groups:
+                out = self._compiled["predict"](lp[members][:, self.varied], lp[members], data, obs_idx)
+                f[members], jac[members] = (np.asarray(o) for o in out)
+        return f, jac
+
+    def _taylor(self, log_typical, eta, second: bool):
+        """lp0 (N, P), f (N, M), ∂f/∂lp_v (N, M, P_v) and, with ``second``, ∂²f/∂lp_v² (N, M, P_v, P_v).
+
+        The second derivatives are central differences (step 1e-4 in log parameters) of the exact first
+        derivatives: relative error about 1e-8.
+        """
+        lp0 = np.array(log_typical, dtype=float)
+        lp0[:, self.problem.eta_columns] += eta
+        f, jac = self._predictions(lp0)
+        if not second:
+            return lp0, f, jac, None
+        hess = np.zeros(jac.shape + (len(self.varied),))
+        for q, col in enumerate(self.varied):
+            up, down = lp0.copy(), lp0.copy()
+            up[:, col] += HESSIAN_STEP
+            down[:, col] -= HESSIAN_STEP
+            hess[..., q] = (self._predictions(up)[1] - self._predictions(down)[1]) / (2 * HESSIAN_STEP)
+        return lp0, f, jac, 0.5 * (hess + np.swapaxes(hess, -1, -2))
 
     # ------------------------------------------------------------------ batched calls
     def scoring_parts(self, log_typical, eta, omega_inv, add_var, prop_var):
         """O_i, ½∇_η O_i, H_i (expected information) at η for all subjects: (N,), (N, e), (N, e, e)."""
-        e = eta.shape[1]
-        return self._batched("parts", (log_typical, eta), (omega_inv, add_var, prop_var), [(), (e,), (e, e)])
+        import jax
+
+        lp0, f, jac, _ = self._taylor(log_typical, eta, second=False)
+        with jax.enable_x64(True):
+            out = self._compiled["parts"](f, jac, lp0[:, self.varied], eta, omega_inv, add_var, prop_var,
+                                          self.mask, self.y)
+        return tuple(np.asarray(o) for o in out)
 
     def ebe(self, log_typical, omega, add_var, prop_var, eta0, *, tol=1e-9, max_iter=100):
         """EBEs by Fisher scoring with per-subject step halving (as Problem.inner), from ``eta0`` (N, e)."""
@@ -153,42 +192,52 @@ class ExactFocei:
 
     def ofv_and_gradients(self, log_typical, omega, add_var, prop_var, eta_hat):
         """Per-subject OFV (N,) and its gradients in log_typical (N, P), Ω (N, e, e), σ²_add (N,), σ²_prop (N,)."""
-        e, p = eta_hat.shape[1], log_typical.shape[1]
-        return self._batched("ofv", (log_typical, eta_hat), (omega, add_var, prop_var), [(), (p,), (e, e), (), ()])
+        import jax
+
+        lp0, f, jac, hess = self._taylor(log_typical, eta_hat, second=True)
+        lp0_v = lp0[:, self.varied]
+        with jax.enable_x64(True):
+            out = self._compiled["ofv"](f, jac, hess, lp0_v, np.asarray(log_typical)[:, self.varied], eta_hat, omega,
+                                        add_var, prop_var, self.mask, self.y)
+        value, d_lt_v, d_omega, d_add, d_prop = (np.asarray(o) for o in out)
+        d_lt = np.zeros(np.shape(log_typical))
+        d_lt[:, self.varied] = d_lt_v
+        return value, d_lt, d_omega, d_add, d_prop
 
 
-def _compile(function, column: int, eta_columns) -> dict:
+#: Step (log parameters) of the central differences of the exact Jacobian that give the second derivatives.
+HESSIAN_STEP = 1e-4
+
+
+def _compile(function, column: int, varied, eta_pos) -> dict:
     """The jitted, subject-vmapped functions for a model's output ``function`` (see :class:`ExactFocei`).
 
-    Differentiating through the predictor (a scan of matrix exponentials) in reverse mode, and to third
-    order, compiles for minutes.  So the predictor is only differentiated forward, to the order needed
-    at the point: its Taylor polynomial in the log parameters at ``lp0`` (first order for the EBE
-    iterations, second order for the OFV gradient) has the same value, gradient and Hessian there, which
-    is all the FOCEI objective and its exact gradient use; the rest is differentiated through the
-    polynomial.
+    Only the predictor (a scan of matrix exponentials) is compiled per schedule shape, differentiated
+    once, forward (``predict``: f and ∂f/∂lp_v).  The FOCEI algebra (``parts``, ``ofv``) works on the
+    predictor's Taylor polynomial in the log parameters at the point: same value, gradient and Hessian
+    there, which is all the objective and its gradient use; it is differentiated (also in reverse mode,
+    and through the implicit EBE derivative) cheaply, without the scan.
     """
     import jax
     import jax.numpy as jnp
 
-    columns = np.asarray(eta_columns)
+    def f(lpv, lp, data, obs_idx):
+        return function(jnp.exp(lp.at[varied].set(lpv)), data)[:, column][obs_idx]
 
-    def taylor(lp0, data, obs_idx, second: bool):
-        def f(lp):
-            return function(jnp.exp(lp), data)[:, column][obs_idx]
+    def predict(lpv, lp, data, obs_idx):
+        return f(lpv, lp, data, obs_idx), jax.jacfwd(f)(lpv, lp, data, obs_idx)
 
-        f0, jac = f(lp0), jax.jacfwd(f)(lp0)
-        hess = jax.jacfwd(jax.jacfwd(f))(lp0) if second else None
-
-        def poly(lt, eta):
-            d = lt.at[columns].add(eta) - lp0
+    def polynomial(f0, jac, hess, lp0_v):
+        def poly(lt_v, eta):
+            d = lt_v.at[eta_pos].add(eta) - lp0_v
             out = f0 + jac @ d
             return out if hess is None else out + 0.5 * jnp.einsum("mpq,p,q->m", hess, d, d)
 
         return poly
 
-    def pieces(predict, lt, eta, omega_inv, add, prop, mask, y):
-        f = predict(lt, eta)
-        g = jax.jacfwd(predict, argnums=1)(lt, eta)  # (M, e)
+    def pieces(poly, lt_v, eta, omega_inv, add, prop, mask, y):
+        f = poly(lt_v, eta)
+        g = jax.jacfwd(poly, argnums=1)(lt_v, eta)  # (M, e)
         var = add + prop * f * f
         safe = jnp.where(mask, var, 1.0)
         r = jnp.where(mask, y - f, 0.0)
@@ -199,36 +248,38 @@ def _compile(function, column: int, eta_columns) -> dict:
                     + 0.5 * dvar[:, :, None] * dvar[:, None, :] / (safe**2)[:, None, None])
         return cond, omega_inv + jnp.sum(info, axis=0)
 
-    def parts(lt, eta, omega_inv, add, prop, data, obs_idx, mask, y):
-        predict = taylor(lt.at[columns].add(eta), data, obs_idx, second=False)
+    def parts(f0, jac, lp0_v, eta, omega_inv, add, prop, mask, y):
+        poly = polynomial(f0, jac, None, lp0_v)
+        lt_v = lp0_v.at[eta_pos].add(-eta)
 
         def conditional(e):
-            return pieces(predict, lt, e, omega_inv, add, prop, mask, y)[0]
+            return pieces(poly, lt_v, e, omega_inv, add, prop, mask, y)[0]
 
-        cond, hess = pieces(predict, lt, eta, omega_inv, add, prop, mask, y)
+        cond, hess = pieces(poly, lt_v, eta, omega_inv, add, prop, mask, y)
         half_grad = 0.5 * jax.grad(conditional)(eta)
         return cond, half_grad, hess  # H ≈ ½ ∇²O: the Fisher-scoring step is −H⁻¹ (½ ∇O)
 
-    def ofv(lt, eta_hat, omega, add, prop, data, obs_idx, mask, y):
-        eta_hat = jax.lax.stop_gradient(eta_hat)
-        predict = taylor(jax.lax.stop_gradient(lt.at[columns].add(eta_hat)), data, obs_idx, second=True)
+    def ofv(lt_v, omega, add, prop, f0, jac, hess2, lp0_v, eta_hat, mask, y):
+        poly = polynomial(f0, jac, hess2, lp0_v)
         omega_inv = jnp.linalg.inv(omega)
 
-        def conditional(e, lt, omega_inv, add, prop):
-            return pieces(predict, lt, e, omega_inv, add, prop, mask, y)[0]
+        def conditional(e, lt_v, omega_inv, add, prop):
+            return pieces(poly, lt_v, e, omega_inv, add, prop, mask, y)[0]
 
-        k = jax.lax.stop_gradient(jax.hessian(conditional)(eta_hat, lt, omega_inv, add, prop))
-        eta = eta_hat - jnp.linalg.solve(k, jax.grad(conditional)(eta_hat, lt, omega_inv, add, prop))
-        cond, hess = pieces(predict, lt, eta, omega_inv, add, prop, mask, y)
+        k = jax.lax.stop_gradient(jax.hessian(conditional)(eta_hat, lt_v, omega_inv, add, prop))
+        eta = eta_hat - jnp.linalg.solve(k, jax.grad(conditional)(eta_hat, lt_v, omega_inv, add, prop))
+        cond, hess = pieces(poly, lt_v, eta, omega_inv, add, prop, mask, y)
         return cond + jnp.linalg.slogdet(omega)[1] + jnp.linalg.slogdet(hess)[1]
 
-    batch = (0, 0, None, None, None, 0, 0, 0, 0)
-    parts_b = jax.jit(jax.vmap(parts, in_axes=batch))
-    value_grad = jax.vmap(jax.value_and_grad(ofv, argnums=(0, 2, 3, 4)), in_axes=batch)
+    value_grad = jax.vmap(jax.value_and_grad(ofv, argnums=(0, 1, 2, 3)),
+                          in_axes=(0, None, None, None, 0, 0, 0, 0, 0, 0, 0))
 
     @jax.jit
-    def ofv_b(lt, eta_hat, omega, add, prop, data, obs_idx, mask, y):
-        value, (d_lt, d_omega, d_add, d_prop) = value_grad(lt, eta_hat, omega, add, prop, data, obs_idx, mask, y)
+    def ofv_b(f0, jac, hess2, lp0_v, lt_v, eta_hat, omega, add, prop, mask, y):
+        value, (d_lt, d_omega, d_add, d_prop) = value_grad(lt_v, omega, add, prop, f0, jac, hess2, lp0_v, eta_hat,
+                                                           mask, y)
         return value, d_lt, d_omega, d_add, d_prop
 
-    return {"parts": parts_b, "ofv": ofv_b}
+    return {"predict": jax.jit(jax.vmap(predict)),
+            "parts": jax.jit(jax.vmap(parts, in_axes=(0, 0, 0, 0, None, None, None, 0, 0))),
+            "ofv": ofv_b}
