@@ -14,7 +14,8 @@ from medtwin.io.access import OpenData
 from medtwin.io.nonmem import read_nonmem
 from medtwin.models import get_model
 
-ROWS = [(1, 4.6, 4.13, 2.9), (2, 5.5, 3.9, 2.8), (3, 4.1, 3.32, 2.0), (4, 5.2, 4.03, 3.3), (5, 4.4, 3.79, 2.5), (6, 5.0, 3.29, 2.1)]
+ROWS = [(1, 4.6, 4.13, 2.9), (2, 5.5, 3.9, 2.8), (3, 4.1, 3.32, 2.0), (4, 5.2, 4.03, 3.3), (5, 4.4, 3.79, 2.5),
+        (6, 5.0, 3.29, 2.1)]  # ID, C at 1, 3, 6 h after 100 mg IV
 
 
 @pytest.fixture(scope="module")
