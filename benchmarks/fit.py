@@ -1,11 +1,18 @@
-"""Benchmark: FOCEI population fit of phenobarbital (pharmpy-core's NONMEM run), compile vs warm wall time.
+"""Benchmark: FOCEI population fits, exact JAX gradients vs central differences of the numba simulation.
 
-Threads are pinned (OMP/OPENBLAS/NUMBA_NUM_THREADS, default 1) and printed.  The
-first fit includes numba's compilation of the model callbacks (or loading them
-from numba's cache); the second is warm.  The baseline ratio is against one
-FOCEI objective evaluation at the initial estimates measured in the same run.
+Threads are pinned (OMP/OPENBLAS/NUMBA_NUM_THREADS, default 1) and printed.
 
-    python benchmarks/fit.py [--threads N]
+1. Phenobarbital (pharmpy-core's NONMEM run, 59 subjects, 2 IIV), from pheno.mod's initial estimates:
+   ``fit_focei(gradients="differences")`` (the earlier path: ∂f/∂η and the outer gradient by central
+   differences of the numba simulation, R by second differences of the OFV) after a first objective
+   evaluation that compiles (or loads) numba's callbacks, then ``gradients="exact"``
+   (:mod:`medtwin.infer.foce_exact`) twice: the first fit includes JAX's compilation (or its load from
+   the persistent cache when ``JAX_COMPILATION_CACHE_DIR`` is set), the second is warm.  Both are
+   compared with NONMEM's own estimation + covariance time (pheno.lst; target: exact warm <= 10x NONMEM).
+2. Theophylline-size (12 subjects x 11 samples, 1-compartment oral, IIV on KA, CL, V; simulated with a
+   fixed seed): both paths (target: exact warm < 5 s).
+
+    python benchmarks/fit.py [--threads N] [--quick]    (--quick: pheno only, one warm fit per path)
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--quick", action="store_true", help="pheno only")
 args = parser.parse_args()
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[var] = str(args.threads)
@@ -52,21 +60,77 @@ def main() -> int:
     one_objective = time.perf_counter() - t0
     print(f"first objective evaluation (includes compile/cache load): {compile_s:.2f} s; warm: {one_objective:.3f} s")
 
-    for label in ("fit #1", "fit #2 (warm)"):
-        t0 = time.perf_counter()
-        fit = fit_focei(initial, dataset)
-        wall = time.perf_counter() - t0
-        print(f"{label}: {wall:.1f} s wall (estimation {fit.wall_time['estimation']:.1f} s, covariance step "
-              f"{fit.wall_time['covariance']:.1f} s); {fit.n_iterations} BFGS iterations, {fit.n_evaluations} "
-              f"batched objective evaluations; ratio to one objective evaluation {wall / one_objective:.0f}x")
-    print(f"OFV {fit.ofv:.4f} (NONMEM 586.2761); theta {fit.theta}; omega {np.diag(fit.omega)}; sigma2 {fit.sigma2}")
     nonmem = _nonmem_times(path.with_name("pheno.lst"))
+    total = sum(nonmem.values()) if nonmem else float("nan")
     if nonmem:
-        total = sum(nonmem.values())
         print("NONMEM's own run (pheno.lst, another machine): " + ", ".join(f"{k} {v:.2f} s" for k, v in
-              nonmem.items()) + f"; medtwin's last fit is {wall / total:.0f}x that (target < 60 s: "
-              f"{'MET' if wall < 60 else 'NOT MET'})")
+                                                                             nonmem.items()))
+    old = timed_fit("pheno, central differences (earlier path)", initial, dataset, "differences", total)
+    timed_fit("pheno, exact gradients, fit #1 (includes JAX compile)", initial, dataset, "exact", total)
+    new = timed_fit("pheno, exact gradients, fit #2 (warm)", initial, dataset, "exact", total)
+    print(f"pheno: exact warm / differences = 1 / {old[0] / new[0]:.1f}; exact warm = {new[0] / total:.1f}x NONMEM "
+          f"(target <= 10x: {'MET' if new[0] <= 10 * total else 'NOT MET'}); OFV {new[1].ofv:.4f} vs differences "
+          f"{old[1].ofv:.4f} (NONMEM 586.2761)")
+    if args.quick:
+        return 0
+    population, data = theophylline_size()
+    old = timed_fit("theophylline-size, central differences", population, data, "differences")
+    timed_fit("theophylline-size, exact gradients, fit #1 (includes JAX compile)", population, data, "exact")
+    new = timed_fit("theophylline-size, exact gradients, fit #2 (warm)", population, data, "exact")
+    print(f"theophylline-size: exact warm {new[0]:.1f} s (target < 5 s: {'MET' if new[0] < 5 else 'NOT MET'}), "
+          f"differences {old[0]:.1f} s, ratio {old[0] / new[0]:.1f}x; OFV exact {new[1].ofv:.4f} vs differences "
+          f"{old[1].ofv:.4f}; theta {new[1].theta} (simulated with {TRUE_THETA})")
     return 0
+
+
+def timed_fit(label, population, dataset, gradients, nonmem_total=float("nan")):
+    t0 = time.perf_counter()
+    fit = fit_focei(population, dataset, gradients=gradients)
+    wall = time.perf_counter() - t0
+    ratio = f"; {wall / nonmem_total:.0f}x NONMEM" if np.isfinite(nonmem_total) else ""
+    print(f"{label}: {wall:.1f} s wall (estimation {fit.wall_time['estimation']:.1f} s, covariance step "
+          f"{fit.wall_time['covariance']:.1f} s); {fit.n_iterations} BFGS iterations, {fit.n_evaluations} "
+          f"objective evaluations; OFV {fit.ofv:.4f}; converged {fit.converged}, covariance "
+          f"{fit.covariance_status}{ratio}")
+    return wall, fit
+
+
+TRUE_THETA = {"TVKA": 1.5, "TVCL": 2.8, "TVV": 32.0}
+
+
+def theophylline_size():
+    """12 subjects, one 320 mg oral dose, 11 samples over 24 h; IIV on KA, CL, V; proportional + additive error."""
+    import io
+
+    from medtwin.core.observation import ResidualError
+    from medtwin.core.population import Population, Theta
+    from medtwin.core.events import Regimen
+    from medtwin.core.simulate import simulate
+
+    rng = np.random.default_rng(20261204)
+    omega = np.diag([0.40, 0.07, 0.02])
+    model = get_model("pk1_oral")
+    times = np.array([0.25, 0.5, 1.0, 2.0, 3.5, 5.0, 7.0, 9.0, 12.0, 18.0, 24.0])
+    eta = rng.multivariate_normal(np.zeros(3), omega, size=12)
+    table = np.tile(model.typical_values(), (12, 1))
+    for k, (p, t) in enumerate((("KA", "TVKA"), ("CL", "TVCL"), ("V", "TVV"))):
+        table[:, model.parameter_names.index(p)] = TRUE_THETA[t] * np.exp(eta[:, k])
+    traj = simulate(model, table, [Regimen.single(320.0)] * 12, [times] * 12)
+    conc = np.asarray(traj.output("C")).reshape(12, len(times))
+    dv = conc * (1 + 0.1 * rng.standard_normal(conc.shape)) + 0.1 * rng.standard_normal(conc.shape)
+    rows = ["ID TIME AMT DV EVID MDV"]
+    for i in range(12):
+        rows.append(f"{i + 1} 0 320 0 1 1")
+        rows += [f"{i + 1} {t} 0 {max(v, 0.05):.4f} 0 0" for t, v in zip(times, dv[i])]
+    data = read_nonmem(io.StringIO("\n".join(rows) + "\n"), access=OpenData("simulated theophylline-size data"))
+    population = Population(
+        name="theo_size", model="pk1_oral",
+        thetas=(Theta("TVKA", 1.0, "1/h", lower=0), Theta("TVCL", 2.0, "L/h", lower=0),
+                Theta("TVV", 25.0, "L", lower=0)),
+        typical={"KA": "TVKA", "CL": "TVCL", "V": "TVV"}, iiv=("KA", "CL", "V"),
+        omega=((0.2, 0, 0), (0, 0.2, 0), (0, 0, 0.2)),
+        residual=ResidualError("combined", additive=0.2, proportional=0.15))
+    return population, data
 
 
 def _nonmem_times(lst: Path) -> dict:

@@ -37,6 +37,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from medtwin.errors import DataError
+from medtwin.io.jax_cache import enable_persistent_jax_cache
 
 __all__ = ["ACTOR", "COVARIATE", "DATA", "ID", "MAX_OPTION_VALUE", "METHOD", "MedtwinGroup", "OPEN_DATA", "OutFolder",
            "POP", "PURPOSES", "ProgressBar", "SEED", "TREATMENT", "check_covariates", "check_method",
@@ -112,6 +113,7 @@ class MedtwinGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         strict_numbers(self)
+        enable_persistent_jax_cache()  # compiled JAX programs on disk: a second process does not compile again
         if not standalone_mode or is_terminal(sys.stderr):
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=standalone_mode, **extra)

@@ -12,11 +12,15 @@ Method.  Outer problem: BFGS (scipy) over unconstrained parameters — θ
 through log(θ − lower) or a logit when both bounds are finite, Ω through the
 log-diagonal and off-diagonal of its Cholesky factor (elements that are zero in
 the initial Ω stay zero: NONMEM's block structure), σ² through log σ².
-Gradients are central differences, every perturbed parameter set evaluated in
-one batched inner problem; the EBEs are warm-started from the best point.
+Gradients: exact for linear models whose dose times and rates are not estimated
+(:mod:`medtwin.infer.foce_exact`: JAX predictions, the EBEs' dependence by the
+implicit-function theorem); otherwise, or with ``gradients="differences"``,
+central differences, every perturbed parameter set evaluated in one batched
+inner problem.  The EBEs are warm-started from the best point.
 
 Covariance step.  R = ∂²OFV/∂ψ² and S = Σ_i ∇OFV_i ∇OFV_iᵀ (ψ = θ, Ω elements,
-σ² in natural units) by central differences; the covariance matrix is
+σ² in natural units) by central differences (of the exact gradient where it
+is available, 2d evaluations; else second differences of the OFV); the covariance matrix is
 R⁻¹ S R⁻¹ (NONMEM's default sandwich; with OFV = −2LL this is the usual
 H⁻¹ B H⁻¹ of the log-likelihood) or 2 R⁻¹ with ``covariance="R"``.  When R is
 not positive definite the step fails: standard errors are NaN and
@@ -90,6 +94,8 @@ class FitResult:
         Outer iterations and objective evaluations (each a batch of parameter sets).
     wall_time : dict
         Seconds: ``estimation``, ``covariance``.
+    gradients : str
+        How the gradients were computed: ``"exact"`` (JAX) or ``"differences"`` (central differences).
     """
 
     population: Population
@@ -119,6 +125,7 @@ class FitResult:
     n_evaluations: int
     n_obs: int
     wall_time: Mapping[str, float] = field(default_factory=dict)
+    gradients: str = "differences"
 
     def standard_errors(self) -> dict[str, float]:
         """Parameter name -> SE (NaN when the covariance step failed)."""
@@ -137,7 +144,7 @@ class FitResult:
                    "covariance_status": self.covariance_status, "message": self.message,
                    "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations, **arrays}
         return {"content": content, "outputs": arrays,
-                "solver": {"method": "FOCEI", "covariance": self.covariance_method}}
+                "solver": {"method": "FOCEI", "covariance": self.covariance_method, "gradients": self.gradients}}
 
 
 class _Parametrisation:
@@ -219,6 +226,45 @@ class _Objective:
         self.eta = np.zeros((problem.n_subjects, param.n_eta))
         self.best = math.inf
         self.n_evaluations = 0
+        self.exact = None
+
+    # ------------------------------------------------------------------ exact path (linear models)
+    def exact_subject_gradients(self, psi: np.ndarray, *, tol: float = 1e-9):
+        """Per-subject OFV (N,) and ∂OFV_i/∂ψ (N, d) by the exact path, or (None, None) outside the domain."""
+        theta, omega, sigma2 = self.param.unpack(psi)
+        if np.linalg.eigvalsh(omega).min() <= 0 or any(v <= 0 for v in sigma2.values()):
+            return None, None
+        add, prop = sigma2.get("additive", 0.0), sigma2.get("proportional", 0.0)
+        log_typical = self.problem.log_typical(theta)
+        if not np.all(np.isfinite(log_typical)):
+            return None, None
+        eta, ok = self.exact.ebe(log_typical, omega, add, prop, self.eta, tol=tol)
+        self.n_evaluations += 1
+        ofv, d_lt, d_omega, d_add, d_prop = self.exact.ofv_and_gradients(log_typical, omega, add, prop, eta)
+        if not (ok.all() and np.all(np.isfinite(ofv))):
+            return None, None
+        if ofv.sum() < self.best:
+            self.best, self.eta = float(ofv.sum()), eta.copy()
+        grads = [np.einsum("np,np->n", d_lt, self._log_typical_derivative(theta, t.name))
+                 for t in self.param.thetas]
+        grads += [d_omega[:, i, i] if i == j else d_omega[:, i, j] + d_omega[:, j, i] for i, j in self.param.pattern]
+        grads += [d_add if s == "additive" else d_prop for s in self.param.sigma_names]
+        return ofv, np.stack(grads, axis=1)
+
+    def _log_typical_derivative(self, theta: dict, name: str) -> np.ndarray:
+        """∂ log TV / ∂θ_name (N, P): central differences of the covariate model (arithmetic, no simulation)."""
+        h = 1e-6 * max(abs(theta[name]), 1e-8)
+        up = self.problem.log_typical({**theta, name: theta[name] + h})
+        down = self.problem.log_typical({**theta, name: theta[name] - h})
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(up) & np.isfinite(down), (up - down) / (2 * h), 0.0)
+
+    def _exact_value_and_gradient(self, x: np.ndarray):
+        psi = self.param.to_psi(x)
+        ofv, grads = self.exact_subject_gradients(psi)
+        if ofv is None:
+            return math.inf, np.zeros(len(x))
+        return float(ofv.sum()), _psi_jacobian(self.param, x).T @ grads.sum(axis=0)
 
     def at_psi(self, psis: np.ndarray, *, tol: float = 1e-9):
         """Per-subject OFV (B, N) and the inner result for natural parameter sets ψ (B, d)."""
@@ -245,7 +291,10 @@ class _Objective:
         return ofv, result
 
     def value_and_gradient(self, x: np.ndarray, step: float = 1e-4):
-        """OFV and its central-difference gradient in x (one batch of 1 + 2d parameter sets)."""
+        """OFV and its gradient in x: exact (:mod:`medtwin.infer.foce_exact`) when available, else central
+        differences (one batch of 1 + 2d parameter sets)."""
+        if self.exact is not None:
+            return self._exact_value_and_gradient(x)
         d = len(x)
         points = [x] + [x + s * step * np.eye(d)[i] for i in range(d) for s in (1.0, -1.0)]
         psis = np.array([self.param.to_psi(p) for p in points])
@@ -255,6 +304,35 @@ class _Objective:
             return math.inf, np.zeros(d)
         grad = (total[1::2] - total[2::2]) / (2 * step)
         return float(total[0]), np.where(np.isfinite(grad), grad, 0.0)
+
+
+def _psi_jacobian(param: _Parametrisation, x: np.ndarray) -> np.ndarray:
+    """∂ψ/∂x (d, d) by central differences of the (arithmetic) parametrisation."""
+    d = len(x)
+    jac = np.zeros((d, d))
+    for k in range(d):
+        h = 1e-6 * max(1.0, abs(x[k]))
+        e = np.zeros(d)
+        e[k] = h
+        jac[:, k] = (param.to_psi(x + e) - param.to_psi(x - e)) / (2 * h)
+    return jac
+
+
+def _exact_covariance_step(objective: _Objective, psi: np.ndarray, method: str):
+    """R by central differences of the exact gradient (2d evaluations), S from the exact per-subject gradients."""
+    d = len(psi)
+    h = 1e-3 * np.maximum(np.abs(psi), 1e-3 * np.max(np.abs(psi)))
+    _, grads = objective.exact_subject_gradients(psi, tol=1e-10)
+    r = np.zeros((d, d))
+    for i in range(d):
+        step = np.zeros(d)
+        step[i] = h[i]
+        (_, up), (_, down) = (objective.exact_subject_gradients(psi + step, tol=1e-10),
+                              objective.exact_subject_gradients(psi - step, tol=1e-10))
+        if grads is None or up is None or down is None:
+            return None, "failed", "the objective is not finite near the estimates (a parameter at a boundary?)"
+        r[:, i] = (up.sum(axis=0) - down.sum(axis=0)) / (2 * h[i])
+    return _sandwich(0.5 * (r + r.T), grads, method)
 
 
 def _covariance_step(objective: _Objective, psi: np.ndarray, method: str):
@@ -283,6 +361,11 @@ def _covariance_step(objective: _Objective, psi: np.ndarray, method: str):
         base = 1 + 2 * d + 4 * k
         pp, pm, mp, mm = total[base:base + 4]
         r[i, j] = r[j, i] = (pp - pm - mp + mm) / (4 * h[i] * h[j])
+    return _sandwich(r, grads, method)
+
+
+def _sandwich(r: np.ndarray, grads: np.ndarray, method: str):
+    """Covariance from R (d, d) and per-subject gradients (N, d): R⁻¹SR⁻¹ or 2R⁻¹; None when R is not PD."""
     eig = np.linalg.eigvalsh(r)
     failure = (f"covariance step failed: the R matrix (Hessian of the OFV) is not positive definite "
                f"(eigenvalues {eig.min():.3g} .. {eig.max():.3g}); the estimates may be at a saddle point or a "
@@ -300,7 +383,7 @@ def _covariance_step(objective: _Objective, psi: np.ndarray, method: str):
 
 
 def fit_focei(population: Population, dataset, model=None, *, covariance: str = "sandwich",
-              max_iterations: int = 200, gtol: float = 1e-3) -> FitResult:
+              max_iterations: int = 200, gtol: float = 1e-3, gradients: str = "auto") -> FitResult:
     """Fit ``population`` to ``dataset`` by FOCE with interaction (maximum likelihood).
 
     Parameters
@@ -319,6 +402,10 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
         BFGS iterations.
     gtol : float
         BFGS gradient tolerance (OFV units per unit of the unconstrained parameters).
+    gradients : {"auto", "exact", "differences"}
+        ``exact``: the JAX path of :mod:`medtwin.infer.foce_exact` (linear models whose dose times and
+        rates do not depend on the parameters; EstimationError otherwise); ``differences``: central
+        differences of the numba simulation (any model); ``auto``: exact where it applies.
 
     Returns
     -------
@@ -338,7 +425,7 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
     >>> pop = Population(name="demo", model="pk1_iv", thetas=(Theta("TVCL", 2.0, "L/h", lower=0),
     ...     Theta("TVV", 20.0, "L", lower=0)), typical={"CL": "TVCL", "V": "TVV"}, iiv=("CL", "V"),
     ...     omega=((0.1, 0.0), (0.0, 0.1)), residual=ResidualError("proportional", proportional=0.1))
-    >>> fit = fit_focei(pop, data, covariance="none")
+    >>> fit = fit_focei(pop, data, covariance="none", gradients="differences")  # "exact": compiles (~40 s) first
     >>> fit.converged, round(fit.theta["TVV"], 0)
     (True, 18.0)
     """
@@ -351,6 +438,15 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
     param = _Parametrisation(population)
     objective = _Objective(problem, param, population.residual)
     start = time.perf_counter()
+    if gradients not in ("auto", "exact", "differences"):
+        raise EstimationError(f"gradients must be 'auto', 'exact' or 'differences', got {gradients!r}")
+    if gradients != "differences":
+        from medtwin.infer.foce_exact import exact_focei
+
+        objective.exact = exact_focei(problem)
+        if objective.exact is None and gradients == "exact":
+            raise EstimationError(f"FOCEI fit: exact gradients need a linear model whose dose times and rates do "
+                                  f"not depend on its parameters, without SS or reset records ({model.name})")
     psi0 = param.natural(population.theta_values(), np.asarray(population.omega), population.residual.sigma2)
     x0 = param.to_x(psi0)
     initial, _ = objective.value_and_gradient(x0)
@@ -366,14 +462,16 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
     if covariance == "none":
         cov, status, message = None, FitStatus.SKIPPED, "covariance step not requested"
     else:
-        cov, status, message = _covariance_step(objective, psi, "R" if covariance == "R" else "sandwich")
+        step = _exact_covariance_step if objective.exact is not None else _covariance_step
+        cov, status, message = step(objective, psi, "R" if covariance == "R" else "sandwich")
     covariance_time = time.perf_counter() - start
     return _result(population, problem, param, psi, ofv_subject[0], inner, result, cov, status, message,
-                   covariance, objective.n_evaluations, {"estimation": estimation_time, "covariance": covariance_time})
+                   covariance, objective.n_evaluations, {"estimation": estimation_time, "covariance": covariance_time},
+                   "exact" if objective.exact is not None else "differences")
 
 
 def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, status, message, covariance, n_eval,
-            wall) -> FitResult:
+            wall, gradients) -> FitResult:
     theta, omega, sigma2 = param.unpack(psi)
     residual = population.residual
     new_residual = ResidualError(residual.model, math.sqrt(sigma2.get("additive", 0.0)),
@@ -400,4 +498,4 @@ def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, statu
         covariance_message=message, eta=eta, ids=problem.ids, eta_shrinkage=shrink,
         eps_shrinkage=float(1.0 - np.std(iwres, ddof=1)), subject_ofv=np.asarray(subject_ofv), ipred=ipred,
         iwres=iwres, converged=bool(opt.success), message=str(opt.message), n_iterations=int(opt.nit),
-        n_evaluations=n_eval, n_obs=problem.n_obs, wall_time=wall)
+        n_evaluations=n_eval, n_obs=problem.n_obs, wall_time=wall, gradients=gradients)
