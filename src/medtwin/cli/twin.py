@@ -16,21 +16,6 @@ from medtwin.errors import MedtwinError
 __all__ = ["register", "replay_command"]
 
 
-def _enable_jax_cache() -> None:
-    """Keep JAX's compiled observers on disk under the data home, as numba keeps the kernels.
-
-    The observers compile once per model and settings (about 1-3 s); with the
-    persistent cache a later ``medtwin replay`` of the same twin reloads them.
-    Set here, in the shell, because it is a process-wide JAX setting.
-    """
-    import jax
-
-    from medtwin.io.storage import data_home
-
-    jax.config.update("jax_compilation_cache_dir", str(data_home() / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def _plot(frame, twin, path: Path) -> None:
     import matplotlib
 
@@ -96,7 +81,6 @@ def replay_command(
     outputs = OutFolder(out)
     try:
         outputs.check()
-        _enable_jax_cache()
         spec = load_mapping(twin_spec, what="twin specification")
         if "model" not in spec:
             raise MedtwinError(f"{twin_spec}: a twin specification is a mapping with at least 'model' and 'errors'")
