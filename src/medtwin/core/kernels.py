@@ -177,16 +177,25 @@ def expm_block(a, h, phi, gam, need_gamma, m):
     for _ in range(s):
         if need_gamma:
             block_matmul(phi, gam, nxt, m)
-            gam[:, :, :m] += nxt[:, :, :m]
+            for i in range(n):
+                for j in range(n):
+                    for b in range(m):
+                        gam[i, j, b] += nxt[i, j, b]
         block_matmul(phi, phi, nxt, m)
-        phi[:, :, :m] = nxt[:, :, :m]
+        for i in range(n):
+            for j in range(n):
+                for b in range(m):
+                    phi[i, j, b] = nxt[i, j, b]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")  # no reference counting per call (a B=1 expm calls it ~20 times)
 def block_matmul(left, right, out, m):
     """out[:, :, b] = left[:, :, b] @ right[:, :, b] for the first ``m`` lanes (inner loop over lanes)."""
     n = left.shape[0]
-    out[:, :, :m] = 0.0
+    for i in range(n):
+        for j in range(n):
+            for b in range(m):
+                out[i, j, b] = 0.0
     for i in range(n):
         for j in range(n):
             for q in range(n):
@@ -498,21 +507,6 @@ def steady_state(rhs, init, code, has_matrix, x, p, row, idx, amat, cache_h, cac
 
 # ----------------------------------------------------------------- one patient, a cohort
 @nb.njit(cache=True)
-def _read(outputs, x, p, y, out, states_out, keep_states, r, ok):
-    if ok:
-        outputs(x.ctypes, p.ctypes, y.ctypes)
-        for j in range(y.shape[0]):
-            out[r, j] = y[j]
-        if keep_states:
-            for j in range(x.shape[0]):
-                states_out[r, j] = x[j]
-    else:
-        out[r, :] = np.nan
-        if keep_states:
-            states_out[r, :] = np.nan
-
-
-@nb.njit(cache=True)
 def run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, idx, seg, chg_par, chg_val, out,
                 states_out, keep_states, row0, rtol, atol, dt, max_steps):
     """Step one patient over its segments (:func:`medtwin.core.schedule.segment_arrays`); returns its status.
@@ -540,6 +534,7 @@ def run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, i
     cache_phi = np.zeros((k_cache, n, n))
     cache_gam = np.zeros((k_cache, n, n))
     cache_n = np.zeros(2, np.int64)
+    rates = np.zeros(n)
     status = ST_OK
     o = 0
     s = 0
@@ -556,28 +551,37 @@ def run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, i
         if status == ST_OK and reset[k]:
             init(p.ctypes, x.ctypes)
             hstate[0] = 0.0
-        o_hi = o
-        while o_hi < n_obs and obs_segment[obs_order[o_hi]] == k:
-            o_hi += 1
-        for q in range(o, o_hi):
-            if obs_pre[obs_order[q]]:
-                _read(outputs, x, p, y, out, states_out, keep_states, row0 + obs_order[q], status == ST_OK)
-        while s < ss_segment.shape[0] and ss_segment[s] == k:
-            if status == ST_OK:
-                status = steady_state(rhs, init, code, has_matrix, x, p, ev[ss_record[s]], idx, amat, cache_h,
-                                      cache_phi, cache_gam, cache_n, work, hstate, counter, rtol, atol, dt, max_steps)
-                hstate[0] = 0.0
-            s += 1
-        if status == ST_OK:
-            for j in range(n):
-                if bolus[k, j] != 0.0:
-                    x[j] += bolus[k, j]
-        for q in range(o, o_hi):
-            if not obs_pre[obs_order[q]]:
-                _read(outputs, x, p, y, out, states_out, keep_states, row0 + obs_order[q], status == ST_OK)
-        o = o_hi
+        for phase in range(2):  # 0: pre-dose reads; 1: steady-state records and bolus, then post-dose reads
+            if phase == 1:
+                while s < ss_segment.shape[0] and ss_segment[s] == k:
+                    if status == ST_OK:
+                        status = steady_state(rhs, init, code, has_matrix, x, p, ev[ss_record[s]], idx, amat, cache_h,
+                                              cache_phi, cache_gam, cache_n, work, hstate, counter, rtol, atol, dt,
+                                              max_steps)
+                        hstate[0] = 0.0
+                    s += 1
+                if status == ST_OK:
+                    for j in range(n):
+                        if bolus[k, j] != 0.0:
+                            x[j] += bolus[k, j]
+            while o < n_obs and obs_segment[obs_order[o]] == k and (phase == 1 or obs_pre[obs_order[o]]):
+                r = row0 + obs_order[o]
+                o += 1
+                if status == ST_OK:
+                    outputs(x.ctypes, p.ctypes, y.ctypes)
+                    for j in range(n_out):
+                        out[r, j] = y[j]
+                    if keep_states:
+                        for j in range(n):
+                            states_out[r, j] = x[j]
+                else:
+                    out[r, :] = np.nan
+                    if keep_states:
+                        states_out[r, :] = np.nan
         if status == ST_OK and end[k] > start[k]:
-            status = advance(rhs, code, x, start[k], end[k], rates_seg[k], p, amat, cache_h, cache_phi, cache_gam,
+            for j in range(n):
+                rates[j] = rates_seg[k, j]
+            status = advance(rhs, code, x, start[k], end[k], rates, p, amat, cache_h, cache_phi, cache_gam,
                              cache_n, work, hstate, counter, rtol, atol, dt, max_steps)
     return status
 

@@ -169,6 +169,24 @@ def build_schedule(p, ev, obs_t, obs_pre, idx):
 
 # ----------------------------------------------------------------- actions → segments
 @nb.njit(cache=True)
+def _merge_unique(a, b):
+    """The distinct values of two sorted arrays, sorted (a linear merge)."""
+    out = np.empty(a.shape[0] + b.shape[0])
+    i = j = m = 0
+    while i < a.shape[0] or j < b.shape[0]:
+        if j >= b.shape[0] or (i < a.shape[0] and a[i] <= b[j]):
+            v = a[i]
+            i += 1
+        else:
+            v = b[j]
+            j += 1
+        if m == 0 or v != out[m - 1]:
+            out[m] = v
+            m += 1
+    return out[:m].copy()
+
+
+@nb.njit(cache=True)
 def segment_arrays(p, ev, obs_t, obs_pre, idx, n, change_t):
     """One patient's segments as a tuple of arrays (the fields of :class:`Segments`, in this order).
 
@@ -177,7 +195,7 @@ def segment_arrays(p, ev, obs_t, obs_pre, idx, n, change_t):
     The one copy of the infusion bookkeeping.
     """
     a_t, a_kind, a_cmt, a_val, a_ref, info = build_schedule(p, ev, obs_t, obs_pre, idx)
-    start = np.unique(np.concatenate((a_t, change_t)))
+    start = _merge_unique(a_t, change_t)
     k_all = start.shape[0]
     end = start.copy()
     if k_all > 1:
