@@ -29,10 +29,7 @@ import numpy as np
 from numba import types
 
 from medtwin.core.events import EV_CMT, EV_II, EV_SS
-from medtwin.core.schedule import (  # noqa: F401  (re-exported: the schedule's action kinds and builders)
-    ACT_BOLUS, ACT_INF_END, ACT_INF_START, ACT_OBS, ACT_RESET, ACT_SS, MAX_SS_RESIDUALS, build_schedule,
-    dose_parameter_index, dose_terms, segment_arrays,
-)
+from medtwin.core.schedule import dose_parameter_index, dose_terms, segment_arrays  # noqa: F401  (dose_parameter_index: re-export)
 from medtwin.core.status import Status
 
 # Plain ints for numba, taken from the one definition of the status values.

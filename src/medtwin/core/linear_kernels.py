@@ -34,27 +34,29 @@ def linear_program(segments):
         return None
     kinds, ints, floats = [], [], []
     steps: dict[float, int] = {}
-    order = seg.obs_order
-    o, n_obs = 0, len(order)
-    previous = np.zeros(seg.n_states)
+    # Plain Python lists: the loop below runs once per segment, numpy calls per segment would dominate.
+    reads: list[list[int]] = [[] for _ in range(seg.n_segments)]
+    for o in seg.obs_order.tolist():
+        reads[seg.obs_segment[o]].append(o)
+    pre = seg.obs_pre.tolist()
+    changed = np.diff(seg.rates, axis=0, prepend=np.zeros((1, seg.n_states))) != 0.0
+    bolus, rates, length = seg.bolus.tolist(), seg.rates.tolist(), (seg.end - seg.start).tolist()
+    dosed = np.flatnonzero(seg.bolus.any(axis=1) | changed.any(axis=1)).tolist()
+    acts = {k: ([c for c in range(seg.n_states) if bolus[k][c] != 0.0], np.flatnonzero(changed[k]).tolist())
+            for k in dosed}
     for k in range(seg.n_segments):
-        hi = o
-        while hi < n_obs and seg.obs_segment[order[hi]] == k:
-            hi += 1
-        reads = [int(r) for r in order[o:hi]]
-        post = [r for r in reads if not seg.obs_pre[r]]
-        for r in (r for r in reads if seg.obs_pre[r]):
-            kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
-        for c in np.flatnonzero(seg.bolus[k]):
-            kinds.append(OP_BOLUS), ints.append(int(c)), floats.append(float(seg.bolus[k, c]))
-        for c in np.flatnonzero(seg.rates[k] != previous):
-            kinds.append(OP_RATE), ints.append(int(c)), floats.append(float(seg.rates[k, c]))
-        for r in post:
-            kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
-        o, previous = hi, seg.rates[k]
-        h = float(seg.end[k] - seg.start[k])
-        if h > 0:
-            kinds.append(OP_ADVANCE), ints.append(steps.setdefault(h, len(steps))), floats.append(0.0)
+        for r in reads[k]:
+            if pre[r]:
+                kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
+        for c in acts.get(k, ((), ()))[0]:
+            kinds.append(OP_BOLUS), ints.append(c), floats.append(bolus[k][c])
+        for c in acts.get(k, ((), ()))[1]:
+            kinds.append(OP_RATE), ints.append(c), floats.append(rates[k][c])
+        for r in reads[k]:
+            if not pre[r]:
+                kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
+        if length[k] > 0:
+            kinds.append(OP_ADVANCE), ints.append(steps.setdefault(length[k], len(steps))), floats.append(0.0)
     step_sizes = np.array(sorted(steps, key=steps.get), dtype=float)
     return (np.array(kinds, np.int64), np.array(ints, np.int64), np.array(floats, float), step_sizes,
             bool(np.any(seg.rates != 0.0)))

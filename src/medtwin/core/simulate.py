@@ -20,7 +20,9 @@ from medtwin.core import kernels, linear_kernels
 from medtwin.core.compile_cache import cached
 from medtwin.core.events import Regimen, as_regimens, event_matrix
 from medtwin.core.model import Model, check_parameter_table
-from medtwin.core.schedule import ParameterChanges, Segments, empty_segment_arrays
+from medtwin.core.schedule import (
+    ParameterChanges, Segments, dose_parameter_index, empty_segment_arrays, segment_arrays,
+)
 from medtwin.core.status import Status
 from medtwin.errors import SimulationError
 
@@ -378,7 +380,7 @@ def simulate(
 
     callbacks = model_callbacks(model)
     matrix = callbacks["matrix"] if callbacks["matrix"] is not None else kernels.no_matrix()
-    idx = kernels.dose_parameter_index(model)
+    idx = dose_parameter_index(model)
     n = table.shape[0]
     changes = ParameterChanges.build(model, parameter_changes, n)
     schedule_columns = sorted(set(idx[idx >= 0].tolist()))
@@ -386,7 +388,7 @@ def simulate(
     use_shared = bool(lay.shared_regimen and lay.shared_times is not None and same_schedule_params)
     segments = None
     if use_shared:
-        shared = kernels.segment_arrays(table[0], lay.ev_flat[lay.ev_start[0]:lay.ev_stop[0]], lay.obs_flat,
+        shared = segment_arrays(table[0], lay.ev_flat[lay.ev_start[0]:lay.ev_stop[0]], lay.obs_flat,
                                         lay.pre_flat, idx, model.n_states, changes.times)
         segments = Segments.from_arrays(shared, changes=changes, events=lay.ev_flat, reference=table[0])
     else:
