@@ -42,6 +42,7 @@ from typing import Mapping
 
 import numpy as np
 
+from medtwin.core.compile_cache import cached
 from medtwin.core.model import Model
 from medtwin.errors import ModelError, ParameterError
 
@@ -151,10 +152,8 @@ class StateSpace:
         of twins compiles once.
         """
         if "functions" not in self._cache:
-            key = ("assimilate-functions", self.estimated)
-            if key not in self.model._cache:
-                self.model._cache[key] = _compile(self)
-            self._cache["functions"] = self.model._cache[key]
+            self._cache["functions"] = cached(self.model, "assimilate-functions", self.estimated,
+                                              lambda: _compile(self))
         return self._cache["functions"]
 
     def substeps(self, t0: float, t1: float) -> int:

@@ -41,6 +41,7 @@ import math
 
 import numpy as np
 
+from medtwin.core.compile_cache import cached
 from medtwin.core.inputs import input_schedule
 from medtwin.assimilate.statespace import StateSpace, jax_modules, jax_pieces
 from medtwin.errors import DataError, SimulationError
@@ -70,10 +71,9 @@ def rollout_functions(space: StateSpace, *, control: int, output: str, n_sub: in
         ``theta`` (n_parameters,), ``t0`` and ``step_h`` in h, ``scale`` = model units per clinical unit.
         Compiled once and kept in the model's cache (shared by every controller of the same settings).
     """
-    key = ("mpc-rollout", space.estimated, int(control), output, int(n_sub))
-    if key not in space.model._cache:
-        space.model._cache[key] = _compile(space, int(control), space.output_index(output), int(n_sub))
-    return space.model._cache[key]
+    options = (space.estimated, int(control), output, int(n_sub))
+    return cached(space.model, "mpc-rollout", options,
+                  lambda: _compile(space, int(control), space.output_index(output), int(n_sub)))
 
 
 def _compile(space: StateSpace, control: int, out_index: int, n_sub: int) -> dict:

@@ -5,7 +5,8 @@ synthetic-patient simulators of the model library all need it.  Observers and
 the synthetic-patient simulators advance a state from one
 measurement to the next; what happens in between (boluses, zero-order
 infusions starting and stopping, resets) comes from the regimen through the
-*same* schedule builder as the simulation kernels, so lag times, F, and the
+*same* segments the simulation kernels step over
+(:func:`medtwin.core.schedule.compile_schedule`), so lag times, F, and the
 bookkeeping of overlapping infusions follow NONMEM semantics exactly.
 
 Convention: an action at time τ belongs to the half-open interval [t0, t1)
@@ -27,10 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtwin.core import kernels
-from medtwin.core.events import Regimen, event_matrix
-from medtwin.core.jax_linear import rates_before
+from medtwin.core.events import Regimen
 from medtwin.core.model import Model
+from medtwin.core.schedule import compile_schedule
 from medtwin.errors import SimulationError
 
 
@@ -106,35 +106,8 @@ def input_schedule(model: Model, regimen: Regimen, theta=None) -> InputSchedule:
     and modelled rates/durations.  Steady-state records are refused: an
     observer starts from a belief, not from an assumed steady state.
     """
-    from medtwin.core.simulate import _parameter_matrix  # the same parameter parsing and checks as simulate()
-
-    reference = _parameter_matrix(model, theta)[0]
-    n = model.n_states
-    ev = event_matrix(regimen, n, model.default_cmt, [t.cmt for t in model.dose_targets])
-    idx = kernels.dose_parameter_index(model)
-    empty = np.zeros(0)
-    a_t, a_kind, a_cmt, a_val, a_ref, _ = kernels.build_schedule(reference, ev, empty, np.zeros(0, bool), idx)
-    if np.any(a_kind == kernels.ACT_SS):
+    seg = compile_schedule(model, regimen, (), theta)
+    if len(seg.ss_segment):
         raise SimulationError("steady-state (SS) dose records cannot drive an observer; give the doses explicitly")
-    before = rates_before(a_kind, a_cmt, a_val, a_ref, n)
-    after = np.vstack([before[1:], _final_rates(a_kind, a_cmt, a_val, a_ref, n)]) if len(a_t) else np.zeros((0, n))
-    times = np.unique(a_t)
-    boluses = np.zeros((len(times), n))
-    resets = np.zeros(len(times), bool)
-    rates = np.zeros((len(times), n))
-    for k in range(len(a_t)):
-        j = int(np.searchsorted(times, a_t[k]))
-        kind = int(a_kind[k])
-        if kind == kernels.ACT_RESET:
-            resets[j] = True
-            boluses[j] = 0.0
-        elif kind == kernels.ACT_BOLUS:
-            boluses[j, int(a_cmt[k])] += a_val[k]
-        rates[j] = after[k]  # the last action at a time leaves the rates in effect afterwards
-    return InputSchedule(times=times, boluses=boluses, resets=resets, rates=rates, n_states=n)
-
-
-def _final_rates(a_kind, a_cmt, a_val, a_ref, n) -> np.ndarray:
-    """Rates after the last action (rates_before gives them just before each one)."""
-    extended_kind = np.append(a_kind, kernels.ACT_OBS)
-    return rates_before(extended_kind, np.append(a_cmt, 0), np.append(a_val, 0.0), np.append(a_ref, 0), n)[-1:]
+    return InputSchedule(times=seg.start, boluses=seg.bolus, resets=seg.reset, rates=seg.rates,
+                         n_states=model.n_states)

@@ -9,8 +9,8 @@ a sum of responses to the doses (superposition)::
 
 with G(τ)·b read off the last column of expm([[A, b], [0, 0]]·τ) (Van Loan's
 augmented matrix), and G(τ) = 0 for τ ≤ 0.  Which doses precede an output is
-taken from the same NONMEM schedule the numba kernels use
-(:func:`medtwin.core.kernels.build_schedule`, built once at a reference θ), so
+taken from the same segments the numba kernels step over
+(:func:`medtwin.core.schedule.compile_schedule`, built once at a reference θ), so
 record order at equal times (pre-dose samples, EVID semantics) is identical.
 Outputs come from the model's own arithmetic-only output functions: there is
 no second copy of the model.
@@ -39,12 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtwin.core import kernels
-from medtwin.core.events import Regimen, event_matrix
+from medtwin.core.compile_cache import cached
+from medtwin.core.events import Regimen
 from medtwin.core.model import Model
+from medtwin.core.schedule import compile_schedule, dose_parameter_index, scan_steps
 from medtwin.errors import ModelError, SimulationError
 
-__all__ = ["LinearPredictor", "linear_predictor", "rates_before"]
+__all__ = ["LinearPredictor", "linear_predictor"]
 
 
 def _jax():
@@ -62,69 +63,13 @@ TAYLOR_DEGREE = 18
 MAX_SQUARINGS = 24
 
 
-def rates_before(a_kind, a_cmt, a_val, a_ref, n: int) -> np.ndarray:
-    """Infusion rates (mg/h per state) in effect just before each action of a kernel schedule, (K, n).
-
-    The numba kernels' bookkeeping of overlapping infusions, for the JAX paths:
-    an end cancels only an infusion that started; a compartment's rate drops to
-    exactly 0 when its last infusion ends; a reset stops every infusion.
-    """
-    out = np.zeros((len(a_kind), n))
-    rates, active, running = np.zeros(n), np.zeros(n, int), set()
-    for k in range(len(a_kind)):
-        out[k] = rates
-        kind, c, ref = int(a_kind[k]), int(a_cmt[k]), int(a_ref[k])
-        if kind == kernels.ACT_INF_START:
-            running.add(ref)
-            rates[c] += a_val[k]
-            active[c] += 1
-        elif kind == kernels.ACT_INF_END and ref in running:
-            running.discard(ref)
-            active[c] -= 1
-            rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
-        elif kind == kernels.ACT_RESET:
-            rates[:] = 0.0
-            active[:] = 0
-            running.clear()
-    return out
-
-
 def _steps(model: Model, regimen: Regimen, times, pre_dose, reference: np.ndarray, multiple: int = 16) -> dict:
-    """The patient's actions as scan steps, from the kernels' own NONMEM schedule (at ``reference``).
+    """The patient's padded scan steps (:func:`medtwin.core.schedule.scan_steps`) at θ = ``reference``.
 
-    Step k advances by ``dt[k]`` h with the infusion rates ``rate[k]`` (mg/h per
-    state) running, then adds a bolus (``bolus_amt`` into ``bolus_cmt``, times
-    F(θ) when ``bolus_f >= 0``) and/or records the state for output
-    ``obs_index`` (``-1``: none).  Padded with empty steps to ``multiple``
-    times a power of two, so that patients share a few compilations.
+    Keys ``dt``, ``rate``, ``bolus_cmt``, ``bolus_amt``, ``bolus_f``, ``obs_step`` (see there).
     """
-    times = np.asarray(times, dtype=float)
-    pre = np.zeros(len(times), bool) if pre_dose is None else np.asarray(pre_dose, bool)
-    ev = event_matrix(regimen, model.n_states, model.default_cmt, [t.cmt for t in model.dose_targets])
-    idx = kernels.dose_parameter_index(model)
-    a_t, a_kind, a_cmt, a_val, a_ref, info = kernels.build_schedule(reference, ev, times, pre, idx)
-    if np.any((a_kind == kernels.ACT_SS) | (a_kind == kernels.ACT_RESET)) or info[1]:
-        raise SimulationError("steady-state (SS) and reset (EVID 3/4) records are not supported by the JAX "
-                              "linear path; use simulate()")
-    n, k_all = model.n_states, len(a_t)
-    size = multiple
-    while size < k_all:  # powers of two: few distinct shapes, so few compilations across patients
-        size *= 2
-    dt, rate = np.zeros(size), np.zeros((size, n))
-    bolus_cmt, bolus_amt, bolus_f = np.zeros(size, np.int64), np.zeros(size), np.full(size, -1, np.int64)
-    obs_step = np.zeros(len(times), np.int64)
-    rate[:k_all] = rates_before(a_kind, a_cmt, a_val, a_ref, n)
-    t = a_t[0] if k_all else 0.0
-    for k in range(k_all):
-        dt[k] = a_t[k] - t
-        t = a_t[k]
-        kind, c = int(a_kind[k]), int(a_cmt[k])
-        if kind == kernels.ACT_OBS:
-            obs_step[int(a_ref[k])] = k
-        elif kind == kernels.ACT_BOLUS:
-            bolus_cmt[k], bolus_amt[k], bolus_f[k] = c, ev[int(a_ref[k]), kernels.EV_AMT], idx[0, c]
-    return {"dt": dt, "rate": rate, "bolus_cmt": bolus_cmt, "bolus_amt": bolus_amt, "bolus_f": bolus_f,
-            "obs_step": obs_step}
+    seg = compile_schedule(model, regimen, times, reference, pre_dose=pre_dose)
+    return scan_steps(seg, dose_parameter_index(model)[0], multiple)
 
 
 def _expm_batch(jnp, m):
@@ -149,10 +94,11 @@ def _expm_batch(jnp, m):
 
 
 def _outputs_function(model: Model):
-    """``f(theta, steps) -> (J, n_outputs)``, pure JAX, cached on the model."""
-    key = ("jax_linear",)
-    if key in model._cache:
-        return model._cache[key]
+    """``f(theta, steps) -> (J, n_outputs)``, pure JAX, built once per model (:mod:`medtwin.core.compile_cache`)."""
+    return cached(model, "jax-linear", (), lambda: _build_outputs_function(model))
+
+
+def _build_outputs_function(model: Model):
     jax, jnp = _jax()
     matrix, init, output_functions = model.linear_matrix, model.init(), model.output_functions()
     n = model.n_states
@@ -177,7 +123,6 @@ def _outputs_function(model: Model):
         return jax.vmap(lambda xi: jnp.stack([jnp.asarray(o(xi, theta), dtype=jnp.float64)
                                               for o in output_functions]))(states)
 
-    model._cache[key] = outputs
     return outputs
 
 

@@ -3,9 +3,9 @@
 The numba kernels are the fast path for simulation and cohorts; this module is
 the gradient path (MAP estimation, NUTS, MPC in later layers).  The model's
 arithmetic-only vector field and outputs run on JAX arrays unchanged; the
-NONMEM event schedule (lag, F, infusions, resets) is built once by the same
-schedule builder as the kernels, at a reference θ, and each interval between
-events is integrated by ``diffrax.diffeqsolve`` (Dormand–Prince 5(4) with a
+NONMEM event schedule (lag, F, infusions, resets) is compiled once into the
+same segments the kernels step over (:mod:`medtwin.core.schedule`), at a
+reference θ, and each segment is integrated by ``diffrax.diffeqsolve`` (Dormand–Prince 5(4) with a
 PID step-size controller).
 
 Gradients flow through the vector field, the initial state, the outputs and the
@@ -34,9 +34,10 @@ from typing import Callable
 import numpy as np
 
 from medtwin.core import kernels
-from medtwin.core.events import Regimen, event_matrix
-from medtwin.core.jax_linear import rates_before
+from medtwin.core.compile_cache import cached
+from medtwin.core.events import Regimen
 from medtwin.core.model import Model
+from medtwin.core.schedule import compile_schedule, dose_parameter_index
 from medtwin.errors import SimulationError
 
 
@@ -80,9 +81,10 @@ class DiffraxSolver:
 
 def _compiled_parts(model: Model, rtol: float, atol: float, max_steps: int):
     """The jitted interval integrator and start-state function, built once per model and tolerances."""
-    key = ("diffrax", rtol, atol, max_steps)
-    if key in model._cache:
-        return model._cache[key]
+    return cached(model, "diffrax", (rtol, atol, max_steps), lambda: _build_parts(model, rtol, atol, max_steps))
+
+
+def _build_parts(model: Model, rtol: float, atol: float, max_steps: int):
     jax, jnp, diffrax = _jax()
     rhs, init = model.rhs(), model.init()
 
@@ -103,8 +105,7 @@ def _compiled_parts(model: Model, rtol: float, atol: float, max_steps: int):
     def start_state(theta):
         return jnp.stack(jnp.broadcast_arrays(*init(theta))).astype(jnp.float64)
 
-    model._cache[key] = (advance, start_state)
-    return model._cache[key]
+    return advance, start_state
 
 
 def diffrax_solver(model: Model, regimen: Regimen, times, params=None, *, pre_dose=None, rtol: float = 1e-8,
@@ -121,36 +122,34 @@ def diffrax_solver(model: Model, regimen: Regimen, times, params=None, *, pre_do
 
     reference = _parameter_matrix(model, params)[0]
     times = np.asarray(times, dtype=float)
-    pre = np.zeros(len(times), bool) if pre_dose is None else np.asarray(pre_dose, bool)
-    ev = event_matrix(regimen, model.n_states, model.default_cmt, [t.cmt for t in model.dose_targets])
-    idx = kernels.dose_parameter_index(model)
-    a_t, a_kind, a_cmt, a_val, a_ref, info = kernels.build_schedule(reference, ev, times, pre, idx)
-    if np.any(a_kind == kernels.ACT_SS):
+    seg = compile_schedule(model, regimen, times, reference, pre_dose=pre_dose)
+    if len(seg.ss_segment):
         raise SimulationError("steady-state (SS) records are not supported by the diffrax path; use simulate()")
     advance, start_state = _compiled_parts(model, float(rtol), float(atol), int(max_steps))
     output_functions = model.output_functions()
-    n = model.n_states
-
-    rates = rates_before(a_kind, a_cmt, a_val, a_ref, n)
+    f_index = dose_parameter_index(model)[0]
+    reads = [([], []) for _ in range(seg.n_segments)]  # per segment: (pre-dose, post-dose) observations
+    for o in seg.obs_order:
+        reads[seg.obs_segment[o]][0 if seg.obs_pre[o] else 1].append(int(o))
 
     def outputs(theta):
         theta = jnp.asarray(theta, dtype=jnp.float64)
         y = start_state(theta)
         rows = [None] * len(times)
-        t = a_t[0] if len(a_t) else 0.0
-        for k in range(len(a_t)):
-            if a_t[k] > t:
-                y = advance(y, jnp.float64(t), jnp.float64(a_t[k]), theta, jnp.asarray(rates[k]))
-                t = a_t[k]
-            kind, c = int(a_kind[k]), int(a_cmt[k])
-            if kind == kernels.ACT_OBS:
-                rows[int(a_ref[k])] = jnp.stack([jnp.asarray(o(y, theta), dtype=jnp.float64) for o in output_functions])
-            elif kind == kernels.ACT_BOLUS:
-                f_index = idx[0, c]
-                amount = ev[int(a_ref[k]), kernels.EV_AMT] * (theta[f_index] if f_index >= 0 else 1.0)
-                y = y.at[c].add(amount)
-            elif kind == kernels.ACT_RESET:
+
+        def read(state, which):
+            for o in which:
+                rows[o] = jnp.stack([jnp.asarray(f(state, theta), dtype=jnp.float64) for f in output_functions])
+
+        for k in range(seg.n_segments):
+            if seg.reset[k]:
                 y = start_state(theta)
+            read(y, reads[k][0])
+            for c in np.flatnonzero(seg.bolus[k]):
+                y = y.at[c].add(seg.bolus_dose[k, c] * (theta[f_index[c]] if f_index[c] >= 0 else 1.0))
+            read(y, reads[k][1])
+            if seg.end[k] > seg.start[k]:
+                y = advance(y, jnp.float64(seg.start[k]), jnp.float64(seg.end[k]), theta, jnp.asarray(seg.rates[k]))
         return jnp.stack(rows) if rows else jnp.zeros((0, len(output_functions)))
 
     def outputs_x64(theta):

@@ -7,13 +7,11 @@ and (linear models) system matrix — each ``f(..., out*)`` writing into an
 array.  So a new model costs well under a second of compilation, not a
 recompilation of the solvers.
 
-A patient's run is:
-
-1. build the *schedule*: every dose, infusion start/end, reset, steady-state
-   record and observation as an action, with NONMEM lag time, bioavailability
-   and modelled rate/duration applied, stably sorted by (time, priority, order);
-2. walk the schedule, integrating between distinct action times with the chosen
-   method and applying each action.
+A patient's run steps over its *segments* (:mod:`medtwin.core.schedule`, the
+one place where NONMEM event semantics become piecewise-constant inputs): at
+each segment start it applies the parameter changes, reset, steady-state
+records and bolus and reads the observations, then integrates to the segment
+end with the segment's infusion rates, by the chosen method.
 
 Methods: ``"exact"`` (matrix exponential of a linear model by scaling and
 squaring of the Taylor series, carrying Γ(h) = ∫₀ʰ e^{As} ds for infusions),
@@ -30,18 +28,15 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from medtwin.core.events import EV_AMT, EV_CMT, EV_EVID, EV_II, EV_RATE, EV_SS, EV_TIME
+from medtwin.core.events import EV_CMT, EV_II, EV_SS
+from medtwin.core.schedule import dose_parameter_index, dose_terms, segment_arrays  # noqa: F401  (dose_parameter_index: re-export)
 from medtwin.core.status import Status
-
-ACT_RESET, ACT_SS, ACT_BOLUS, ACT_INF_START, ACT_INF_END, ACT_OBS = 0, 1, 2, 3, 4, 5
-PRI_RESET, PRI_OBS_PRE, PRI_SS, PRI_DOSE, PRI_OBS_POST = 0, 1, 2, 3, 4
 
 # Plain ints for numba, taken from the one definition of the status values.
 ST_OK, ST_MAX_STEPS, ST_NON_FINITE, ST_SS, ST_SMALL, ST_OVERFLOW = (
     int(Status.OK), int(Status.MAX_STEPS), int(Status.NON_FINITE), int(Status.STEADY_STATE_NOT_CONVERGED),
     int(Status.STEP_TOO_SMALL), int(Status.SCHEDULE_OVERFLOW),
 )
-MAX_SS_RESIDUALS = 8
 METHOD_CODES = {"exact": 0, "euler": 1, "heun": 2, "rk4": 4, "dopri5": 5}
 FIXED_ORDERS = {"euler": 1, "heun": 2, "rk4": 4}
 METHODS = tuple(METHOD_CODES)
@@ -129,63 +124,88 @@ def no_matrix():
 
 
 # ----------------------------------------------------------------- small dense linear algebra
-@nb.njit(cache=True)
-def _matmul(a, b, out):
-    n = a.shape[0]
-    for i in range(n):
-        for j in range(n):
-            acc = 0.0
-            for k in range(n):
-                acc += a[i, k] * b[k, j]
-            out[i, j] = acc
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def expm_block(a, h, phi, gam, need_gamma, m):
+    """Φ = e^{A h} and Γ = ∫₀ʰ e^{A s} ds for a block of small matrices (structure of arrays).
 
-
-@nb.njit(cache=True)
-def expm_phi_gamma(a, h, phi, gam):
-    """Φ = e^{A h} and Γ = ∫₀ʰ e^{A s} ds for a small dense A (scaling and squaring)."""
+    ``a``, ``phi``, ``gam`` have shape (n, n, B): lane b is one patient's matrix; lanes ``m:`` are
+    computed too (fixed-length inner loops vectorise) but their norm does not set the scaling.
+    Scaling and squaring of the Taylor series: ||A τ||₁ <= 0.5, 14 terms (truncation below
+    0.5¹⁵/15! ≈ 2.3e-17, under one ulp), then Γ(2τ) = Γ(τ) + Φ(τ)Γ(τ), Φ(2τ) = Φ(τ)².
+    The one numba matrix exponential: the per-patient kernels call it with one lane.
+    """
     n = a.shape[0]
     norm = 0.0
-    for j in range(n):
-        col = 0.0
-        for i in range(n):
-            col += abs(a[i, j])
-        norm = max(norm, col)
+    for b in range(m):
+        for j in range(n):
+            col = 0.0
+            for i in range(n):
+                col += abs(a[i, j, b])
+            norm = max(norm, col)
     norm *= h
+    m = a.shape[2]  # compute every lane: fixed-length inner loops vectorise
     s = 0
     if norm > 0.5:
         s = int(math.ceil(math.log2(norm / 0.5)))
     tau = h / (2.0 ** s)
-    term = np.eye(n)
-    nxt = np.empty((n, n))
-    tmp = np.empty((n, n))
-    b = a * tau
+    B = a.shape[2]
+    term = np.zeros((n, n, B))
+    nxt = np.zeros((n, n, B))
     for i in range(n):
         for j in range(n):
-            phi[i, j] = 1.0 if i == j else 0.0
-            gam[i, j] = phi[i, j]  # Γ/τ = Σ B^k/(k+1)!
-    for k in range(1, 40):
-        _matmul(term, b, nxt)
-        biggest = 0.0
+            for b in range(m):
+                v = 1.0 if i == j else 0.0
+                term[i, j, b] = v
+                phi[i, j, b] = v
+                gam[i, j, b] = v
+    for k in range(1, 15):
+        block_matmul(term, a, nxt, m)
+        scale = tau / k
         for i in range(n):
             for j in range(n):
-                term[i, j] = nxt[i, j] / k
-                phi[i, j] += term[i, j]
-                gam[i, j] += term[i, j] / (k + 1)
-                biggest = max(biggest, abs(term[i, j]))
-        if biggest < 1e-18:
-            break
+                for b in range(m):
+                    term[i, j, b] = nxt[i, j, b] * scale
+                    phi[i, j, b] += term[i, j, b]
+                    gam[i, j, b] += term[i, j, b] / (k + 1)
     for i in range(n):
         for j in range(n):
-            gam[i, j] *= tau
+            for b in range(m):
+                gam[i, j, b] *= tau
     for _ in range(s):
-        _matmul(phi, gam, tmp)
+        if need_gamma:
+            block_matmul(phi, gam, nxt, m)
+            for i in range(n):
+                for j in range(n):
+                    for b in range(m):
+                        gam[i, j, b] += nxt[i, j, b]
+        block_matmul(phi, phi, nxt, m)
         for i in range(n):
             for j in range(n):
-                gam[i, j] += tmp[i, j]
-        _matmul(phi, phi, tmp)
-        for i in range(n):
-            for j in range(n):
-                phi[i, j] = tmp[i, j]
+                for b in range(m):
+                    phi[i, j, b] = nxt[i, j, b]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")  # no reference counting per call (a B=1 expm calls it ~20 times)
+def block_matmul(left, right, out, m):
+    """out[:, :, b] = left[:, :, b] @ right[:, :, b] for the first ``m`` lanes (inner loop over lanes)."""
+    n = left.shape[0]
+    for i in range(n):
+        for j in range(n):
+            for b in range(m):
+                out[i, j, b] = 0.0
+    for i in range(n):
+        for j in range(n):
+            for q in range(n):
+                for b in range(m):
+                    out[i, j, b] += left[i, q, b] * right[q, j, b]
+
+
+@nb.njit(cache=True)
+def expm_phi_gamma(a, h, phi, gam):
+    """Φ = e^{A h} and Γ = ∫₀ʰ e^{A s} ds for one small dense A (n, n): :func:`expm_block` with one lane."""
+    n = a.shape[0]
+    expm_block(np.ascontiguousarray(a).reshape((n, n, 1)), h, phi.reshape((n, n, 1)), gam.reshape((n, n, 1)),
+               True, 1)
 
 
 @nb.njit(cache=True)
@@ -215,105 +235,6 @@ def solve_small(a, b):
             acc -= m[r, c] * x[c]
         x[r] = acc / m[r, r]
     return x
-
-
-# ----------------------------------------------------------------- schedule
-@nb.njit(cache=True)
-def dose_terms(p, row, idx):
-    """(bioavailable amount mg, rate mg/h, duration h, lag h) of a dose record; duration 0 for a bolus.
-
-    ``idx`` (4, n_states) holds the parameter positions of F, ALAG, R and D per
-    compartment (-1: none).
-    """
-    c = int(row[EV_CMT])
-    f = p[idx[0, c]] if idx[0, c] >= 0 else 1.0
-    lag = p[idx[1, c]] if idx[1, c] >= 0 else 0.0
-    amt = row[EV_AMT] * f
-    rate = row[EV_RATE]
-    if rate == -1.0:
-        rate = p[idx[2, c]]
-        dur = amt / rate
-    elif rate == -2.0:
-        dur = p[idx[3, c]]
-        rate = amt / dur if dur > 0 else 0.0
-    elif rate > 0.0:
-        dur = amt / rate
-    else:
-        dur = 0.0
-    return amt, rate, dur, lag
-
-
-@nb.njit(cache=True)
-def build_schedule(p, ev, obs_t, obs_pre, idx):
-    """All actions of one patient, sorted by (time, priority, record order)."""
-    n_ev = ev.shape[0]
-    n_obs = obs_t.shape[0]
-    cap = n_ev * (4 + 2 * MAX_SS_RESIDUALS) + n_obs
-    a_t = np.empty(cap)
-    a_kind = np.empty(cap, np.int64)
-    a_cmt = np.empty(cap, np.int64)
-    a_val = np.empty(cap)
-    a_ref = np.empty(cap, np.int64)
-    sec = np.empty(cap)
-    m = 0
-    n_inf = 0
-    overflow = False
-    for e in range(n_ev):
-        row = ev[e]
-        t0 = row[EV_TIME]
-        c = int(row[EV_CMT])
-        evid = int(row[EV_EVID])
-        base = float(e)
-        if evid == 3 or evid == 4:
-            a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = t0, ACT_RESET, c, 0.0, e, PRI_RESET * 1e12 + base
-            m += 1
-        if evid == 3:
-            continue
-        amt, rate, dur, lag = dose_terms(p, row, idx)
-        ss = int(row[EV_SS])
-        ii = row[EV_II]
-        if ss > 0:
-            a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = t0, ACT_SS, c, 0.0, e, PRI_SS * 1e12 + base
-            m += 1
-            if dur > 0.0 and ii > 0.0:
-                # Infusions of earlier SS doses still running at the record time.
-                s = ii - (lag % ii)
-                k = 0
-                while s + k * ii < dur:
-                    if k >= MAX_SS_RESIDUALS:
-                        overflow = True
-                        break
-                    end = t0 + dur - s - k * ii
-                    a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = t0, ACT_INF_START, c, rate, n_inf, PRI_DOSE * 1e12 + base
-                    m += 1
-                    a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = end, ACT_INF_END, c, rate, n_inf, PRI_DOSE * 1e12 + base
-                    m += 1
-                    n_inf += 1
-                    k += 1
-        td = t0 + lag
-        if amt == 0.0 and rate > 0.0:  # steady-state constant infusion: runs until a reset
-            a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = td, ACT_INF_START, c, rate, n_inf, PRI_DOSE * 1e12 + base
-            m += 1
-            n_inf += 1
-        elif dur > 0.0:
-            a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = td, ACT_INF_START, c, rate, n_inf, PRI_DOSE * 1e12 + base
-            m += 1
-            a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = td + dur, ACT_INF_END, c, rate, n_inf, PRI_DOSE * 1e12 + base
-            m += 1
-            n_inf += 1
-        elif amt > 0.0:
-            a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = td, ACT_BOLUS, c, amt, e, PRI_DOSE * 1e12 + base
-            m += 1
-    for o in range(n_obs):
-        pri = PRI_OBS_PRE if obs_pre[o] else PRI_OBS_POST
-        a_t[m], a_kind[m], a_cmt[m], a_val[m], a_ref[m], sec[m] = obs_t[o], ACT_OBS, 0, 0.0, o, pri * 1e12 + o
-        m += 1
-    # Stable two-key sort: first by (priority, record order), then by time.
-    o1 = np.argsort(sec[:m], kind="mergesort")
-    o2 = np.argsort(a_t[:m][o1], kind="mergesort")
-    order = o1[o2]
-    info = np.array([n_inf, 1 if overflow else 0], dtype=np.int64)
-    return a_t[:m][order], a_kind[:m][order], a_cmt[:m][order], a_val[:m][order], a_ref[:m][order], info
 
 
 # ----------------------------------------------------------------- integrators
@@ -583,21 +504,22 @@ def steady_state(rhs, init, code, has_matrix, x, p, row, idx, amat, cache_h, cac
 
 # ----------------------------------------------------------------- one patient, a cohort
 @nb.njit(cache=True)
-def run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, obs_t, obs_pre, idx,
-                a_t, a_kind, a_cmt, a_val, a_ref, info, out, states_out, keep_states, row0,
-                rtol, atol, dt, max_steps):
-    n_inf = info[0]
-    n_obs = obs_t.shape[0]
-    if info[1] != 0:
+def run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, idx, seg, chg_par, chg_val, out,
+                states_out, keep_states, row0, rtol, atol, dt, max_steps):
+    """Step one patient over its segments (:func:`medtwin.core.schedule.segment_arrays`); returns its status.
+
+    ``p`` is the patient's θ (changed in place by the parameter changes ``chg_par``/``chg_val``).
+    """
+    (start, end, reset, bolus, _, rates_seg, ss_segment, ss_record, obs_segment, obs_pre, obs_order,
+     change_segment, overflow) = seg
+    n_obs = obs_segment.shape[0]
+    if overflow:
         for o in range(n_obs):
             out[row0 + o, :] = np.nan
         return ST_OVERFLOW
     x = np.empty(n)
     init(p.ctypes, x.ctypes)
     y = np.empty(n_out)
-    rates = np.zeros(n)
-    inf_on = np.zeros(max(n_inf, 1), np.bool_)
-    active = np.zeros(n, np.int64)
     work = np.zeros((9, n))
     hstate = np.zeros(1)
     counter = np.zeros(1, np.int64)
@@ -609,101 +531,86 @@ def run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, o
     cache_phi = np.zeros((k_cache, n, n))
     cache_gam = np.zeros((k_cache, n, n))
     cache_n = np.zeros(2, np.int64)
+    rates = np.zeros(n)
     status = ST_OK
-    t = a_t[0] if a_t.shape[0] > 0 else 0.0
-    for k in range(a_t.shape[0]):
-        tk = a_t[k]
-        if status == ST_OK and tk > t:
-            status = advance(rhs, code, x, t, tk, rates, p, amat, cache_h, cache_phi, cache_gam, cache_n, work,
-                             hstate, counter, rtol, atol, dt, max_steps)
-            t = tk
-        kind = a_kind[k]
-        if kind == ACT_OBS:
-            r = row0 + a_ref[k]
-            if status == ST_OK:
-                outputs(x.ctypes, p.ctypes, y.ctypes)
-                for j in range(n_out):
-                    out[r, j] = y[j]
-                if keep_states:
-                    for j in range(n):
-                        states_out[r, j] = x[j]
-            else:
-                out[r, :] = np.nan
-                if keep_states:
-                    states_out[r, :] = np.nan
-            continue
-        if status != ST_OK:
-            continue
-        c = a_cmt[k]
-        if kind == ACT_BOLUS:
-            x[c] += a_val[k]
-        elif kind == ACT_INF_START:
-            inf_on[a_ref[k]] = True
-            rates[c] += a_val[k]
-            active[c] += 1
-        elif kind == ACT_INF_END:
-            if inf_on[a_ref[k]]:
-                inf_on[a_ref[k]] = False
-                active[c] -= 1
-                rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
-        elif kind == ACT_RESET:
+    o = 0
+    s = 0
+    cc = 0
+    for k in range(start.shape[0]):
+        changed = False
+        while cc < change_segment.shape[0] and change_segment[cc] == k:
+            p[chg_par[cc]] = chg_val[cc]
+            changed = True
+            cc += 1
+        if changed and has_matrix:
+            matrix(p.ctypes, amat.ctypes)
+            cache_n[:] = 0  # Φ, Γ of the old matrix are stale
+        if status == ST_OK and reset[k]:
             init(p.ctypes, x.ctypes)
-            rates[:] = 0.0
-            active[:] = 0
-            inf_on[:] = False
             hstate[0] = 0.0
-        elif kind == ACT_SS:
-            row = ev[a_ref[k]]
-            if int(row[EV_SS]) == 1:
-                rates[:] = 0.0
-                active[:] = 0
-                inf_on[:] = False
-            status = steady_state(rhs, init, code, has_matrix, x, p, row, idx, amat, cache_h, cache_phi, cache_gam, cache_n,
-                                  work, hstate, counter, rtol, atol, dt, max_steps)
-            hstate[0] = 0.0
+        for phase in range(2):  # 0: pre-dose reads; 1: steady-state records and bolus, then post-dose reads
+            if phase == 1:
+                while s < ss_segment.shape[0] and ss_segment[s] == k:
+                    if status == ST_OK:
+                        status = steady_state(rhs, init, code, has_matrix, x, p, ev[ss_record[s]], idx, amat, cache_h,
+                                              cache_phi, cache_gam, cache_n, work, hstate, counter, rtol, atol, dt,
+                                              max_steps)
+                        hstate[0] = 0.0
+                    s += 1
+                if status == ST_OK:
+                    for j in range(n):
+                        if bolus[k, j] != 0.0:
+                            x[j] += bolus[k, j]
+            while o < n_obs and obs_segment[obs_order[o]] == k and (phase == 1 or obs_pre[obs_order[o]]):
+                r = row0 + obs_order[o]
+                o += 1
+                if status == ST_OK:
+                    outputs(x.ctypes, p.ctypes, y.ctypes)
+                    for j in range(n_out):
+                        out[r, j] = y[j]
+                    if keep_states:
+                        for j in range(n):
+                            states_out[r, j] = x[j]
+                else:
+                    out[r, :] = np.nan
+                    if keep_states:
+                        states_out[r, :] = np.nan
+        if status == ST_OK and end[k] > start[k]:
+            for j in range(n):
+                rates[j] = rates_seg[k, j]
+            status = advance(rhs, code, x, start[k], end[k], rates, p, amat, cache_h, cache_phi, cache_gam,
+                             cache_n, work, hstate, counter, rtol, atol, dt, max_steps)
     return status
 
 
 @nb.njit(cache=True)
 def _run_one(i, rhs, init, outputs, matrix, code, has_matrix, n, n_out, P, ev_flat, ev_start, ev_stop, obs_flat, pre_flat,
-             obs_start, obs_stop, row_start, idx, s_t, s_kind, s_cmt, s_val, s_ref, s_info, use_shared, out,
+             obs_start, obs_stop, row_start, idx, shared, use_shared, chg_t, chg_par, chg_val, out,
              states_out, keep_states, rtol, atol, dt, max_steps):
     p = P[i].copy()
     ev = ev_flat[ev_start[i]:ev_stop[i]]
-    obs_t = obs_flat[obs_start[i]:obs_stop[i]]
-    obs_pre = pre_flat[obs_start[i]:obs_stop[i]]
     if use_shared:
-        return run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, obs_t, obs_pre, idx, s_t, s_kind,
-                           s_cmt, s_val, s_ref, s_info, out, states_out, keep_states, row_start[i], rtol, atol,
-                           dt, max_steps)
-    a_t, a_kind, a_cmt, a_val, a_ref, info = build_schedule(p, ev, obs_t, obs_pre, idx)
-    return run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, obs_t, obs_pre, idx, a_t, a_kind,
-                       a_cmt, a_val, a_ref, info, out, states_out, keep_states, row_start[i], rtol, atol, dt,
-                       max_steps)
+        seg = shared
+    else:
+        seg = segment_arrays(p, ev, obs_flat[obs_start[i]:obs_stop[i]], pre_flat[obs_start[i]:obs_stop[i]], idx, n,
+                             chg_t)
+    return run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, idx, seg, chg_par, chg_val[i],
+                       out, states_out, keep_states, row_start[i], rtol, atol, dt, max_steps)
 
 
 @nb.njit(cache=True, nogil=True)
 def run_cohort(rhs, init, outputs, matrix, code, has_matrix, n, n_out, P, ev_flat, ev_start, ev_stop, obs_flat, pre_flat,
-               obs_start, obs_stop, row_start, idx, s_t, s_kind, s_cmt, s_val, s_ref, s_info, use_shared, out,
+               obs_start, obs_stop, row_start, idx, shared, use_shared, chg_t, chg_par, chg_val, out,
                states_out, keep_states, rtol, atol, dt, max_steps, status):
     """Simulate every patient of the block, in order; statuses into ``status``.
 
+    ``shared`` is the segments tuple every patient uses when ``use_shared`` (else each patient's own is
+    built here); ``chg_t``, ``chg_par`` (C,) and ``chg_val`` (n_patients, C) are the parameter changes.
     Releases the GIL: the caller runs blocks on several threads.  (numba's
     ``prange`` was measured 20x slower here: function-typed arguments cross the
     parallel region at a per-iteration cost.)
     """
     for i in range(P.shape[0]):
         status[i] = _run_one(i, rhs, init, outputs, matrix, code, has_matrix, n, n_out, P, ev_flat, ev_start, ev_stop,
-                             obs_flat, pre_flat, obs_start, obs_stop, row_start, idx, s_t, s_kind, s_cmt, s_val,
-                             s_ref, s_info, use_shared, out, states_out, keep_states, rtol, atol, dt, max_steps)
-
-
-def dose_parameter_index(model) -> np.ndarray:
-    """(4, n_states) int array: positions of F, ALAG, R, D per compartment (-1: none)."""
-    index = {name: i for i, name in enumerate(model.parameter_names)}
-    idx = np.full((4, model.n_states), -1, np.int64)
-    for target in model.dose_targets:
-        for row, ref in enumerate((target.bioavailability, target.lag, target.rate, target.duration)):
-            if ref is not None:
-                idx[row, target.cmt - 1] = index[ref]
-    return idx
+                             obs_flat, pre_flat, obs_start, obs_stop, row_start, idx, shared, use_shared, chg_t,
+                             chg_par, chg_val, out, states_out, keep_states, rtol, atol, dt, max_steps)

@@ -16,124 +16,50 @@ import math
 import numba as nb
 import numpy as np
 
-from medtwin.core.kernels import (
-    ACT_BOLUS, ACT_INF_END, ACT_INF_START, ACT_OBS, ACT_RESET, ACT_SS, ST_NON_FINITE, ST_OK,
-)
+from medtwin.core.kernels import ST_NON_FINITE, ST_OK, expm_block
 
 OP_ADVANCE, OP_BOLUS, OP_RATE, OP_OBS = 0, 1, 2, 3
 BLOCK = 512
 
 
-def linear_program(schedule, n_states: int):
-    """Turn a shared schedule into a straight-line program for :func:`run_linear_blocks`.
+def linear_program(segments):
+    """Turn shared :class:`~medtwin.core.schedule.Segments` into a straight-line program for :func:`run_linear_blocks`.
 
     Returns (op_kind, op_int, op_float, step_sizes, uses_rates) or None when the
-    schedule has resets or steady-state records (the general kernel handles those).
+    schedule has resets, steady-state records or parameter changes (the general
+    kernel handles those).
     """
-    a_t, a_kind, a_cmt, a_val, a_ref, info = schedule
-    if np.any((a_kind == ACT_RESET) | (a_kind == ACT_SS)) or info[1]:
+    seg = segments
+    if seg.reset.any() or len(seg.ss_segment) or len(seg.change_segment) or seg.overflow:
         return None
     kinds, ints, floats = [], [], []
     steps: dict[float, int] = {}
-    rates = np.zeros(n_states)
-    active = np.zeros(n_states, np.int64)
-    on = np.zeros(max(int(info[0]), 1), bool)
-    uses_rates = False
-    t = a_t[0] if len(a_t) else 0.0
-    for k in range(len(a_t)):
-        if a_t[k] > t:
-            h = float(a_t[k] - t)
-            kinds.append(OP_ADVANCE)
-            ints.append(steps.setdefault(h, len(steps)))
-            floats.append(0.0)
-            t = a_t[k]
-        kind, c = int(a_kind[k]), int(a_cmt[k])
-        if kind == ACT_OBS:
-            kinds.append(OP_OBS)
-            ints.append(int(a_ref[k]))
-            floats.append(0.0)
-        elif kind == ACT_BOLUS:
-            kinds.append(OP_BOLUS)
-            ints.append(c)
-            floats.append(float(a_val[k]))
-        elif kind in (ACT_INF_START, ACT_INF_END):
-            ref = int(a_ref[k])
-            if kind == ACT_INF_START:
-                on[ref] = True
-                rates[c] += a_val[k]
-                active[c] += 1
-            elif on[ref]:
-                on[ref] = False
-                active[c] -= 1
-                rates[c] = rates[c] - a_val[k] if active[c] > 0 else 0.0
-            uses_rates = True
-            kinds.append(OP_RATE)
-            ints.append(c)
-            floats.append(float(rates[c]))
+    # Plain Python lists: the loop below runs once per segment, numpy calls per segment would dominate.
+    reads: list[list[int]] = [[] for _ in range(seg.n_segments)]
+    for o in seg.obs_order.tolist():
+        reads[seg.obs_segment[o]].append(o)
+    pre = seg.obs_pre.tolist()
+    changed = np.diff(seg.rates, axis=0, prepend=np.zeros((1, seg.n_states))) != 0.0
+    bolus, rates, length = seg.bolus.tolist(), seg.rates.tolist(), (seg.end - seg.start).tolist()
+    dosed = np.flatnonzero(seg.bolus.any(axis=1) | changed.any(axis=1)).tolist()
+    acts = {k: ([c for c in range(seg.n_states) if bolus[k][c] != 0.0], np.flatnonzero(changed[k]).tolist())
+            for k in dosed}
+    for k in range(seg.n_segments):
+        for r in reads[k]:
+            if pre[r]:
+                kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
+        for c in acts.get(k, ((), ()))[0]:
+            kinds.append(OP_BOLUS), ints.append(c), floats.append(bolus[k][c])
+        for c in acts.get(k, ((), ()))[1]:
+            kinds.append(OP_RATE), ints.append(c), floats.append(rates[k][c])
+        for r in reads[k]:
+            if not pre[r]:
+                kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
+        if length[k] > 0:
+            kinds.append(OP_ADVANCE), ints.append(steps.setdefault(length[k], len(steps))), floats.append(0.0)
     step_sizes = np.array(sorted(steps, key=steps.get), dtype=float)
     return (np.array(kinds, np.int64), np.array(ints, np.int64), np.array(floats, float), step_sizes,
-            uses_rates)
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _block_expm(a, h, phi, gam, need_gamma, m):
-    """SoA scaling-and-squaring Taylor expm for ``m`` patients: a (n, n, B) → phi, gam (n, n, B)."""
-    n = a.shape[0]
-    norm = 0.0
-    for b in range(m):
-        for j in range(n):
-            col = 0.0
-            for i in range(n):
-                col += abs(a[i, j, b])
-            norm = max(norm, col)
-    norm *= h
-    m = a.shape[2]  # compute every lane: fixed-length inner loops vectorise
-    s = 0
-    if norm > 0.5:
-        s = int(math.ceil(math.log2(norm / 0.5)))
-    tau = h / (2.0 ** s)
-    B = a.shape[2]
-    term = np.zeros((n, n, B))
-    nxt = np.zeros((n, n, B))
-    for i in range(n):
-        for j in range(n):
-            for b in range(m):
-                v = 1.0 if i == j else 0.0
-                term[i, j, b] = v
-                phi[i, j, b] = v
-                gam[i, j, b] = v
-    # With ||A τ|| <= 0.5, 14 terms leave a truncation error below 0.5^15/15! ~ 2.3e-17 (under one ulp).
-    for k in range(1, 15):
-        _block_matmul(term, a, nxt, m)
-        scale = tau / k
-        for i in range(n):
-            for j in range(n):
-                for b in range(m):
-                    term[i, j, b] = nxt[i, j, b] * scale
-                    phi[i, j, b] += term[i, j, b]
-                    gam[i, j, b] += term[i, j, b] / (k + 1)
-    for i in range(n):
-        for j in range(n):
-            for b in range(m):
-                gam[i, j, b] *= tau
-    for _ in range(s):  # Γ(2τ) = Γ(τ) + Φ(τ)Γ(τ), Φ(2τ) = Φ(τ)²
-        if need_gamma:
-            _block_matmul(phi, gam, nxt, m)
-            gam[:, :, :m] += nxt[:, :, :m]
-        _block_matmul(phi, phi, nxt, m)
-        phi[:, :, :m] = nxt[:, :, :m]
-
-
-@nb.njit(cache=True, nogil=True)
-def _block_matmul(left, right, out, m):
-    """out[:, :, b] = left[:, :, b] @ right[:, :, b] for the first ``m`` lanes (inner loop over lanes)."""
-    n = left.shape[0]
-    out[:, :, :m] = 0.0
-    for i in range(n):
-        for j in range(n):
-            for q in range(n):
-                for b in range(m):
-                    out[i, j, b] += left[i, q, b] * right[q, j, b]
+            bool(np.any(seg.rates != 0.0)))
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -181,7 +107,7 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
             for j in range(n):
                 x[j, b] = x0[j]
         for hidx in range(n_h):
-            _block_expm(a, step_sizes[hidx], phi[hidx], gam[hidx], uses_rates, m)
+            expm_block(a, step_sizes[hidx], phi[hidx], gam[hidx], uses_rates, m)
         # Flat views, taken once per block: the op loop below creates no array views (each view costs an
         # atomic reference-count update) and its inner loops over the block's patients vectorise.
         phf = phi.reshape(-1)

@@ -420,10 +420,9 @@ class Model:
     # ---------------------------------------------------------- well-posedness
     def check_well_posedness(self, **kwargs) -> "WellPosednessReport":
         """Run (once, then cached) :func:`check_well_posedness` on this model."""
-        key = ("well_posedness", tuple(sorted(kwargs.items())))
-        if key not in self._cache:
-            self._cache[key] = check_well_posedness(self, **kwargs)
-        return self._cache[key]
+        from medtwin.core.compile_cache import cached
+
+        return cached(self, "well-posedness", tuple(sorted(kwargs.items())), lambda: check_well_posedness(self, **kwargs))
 
     def require_well_posed(self) -> None:
         """Raise WellPosednessError unless the default check passes."""

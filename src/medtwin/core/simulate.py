@@ -17,8 +17,12 @@ import numba
 import numpy as np
 
 from medtwin.core import kernels, linear_kernels
+from medtwin.core.compile_cache import cached
 from medtwin.core.events import Regimen, as_regimens, event_matrix
 from medtwin.core.model import Model, check_parameter_table
+from medtwin.core.schedule import (
+    ParameterChanges, Segments, dose_parameter_index, empty_segment_arrays, segment_arrays,
+)
 from medtwin.core.status import Status
 from medtwin.errors import SimulationError
 
@@ -268,10 +272,8 @@ def _layout(model: Model, n: int, regimen, times, pre_dose) -> _Layout:
 
 
 def model_callbacks(model: Model) -> dict:
-    """The model's compiled callbacks (see :func:`kernels.model_callbacks`), built once and cached on it."""
-    if "callbacks" not in model._cache:
-        model._cache["callbacks"] = kernels.model_callbacks(model)
-    return model._cache["callbacks"]
+    """The model's compiled callbacks (see :func:`kernels.model_callbacks`), built once (:mod:`compile_cache`)."""
+    return cached(model, "numba-callbacks", (), lambda: kernels.model_callbacks(model))
 
 
 def resolve_method(model: Model, method: str) -> str:
@@ -303,6 +305,7 @@ def simulate(
     progress: ProgressCallback | None = None,
     chunk_size: int = 65_536,
     threads: int | None = None,
+    parameter_changes=None,
 ) -> Trajectory:
     """Simulate ``model`` for one or many patients.
 
@@ -343,6 +346,10 @@ def simulate(
     threads : int, optional
         Worker threads (default: numba's thread count, ``NUMBA_NUM_THREADS``);
         results do not depend on it.
+    parameter_changes : mapping, optional
+        Piecewise-constant parameters: ``{name: (times, values)}``; from ``times[c]`` h on the
+        parameter takes ``values[..., c]`` (shape (n_times,) for everybody or (n_patients, n_times)).
+        Before the first change it has its value from ``params``.  Not with ``method="diffrax"``.
 
     Returns
     -------
@@ -367,21 +374,25 @@ def simulate(
     n = table.shape[0]
     lay = _layout(model, table.shape[0], regimen, times, pre_dose)
     if method == "diffrax":
+        if parameter_changes:
+            raise SimulationError("parameter_changes are not supported with method='diffrax'")
         return _simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, progress)
 
     callbacks = model_callbacks(model)
     matrix = callbacks["matrix"] if callbacks["matrix"] is not None else kernels.no_matrix()
-    idx = kernels.dose_parameter_index(model)
+    idx = dose_parameter_index(model)
     n = table.shape[0]
+    changes = ParameterChanges.build(model, parameter_changes, n)
     schedule_columns = sorted(set(idx[idx >= 0].tolist()))
     same_schedule_params = n > 0 and all(np.all(table[:, j] == table[0, j]) for j in schedule_columns)
     use_shared = bool(lay.shared_regimen and lay.shared_times is not None and same_schedule_params)
+    segments = None
     if use_shared:
-        sched = kernels.build_schedule(table[0], lay.ev_flat[lay.ev_start[0]:lay.ev_stop[0]], lay.obs_flat,
-                                       lay.pre_flat, idx)
+        shared = segment_arrays(table[0], lay.ev_flat[lay.ev_start[0]:lay.ev_stop[0]], lay.obs_flat,
+                                        lay.pre_flat, idx, model.n_states, changes.times)
+        segments = Segments.from_arrays(shared, changes=changes, events=lay.ev_flat, reference=table[0])
     else:
-        sched = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
-                 np.zeros(2, np.int64))
+        shared = empty_segment_arrays(model.n_states)
 
     status = np.zeros(n, dtype=np.int64)
     states = np.empty((lay.n_rows if keep_states else 1, model.n_states))
@@ -392,7 +403,7 @@ def simulate(
     # it writes a time-major buffer (contiguous across patients), the general kernel a row per output time.
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
-        program = linear_kernels.linear_program(sched, model.n_states)
+        program = linear_kernels.linear_program(segments)
     if program is not None:
         out = np.empty((len(lay.shared_times), len(model.outputs), n))
     else:
@@ -402,8 +413,9 @@ def simulate(
         kernels.run_cohort(
             callbacks["rhs"], callbacks["init"], callbacks["outputs"], matrix, code, model.is_linear, model.n_states,
             len(model.outputs), table[lo:hi], lay.ev_flat, lay.ev_start[lo:hi], lay.ev_stop[lo:hi], lay.obs_flat,
-            lay.pre_flat, lay.obs_start[lo:hi], lay.obs_stop[lo:hi], lay.row_start[lo:hi], idx, *sched, use_shared,
-            out, states, keep_states, float(rtol), float(atol), dt_value, int(max_steps), status[lo:hi],
+            lay.pre_flat, lay.obs_start[lo:hi], lay.obs_stop[lo:hi], lay.row_start[lo:hi], idx, shared, use_shared,
+            changes.times, changes.parameter, changes.values[lo:hi], out, states, keep_states, float(rtol),
+            float(atol), dt_value, int(max_steps), status[lo:hi],
         )
 
     def run_linear(lo: int, hi: int) -> None:

@@ -36,9 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from medtwin.assimilate.statespace import StateSpace
 from medtwin.core.stream import Measurement
 from medtwin.core.events import DoseEvent, Regimen
+from medtwin.core.simulate import simulate
 from medtwin.errors import DataError
 from medtwin.models import get_model
 
@@ -98,26 +98,42 @@ class GlucoseOutcome:
 
 
 class _TruePatient:
-    """The virtual patient's own model, advanced piecewise (SI changes every hour)."""
+    """The virtual patient's own model under the inputs given so far, simulated by ``simulate()``.
 
-    def __init__(self, patient):
-        model = get_model(patient.model)
-        self.space = StateSpace.build(model, patient.parameters, estimated=("SI",), max_step=1.0 / 120.0)
-        self.si = float(patient.parameters["SI"])
-        self.multipliers = np.asarray(patient.si_multipliers, dtype=float)
-        self.z = np.array(self.space.initial_mean()[None, :])
+    SI is a piecewise-constant parameter (``SI · si_multipliers[k]`` from hour k on).  The rates given by
+    :meth:`advance` become zero-order infusion records; whenever they change, one ``simulate()`` call
+    (adaptive Dormand–Prince, rtol 1e-10) from 0 h, with the current rates continued, gives the glucose at
+    every remaining query time ``times`` (h), which :meth:`glucose` then reads until the next change.
+    """
+
+    def __init__(self, patient, times):
+        self.model = get_model(patient.model)
+        self.theta = self.model.parameter_table(dict(patient.parameters))
+        multipliers = np.asarray(patient.si_multipliers, dtype=float)
+        si = float(patient.parameters["SI"]) * multipliers
+        self.changes = {"SI": (np.arange(len(multipliers), dtype=float), si)}
+        self.times = np.unique(np.asarray(times, dtype=float))
+        self.given: list[tuple[float, np.ndarray]] = []  # (from h, rates per state)
+        self.t = 0.0
+        self.known: dict[float, float] = {}
 
     def advance(self, t0: float, t1: float, rates: np.ndarray) -> None:
-        t = t0
-        while t < t1 - 1e-12:
-            hour = min(int(math.floor(t + 1e-9)), len(self.multipliers) - 1)
-            self.z[0, -1] = math.log(self.si * self.multipliers[hour])
-            end = min(t1, math.floor(t + 1e-9) + 1.0)
-            self.z = np.array(self.space.advance(self.z, t, end, rates))
-            t = end
+        if not self.given or not np.array_equal(self.given[-1][1], rates):
+            self.given.append((float(t0), np.array(rates, dtype=float)))
+            self.known = {}
+        self.t = t1
 
     def glucose(self) -> float:
-        return float(self.space.measure(self.z, "G")[0])
+        if self.t not in self.known:
+            query = np.unique(np.append(self.times[self.times >= self.t], self.t))
+            ends = [start for start, _ in self.given[1:]] + [float(query[-1])]
+            events = tuple(DoseEvent(time=start, amount=float(r[j]) * (end - start), cmt=int(j) + 1, rate=float(r[j]))
+                           for (start, r), end in zip(self.given, ends) if end > start for j in np.flatnonzero(r))
+            trajectory = simulate(self.model, self.theta, Regimen(events), query, pre_dose=[np.ones(len(query), bool)],
+                                  method="dopri5", rtol=1e-10, atol=1e-10, keep_states=False,
+                                  parameter_changes=self.changes)
+            self.known = dict(zip(query.tolist(), trajectory.output("G").tolist()))
+        return self.known[self.t]
 
 
 def _rates(scenario: GlucoseScenario, insulin_u_per_h: float, n_states: int) -> np.ndarray:
@@ -153,13 +169,13 @@ def run_glucose_patient(patient, policy: Callable, scenario: GlucoseScenario = G
     arrival with every result arrived so far (list of Measurement); ``state`` is the policy's own value
     (None at the start), passed back in.
     """
-    truth = _TruePatient(patient)
     rng = np.random.default_rng([seed, int(patient.id)])
-    n_states = truth.space.n_states
     sample_times = np.arange(0.0, scenario.hours, scenario.measure_every_h)
     decisions = sample_times + scenario.delay_h
     grid = np.arange(0.0, scenario.hours + 1e-9, 5.0 / 60.0)
     events = sorted(set(np.round(np.concatenate([grid, sample_times, decisions]), 10).tolist()))
+    truth = _TruePatient(patient, events)
+    n_states = truth.model.n_states
     pending, arrived, state, rate = [], [], None, 0.0
     glucose, rates, statuses = {}, [], []
     bound_violations = rate_violations = 0

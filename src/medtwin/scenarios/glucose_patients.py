@@ -4,7 +4,8 @@ A :class:`SyntheticICUPatient` is one virtual critically ill patient: a model
 of :mod:`medtwin.models.glucose` (``bergman_insulin`` by default, so that an
 ICING twin is tested under deliberate misspecification), individual parameter
 values, and an hour-by-hour insulin-sensitivity path ``SI(t) = SI · m_k`` for
-t in [k, k + 1) h.  :func:`simulate_truth` integrates it with scipy and adds
+t in [k, k + 1) h.  :func:`simulate_truth` simulates it (SI as a
+piecewise-constant parameter of :func:`medtwin.core.simulate.simulate`) and adds
 blood-glucose measurement error.
 
 Distributions (documented assumptions, each configurable):
@@ -314,26 +315,14 @@ def icu_regimen(hours: float, *, insulin_u_per_h=0.0, enteral_g_per_h=0.0, pn_mm
     return Regimen(tuple(events))
 
 
-def _segments(pieces):
-    """Split input pieces at whole hours: yields (start, end, rates, bolus, reset)."""
-    for piece in pieces:
-        a = piece.start
-        cuts = [float(h) for h in range(int(math.floor(a)) + 1, int(math.ceil(piece.end))) if a < h < piece.end]
-        bounds = [a, *cuts, piece.end]
-        for j in range(len(bounds) - 1):
-            first = j == 0
-            yield (bounds[j], bounds[j + 1], piece.rates, piece.bolus if first else None, piece.reset and first)
-
-
 def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times, *, seed: int | None = None,
                    rtol: float = 1e-8, atol: float = 1e-8) -> TruthResult:
     """Integrate ``patient`` under ``regimen`` with hourly SI and add measurement error.
 
-    The inputs come from :func:`medtwin.core.inputs.input_schedule`
-    (NONMEM semantics); each input piece is split at whole hours, SI is
-    ``SI · si_multipliers[k]`` during hour k, and each stretch is integrated by
-    ``scipy.integrate.solve_ivp`` (DOP853).  A glucose reading taken at the
-    time of a bolus sees the pre-dose state (the input-schedule convention).
+    One call of :func:`medtwin.core.simulate.simulate` (adaptive Dormand–Prince
+    5(4), NONMEM semantics for the inputs) with SI a piecewise-constant
+    parameter: ``SI · si_multipliers[k]`` from hour k on (``parameter_changes``).
+    A glucose reading taken at the time of a bolus sees the pre-dose state.
 
     Parameters
     ----------
@@ -345,7 +334,7 @@ def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times,
     seed : int, optional
         Seed of the measurement noise; default: the patient's own seed.
     rtol, atol : float
-        solve_ivp tolerances.
+        Tolerances of the Dormand–Prince step controller (state units).
 
     Returns
     -------
@@ -358,13 +347,10 @@ def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times,
     >>> bool(np.allclose(r.glucose_true, p.parameters["Gb"]))
     True
     """
-    from scipy.integrate import solve_ivp
-
-    from medtwin.core.inputs import input_schedule
+    from medtwin.core.simulate import simulate
 
     model = _model(patient.model)
     theta = model.parameter_table(dict(patient.parameters))[0]
-    si_index = model.parameter_names.index("SI")
     times = np.asarray(times, dtype=float)
     if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)):
         raise DataError("times must be a non-empty 1-D array of finite hours")
@@ -372,29 +358,13 @@ def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times,
         raise DataError("times must be >= 0 and non-decreasing")
     if times[-1] > patient.hours:
         raise DataError(f"times reach {times[-1]} h but the patient's SI path covers {patient.hours} h")
-    f = model.rhs()
-    x0 = np.array(model.init()(theta), dtype=float)
-    x = x0.copy()
-    states = np.empty((len(times), model.n_states))
-    states[times == 0.0] = x0
-    schedule = input_schedule(model, regimen if regimen is not None else Regimen(()), theta)
-    for a, b, rates, bolus, reset in _segments(schedule.pieces(0.0, float(times[-1]))):
-        if reset:
-            x = x0.copy()
-        if bolus is not None:
-            x = x + bolus
-        if b <= a:
-            continue
-        p = theta.copy()
-        p[si_index] = theta[si_index] * patient.si_multipliers[min(int(math.floor(a)), patient.hours - 1)]
-        sol = solve_ivp(lambda t, y: np.asarray(f(t, y, p), dtype=float) + rates, (a, b), x,
-                        method="DOP853", rtol=rtol, atol=atol, dense_output=True)
-        if not sol.success:  # pragma: no cover - smooth model, tight tolerances
-            raise DataError(f"truth integration failed on [{a}, {b}] h: {sol.message}")
-        inside = (times > a) & (times <= b)
-        if inside.any():
-            states[inside] = sol.sol(times[inside]).T
-        x = sol.y[:, -1]
+    si = theta[model.parameter_names.index("SI")] * np.asarray(patient.si_multipliers, dtype=float)
+    trajectory = simulate(model, theta[None, :], regimen if regimen is not None else Regimen(()), times,
+                          pre_dose=[np.ones(len(times), bool)], method="dopri5", rtol=rtol, atol=atol,
+                          parameter_changes={"SI": (np.arange(patient.hours, dtype=float), si)})
+    if not trajectory.ok:  # pragma: no cover - smooth model, tight tolerances
+        raise DataError(f"truth integration failed: {trajectory.statuses()[0].name}")
+    states = trajectory.states
     glucose = states[:, 0] / theta[model.parameter_names.index("VG")]
     rng = np.random.default_rng(patient.seed if seed is None else seed)
     noise = rng.standard_normal((2, len(times)))
