@@ -88,10 +88,10 @@ class StateSpace:
               state_noise: Mapping[str, float] | None = None, parameter_drift: Mapping[str, float] | None = None,
               max_step: float | None = None) -> "StateSpace":
         """Build and validate a state space (names are checked against the model, every error names the field)."""
-        from medtwin.core.simulate import _parameter_matrix
+        from medtwin.core.model import parameter_matrix  # the same parameter parsing and checks as simulate()
 
         model.require_well_posed()
-        theta = _parameter_matrix(model, dict(parameters or {}))[0]
+        theta = parameter_matrix(model, dict(parameters or {}))[0]
         estimated = tuple(estimated)
         for name in estimated:
             par = model.parameter(name)

@@ -151,9 +151,9 @@ class LinearPredictor:
 
     def theta(self, params=None) -> np.ndarray:
         """θ vector from a mapping (missing names take typical values), checked like ``simulate``."""
-        from medtwin.core.simulate import _parameter_matrix
+        from medtwin.core.model import parameter_matrix  # the same parameter parsing and checks as simulate()
 
-        return _parameter_matrix(self.model, params)[0]
+        return parameter_matrix(self.model, params)[0]
 
 
 def linear_predictor(model: Model, regimen: Regimen, times, params=None, *, pre_dose=None) -> LinearPredictor:
@@ -176,9 +176,9 @@ def linear_predictor(model: Model, regimen: Regimen, times, params=None, *, pre_
     if not model.is_linear:
         raise ModelError(f"model {model.name} is not linear: use the diffrax path (medtwin.core.jax_solve)")
     model.require_well_posed()
-    from medtwin.core.simulate import _parameter_matrix
+    from medtwin.core.model import parameter_matrix  # the same parameter parsing and checks as simulate()
 
-    reference = _parameter_matrix(model, params)[0]
+    reference = parameter_matrix(model, params)[0]
     steps = _steps(model, regimen, times, pre_dose, reference)
     jax, jnp = _jax()
     with jax.enable_x64(True):

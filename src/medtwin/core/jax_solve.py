@@ -118,9 +118,9 @@ def diffrax_solver(model: Model, regimen: Regimen, times, params=None, *, pre_do
     """
     model.require_well_posed()
     jax, jnp, _ = _jax()
-    from medtwin.core.simulate import _parameter_matrix  # the same parameter parsing and checks as simulate()
+    from medtwin.core.model import parameter_matrix  # the same parameter parsing and checks as simulate()
 
-    reference = _parameter_matrix(model, params)[0]
+    reference = parameter_matrix(model, params)[0]
     times = np.asarray(times, dtype=float)
     seg = compile_schedule(model, regimen, times, reference, pre_dose=pre_dose)
     if len(seg.ss_segment):

@@ -509,6 +509,33 @@ def _linear_rhs(matrix, n):
     return generated_function(source, "linear_vector_field", {"matrix": matrix})
 
 
+def parameter_matrix(model: Model, params) -> np.ndarray:
+    """Parameters of one or more patients as a (n_patients, n_parameters) float table in ``model``'s order.
+
+    ``params``: None (typical values), a mapping name -> value(s) (missing names take typical values), a
+    DataFrame with one column per parameter (an ``ID`` column is ignored), or an array of shape
+    (n_parameters,) or (n_patients, n_parameters).  The one parameter parser of simulate, the JAX paths,
+    the schedule and the observers.
+
+    Examples
+    --------
+    >>> from medtwin.models import get_model
+    >>> parameter_matrix(get_model("pk1_iv"), {"CL": [2.0, 3.0]}).shape
+    (2, 2)
+    """
+    if params is None:
+        return model.parameter_table()
+    if hasattr(params, "columns") and hasattr(params, "to_numpy"):
+        params = {c: params[c].to_numpy() for c in params.columns if c != "ID"}
+    if isinstance(params, Mapping):
+        return model.parameter_table(params)
+    table = np.asarray(params, dtype=float)
+    if table.ndim == 1:
+        table = table[None, :]
+    check_parameter_table(model, table)
+    return np.ascontiguousarray(table)
+
+
 def check_parameter_table(model: Model, table: np.ndarray) -> None:
     """Raise ParameterError naming the patient row and parameter of the first bad value."""
     table = np.asarray(table, dtype=float)

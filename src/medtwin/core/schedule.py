@@ -440,9 +440,9 @@ def compile_schedule(model, regimen: Regimen | None, times=(), theta=None, *, pr
     -------
     Segments
     """
-    from medtwin.core.simulate import _parameter_matrix  # the same parameter parsing and checks as simulate()
+    from medtwin.core.model import parameter_matrix  # the same parameter parsing and checks as simulate()
 
-    reference = _parameter_matrix(model, theta)[0]
+    reference = parameter_matrix(model, theta)[0]
     n = model.n_states
     ev = event_matrix(regimen if regimen is not None else Regimen(), n, model.default_cmt,
                       [t.cmt for t in model.dose_targets])

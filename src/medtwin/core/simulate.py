@@ -19,7 +19,7 @@ import numpy as np
 from medtwin.core import kernels, linear_kernels
 from medtwin.core.compile_cache import cached
 from medtwin.core.events import Regimen, as_regimens, event_matrix
-from medtwin.core.model import Model, check_parameter_table
+from medtwin.core.model import Model, parameter_matrix
 from medtwin.core.schedule import (
     ParameterChanges, Segments, dose_parameter_index, empty_segment_arrays, segment_arrays,
 )
@@ -129,20 +129,6 @@ class Trajectory:
         data = {"ID": ids, "TIME": self.time}
         data.update({name: np.asarray(values).reshape(-1) for name, values in self.outputs.items()})
         return pd.DataFrame(data)
-
-
-def _parameter_matrix(model: Model, params) -> np.ndarray:
-    if params is None:
-        return model.parameter_table()
-    if hasattr(params, "columns") and hasattr(params, "to_numpy"):
-        params = {c: params[c].to_numpy() for c in params.columns if c != "ID"}
-    if isinstance(params, Mapping):
-        return model.parameter_table(params)
-    table = np.asarray(params, dtype=float)
-    if table.ndim == 1:
-        table = table[None, :]
-    check_parameter_table(model, table)
-    return np.ascontiguousarray(table)
 
 
 def _check_times(t: np.ndarray, who: str) -> np.ndarray:
@@ -370,7 +356,7 @@ def simulate(
         raise SimulationError(f"method {method} needs a step dt > 0 (h)")
     if not (rtol > 0 and atol > 0):
         raise SimulationError("rtol and atol must be > 0")
-    table = _parameter_matrix(model, params)
+    table = parameter_matrix(model, params)
     n = table.shape[0]
     lay = _layout(model, table.shape[0], regimen, times, pre_dose)
     if method == "diffrax":
