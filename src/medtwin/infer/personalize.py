@@ -17,8 +17,11 @@ observations y give the posterior ::
 
 Predictions f(z) come from the library model itself through a JAX path that
 reverse-mode differentiates: the exact superposition solution for linear models
-(:mod:`medtwin.core.jax_linear`), the diffrax solver otherwise
-(:mod:`medtwin.core.jax_solve`, gradients by forward mode).
+(:mod:`medtwin.core.jax_linear`), an adaptive ODE solve of the model's vector
+field otherwise (:mod:`medtwin.core.jax_ode`: Michaelis–Menten PK, glucose–insulin
+models).  Both scan over the same padded step arrays and the observations are
+padded to a multiple of ``OBS_PAD``, so patients with similar data share one
+compilation of the potential.
 
 Sequential updating (:meth:`Posterior.update`).  A Laplace posterior is a
 Gaussian and becomes the next prior as it is: exact for a linear-Gaussian
@@ -60,6 +63,9 @@ __all__ = ["METHODS", "PatientData", "check_levels", "fd_hessian", "laplace_mode
 METHODS = ("laplace", "nuts")
 #: Observations are padded to a multiple of this, so patients with similar data share one compilation.
 OBS_PAD = 8
+#: Step-size controller tolerances of the ODE predictions of a nonlinear model (relative; absolute, state units):
+#: tight, because the Laplace Hessian is a central difference of the gradient (errors divided by its step).
+ODE_RTOL, ODE_ATOL = 1e-10, 1e-12
 #: A mode is accepted when the gradient norm of −log posterior (per unit of log-parameter) is below this.
 GRADIENT_TOLERANCE = 1e-5
 
@@ -254,6 +260,8 @@ def _theta_base(model, prior: IndividualPrior) -> tuple[np.ndarray, np.ndarray]:
 def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     """One batch of data as JAX arguments: predictor data, observations (padded) and masks."""
     from medtwin.core.jax_linear import linear_predictor
+    from medtwin.core.jax_ode import ode_steps
+    from medtwin.core.simulate import _parameter_matrix
 
     jax, jnp = _jax()
     output = data.output or prior.residual.output
@@ -263,10 +271,14 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     j = data.n_observations
     size = max(OBS_PAD, -(-j // OBS_PAD) * OBS_PAD)
     base, _ = _theta_base(model, prior)
-    pred = linear_predictor(model, data.regimen, data.times, base, pre_dose=data.pre_dose)
+    if model.is_linear:
+        steps = linear_predictor(model, data.regimen, data.times, base, pre_dose=data.pre_dose).data
+    else:
+        model.require_well_posed()
+        steps = ode_steps(model, data.regimen, data.times, _parameter_matrix(model, base)[0], pre_dose=data.pre_dose)
     with jax.enable_x64(True):
-        arrays = dict(pred.data)
-        arrays["obs_step"] = jnp.zeros(size, jnp.int64).at[:j].set(pred.data["obs_step"])
+        arrays = {k: jnp.asarray(v) for k, v in steps.items()}
+        arrays["obs_step"] = jnp.zeros(size, jnp.int64).at[:j].set(steps["obs_step"])
         out = {"pred": arrays, "y": jnp.zeros(size).at[:j].set(jnp.nan_to_num(data.values)),
                "blq": jnp.zeros(size, bool).at[:j].set(data.blq),
                "lloq": jnp.zeros(size).at[:j].set(0.0 if data.lloq is None else data.lloq),
@@ -276,15 +288,21 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
 
 
 def _potential(model):
-    """The jitted −log posterior ``U(z, args)`` of a linear model (cached on the model)."""
-    key = ("personalize_potential",)
+    """The jitted −log posterior ``U(z, args)`` of a model (cached on the model).
+
+    Predictions: the exact superposition path for a linear model, the ODE scan
+    (:mod:`medtwin.core.jax_ode`, tolerances ``ODE_RTOL``/``ODE_ATOL``) otherwise.
+    """
+    key = ("personalize_potential",) if model.is_linear else ("personalize_potential", "ode", ODE_RTOL, ODE_ATOL)
     if key in model._cache:
         return model._cache[key]
     jax, jnp = _jax()
     from medtwin.core.jax_linear import _outputs_function
+    from medtwin.core.jax_ode import ode_outputs_function
     from medtwin.core.observation import m3_loglik, normal_loglik
 
-    outputs = _outputs_function(model)
+    outputs = _outputs_function(model) if model.is_linear else ode_outputs_function(model, rtol=ODE_RTOL,
+                                                                                     atol=ODE_ATOL)
 
     def potential(z, args):
         theta = args["theta_base"].at[args["z_index"]].set(jnp.exp(z))
@@ -317,9 +335,6 @@ def _args(model, prior: IndividualPrior, mean, covariance, batches: Sequence[dic
 
 
 def _check(model, population: Population | None, prior: IndividualPrior) -> None:
-    if not model.is_linear:
-        raise EstimationError(f"personalize: model {model.name} is not linear; the gradient path for nonlinear "
-                              "models (diffrax) is not wired into personalize yet")
     if not prior.parameters:
         raise EstimationError("personalize: the population has no parameter with inter-individual variability")
 
