@@ -85,3 +85,22 @@ def test_cli_personalize_accepts_a_michaelis_menten_population(tmp_path):
     # the CLI's estimate is the library's
     post = personalize(_population(), PatientData(REGIMEN, TIMES[:7], VALUES[:7], {}))
     np.testing.assert_allclose(summary["mode"], np.exp(post.mean), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_nuts_reuses_one_compiled_sampler_across_patients():
+    from medtwin.infer.personalize import _nuts_program
+
+    model = get_model("pk1_iv")
+    pop = Population(name="pk1", model="pk1_iv",
+                     thetas=(Theta("TVCL", 2.0, "L/h", lower=0.0), Theta("TVV", 20.0, "L", lower=0.0)),
+                     typical={"CL": "TVCL", "V": "TVV"}, iiv=("CL",), omega=((0.16,),),
+                     residual=ResidualError("proportional", proportional=0.15))
+    data = PatientData(Regimen.every(12.0, "h", 500.0, "mg", n=3, duration=0.5), [2.0, 11.9, 26.0, 30.0, 35.0],
+                       [17.0, 4.1, 13.5, 9.0, 5.0], {})
+    sizes = []
+    for j in (1, 2, 3, 5):
+        post = personalize(pop, data.first(j), method="nuts", chains=2, draws=20, warmup=20, seed=j)
+        assert post.draws.shape == (2, 20, 1) and np.all(np.isfinite(post.draws))
+        sizes.append(_nuts_program(model, 2, 20, 20)._cache_size())
+    assert sizes == [sizes[0]] * 4

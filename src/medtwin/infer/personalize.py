@@ -409,10 +409,43 @@ def _laplace(model, prior, data_batches, mean, covariance):
                                   "gradient_norm": float(np.linalg.norm(res.jac))})
 
 
+def _nuts_program(model, chains: int, warmup: int, draws: int):
+    """The jitted NUTS sampler ``(keys (chains, 2), starts (chains, n), args) -> (draws (chains, draws, n), diverging)``.
+
+    numpyro's NUTS kernel (step size and diagonal mass matrix adapted during
+    ``warmup``, target acceptance 0.85, vectorized chains) driven by one
+    ``lax.scan``: the patient's data are arguments, not constants, so every
+    patient whose padded shapes agree reuses one compilation (cached on the model
+    per chains/warmup/draws; JAX's persistent cache can keep it across processes).
+    """
+    key = ("personalize_nuts", chains, warmup, draws)
+    if key in model._cache:
+        return model._cache[key]
+    from numpyro.infer.hmc import hmc
+
+    jax, jnp = _jax()
+    value, _ = _potential(model)
+    init_kernel, sample_kernel = hmc(potential_fn_gen=lambda args: (lambda z: value(z, args)), algo="NUTS")
+
+    def one_chain(rng_key, start, args):
+        state = init_kernel(start, warmup, target_accept_prob=0.85, model_args=(args,), rng_key=rng_key)
+
+        def step(state, _):
+            state = sample_kernel(state, model_args=(args,))
+            return state, (state.z, state.diverging)
+
+        _, (z, diverging) = jax.lax.scan(step, state, None, length=warmup + draws)
+        return z[warmup:], diverging[warmup:]
+
+    program = jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+    model._cache[key] = program
+    return program
+
+
 def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: int, warmup: int, seed: int,
-          progress: bool):
+          progress: bool = False):
+    """NUTS posterior (``progress`` is accepted for compatibility: the sampler runs as one compiled program)."""
     import numpyro
-    from numpyro.infer import MCMC, NUTS
 
     from medtwin.infer.posterior import Posterior, convergence
 
@@ -426,17 +459,13 @@ def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: i
         spread = np.linalg.cholesky(np.asarray(covariance))
     start = res.x + rng.standard_normal((chains, len(mean))) @ spread.T * 0.5
     numpyro.enable_x64()
-    # A new closure per patient means one compilation per call (~10-20 s); numpyro's jit_model_args with
-    # vectorized chains fails on scalar model arguments here, so the data stay captured.
-    value, _ = _potential(model)
-    kernel = NUTS(potential_fn=lambda z: value(z, args), target_accept_prob=0.85)
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="vectorized",
-                progress_bar=progress)
+    program = _nuts_program(model, int(chains), int(warmup), int(draws))
     t0 = _time.perf_counter()
     with jax.enable_x64(True):
-        mcmc.run(jax.random.PRNGKey(seed), init_params=jnp.asarray(start), extra_fields=("diverging",))
-        samples = np.asarray(mcmc.get_samples(group_by_chain=True))
-        divergent = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+        keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+        samples, diverging = program(keys, jnp.asarray(start), args)
+        samples = np.asarray(samples)
+        divergent = int(np.asarray(diverging).sum())
     elapsed = _time.perf_counter() - t0
     rhat, ess = convergence(samples)
     ok = bool(np.all(rhat < 1.01)) and divergent == 0
@@ -471,7 +500,8 @@ def personalize(population: Population, data: PatientData | Sequence[PatientData
     chains, draws, warmup, seed : int
         NUTS settings.
     progress : bool
-        numpyro's progress bar.
+        Accepted for compatibility and ignored: NUTS runs as one compiled program
+        (reused by every patient with the same padded shapes), without a progress bar.
 
     Returns
     -------
