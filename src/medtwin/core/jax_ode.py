@@ -81,7 +81,13 @@ def ode_steps(model: Model, regimen: Regimen, times, reference, *, pre_dose=None
     from medtwin.core.jax_linear import _steps
 
     times = np.asarray(times, dtype=float).reshape(-1)
-    steps = _steps(model, regimen, times, pre_dose, np.asarray(reference, dtype=float))
+    try:
+        steps = _steps(model, regimen, times, pre_dose, np.asarray(reference, dtype=float))
+    except SimulationError as exc:  # the message names the linear path, whose steps these are
+        if "steady-state" not in str(exc):
+            raise
+        raise SimulationError(f"model {model.name}: steady-state (SS) and reset (EVID 3/4) records are not "
+                              "supported by the JAX ODE path (personalize); use simulate()") from exc
     elapsed = np.cumsum(steps["dt"])
     t0 = float(times[0] - elapsed[steps["obs_step"][0]]) if times.size else 0.0
     return {**steps, "t0": np.float64(t0)}
