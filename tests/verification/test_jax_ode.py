@@ -100,3 +100,20 @@ def test_steady_state_records_and_unknown_solvers_are_refused():
         ode_predictor(model, Regimen((DoseEvent(0.0, 100.0, ii=12.0, ss=1),)), [1.0])
     with pytest.raises(ModelError, match="solver"):
         ode_predictor(model, Regimen.single(100.0), [1.0], solver="euler")
+
+
+def test_forward_mode_adjoint_gives_the_reverse_mode_jacobian():
+    import jax
+
+    from medtwin.core.jax_ode import ode_outputs_function
+
+    model = get_model("bergman_insulin")
+    regimen = Regimen((DoseEvent(0.0, 2000.0, cmt=2, rate=1000.0), DoseEvent(1.0, 300.0, cmt=3)))
+    pred = ode_predictor(model, regimen, [1.0, 3.0, 6.0], rtol=1e-10, atol=1e-12)
+    forward = ode_outputs_function(model, rtol=1e-10, atol=1e-12, adjoint="forward")
+    with jax.enable_x64(True):
+        rev = np.asarray(jax.jacrev(lambda th: pred.function(th, pred.data)[:, 0])(pred.reference))
+        fwd = np.asarray(jax.jacfwd(lambda th: forward(th, pred.data)[:, 0])(pred.reference))
+    np.testing.assert_allclose(fwd, rev, rtol=1e-7, atol=1e-9 * np.abs(rev).max())
+    with pytest.raises(ModelError, match="adjoint"):
+        ode_outputs_function(model, adjoint="backward")
