@@ -111,8 +111,8 @@ def ode_outputs_function(model: Model, *, rtol: float = RTOL, atol: float = ATOL
         Explicit Dormand–Prince 5(4) (default) or the L-stable Kvaerno 5 for stiff models.
     adjoint : {"reverse", "forward"}
         ``"reverse"``: diffrax's ``RecursiveCheckpointAdjoint`` (reverse and forward mode work);
-        ``"forward"``: ``ForwardMode`` (forward mode only — ``jax.jvp``/``jacfwd``), far cheaper when
-        few parameters vary: measured ≈ 30× per gradient of a 2-parameter posterior (see
+        ``"forward"``: ``ForwardMode`` (forward mode only — ``jax.jvp``/``jacfwd``), cheaper when few
+        parameters vary: 3–11× per posterior gradient in ``benchmarks/personalize_ode.py`` (used by
         ``medtwin.infer.personalize``, which wraps it in a ``custom_jvp`` so reverse mode still works).
 
     Returns

@@ -276,24 +276,34 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     else:
         model.require_well_posed()
         steps = ode_steps(model, data.regimen, data.times, _parameter_matrix(model, base)[0], pre_dose=data.pre_dose)
+    # padded in numpy: an eager JAX scatter would compile a small program for every new observation count
+
+    def padded(values, dtype):
+        out = np.zeros(size, dtype)
+        out[:j] = values
+        return out
+
+    steps = {k: np.asarray(v) for k, v in steps.items()}
+    steps["obs_step"] = padded(steps["obs_step"], np.int64)
     with jax.enable_x64(True):
-        arrays = {k: jnp.asarray(v) for k, v in steps.items()}
-        arrays["obs_step"] = jnp.zeros(size, jnp.int64).at[:j].set(steps["obs_step"])
-        out = {"pred": arrays, "y": jnp.zeros(size).at[:j].set(jnp.nan_to_num(data.values)),
-               "blq": jnp.zeros(size, bool).at[:j].set(data.blq),
-               "lloq": jnp.zeros(size).at[:j].set(0.0 if data.lloq is None else data.lloq),
-               "mask": jnp.zeros(size).at[:j].set(1.0),
-               "output": jnp.int64(model.output_names.index(output))}
-    return out
+        return {"pred": {k: jnp.asarray(v) for k, v in steps.items()},
+                "y": jnp.asarray(padded(np.nan_to_num(data.values), np.float64)),
+                "blq": jnp.asarray(padded(data.blq, bool)),
+                "lloq": jnp.asarray(padded(0.0 if data.lloq is None else data.lloq, np.float64)),
+                "mask": jnp.asarray(padded(1.0, np.float64)),
+                "output": jnp.int64(model.output_names.index(output))}
 
 
-def _potential(model):
-    """The jitted −log posterior ``U(z, args)`` of a model (cached on the model).
+def _potential(model, ode_adjoint: str = "forward"):
+    """The jitted −log posterior ``U(z, args)`` and its value-and-gradient (cached on the model).
 
     Predictions: the exact superposition path for a linear model, the ODE scan
-    (:mod:`medtwin.core.jax_ode`, tolerances ``ODE_RTOL``/``ODE_ATOL``) otherwise.
+    (:mod:`medtwin.core.jax_ode`, tolerances ``ODE_RTOL``/``ODE_ATOL``) otherwise,
+    differentiated by forward mode (``ode_adjoint="forward"``, the default) or
+    through diffrax's checkpointed reverse mode (``"reverse"``, the benchmark baseline).
     """
-    key = ("personalize_potential",) if model.is_linear else ("personalize_potential", "ode", ODE_RTOL, ODE_ATOL)
+    key = ("personalize_potential",) if model.is_linear else \
+        ("personalize_potential", "ode", ODE_RTOL, ODE_ATOL, ode_adjoint)
     if key in model._cache:
         return model._cache[key]
     jax, jnp = _jax()
@@ -301,8 +311,8 @@ def _potential(model):
     from medtwin.core.jax_ode import ode_outputs_function
     from medtwin.core.observation import m3_loglik, normal_loglik
 
-    outputs = _outputs_function(model) if model.is_linear else ode_outputs_function(model, rtol=ODE_RTOL,
-                                                                                     atol=ODE_ATOL, adjoint="forward")
+    outputs = _outputs_function(model) if model.is_linear else \
+        ode_outputs_function(model, rtol=ODE_RTOL, atol=ODE_ATOL, adjoint=ode_adjoint)
 
     def potential(z, args):
         theta = args["theta_base"].at[args["z_index"]].set(jnp.exp(z))
@@ -317,7 +327,7 @@ def _potential(model):
             total = total - jnp.sum(jnp.where(used, ll, 0.0))
         return jnp.where(jnp.isfinite(total), total, jnp.inf)
 
-    if not model.is_linear:
+    if not model.is_linear and ode_adjoint == "forward":
         potential = _forward_mode_derivative(jax, jnp, potential)
     compiled = (jax.jit(potential), jax.jit(jax.value_and_grad(potential)))
     model._cache[key] = compiled
@@ -327,8 +337,9 @@ def _potential(model):
 def _forward_mode_derivative(jax, jnp, potential):
     """``potential`` whose derivative in z is taken by forward mode, in a form reverse mode accepts.
 
-    The ODE predictions use diffrax's forward-mode adjoint (≈ 30× cheaper per
-    gradient than its checkpointed reverse mode for a few parameters); the
+    The ODE predictions use diffrax's forward-mode adjoint (3–11× cheaper per
+    gradient than its checkpointed reverse mode for 1–2 parameters,
+    ``benchmarks/personalize_ode.py``); the
     ``custom_jvp`` rule pushes the n basis directions of z through in one
     vectorized pass and returns the linear map dz ↦ ∇U·dz, which JAX can
     transpose, so ``jax.grad`` (MAP, NUTS) works.  Derivatives with respect to
