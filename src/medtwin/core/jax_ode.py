@@ -112,7 +112,7 @@ def ode_outputs_function(model: Model, *, rtol: float = RTOL, atol: float = ATOL
     adjoint : {"reverse", "forward"}
         ``"reverse"``: diffrax's ``RecursiveCheckpointAdjoint`` (reverse and forward mode work);
         ``"forward"``: ``ForwardMode`` (forward mode only — ``jax.jvp``/``jacfwd``), cheaper when few
-        parameters vary: 3–11× per posterior gradient in ``benchmarks/personalize_ode.py`` (used by
+        parameters vary: 3–15× per posterior gradient in ``benchmarks/personalize_ode.py`` (used by
         ``medtwin.infer.personalize``, which wraps it in a ``custom_jvp`` so reverse mode still works).
 
     Returns

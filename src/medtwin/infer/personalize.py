@@ -337,7 +337,7 @@ def _potential(model, ode_adjoint: str = "forward"):
 def _forward_mode_derivative(jax, jnp, potential):
     """``potential`` whose derivative in z is taken by forward mode, in a form reverse mode accepts.
 
-    The ODE predictions use diffrax's forward-mode adjoint (3–11× cheaper per
+    The ODE predictions use diffrax's forward-mode adjoint (3–15× cheaper per
     gradient than its checkpointed reverse mode for 1–2 parameters,
     ``benchmarks/personalize_ode.py``); the
     ``custom_jvp`` rule pushes the n basis directions of z through in one
