@@ -104,3 +104,24 @@ def test_nuts_reuses_one_compiled_sampler_across_patients():
         assert post.draws.shape == (2, 20, 1) and np.all(np.isfinite(post.draws))
         sizes.append(_nuts_program(model, 2, 20, 20)._cache_size())
     assert sizes == [sizes[0]] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in __import__("medtwin.models", fromlist=["list_models"]).list_models()
+                                  if not get_model(n).is_linear])
+def test_every_nonlinear_library_model_personalizes(name):
+    from medtwin.core.simulate import simulate
+
+    model = get_model(name)
+    p = next(p for p in model.parameters if p.transform == "log" and p.value > 0)
+    out = model.outputs[0]
+    regimen = Regimen.every(12.0, "h", 100.0, "mg", n=2, cmt=model.default_cmt, duration=0.5)
+    times = np.array([1.0, 6.0, 13.0, 20.0])
+    y = simulate(model, {p.name: p.value * 1.2}, regimen, times).output(out.name)[0]
+    residual = ResidualError("combined", additive=0.01 * max(np.abs(y).max(), 1e-3), proportional=0.1,
+                             output=out.name, unit=out.unit)
+    pop = Population(name="one", model=name, thetas=(Theta("TV", p.value, p.unit, lower=0.0),),
+                     typical={p.name: "TV"}, iiv=(p.name,), omega=((0.1,),), residual=residual)
+    post = personalize(pop, PatientData(regimen, times, y, {}))
+    assert post.ok, post.message
+    assert np.isfinite(post.mean).all() and post.covariance[0, 0] > 0
