@@ -16,7 +16,7 @@ from medtwin.core.events import Regimen  # noqa: E402
 from medtwin.core.observation import ResidualError  # noqa: E402
 from medtwin.core.population import Population, Theta  # noqa: E402
 from medtwin.infer.personalize import OBS_PAD, PatientData, _potential, personalize  # noqa: E402
-from medtwin.models import get_model  # noqa: E402
+from medtwin.models import get_model, list_models  # noqa: E402
 
 REGIMEN = Regimen.every(12.0, "h", 600.0, "mg", n=3, duration=0.5)
 TIMES = np.array([1.0, 4.0, 8.0, 11.5, 13.0, 20.0, 30.0, 31.0, 33.0])
@@ -107,8 +107,7 @@ def test_nuts_reuses_one_compiled_sampler_across_patients():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in __import__("medtwin.models", fromlist=["list_models"]).list_models()
-                                  if not get_model(n).is_linear])
+@pytest.mark.parametrize("name", [n for n in list_models() if not get_model(n).is_linear])
 def test_every_nonlinear_library_model_personalizes(name):
     from medtwin.core.simulate import simulate
 
