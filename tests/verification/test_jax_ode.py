@@ -117,3 +117,12 @@ def test_forward_mode_adjoint_gives_the_reverse_mode_jacobian():
     np.testing.assert_allclose(fwd, rev, rtol=1e-7, atol=1e-9 * np.abs(rev).max())
     with pytest.raises(ModelError, match="adjoint"):
         ode_outputs_function(model, adjoint="backward")
+
+
+def test_the_stiff_solver_option_gives_the_same_outputs():
+    model = get_model("pk1_iv_mm")
+    regimen = Regimen.every(12.0, "h", 500.0, "mg", n=3, duration=0.5)
+    pred = ode_predictor(model, regimen, TIMES, pre_dose=PRE, rtol=1e-10, atol=1e-12, solver="kvaerno5")
+    reference = simulate(model, pred.reference[None], regimen, TIMES, pre_dose=[PRE], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(pred.outputs(pred.reference))[:, 0], np.asarray(reference.outputs["C"]).ravel(),
+                               rtol=1e-7)
