@@ -124,3 +124,45 @@ def test_every_nonlinear_library_model_personalizes(name):
     post = personalize(pop, PatientData(regimen, times, y, {}))
     assert post.ok, post.message
     assert np.isfinite(post.mean).all() and post.covariance[0, 0] > 0
+
+
+# ----------------------------------------------------------------------------- a user's own model
+def _capacity_field(t, x, p):
+    # one compartment, elimination saturating with the amount: dA/dt = -CL*C / (1 + C/C50), C = A/V
+    cl, c50, v = p[0], p[1], p[2]
+    c = x[0] / v
+    return (-cl * c / (1.0 + c / c50),)
+
+
+def _capacity_conc(x, p):
+    return x[0] / p[2]
+
+
+def test_a_user_defined_nonlinear_model_personalizes_without_the_library():
+    from scipy.integrate import solve_ivp
+    from scipy.optimize import minimize_scalar
+
+    from medtwin.core.model import DoseTarget, Model, Output, Parameter, State
+
+    model = Model(name="user_capacity_limited", description="user model", states=(State("A", "mg", "amount"),),
+                  parameters=(Parameter("CL", "L/h", 4.0, 1e-6, 1e3, "log", "clearance at low C"),
+                              Parameter("C50", "mg/L", 3.0, 1e-6, 1e3, "log", "half-saturation"),
+                              Parameter("V", "L", 30.0, 1e-3, 1e3, "log", "volume")),
+                  outputs=(Output("C", "mg/L", _capacity_conc, "concentration", linear=True),),
+                  dose_targets=(DoseTarget(1, "iv"),), vector_field=_capacity_field)
+    pop = Population(name="user", model=model.name, thetas=(Theta("TVCL", 4.0, "L/h", lower=0.0),),
+                     typical={"CL": "TVCL"}, iiv=("CL",), omega=((0.2,),),
+                     residual=ResidualError("proportional", proportional=0.1, output="C"))
+    times, values = np.array([2.0, 8.0, 20.0]), np.array([9.0, 6.2, 3.1])
+    post = personalize(pop, PatientData(Regimen.single(300.0), times, values, {}), model=model)
+    assert post.ok, post.message
+
+    def minus_log_posterior(z):  # the same posterior from scipy alone: solve_ivp (LSODA, rtol 1e-10)
+        cl = np.exp(z)
+        sol = solve_ivp(lambda t, a: -cl * (a / 30.0) / (1.0 + a / 30.0 / 3.0), (0.0, times[-1]), [300.0],
+                        method="LSODA", t_eval=times, rtol=1e-10, atol=1e-12)
+        f = sol.y[0] / 30.0
+        return 0.5 * (z - np.log(4.0)) ** 2 / 0.2 + np.sum(0.5 * ((values - f) / (0.1 * f)) ** 2 + np.log(f))
+
+    best = minimize_scalar(minus_log_posterior, bracket=(np.log(2.0), np.log(8.0)), tol=1e-10)
+    assert abs(np.exp(post.mean[0] - best.x) - 1.0) < 1e-4
