@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medtwin.core.compile_cache import cached
 from medtwin.core.jax_linear import linear_predictor
 from medtwin.errors import MedtwinError
 
@@ -105,11 +106,12 @@ class ExactFocei:
         varied = sorted({names.index(p) for p in problem.population.typical} | set(problem.eta_columns.tolist()))
         self.varied = np.asarray(varied)
         eta_pos = [varied.index(int(c)) for c in problem.eta_columns]
-        key = ("focei_exact", column, tuple(varied), tuple(eta_pos))
-        if key not in model._cache:  # shared by every fit of this model (compiled once per process)
+        def build():
             function = linear_predictor(model, problem.regimens[0], problem.times[0], pre_dose=problem.pre[0]).function
-            model._cache[key] = _compile(function, column, self.varied, np.asarray(eta_pos))
-        self._compiled = model._cache[key]
+            return _compile(function, column, self.varied, np.asarray(eta_pos))
+
+        # shared by every fit of this model (compiled once per process)
+        self._compiled = cached(model, "focei-exact", (column, tuple(varied), tuple(eta_pos)), build)
 
     def _data(self, i, t_max):
         p = self.problem

@@ -17,8 +17,11 @@ observations y give the posterior ::
 
 Predictions f(z) come from the library model itself through a JAX path that
 reverse-mode differentiates: the exact superposition solution for linear models
-(:mod:`medtwin.core.jax_linear`), the diffrax solver otherwise
-(:mod:`medtwin.core.jax_solve`, gradients by forward mode).
+(:mod:`medtwin.core.jax_linear`), an adaptive ODE solve of the model's vector
+field otherwise (:mod:`medtwin.core.jax_ode`: Michaelis–Menten PK, glucose–insulin
+models).  Both scan over the same padded step arrays and the observations are
+padded to a multiple of ``OBS_PAD``, so patients with similar data share one
+compilation of the potential.
 
 Sequential updating (:meth:`Posterior.update`).  A Laplace posterior is a
 Gaussian and becomes the next prior as it is: exact for a linear-Gaussian
@@ -48,8 +51,10 @@ from typing import Sequence
 
 import numpy as np
 
+from medtwin.core.compile_cache import cached
 from medtwin.core.data import PatientData
 from medtwin.core.events import Regimen
+from medtwin.core.model import Model
 from medtwin.core.observation import ResidualError
 from medtwin.core.population import IndividualPrior, Population
 from medtwin.errors import DataError, EstimationError
@@ -61,6 +66,9 @@ __all__ = ["METHODS", "check_levels", "fd_hessian", "laplace_mode", "personalize
 METHODS = ("laplace", "nuts")
 #: Observations are padded to a multiple of this, so patients with similar data share one compilation.
 OBS_PAD = 8
+#: Step-size controller tolerances of the ODE predictions of a nonlinear model (relative; absolute, state units):
+#: tight, because the Laplace Hessian is a central difference of the gradient (errors divided by its step).
+ODE_RTOL, ODE_ATOL = 1e-10, 1e-12
 #: A mode is accepted when the gradient norm of −log posterior (per unit of log-parameter) is below this.
 GRADIENT_TOLERANCE = 1e-5
 
@@ -144,6 +152,8 @@ def _theta_base(model, prior: IndividualPrior) -> tuple[np.ndarray, np.ndarray]:
 def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     """One batch of data as JAX arguments: predictor data, observations (padded) and masks."""
     from medtwin.core.jax_linear import linear_predictor
+    from medtwin.core.jax_ode import ode_steps
+    from medtwin.core.simulate import _parameter_matrix
 
     jax, jnp = _jax()
     output = data.output or prior.residual.output
@@ -153,28 +163,50 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     j = data.n_observations
     size = max(OBS_PAD, -(-j // OBS_PAD) * OBS_PAD)
     base, _ = _theta_base(model, prior)
-    pred = linear_predictor(model, data.regimen, data.times, base, pre_dose=data.pre_dose)
+    if model.is_linear:
+        steps = linear_predictor(model, data.regimen, data.times, base, pre_dose=data.pre_dose).data
+    else:
+        model.require_well_posed()
+        steps = ode_steps(model, data.regimen, data.times, _parameter_matrix(model, base)[0], pre_dose=data.pre_dose)
+    # padded in numpy: an eager JAX scatter would compile a small program for every new observation count
+
+    def padded(values, dtype):
+        out = np.zeros(size, dtype)
+        out[:j] = values
+        return out
+
+    steps = {k: np.asarray(v) for k, v in steps.items()}
+    steps["obs_step"] = padded(steps["obs_step"], np.int64)
     with jax.enable_x64(True):
-        arrays = dict(pred.data)
-        arrays["obs_step"] = jnp.zeros(size, jnp.int64).at[:j].set(pred.data["obs_step"])
-        out = {"pred": arrays, "y": jnp.zeros(size).at[:j].set(jnp.nan_to_num(data.values)),
-               "blq": jnp.zeros(size, bool).at[:j].set(data.blq),
-               "lloq": jnp.zeros(size).at[:j].set(0.0 if data.lloq is None else data.lloq),
-               "mask": jnp.zeros(size).at[:j].set(1.0),
-               "output": jnp.int64(model.output_names.index(output))}
-    return out
+        return {"pred": {k: jnp.asarray(v) for k, v in steps.items()},
+                "y": jnp.asarray(padded(np.nan_to_num(data.values), np.float64)),
+                "blq": jnp.asarray(padded(data.blq, bool)),
+                "lloq": jnp.asarray(padded(0.0 if data.lloq is None else data.lloq, np.float64)),
+                "mask": jnp.asarray(padded(1.0, np.float64)),
+                "output": jnp.int64(model.output_names.index(output))}
 
 
-def _potential(model):
-    """The jitted −log posterior ``U(z, args)`` of a linear model (cached on the model)."""
-    key = ("personalize_potential",)
-    if key in model._cache:
-        return model._cache[key]
+def _potential(model, ode_adjoint: str = "forward"):
+    """The jitted −log posterior ``U(z, args)`` and its value-and-gradient (cached on the model).
+
+    Predictions: the exact superposition path for a linear model, the ODE scan
+    (:mod:`medtwin.core.jax_ode`, tolerances ``ODE_RTOL``/``ODE_ATOL``) otherwise,
+    differentiated by forward mode (``ode_adjoint="forward"``, the default) or
+    through diffrax's checkpointed reverse mode (``"reverse"``, the benchmark baseline).
+    """
+    options = () if model.is_linear else ("ode", ODE_RTOL, ODE_ATOL, ode_adjoint)
+    return cached(model, "personalize-potential", options, lambda: _build_potential(model, ode_adjoint))
+
+
+def _build_potential(model: Model, ode_adjoint: str):
+    """The jitted (potential, value_and_grad) pair of :func:`_potential`, built once per model and options."""
     jax, jnp = _jax()
     from medtwin.core.jax_linear import _outputs_function
+    from medtwin.core.jax_ode import ode_outputs_function
     from medtwin.core.observation import m3_loglik, normal_loglik
 
-    outputs = _outputs_function(model)
+    outputs = _outputs_function(model) if model.is_linear else \
+        ode_outputs_function(model, rtol=ODE_RTOL, atol=ODE_ATOL, adjoint=ode_adjoint)
 
     def potential(z, args):
         theta = args["theta_base"].at[args["z_index"]].set(jnp.exp(z))
@@ -189,9 +221,36 @@ def _potential(model):
             total = total - jnp.sum(jnp.where(used, ll, 0.0))
         return jnp.where(jnp.isfinite(total), total, jnp.inf)
 
-    compiled = (jax.jit(potential), jax.jit(jax.value_and_grad(potential)))
-    model._cache[key] = compiled
-    return compiled
+    if not model.is_linear and ode_adjoint == "forward":
+        potential = _forward_mode_derivative(jax, jnp, potential)
+    return jax.jit(potential), jax.jit(jax.value_and_grad(potential))
+
+
+def _forward_mode_derivative(jax, jnp, potential):
+    """``potential`` whose derivative in z is taken by forward mode, in a form reverse mode accepts.
+
+    The ODE predictions use diffrax's forward-mode adjoint (3–15× cheaper per
+    gradient than its checkpointed reverse mode for 1–2 parameters,
+    ``benchmarks/personalize_ode.py``); the
+    ``custom_jvp`` rule pushes the n basis directions of z through in one
+    vectorized pass and returns the linear map dz ↦ ∇U·dz, which JAX can
+    transpose, so ``jax.grad`` (MAP, NUTS) works.  Derivatives with respect to
+    ``args`` (data, prior) are not provided: they are treated as constants.
+    """
+
+    @jax.custom_jvp
+    def u(z, args):
+        return potential(z, args)
+
+    @u.defjvp
+    def u_jvp(primals, tangents):
+        z, args = primals
+        dz = tangents[0]
+        basis = jnp.eye(z.shape[0], dtype=z.dtype)
+        values, grad = jax.vmap(lambda t: jax.jvp(lambda w: potential(w, args), (z,), (t,)))(basis)
+        return values[0], jnp.dot(grad, dz)
+
+    return u
 
 
 def _args(model, prior: IndividualPrior, mean, covariance, batches: Sequence[dict]) -> dict:
@@ -207,9 +266,6 @@ def _args(model, prior: IndividualPrior, mean, covariance, batches: Sequence[dic
 
 
 def _check(model, population: Population | None, prior: IndividualPrior) -> None:
-    if not model.is_linear:
-        raise EstimationError(f"personalize: model {model.name} is not linear; the gradient path for nonlinear "
-                              "models (diffrax) is not wired into personalize yet")
     if not prior.parameters:
         raise EstimationError("personalize: the population has no parameter with inter-individual variability")
 
@@ -284,10 +340,44 @@ def _laplace(model, prior, data_batches, mean, covariance):
                                   "gradient_norm": float(np.linalg.norm(res.jac))})
 
 
+def _nuts_program(model, chains: int, warmup: int, draws: int):
+    """The jitted NUTS sampler ``(keys (chains, 2), starts (chains, n), args) -> (draws (chains, draws, n), diverging)``.
+
+    numpyro's NUTS kernel (step size and diagonal mass matrix adapted during
+    ``warmup``, target acceptance 0.85, vectorized chains) driven by one
+    ``lax.scan``: the patient's data are arguments, not constants, so every
+    patient whose padded shapes agree reuses one compilation (cached on the model
+    per chains/warmup/draws; JAX's persistent cache can keep it across processes).
+    """
+    return cached(model, "personalize-nuts", (chains, warmup, draws),
+                  lambda: _build_nuts_program(model, chains, warmup, draws))
+
+
+def _build_nuts_program(model: Model, chains: int, warmup: int, draws: int):
+    """The jitted, chain-vmapped NUTS program of :func:`_nuts_program` (built once per model and sizes)."""
+    from numpyro.infer.hmc import hmc
+
+    jax, jnp = _jax()
+    value, _ = _potential(model)
+    init_kernel, sample_kernel = hmc(potential_fn_gen=lambda args: (lambda z: value(z, args)), algo="NUTS")
+
+    def one_chain(rng_key, start, args):
+        state = init_kernel(start, warmup, target_accept_prob=0.85, model_args=(args,), rng_key=rng_key)
+
+        def step(state, _):
+            state = sample_kernel(state, model_args=(args,))
+            return state, (state.z, state.diverging)
+
+        _, (z, diverging) = jax.lax.scan(step, state, None, length=warmup + draws)
+        return z[warmup:], diverging[warmup:]
+
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+
+
 def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: int, warmup: int, seed: int,
-          progress: bool):
+          progress: bool = False):
+    """NUTS posterior (``progress`` is accepted for compatibility: the sampler runs as one compiled program)."""
     import numpyro
-    from numpyro.infer import MCMC, NUTS
 
     from medtwin.infer.posterior import Posterior, convergence
 
@@ -301,17 +391,13 @@ def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: i
         spread = np.linalg.cholesky(np.asarray(covariance))
     start = res.x + rng.standard_normal((chains, len(mean))) @ spread.T * 0.5
     numpyro.enable_x64()
-    # A new closure per patient means one compilation per call (~10-20 s); numpyro's jit_model_args with
-    # vectorized chains fails on scalar model arguments here, so the data stay captured.
-    value, _ = _potential(model)
-    kernel = NUTS(potential_fn=lambda z: value(z, args), target_accept_prob=0.85)
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="vectorized",
-                progress_bar=progress)
+    program = _nuts_program(model, int(chains), int(warmup), int(draws))
     t0 = _time.perf_counter()
     with jax.enable_x64(True):
-        mcmc.run(jax.random.PRNGKey(seed), init_params=jnp.asarray(start), extra_fields=("diverging",))
-        samples = np.asarray(mcmc.get_samples(group_by_chain=True))
-        divergent = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+        keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+        samples, diverging = program(keys, jnp.asarray(start), args)
+        samples = np.asarray(samples)
+        divergent = int(np.asarray(diverging).sum())
     elapsed = _time.perf_counter() - t0
     rhat, ess = convergence(samples)
     ok = bool(np.all(rhat < 1.01)) and divergent == 0
@@ -346,7 +432,8 @@ def personalize(population: Population, data: PatientData | Sequence[PatientData
     chains, draws, warmup, seed : int
         NUTS settings.
     progress : bool
-        numpyro's progress bar.
+        Accepted for compatibility and ignored: NUTS runs as one compiled program
+        (reused by every patient with the same padded shapes), without a progress bar.
 
     Returns
     -------
