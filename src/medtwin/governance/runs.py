@@ -252,8 +252,8 @@ def spec_for_simulate(model, params, regimen, times, *, ids=None, settings: Mapp
                       seeds: Mapping | None = None) -> RunSpec:
     """The spec of ``simulate(model, params, regimen, times, ids=ids, **settings)``.
 
-    ``model`` is a library model's name or a Model (see :func:`stored_model`); ``regimen`` is one :class:`Regimen` (shared) or one per patient; ``times``
-    one array (shared) or one per patient.
+    ``model`` is a library model's name or a Model (see :func:`stored_model`); ``regimen`` is one
+    :class:`Regimen` (shared) or one per patient; ``times`` one array (shared) or one per patient.
     """
     regimens = [_events(regimen)] if isinstance(regimen, Regimen) else [_events(r) for r in regimen]
     times = np.asarray(times, dtype=float) if not isinstance(times, (list, tuple)) else times
@@ -292,7 +292,8 @@ def spec_for_fit(population, dataset, *, covariance: str = "sandwich", purpose: 
     """The spec of ``fit_focei(population, dataset, model, covariance=covariance)`` (a population fit);
     ``model`` (a Model) defaults to the library model the population names."""
     inputs = {"population": population.to_dict(), "dataset": _dataset_json(dataset)}
-    return RunSpec("fit", population.model if model is None else stored_model(model), inputs, {"method": "foce", "covariance": covariance},
+    named = population.model if model is None else stored_model(model)
+    return RunSpec("fit", named, inputs, {"method": "foce", "covariance": covariance},
                    patient_ids(dataset.ids), purpose, open_data)
 
 
