@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medtwin.errors import DataError
+from medtwin.errors import DataError, ModelError
 from medtwin.governance import runs as _runs
 
 __all__ = ["DecideRequest", "FitRequest", "ForecastRequest", "PersonalizeRequest", "RecommendRequest",
@@ -63,10 +63,13 @@ def _model_object(request, name: str | None = None):
     from medtwin.models import get_model
 
     model = request.model
-    if model is None:
-        model = get_model(name)
-    elif isinstance(model, str):
-        model = get_model(model)
+    if model is None or isinstance(model, str):
+        wanted = name if model is None else model
+        try:
+            model = get_model(wanted)
+        except ModelError as exc:
+            raise ModelError(f"{type(request).__name__}: {wanted!r} is not a library model: give the "
+                             f"user-defined Model object as model= ({exc})") from None
     elif not isinstance(model, Model):
         raise DataError(f"{type(request).__name__}: model must be a Model or a library model name, not "
                         f"{type(model).__name__}")
