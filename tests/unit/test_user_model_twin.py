@@ -391,3 +391,40 @@ def test_a_stream_replay_on_the_user_model_is_recorded_and_reproduced(recorded):
         workflows.reproduce_run(stores, record.run_id, actor="alice")
     with pytest.raises(ModelDigestError):
         workflows.reproduce_run(stores, record.run_id, actor="alice", model=effect_model(ke0=0.9))
+
+
+def _bolus_dataset():
+    """Two subjects, a 500-mg bolus each, plasma levels at 1, 3, 6 and 12 h (NONMEM records)."""
+    import pandas as pd
+
+    from medtwin.io.nonmem import read_nonmem
+
+    rows = []
+    for i in (1, 2):
+        rows.append(dict(ID=i, TIME=0.0, AMT=500.0, DV=".", EVID=1))
+        rows += [dict(ID=i, TIME=t, AMT=0.0, DV=1.0 + i, EVID=0) for t in (1.0, 3.0, 6.0, 12.0)]
+    return read_nonmem(pd.DataFrame(rows), access=ACCESS, model=MODEL)
+
+
+def test_dataset_simulation_and_fit_requests_carry_the_user_model(recorded):
+    from medtwin import workflows
+    from medtwin.models import model_reference
+    from medtwin.workflows.requests import request_from_spec
+
+    stores, dataset = recorded[0], _bolus_dataset()
+    params = {"CL": np.array([6.5, 4.0]), "V": np.array([26.0, 35.0]), "KE0": np.array([0.7, 0.7])}
+    request = workflows.SimulateDatasetRequest(MODEL, dataset, params, open_data=SYNTHETIC)
+    trajectory, record = workflows.run(request, stores, actor="alice")
+    t = np.array([1.0, 3.0, 6.0, 12.0])
+    expected = [500.0 / v * np.exp(-cl / v * t) for cl, v in zip(params["CL"], params["V"])]   # observation rows
+    np.testing.assert_allclose(np.asarray(trajectory.outputs["C"]), np.concatenate(expected), rtol=1e-9)
+    assert workflows.reproduce_run(stores, record.run_id, actor="alice", model=MODEL).identical
+    with pytest.raises(ModelError, match="not a library model"):
+        workflows.reproduce_run(stores, record.run_id, actor="alice")
+    # a fit request (not executed here: FOCEI costs ~15 s) stores the reference and is rebuilt with the model
+    fit = workflows.FitRequest(POPULATION, dataset, model=MODEL, open_data=SYNTHETIC)
+    assert fit.spec().model == model_reference(MODEL)
+    again = request_from_spec(fit.spec(), access=ACCESS, model=[MODEL])
+    assert again.model is MODEL and again.spec() == fit.spec()
+    with pytest.raises(ModelDigestError):
+        request_from_spec(fit.spec(), access=ACCESS, model=effect_model(ke0=0.9))
