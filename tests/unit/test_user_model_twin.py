@@ -108,21 +108,9 @@ def test_the_model_is_not_a_library_model_and_simulates_its_closed_form():
     np.testing.assert_allclose(tr.output("CE")[0], ce, rtol=1e-9, atol=1e-12)
 
 
-def test_personalize_finds_the_brute_force_mode(posterior):
-    data, prior = _data(), POPULATION.prior_for({})
-    mean, precision = np.asarray(prior.log_mean), np.linalg.inv(np.asarray(prior.covariance))
-
-    def neg_log_post(z):  # closed form, independent of the library's JAX path
-        cl, v = np.exp(z)
-        f = _infusions(data.times, data.regimen, cl, v, TRUTH["KE0"])[0]
-        sd = 0.1 * f
-        r = (data.values - f) / sd
-        return 0.5 * np.sum(r**2) + np.sum(np.log(sd)) + 0.5 * (z - mean) @ precision @ (z - mean)
-
-    best = minimize(neg_log_post, mean, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12,
-                                                                       "maxiter": 4000})
+def test_personalize_finds_the_brute_force_mode(posterior, brute_force_mode):
     assert posterior.ok and posterior.model is MODEL
-    np.testing.assert_allclose(posterior.mean, best.x, atol=1e-5)
+    np.testing.assert_allclose(posterior.mean, brute_force_mode, atol=1e-5)
 
 
 def test_twin_forecast_is_the_closed_form_on_the_posterior_draws(posterior):
@@ -228,3 +216,215 @@ def test_a_posterior_twin_assimilates_measurements_like_the_batch(posterior):
 
     loaded = twin_from_dict(json.loads(json.dumps(twin_to_dict(twin))), model=MODEL)
     assert loaded.assimilate(levels).posterior is loaded.posterior and len(loaded.rejected) == 1
+
+
+# --- the same user model through the workflow layer: run (signed record + audit entry) -> reproduce_run ---
+
+SYNTHETIC = "unit test: synthetic patient"
+
+
+@pytest.fixture(scope="module")
+def brute_force_mode():
+    """The posterior mode by Nelder-Mead on the closed-form log posterior (independent of the JAX path)."""
+    data, prior = _data(), POPULATION.prior_for({})
+    mean, precision = np.asarray(prior.log_mean), np.linalg.inv(np.asarray(prior.covariance))
+
+    def neg_log_post(z):
+        cl, v = np.exp(z)
+        f = _infusions(data.times, data.regimen, cl, v, TRUTH["KE0"])[0]
+        sd = 0.1 * f
+        r = (data.values - f) / sd
+        return 0.5 * np.sum(r**2) + np.sum(np.log(sd)) + 0.5 * (z - mean) @ precision @ (z - mean)
+
+    return minimize(neg_log_post, mean, method="Nelder-Mead",
+                    options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000}).x
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """simulate, personalize, forecast and recommend on the user model, each through workflows.run."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from medtwin import workflows
+    from medtwin.io.storage import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('user-model') / 'runs.db'}")
+    stores = workflows.Stores.for_engine(engine, Ed25519PrivateKey.generate())
+    data, later = _data(), Regimen.every(12.0, "h", 600.0, "mg", n=2, duration=1.0, start=36.0)
+    common = {"model": MODEL, "open_data": SYNTHETIC}
+    requests = {
+        "simulate": workflows.SimulateRequest(MODEL, TRUTH, Regimen.single(500.0), np.linspace(0.0, 24.0, 25),
+                                              open_data=SYNTHETIC),
+        "personalize": workflows.PersonalizeRequest(POPULATION, data, **common),
+        "forecast": workflows.ForecastRequest(POPULATION, data, regimen=GIVEN + later,
+                                              times=np.arange(0.0, 48.0, 0.5), n_draws=64, seed=5, **common),
+        "recommend": workflows.RecommendRequest(
+            POPULATION, data, target={"kind": "auc24", "low": 440.0, "high": 480.0}, n_draws=400, seed=2,
+            constraints=DoseConstraints(dose_step_mg=250.0, max_dose_mg=3000.0, intervals_h=(12.0, 24.0)),
+            **common),
+    }
+    runs = {op: workflows.run(request, stores, actor="alice") for op, request in requests.items()}
+    yield stores, requests, runs
+    engine.dispose()
+
+
+def test_workflow_results_on_the_user_model_match_the_closed_forms(recorded, brute_force_mode):
+    _, requests, runs = recorded
+    trajectory = runs["simulate"][0]
+    t = requests["simulate"].times
+    c, ce = _bolus(t, 500.0, TRUTH["CL"], TRUTH["V"], TRUTH["KE0"])
+    np.testing.assert_allclose(trajectory.output("C")[0], c, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(trajectory.output("CE")[0], ce, rtol=1e-9, atol=1e-12)
+    posterior = runs["personalize"][0]
+    assert posterior.model is MODEL
+    np.testing.assert_allclose(posterior.mean, brute_force_mode, atol=1e-5)
+    forecast = runs["forecast"][0]
+    np.testing.assert_array_equal(forecast.posterior.mean, posterior.mean)
+    cl, v = np.exp(forecast.posterior.sample(64, 5)).T
+    np.testing.assert_allclose(forecast.band.draws["C"],
+                               _infusions(forecast.band.times, requests["forecast"].regimen, cl, v, 0.7),
+                               rtol=1e-8, atol=1e-10)
+    rec = runs["recommend"][0].recommendation
+    assert rec.feasible and not requests["recommend"].constraints.violations(rec.action)
+    # linear model: AUC24 over the third day of the new regimen (steady state) = daily dose / CL
+    cl = np.exp(runs["recommend"][0].posterior.sample(400, 2)[:, 0])
+    auc = rec.action["daily_mg"] / cl
+    assert 0.2 < rec.probabilities["target"] < 0.9      # a narrow window: not trivially certain
+    assert rec.probabilities["target"] == pytest.approx(np.mean((auc >= 440) & (auc <= 480)), abs=0.03)
+    assert rec.probabilities["toxic"] == pytest.approx(np.mean(auc > 600), abs=0.03)
+
+
+def test_user_model_runs_are_signed_audited_and_store_the_model_reference(recorded):
+    from medtwin.governance.provenance import verify
+    from medtwin.models import model_reference
+
+    stores, requests, runs = recorded
+    keys = stores.public_keys()
+    entries = {e.payload["run_id"]: e for e in stores.log.entries() if e.action == "run.record"}
+    for op, (_, record) in runs.items():
+        assert record.operation == op and any(verify(record, key) for key in keys)
+        assert record.model_digest == "sha256:" + MODEL.digest()
+        stored = stores.runs.verified(record.run_id, keys)
+        assert stored.spec.model == model_reference(MODEL) and stored.spec.model_name == MODEL.name
+        assert entries[record.run_id].payload["model"] == MODEL.name
+
+
+def test_reproduce_run_needs_the_same_user_model_and_is_bit_for_bit(recorded):
+    from medtwin import workflows
+
+    stores, _, runs = recorded
+    altered = effect_model(ke0=0.9)        # same name, different definition
+    for op, (_, record) in runs.items():
+        report = workflows.reproduce_run(stores, record.run_id, actor="alice", model=MODEL)
+        assert report.identical and not report.model_changed and not report.differing_outputs, op
+        assert report.reproduced_digest == record.output_digest
+        with pytest.raises(ModelError, match=f"run {record.run_id}: .*{MODEL.name}.*not a library model"):
+            workflows.reproduce_run(stores, record.run_id, actor="alice")
+        with pytest.raises(ModelDigestError, match=f"run {record.run_id}: .*{MODEL.name}.*definition changed"):
+            workflows.reproduce_run(stores, record.run_id, actor="alice", model=altered)
+    # a mapping of user models works too (the run picks its own by name)
+    report = workflows.reproduce_run(stores, runs["simulate"][1].run_id, actor="alice",
+                                     model={MODEL.name: MODEL, "other": altered})
+    assert report.identical
+
+
+def test_a_decision_on_a_user_model_recommendation_needs_the_model(recorded):
+    from medtwin import workflows
+
+    stores, _, runs = recorded
+    run_id = runs["recommend"][1].run_id
+    with pytest.raises(ModelError, match="not a library model"):
+        workflows.run(workflows.DecideRequest(run_id, "accept", "dr-who"), stores, actor="alice")
+    decision, record = workflows.run(workflows.DecideRequest(run_id, "accept", "dr-who", model=MODEL), stores,
+                                     actor="alice")
+    assert decision.choice == "accept" and record.model_digest == "sha256:" + MODEL.digest()
+
+
+def test_a_population_for_another_model_is_refused_and_library_specs_keep_the_name():
+    from medtwin import workflows
+
+    with pytest.raises(DataError, match="population is for model 'user_pk1_effect'"):
+        workflows.PersonalizeRequest(POPULATION, _data(), model=get_model_pk1(), open_data=SYNTHETIC)
+    spec = workflows.SimulateRequest("pk1_iv", {"CL": [2.0], "V": [20.0]}, Regimen.single(1.0), [1.0],
+                                     open_data=SYNTHETIC).spec()
+    assert spec.model == "pk1_iv"                    # stored exactly as before the user-model change
+
+
+def get_model_pk1():
+    from medtwin.models import get_model
+
+    return get_model("pk1_iv")
+
+
+def test_a_stream_replay_on_the_user_model_is_recorded_and_reproduced(recorded):
+    """Replay (one arrival at a time through the twin built from a spec) on the user model: equal to a hand loop
+    over Twin.assimilate, reproduced bit for bit with the model, refused without it."""
+    import io
+
+    from medtwin import workflows
+    from medtwin.governance.provenance import output_digest
+    from medtwin.io.stream_file import read_stream
+    from medtwin.twin.codec import twin_from_spec
+
+    stores = recorded[0]
+    spec = {"model": MODEL.name, "parameters": {"CL": 5.0, "V": 30.0, "KE0": 0.7}, "estimated": ["CL"],
+            "parameter_drift": {"CL": 0.001}, "initial_sd": {"CL": 0.4}, "observer": {"kind": "ukf"},
+            "errors": {"C": {"model": "proportional", "proportional": 0.1}}}
+    data = _data()
+    rows = ["time_h,kind,name,value,unit,duration_h,device,source_id"]
+    rows += [f"{e.time},infusion,CENTRAL,{e.rate},mg/h,{e.amount / e.rate},pump,d{k}"
+             for k, e in enumerate(GIVEN.expanded())]
+    rows += [f"{t},obs,C,{v},mg/L,,lab,s{k}" for k, (t, v) in enumerate(zip(data.times, data.values))]
+    stream = "\n".join(rows) + "\n"
+    with pytest.raises(ModelError, match="not a library model"):
+        workflows.ReplayRequest(spec, stream, open_data=SYNTHETIC)
+    result, record = workflows.run(workflows.ReplayRequest(spec, stream, open_data=SYNTHETIC, model=MODEL), stores,
+                                   actor="alice")
+    assert result.n_measurements == TIMES.size and result.twin.model is MODEL
+    parsed = read_stream(io.StringIO(stream), model=MODEL, access=ACCESS)
+    twin = twin_from_spec(spec, inputs=parsed.regimen, model=MODEL)
+    for m in parsed.measurements:
+        twin = twin.assimilate([m])
+    assert output_digest(result.twin) == output_digest(twin)
+    assert workflows.reproduce_run(stores, record.run_id, actor="alice", model=MODEL).identical
+    with pytest.raises(ModelError, match=f"run {record.run_id}: .*not a library model"):
+        workflows.reproduce_run(stores, record.run_id, actor="alice")
+    with pytest.raises(ModelDigestError):
+        workflows.reproduce_run(stores, record.run_id, actor="alice", model=effect_model(ke0=0.9))
+
+
+def _bolus_dataset():
+    """Two subjects, a 500-mg bolus each, plasma levels at 1, 3, 6 and 12 h (NONMEM records)."""
+    import pandas as pd
+
+    from medtwin.io.nonmem import read_nonmem
+
+    rows = []
+    for i in (1, 2):
+        rows.append(dict(ID=i, TIME=0.0, AMT=500.0, DV=".", EVID=1))
+        rows += [dict(ID=i, TIME=t, AMT=0.0, DV=1.0 + i, EVID=0) for t in (1.0, 3.0, 6.0, 12.0)]
+    return read_nonmem(pd.DataFrame(rows), access=ACCESS, model=MODEL)
+
+
+def test_dataset_simulation_and_fit_requests_carry_the_user_model(recorded):
+    from medtwin import workflows
+    from medtwin.models import model_reference
+    from medtwin.workflows.requests import request_from_spec
+
+    stores, dataset = recorded[0], _bolus_dataset()
+    params = {"CL": np.array([6.5, 4.0]), "V": np.array([26.0, 35.0]), "KE0": np.array([0.7, 0.7])}
+    request = workflows.SimulateDatasetRequest(MODEL, dataset, params, open_data=SYNTHETIC)
+    trajectory, record = workflows.run(request, stores, actor="alice")
+    t = np.array([1.0, 3.0, 6.0, 12.0])
+    expected = [500.0 / v * np.exp(-cl / v * t) for cl, v in zip(params["CL"], params["V"])]   # observation rows
+    np.testing.assert_allclose(np.asarray(trajectory.outputs["C"]), np.concatenate(expected), rtol=1e-9)
+    assert workflows.reproduce_run(stores, record.run_id, actor="alice", model=MODEL).identical
+    with pytest.raises(ModelError, match="not a library model"):
+        workflows.reproduce_run(stores, record.run_id, actor="alice")
+    # a fit request (not executed here: FOCEI costs ~15 s) stores the reference and is rebuilt with the model
+    fit = workflows.FitRequest(POPULATION, dataset, model=MODEL, open_data=SYNTHETIC)
+    assert fit.spec().model == model_reference(MODEL)
+    again = request_from_spec(fit.spec(), access=ACCESS, model=[MODEL])
+    assert again.model is MODEL and again.spec() == fit.spec()
+    with pytest.raises(ModelDigestError):
+        request_from_spec(fit.spec(), access=ACCESS, model=effect_model(ke0=0.9))

@@ -291,6 +291,52 @@ def fail(exc: Exception) -> typing.NoReturn:
     raise typer.Exit(code=2)
 
 
+def model_from(reference: str):
+    """The user-defined Model named by ``module:ATTRIBUTE`` (``--model-from``), imported with importlib.
+
+    ``module`` is a dotted module name found on ``sys.path`` (the working directory included), or a path
+    to a ``.py`` file; ``ATTRIBUTE`` a (dotted) attribute of it that is a :class:`~medtwin.core.model.Model`.
+    Importing runs the module's code, as ``python -m`` would.
+
+    Raises
+    ------
+    DataError
+        A malformed reference, a module that cannot be imported, a missing attribute or one that is not a Model.
+    """
+    import importlib
+    import importlib.util
+
+    from medtwin.core.model import Model
+
+    module_name, sep, attribute = str(reference).rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise DataError(f"--model-from {reference!r}: expected module:ATTRIBUTE (e.g. mymodels:EFFECT_MODEL)")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise DataError(f"--model-from {reference!r}: no file {module_name}")
+            spec = importlib.util.spec_from_file_location(f"_medtwin_user_model_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except DataError:
+        raise
+    except Exception as exc:  # the user's module: any import failure is reported, in one line
+        raise DataError(f"--model-from {reference!r}: cannot import {module_name}: "
+                        f"{type(exc).__name__}: {exc}") from None
+    value = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise DataError(f"--model-from {reference!r}: {module_name} has no attribute {attribute}")
+        value = getattr(value, part)
+    if not isinstance(value, Model):
+        raise DataError(f"--model-from {reference!r}: {attribute} is a {type(value).__name__}, not a "
+                        "medtwin Model")
+    return value
+
+
 def default_actor() -> str:
     """The login name (or ``medtwin-cli`` where there is none)."""
     from medtwin.workflows.stores import default_actor as actor

@@ -98,20 +98,33 @@ def reproduce_command(
     run_id: str = typer.Argument(..., metavar="RUN_ID", help="A recorded run (see `medtwin runs`)."),
     actor: Optional[str] = typer.Option(None, "--actor", help="Who reproduces it (default: login name); the "
                                         "stored patient data are read for the run's own purpose."),
+    model_from: Optional[List[str]] = typer.Option(
+        None, "--model-from", metavar="MODULE:ATTRIBUTE",
+        help="A user-defined model the run was made with (not a library model), imported from a module on "
+             "the Python path or a .py file; its digest must be the recorded one. Repeatable."),
 ) -> None:
     """Re-execute RUN_ID from its stored inputs; exit 0 when bit-identical, 1 otherwise (with what differs).
 
     The run is checked first (signature, spec digest, columns): a run failing the
-    check is not executed; one line says why, exit status 1.
+    check is not executed; one line says why, exit status 1.  A run made on a
+    user-defined model needs that model (``--model-from``); a different definition
+    is refused (exit status 2).
     """
     from medtwin import workflows
+    from medtwin.errors import ModelDigestError, ModelError
     from medtwin.governance.runs import RunIntegrityError
 
     try:
-        report = workflows.reproduce_run(edge.open_stores(), run_id, actor=actor or default_actor())
+        models = [edge.model_from(reference) for reference in model_from or ()]
+        report = workflows.reproduce_run(edge.open_stores(), run_id, actor=actor or default_actor(),
+                                         model=models or None)
     except RunIntegrityError as exc:
         err_console.print(f"[bold red]refused:[/] {exc}; not re-executed", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
+    except ModelError as exc:
+        if isinstance(exc, ModelDigestError) or "not a library model" not in str(exc):
+            fail(exc)
+        fail(ModelError(f"{exc} -- on the command line: --model-from MODULE:ATTRIBUTE"))
     except MedtwinError as exc:
         fail(exc)
     (console if report.identical else err_console).print(report.summary(), highlight=False)

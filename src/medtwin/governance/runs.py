@@ -59,12 +59,13 @@ from medtwin.governance.provenance import (
 from medtwin.io.access import authorize, patient_ids
 from medtwin.io.nonmem import data_classes, read_nonmem
 from medtwin.io.storage import runs_table
-from medtwin.models import get_model
+from medtwin.models import get_model, model_reference, resolve_model
 
 __all__ = ["OPERATIONS", "PERSONALIZE_SETTINGS", "ReproduceReport", "RunIntegrityError", "RunListing", "RunSpec",
            "RunStore", "StoredRun", "dataset_from_json", "environment_differences", "integrity_problems",
            "patient_from_json", "regimen_from_json", "reproduce_report", "spec_data_classes", "spec_for_dataset",
-           "spec_for_fit", "spec_for_personalize", "spec_for_recommend", "spec_for_replay", "spec_for_simulate"]
+           "spec_for_fit", "spec_for_personalize", "spec_for_recommend", "spec_for_replay", "spec_for_simulate",
+           "spec_model", "stored_model"]
 
 #: Operations a spec can describe.
 OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit", "recommend", "replay")
@@ -105,6 +106,72 @@ def regimen_from_json(events: Iterable[Mapping]) -> Regimen:
     return Regimen(tuple(DoseEvent(**e) for e in events))
 
 
+def stored_model(model) -> str | dict:
+    """How a spec names *model*: a library model (same name and definition) by its name, exactly as runs
+    always stored it; any other Model (a user-defined one, or a changed definition under a library name) by
+    its reference ``{"name", "digest", "description"}``.  A name (str) is kept as it is.
+
+    Examples
+    --------
+    >>> stored_model(get_model("pk1_iv"))
+    'pk1_iv'
+    """
+    if isinstance(model, str):
+        return model
+    try:
+        library = get_model(model.name)
+    except MedtwinError:
+        library = None
+    if library is model or (library is not None and library.digest() == model.digest()):
+        return model.name
+    return model_reference(model)
+
+
+def _user_models(model) -> dict:
+    """``model=`` of the reproduce functions as name -> Model: None, one Model, a mapping or a sequence."""
+    from medtwin.core.model import Model
+
+    if model is None:
+        return {}
+    if isinstance(model, Model):
+        return {model.name: model}
+    if isinstance(model, Mapping):
+        return dict(model)
+    if isinstance(model, (list, tuple)):
+        return {m.name: m for m in model}
+    raise DataError(f"model= must be a Model, a mapping of name -> Model or a sequence of Models, "
+                    f"not {type(model).__name__}")
+
+
+def spec_model(spec, model=None):
+    """The Model a spec (or its ``model`` field) names, its digest verified.
+
+    Parameters
+    ----------
+    spec : RunSpec, str or dict
+        A stored spec, or its ``model`` field (a library name or a reference).
+    model : Model, mapping of name -> Model, or sequence of Models, optional
+        User-defined models: the one named by the spec is used instead of the library (its name and, for a
+        reference, its digest must match); others are ignored.
+
+    Raises
+    ------
+    ModelError
+        A model that is neither a library model nor given (the message names it and says to pass it as
+        ``model=``).
+    ModelDigestError
+        The given (or library) model's definition differs from the one the run was made with.
+
+    Examples
+    --------
+    >>> spec_model("pk1_iv").name
+    'pk1_iv'
+    """
+    field_ = spec.model if isinstance(spec, RunSpec) else spec
+    name = field_["name"] if isinstance(field_, Mapping) else field_
+    return resolve_model(field_, _user_models(model).get(name))
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """A re-executable description of one run.
@@ -113,8 +180,10 @@ class RunSpec:
     ----------
     operation : str
         One of :data:`OPERATIONS`.
-    model : str
-        Library model name (:func:`medtwin.models.get_model`).
+    model : str or dict
+        A library model's name (:func:`medtwin.models.get_model`), or for any other model (a user-defined
+        one) its reference ``{"name", "digest", "description"}`` (:func:`medtwin.models.model_reference`,
+        as twin files store it): see :func:`stored_model` and :func:`spec_model`.
     inputs : dict
         JSON data: ``params``, ``regimens``, ``times``, ``ids`` (simulate) or
         ``dataset``, ``params`` (simulate_dataset).
@@ -132,7 +201,7 @@ class RunSpec:
     """
 
     operation: str
-    model: str
+    model: str | dict
     inputs: dict
     settings: dict = field(default_factory=dict)
     patients: list = field(default_factory=list)
@@ -149,6 +218,18 @@ class RunSpec:
         if (self.purpose is None) == (self.open_data is None):
             raise DataError("a run spec needs exactly one of purpose (consented patient data) "
                             "and open_data (the reason the data are not identifiable)")
+        if isinstance(self.model, Mapping):
+            if not isinstance(self.model.get("name"), str) or not isinstance(self.model.get("digest"), str):
+                raise DataError(f"a run spec's model reference needs a name and a digest, got {dict(self.model)!r}")
+            object.__setattr__(self, "model", dict(self.model))
+        elif not isinstance(self.model, str):
+            raise DataError(f"a run spec's model is a library model name or a model reference, not "
+                            f"{type(self.model).__name__}")
+
+    @property
+    def model_name(self) -> str:
+        """The name of the run's model (library or user-defined)."""
+        return self.model["name"] if isinstance(self.model, dict) else self.model
 
     def as_dict(self) -> dict:
         return {"operation": self.operation, "model": self.model, "inputs": self.inputs,
@@ -166,13 +247,13 @@ class RunSpec:
             raise DataError(f"run spec is not storable as strict JSON: {exc}") from None
 
 
-def spec_for_simulate(model: str, params, regimen, times, *, ids=None, settings: Mapping | None = None,
+def spec_for_simulate(model, params, regimen, times, *, ids=None, settings: Mapping | None = None,
                       purpose: str | None = None, open_data: str | None = None,
                       seeds: Mapping | None = None) -> RunSpec:
-    """The spec of ``simulate(get_model(model), params, regimen, times, ids=ids, **settings)``.
+    """The spec of ``simulate(model, params, regimen, times, ids=ids, **settings)``.
 
-    ``regimen`` is one :class:`Regimen` (shared) or one per patient; ``times``
-    one array (shared) or one per patient.
+    ``model`` is a library model's name or a Model (see :func:`stored_model`); ``regimen`` is one
+    :class:`Regimen` (shared) or one per patient; ``times`` one array (shared) or one per patient.
     """
     regimens = [_events(regimen)] if isinstance(regimen, Regimen) else [_events(r) for r in regimen]
     times = np.asarray(times, dtype=float) if not isinstance(times, (list, tuple)) else times
@@ -183,7 +264,8 @@ def spec_for_simulate(model: str, params, regimen, times, *, ids=None, settings:
     patients = patient_ids(ids) if ids is not None else [str(i + 1) for i in range(n)]
     inputs = {"params": columns, "regimens": regimens, "times": times_json,
               "ids": None if ids is None else np.asarray(ids).tolist()}
-    return RunSpec("simulate", model, inputs, dict(settings or {}), patients, purpose, open_data, dict(seeds or {}))
+    return RunSpec("simulate", stored_model(model), inputs, dict(settings or {}), patients, purpose, open_data,
+                   dict(seeds or {}))
 
 
 def _dataset_json(dataset) -> dict:
@@ -197,19 +279,21 @@ def dataset_from_json(columns: Mapping, *, access, model):
     return read_nonmem(frame, access=access, model=model)
 
 
-def spec_for_dataset(model: str, dataset, params=None, *, settings: Mapping | None = None,
+def spec_for_dataset(model, dataset, params=None, *, settings: Mapping | None = None,
                      purpose: str | None = None, open_data: str | None = None) -> RunSpec:
-    """The spec of ``simulate_dataset(get_model(model), dataset, params, **settings)``."""
+    """The spec of ``simulate_dataset(model, dataset, params, **settings)`` (model: name or Model)."""
     inputs = {"dataset": _dataset_json(dataset), "params": None if params is None else _columns(params)}
-    return RunSpec("simulate_dataset", model, inputs, dict(settings or {}), patient_ids(dataset.ids),
+    return RunSpec("simulate_dataset", stored_model(model), inputs, dict(settings or {}), patient_ids(dataset.ids),
                    purpose, open_data)
 
 
 def spec_for_fit(population, dataset, *, covariance: str = "sandwich", purpose: str | None = None,
-                 open_data: str | None = None) -> RunSpec:
-    """The spec of ``fit_focei(population, dataset, covariance=covariance)`` (a population fit)."""
+                 open_data: str | None = None, model=None) -> RunSpec:
+    """The spec of ``fit_focei(population, dataset, model, covariance=covariance)`` (a population fit);
+    ``model`` (a Model) defaults to the library model the population names."""
     inputs = {"population": population.to_dict(), "dataset": _dataset_json(dataset)}
-    return RunSpec("fit", population.model, inputs, {"method": "foce", "covariance": covariance},
+    named = population.model if model is None else stored_model(model)
+    return RunSpec("fit", named, inputs, {"method": "foce", "covariance": covariance},
                    patient_ids(dataset.ids), purpose, open_data)
 
 
@@ -232,9 +316,10 @@ def patient_from_json(d: Mapping):
 def spec_for_personalize(population, data, *, method: str = "laplace", seed: int = 0, chains: int = 4,
                          draws: int = 1000, warmup: int = 1000, purpose: str | None = None,
                          open_data: str | None = None, regimen: Regimen | None = None, times=None,
-                         n_draws: int = 1000) -> RunSpec:
-    """The spec of ``personalize(population, data, ...)``; with ``regimen`` and ``times`` also of
-    ``.predict(regimen, times, n_draws=n_draws, seed=seed)`` (operation ``forecast``)."""
+                         n_draws: int = 1000, model=None) -> RunSpec:
+    """The spec of ``personalize(population, data, model=model, ...)``; with ``regimen`` and ``times`` also of
+    ``.predict(regimen, times, n_draws=n_draws, seed=seed)`` (operation ``forecast``).  ``model`` (a Model)
+    defaults to the library model the population names."""
     settings = {"method": method, "seed": int(seed), "chains": int(chains), "draws": int(draws),
                 "warmup": int(warmup)}
     inputs = {"population": population.to_dict(), "patient": _patient_json(data)}
@@ -244,32 +329,34 @@ def spec_for_personalize(population, data, *, method: str = "laplace", seed: int
         inputs.update(regimen=_events(regimen), times=_json_floats(np.asarray(times, dtype=float)))
         settings["n_draws"] = int(n_draws)
     patient = [data.patient or "1"]
-    return RunSpec(operation, population.model, inputs, settings, patient, purpose, open_data, {"seed": int(seed)})
+    named = population.model if model is None else stored_model(model)
+    return RunSpec(operation, named, inputs, settings, patient, purpose, open_data, {"seed": int(seed)})
 
 
 def spec_for_recommend(population, data, *, target: Mapping, constraints: Mapping, objective: str = "pta",
                        toxic_auc: float | None = None, epsilon: float = 0.1, n_draws: int = 1000,
                        method: str = "laplace", seed: int = 0, chains: int = 4, draws: int = 1000,
-                       warmup: int = 1000, purpose: str | None = None, open_data: str | None = None) -> RunSpec:
+                       warmup: int = 1000, purpose: str | None = None, open_data: str | None = None,
+                       model=None) -> RunSpec:
     """The spec of a dose recommendation: ``personalize`` then ``recommend_dose`` (operation ``recommend``).
 
     ``target`` is ``{"kind": "auc24" | "trough" | "peak", "low": ..., "high": ...}`` and ``constraints`` the
     fields of :class:`~medtwin.control.dosing.DoseConstraints` (JSON data).
     """
     spec = spec_for_personalize(population, data, method=method, seed=seed, chains=chains, draws=draws,
-                                warmup=warmup, purpose=purpose, open_data=open_data)
+                                warmup=warmup, purpose=purpose, open_data=open_data, model=model)
     inputs = {**spec.inputs, "target": dict(target), "constraints": dict(constraints), "objective": objective,
               "toxic_auc": None if toxic_auc is None else float(toxic_auc), "epsilon": float(epsilon)}
     return dataclasses.replace(spec, operation="recommend", inputs=inputs,
                                settings={**spec.settings, "n_draws": int(n_draws)})
 
 
-def spec_for_replay(model: str, twin_spec: Mapping, stream: str, *, patient: str | None = None,
+def spec_for_replay(model, twin_spec: Mapping, stream: str, *, patient: str | None = None,
                     patients: list | None = None, check_clocks: bool = False, purpose: str | None = None,
                     open_data: str | None = None) -> RunSpec:
     """The spec of a stream replay: the twin specification and the stream CSV's text (operation ``replay``)."""
     inputs = {"twin_spec": dict(twin_spec), "stream": stream, "patient": patient}
-    return RunSpec("replay", model, inputs, {"check_clocks": bool(check_clocks)},
+    return RunSpec("replay", stored_model(model), inputs, {"check_clocks": bool(check_clocks)},
                    list(patients if patients is not None else ([patient] if patient else [])), purpose, open_data)
 
 
@@ -310,17 +397,20 @@ class RunStore:
         self.engine, self.audit_log, self.key = engine, audit_log, key
 
     def save(self, spec: RunSpec, result, operator: str, *, access,
-             env: Mapping | None = None, note: Mapping | None = None) -> ProvenanceRecord:
+             env: Mapping | None = None, note: Mapping | None = None, model=None) -> ProvenanceRecord:
         """Sign the provenance of *result* and store it with *spec* (a write of the patients' data).
 
         *result* is what :func:`medtwin.workflows.execute` returns for the spec (Trajectory, Posterior,
         PredictiveBand, ...). *note* (JSON data) is added to the ``run.record`` audit entry's payload (e.g.
-        the content of a recommendation, which a later decision refers to).
+        the content of a recommendation, which a later decision refers to).  *model* is the Model the run
+        used (:func:`spec_model` of the spec by default; a user-defined model must be given, and its digest
+        must match the spec's reference).
         The row and its ``run.record`` audit entry are committed in one transaction (both or neither).
         """
         authorize(access, spec.patients, spec_data_classes(spec), "write")
         inputs = {"spec": spec.as_dict(), **spec.inputs}
-        record = sign(record_for_result(spec.operation, get_model(spec.model), inputs, result, operator,
+        model = spec_model(spec, model)
+        record = sign(record_for_result(spec.operation, model, inputs, result, operator,
                                         spec.seeds, env=env), self.key)
         row = {"run_id": record.run_id, "operation": spec.operation, "operator": operator,
                "created_at": record.time, "spec": spec.to_json(),
@@ -329,7 +419,7 @@ class RunStore:
         with self.audit_log.transaction() as tx:  # the run and its entry: both or neither
             tx.conn.execute(_T.insert(), row)
             tx.append(operator, "run.record",
-                      {"run_id": record.run_id, "operation": spec.operation, "model": spec.model,
+                      {"run_id": record.run_id, "operation": spec.operation, "model": spec.model_name,
                        "n_patients": len(spec.patients), "output_digest": record.output_digest,
                        "signer": record.signer, **dict(note or {})}, patient=single)
         return record
@@ -428,7 +518,7 @@ class RunListing:
 
 _ROW = (_T.c.run_id, _T.c.operation, _T.c.operator, _T.c.created_at, _T.c.output_digest, _T.c.spec,
         _T.c.provenance)
-_SPEC_TYPES = {"operation": str, "model": str, "inputs": dict, "settings": dict, "patients": list,
+_SPEC_TYPES = {"operation": str, "model": (str, dict), "inputs": dict, "settings": dict, "patients": list,
                "purpose": (str, type(None)), "open_data": (str, type(None)), "seeds": dict}
 
 
@@ -574,13 +664,13 @@ def reproduce_report(stored: StoredRun, result, *, env: Mapping, model=None) -> 
     env : mapping
         The current :func:`~medtwin.governance.provenance.environment`.
     model : Model, optional
-        The model the run names (default: ``get_model(stored.spec.model)``).
+        The model the run names (default: :func:`spec_model` of the stored spec).
     """
     record, spec = stored.record, stored.spec
     new_digest = output_digest(result)
     differing = tuple(name for name, arr in result_view(result)["outputs"].items()
                       if digest(arr, root=f"outputs.{name}") != record.output_digests.get(name))
-    model = get_model(spec.model) if model is None else model
+    model = spec_model(spec) if model is None else model
     return ReproduceReport(
         run_id=stored.run_id if stored.run_id is not None else record.run_id,
         identical=new_digest == record.output_digest, recorded_digest=record.output_digest,

@@ -72,7 +72,6 @@ def decide_and_record(request: DecideRequest, stores: Stores, *, actor: str, env
 
     from medtwin.control.decisions import decide
     from medtwin.control.dosing import DoseConstraints
-    from medtwin.models import get_model
 
     stored, recommendation = stored_recommendation(stores, request.recommendation)
     spec = stored.spec
@@ -89,8 +88,8 @@ def decide_and_record(request: DecideRequest, stores: Stores, *, actor: str, env
     if purpose is None and open_data is None:
         purpose, open_data = spec.purpose, spec.open_data
     access = data_access(stores, actor, purpose, open_data)
-    record = stores.decisions.record(decision, recommendation, actor, access=access, model=get_model(spec.model),
-                                     env=env)
+    model = _runs.spec_model(spec, request.model)
+    record = stores.decisions.record(decision, recommendation, actor, access=access, model=model, env=env)
     return replace(decision, timestamp=decision.timestamp or record.time), record
 
 

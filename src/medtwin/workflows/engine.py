@@ -55,7 +55,8 @@ def _personalize(request: rq.PersonalizeRequest, progress: Progress | None):
 
     if progress is not None:
         progress(0, 1)
-    posterior = personalize_module.personalize(request.population, request.data, **request.options())
+    posterior = personalize_module.personalize(request.population, request.data, model=request.model,
+                                               **request.options())
     if progress is not None:
         progress(1, 1)
     return posterior
@@ -97,16 +98,15 @@ def _replay(request: rq.ReplayRequest, access, progress) -> Replayed:
     from medtwin.assimilate.replay import clock_check, replay_stream
     from medtwin.twin.codec import twin_from_spec
     from medtwin.io.stream_file import read_stream
-    from medtwin.models import get_model
 
-    model = get_model(request.twin_spec["model"])
+    model = request.model
     try:
         data = read_stream(io.StringIO(request.stream), model=model, access=access, patient=request.patient)
     except DataError as exc:
         if request.source is None:
             raise
         raise DataError(f"{request.source}: {exc}") from exc
-    start = twin_from_spec(request.twin_spec, inputs=data.regimen, patient=data.patient)
+    start = twin_from_spec(request.twin_spec, inputs=data.regimen, patient=data.patient, model=model)
     measurements = list(data.measurements)
     trace = replay_stream(start, measurements, progress)
     raised, clocks, verdict = list(trace.raised), (), None
@@ -120,25 +120,25 @@ def _replay(request: rq.ReplayRequest, access, progress) -> Replayed:
                     len(measurements), data.patient)
 
 
-def execute(request, *, access, progress: Progress | None = None):
+def execute(request, *, access, progress: Progress | None = None, model=None):
     """Compute what *request* asks (a request of :mod:`medtwin.workflows.requests`, or a stored RunSpec).
 
     A RunSpec is first turned into its request (:func:`~medtwin.workflows.requests.request_from_spec`, which
-    reads its patient data through *access*).  ``progress(done, total)`` is called as the work advances.
+    reads its patient data through *access*, and resolves a user-defined model from *model*: a Model, a
+    mapping name -> Model or a sequence of Models, digest verified).  ``progress(done, total)`` is called as
+    the work advances.
 
     Returns a Trajectory (simulate), FOCEIResult (fit), Posterior (personalize), :class:`Forecast`,
     :class:`Recommended` or :class:`Replayed`; for a stored forecast *spec*, the PredictiveBand its record
     digests (a :class:`Forecast` digests as its band).
     """
     if isinstance(request, _runs.RunSpec):
-        result = _execute(rq.request_from_spec(request, access=access), access, progress)
+        result = _execute(rq.request_from_spec(request, access=access, model=model), access, progress)
         return result.band if isinstance(result, Forecast) else result  # what a forecast run records
     return _execute(request, access, progress)
 
 
 def _execute(request, access, progress):
-    from medtwin.models import get_model
-
     if isinstance(request, rq.ForecastRequest):
         return _forecast(request, progress)
     if isinstance(request, rq.RecommendRequest):
@@ -150,10 +150,9 @@ def _execute(request, access, progress):
     if isinstance(request, rq.FitRequest):
         from medtwin.infer.foce import fit_focei
 
-        model = get_model(request.population.model)
         if progress is not None:
             progress(0, 1)
-        fit = fit_focei(request.population, request.dataset, model, covariance=request.covariance)
+        fit = fit_focei(request.population, request.dataset, request.model, covariance=request.covariance)
         if progress is not None:
             progress(1, 1)
         return fit
@@ -162,7 +161,7 @@ def _execute(request, access, progress):
 
         settings = {k: v for k, v in request.settings.items() if k != "records"}
         params = request.params
-        return simulate_dataset(get_model(request.model), request.dataset, params,
+        return simulate_dataset(request.model, request.dataset, params,
                                 records=request.settings.get("records", "observations"), progress=progress,
                                 **settings)
     if isinstance(request, rq.SimulateRequest):
@@ -170,7 +169,7 @@ def _execute(request, access, progress):
 
         settings = {k: v for k, v in request.settings.items() if k != "records"}
         extra = {} if progress is None else {"progress": progress}
-        return simulate(get_model(request.model), request.params, request.regimen, request.times,
+        return simulate(request.model, request.params, request.regimen, request.times,
                         ids=request.ids, **settings, **extra)
     raise DataError(f"execute: not a request: {type(request).__name__}")
 
@@ -229,23 +228,33 @@ def run(request, stores: Stores, *, actor: str | None = None, progress: Progress
         result, Replayed) else request.spec()
     if before_record is not None:
         before_record(result, access)
-    record = stores.runs.save(spec, result, actor, access=access, env=env, note=_note(request, result))
+    record = stores.runs.save(spec, result, actor, access=access, env=env, note=_note(request, result),
+                              model=request.model)
     return result, record
 
 
-def run_and_record(store, spec: _runs.RunSpec, operator: str, *, access, env: Mapping | None = None):
-    """Execute a RunSpec (:func:`execute`) and store it (:meth:`RunStore.save`): (result, signed record)."""
-    result = execute(spec, access=access)
-    return result, store.save(spec, result, operator, access=access, env=env)
+def run_and_record(store, spec: _runs.RunSpec, operator: str, *, access, env: Mapping | None = None,
+                   model=None):
+    """Execute a RunSpec (:func:`execute`) and store it (:meth:`RunStore.save`): (result, signed record).
+
+    ``model``: the user-defined model(s) the spec names (see :func:`execute`)."""
+    resolved = _runs.spec_model(spec, model)
+    result = execute(spec, access=access, model=resolved)
+    return result, store.save(spec, result, operator, access=access, env=env, model=resolved)
 
 
-def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = None):
+def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = None, model=None):
     """Re-execute a stored run with :func:`execute` and compare its output digest with the recorded one.
 
     The stored run is checked first (:meth:`~medtwin.governance.runs.RunStore.verified`): a record whose
     signature does not verify with *public_keys*, or a spec that is not the signed one, raises
     :class:`~medtwin.governance.runs.RunIntegrityError` and nothing is executed, so an edited spec (say,
     patient data relabelled ``open_data``) never reaches the consent gate with a forged purpose.
+
+    A run made on a user-defined model (its spec holds the model's reference: name, digest, description)
+    needs that model as ``model=`` (a Model, a mapping name -> Model or a sequence of Models); its digest
+    must be the recorded one.  The model is resolved after the integrity check and before anything is read
+    or executed.
 
     Returns
     -------
@@ -257,17 +266,37 @@ def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = 
         The stored run fails its integrity check.
     DataError
         The stored row is malformed, or there is no such run.
+    ModelError
+        The run's model is neither a library model nor given as ``model=`` (the message names it).
+    ModelDigestError
+        The given model's definition is not the one the run was made with (also a DataError).
     """
     stored = store.verified(run_id, list(public_keys))  # before anything is executed
+    resolved = _user_model(stored, model)
     env = environment() if env is None else env
-    result = execute(stored.spec, access=access)
-    return _runs.reproduce_report(stored, result, env=env)
+    extra = {} if model is None else {"model": resolved}  # a library run executes exactly as it always did
+    result = execute(stored.spec, access=access, **extra)
+    return _runs.reproduce_report(stored, result, env=env, model=resolved)
 
 
-def reproduce_run(stores: Stores, run_id: str, *, actor: str | None = None, env: Mapping | None = None):
-    """:func:`reproduce` with this installation's key, reading the stored data for the run's own purpose."""
+def _user_model(stored, model):
+    """The model of a verified stored run; a refusal names the run and its model."""
+    from medtwin.errors import ModelDigestError, ModelError
+
+    try:
+        return _runs.spec_model(stored.spec, model)
+    except ModelDigestError as exc:
+        raise ModelDigestError(f"run {stored.run_id}: {exc}") from None
+    except ModelError as exc:
+        raise ModelError(f"run {stored.run_id}: {exc}") from None
+
+
+def reproduce_run(stores: Stores, run_id: str, *, actor: str | None = None, env: Mapping | None = None,
+                  model=None):
+    """:func:`reproduce` with this installation's key, reading the stored data for the run's own purpose
+    (``model``: the user-defined model(s) of a run made on one, see :func:`reproduce`)."""
     actor = actor or default_actor()
     keys = stores.public_keys()
     spec = stores.runs.verified(run_id, keys).spec  # before the spec chooses how its data are read
     access = data_access(stores, actor, spec.purpose or "treatment", spec.open_data)
-    return reproduce(stores.runs, run_id, access=access, public_keys=keys, env=env)
+    return reproduce(stores.runs, run_id, access=access, public_keys=keys, env=env, model=model)

@@ -28,8 +28,15 @@ Examples
 >>> r = SimulateRequest("pk1_iv", {"CL": [2.0], "V": [20.0]}, Regimen.single(100.0), np.array([1.0, 2.0]),
 ...                     open_data="synthetic")
 >>> from medtwin.io.access import OpenData
->>> r.spec().operation, request_from_spec(r.spec(), access=OpenData("synthetic")).model
+>>> r.spec().operation, request_from_spec(r.spec(), access=OpenData("synthetic")).model.name
 ('simulate', 'pk1_iv')
+
+Every request holds its Model object (``model``): a library model may be named by its name (resolved with
+:func:`~medtwin.models.get_model`), a user-defined model is given as the object (for the operations on a
+population, ``model=`` next to the population that names it).  The stored spec names a library model by its
+name, as always, and any other model by its reference (name, digest, description), so that
+:func:`request_from_spec` with ``model=`` (the user model, or a mapping of them) rebuilds the request with
+the model's digest verified.
 """
 
 from __future__ import annotations
@@ -41,13 +48,35 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medtwin.errors import DataError
+from medtwin.errors import DataError, ModelError
 from medtwin.governance import runs as _runs
 
 __all__ = ["DecideRequest", "FitRequest", "ForecastRequest", "PersonalizeRequest", "RecommendRequest",
            "ReplayRequest", "Request", "SimulateDatasetRequest", "SimulateRequest", "request_from_spec"]
 
 _CHOICES = ("accept", "modify", "override")
+
+
+def _model_object(request, name: str | None = None):
+    """Set ``request.model`` to a Model: a library name is resolved; a Model must be called ``name``."""
+    from medtwin.core.model import Model
+    from medtwin.models import get_model
+
+    model = request.model
+    if model is None or isinstance(model, str):
+        wanted = name if model is None else model
+        try:
+            model = get_model(wanted)
+        except ModelError as exc:
+            raise ModelError(f"{type(request).__name__}: {wanted!r} is not a library model: give the "
+                             f"user-defined Model object as model= ({exc})") from None
+    elif not isinstance(model, Model):
+        raise DataError(f"{type(request).__name__}: model must be a Model or a library model name, not "
+                        f"{type(model).__name__}")
+    if name is not None and model.name != name:
+        raise DataError(f"{type(request).__name__}: the population is for model {name!r}, but model= is "
+                        f"{model.name!r}")
+    object.__setattr__(request, "model", model)
 
 
 def _basis(request) -> None:
@@ -58,9 +87,9 @@ def _basis(request) -> None:
 
 @dataclass(frozen=True, eq=False)
 class SimulateRequest:
-    """``simulate(get_model(model), params, regimen, times, ids=ids, **settings)``."""
+    """``simulate(model, params, regimen, times, ids=ids, **settings)`` (model: a Model or a library name)."""
 
-    model: str
+    model: Any
     params: Mapping
     regimen: Any
     times: Any
@@ -73,6 +102,7 @@ class SimulateRequest:
 
     def __post_init__(self):
         _basis(self)
+        _model_object(self)
 
     def spec(self) -> _runs.RunSpec:
         return _runs.spec_for_simulate(self.model, self.params, self.regimen, self.times, ids=self.ids,
@@ -82,9 +112,10 @@ class SimulateRequest:
 
 @dataclass(frozen=True, eq=False)
 class SimulateDatasetRequest:
-    """``simulate_dataset(get_model(model), dataset, params, **settings)`` (a NONMEM-style dataset)."""
+    """``simulate_dataset(model, dataset, params, **settings)`` (a NONMEM-style dataset; model: a Model or a
+    library name)."""
 
-    model: str
+    model: Any
     dataset: Any
     params: Any = None
     settings: Mapping = field(default_factory=dict)
@@ -94,6 +125,7 @@ class SimulateDatasetRequest:
 
     def __post_init__(self):
         _basis(self)
+        _model_object(self)
 
     def spec(self) -> _runs.RunSpec:
         return _runs.spec_for_dataset(self.model, self.dataset, self.params, settings=self.settings,
@@ -102,26 +134,33 @@ class SimulateDatasetRequest:
 
 @dataclass(frozen=True, eq=False)
 class FitRequest:
-    """``fit_focei(population, dataset, covariance=covariance)``: a population fit (FOCE with interaction)."""
+    """``fit_focei(population, dataset, model, covariance=covariance)``: a population fit (FOCE with
+    interaction); ``model`` defaults to the library model the population names."""
 
     population: Any
     dataset: Any
     covariance: str = "sandwich"
     purpose: str | None = None
     open_data: str | None = None
+    model: Any = None
     operation: ClassVar[str] = "fit"
 
     def __post_init__(self):
         _basis(self)
+        _model_object(self, self.population.model)
 
     def spec(self) -> _runs.RunSpec:
         return _runs.spec_for_fit(self.population, self.dataset, covariance=self.covariance, purpose=self.purpose,
-                                  open_data=self.open_data)
+                                  open_data=self.open_data, model=self.model)
 
 
 @dataclass(frozen=True, eq=False)
 class PersonalizeRequest:
-    """``personalize(population, data, method=..., seed=..., chains=..., draws=..., warmup=...)``."""
+    """``personalize(population, data, model=model, method=..., seed=..., chains=..., draws=..., warmup=...)``.
+
+    ``model`` is the Model the population names: the library model by default, or a user-defined one (its
+    name must be ``population.model``).
+    """
 
     population: Any
     data: Any
@@ -132,10 +171,12 @@ class PersonalizeRequest:
     warmup: int = 1000
     purpose: str | None = None
     open_data: str | None = None
+    model: Any = None
     operation: ClassVar[str] = "personalize"
 
     def __post_init__(self):
         _basis(self)
+        _model_object(self, self.population.model)
         if self.method not in ("laplace", "nuts"):
             raise DataError(f"method must be laplace or nuts, not {self.method!r}")
 
@@ -145,7 +186,7 @@ class PersonalizeRequest:
 
     def spec(self) -> _runs.RunSpec:
         return _runs.spec_for_personalize(self.population, self.data, purpose=self.purpose,
-                                          open_data=self.open_data, **self.options())
+                                          open_data=self.open_data, model=self.model, **self.options())
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,7 +230,7 @@ class ForecastRequest(PersonalizeRequest):
     def spec(self) -> _runs.RunSpec:
         spec = _runs.spec_for_personalize(self.population, self.data, purpose=self.purpose,
                                           open_data=self.open_data, regimen=self.regimen, times=self.times,
-                                          n_draws=self.n_draws, **self.options())
+                                          n_draws=self.n_draws, model=self.model, **self.options())
         exposure = {"window_h": float(self.window_h), "auc_target": [float(v) for v in self.auc_target],
                     "trough_range": [float(v) for v in self.trough_range]}
         if self.end != float(np.max(np.asarray(self.times, dtype=float))):
@@ -230,14 +271,15 @@ class RecommendRequest(PersonalizeRequest):
         return _runs.spec_for_recommend(self.population, self.data, target=self.target, constraints=constraints,
                                         objective=self.objective, toxic_auc=self.toxic_auc, epsilon=self.epsilon,
                                         n_draws=self.n_draws, purpose=self.purpose, open_data=self.open_data,
-                                        **self.options())
+                                        model=self.model, **self.options())
 
 
 @dataclass(frozen=True, eq=False)
 class ReplayRequest:
     """Feed a recorded stream (CSV text) through the twin built from ``twin_spec``, one arrival at a time.
 
-    ``source`` names where the stream came from (prefixes its data errors, e.g. ``"--stream s.csv"``).
+    ``source`` names where the stream came from (prefixes its data errors, e.g. ``"--stream s.csv"``);
+    ``model`` is the Model ``twin_spec["model"]`` names (default: that library model).
     """
 
     twin_spec: Mapping
@@ -247,15 +289,17 @@ class ReplayRequest:
     purpose: str | None = None
     open_data: str | None = None
     source: str | None = None
+    model: Any = None
     operation: ClassVar[str] = "replay"
 
     def __post_init__(self):
         _basis(self)
         if not isinstance(self.twin_spec, Mapping) or "model" not in self.twin_spec:
             raise DataError("a twin specification is a mapping with at least 'model' and 'errors'")
+        _model_object(self, str(self.twin_spec["model"]))
 
     def spec(self, patients=None) -> _runs.RunSpec:
-        return _runs.spec_for_replay(str(self.twin_spec["model"]), self.twin_spec, self.stream,
+        return _runs.spec_for_replay(self.model, self.twin_spec, self.stream,
                                      patient=self.patient, patients=patients, check_clocks=self.check_clocks,
                                      purpose=self.purpose, open_data=self.open_data)
 
@@ -267,7 +311,9 @@ class DecideRequest:
     ``choice`` is accept, modify or override; ``dose_mg``/``interval_h`` (or a whole ``given`` action) say what
     is given instead (modify: must still respect the recommendation's hard constraints); ``reason`` is
     required to modify or override.  ``time`` (h, the patient's clock) defaults to the last level of the
-    recommendation's data.  ``purpose``/``open_data`` default to those of the recommendation's run.
+    recommendation's data.  ``purpose``/``open_data`` default to those of the recommendation's run.  ``model``:
+    the user-defined model(s) of a recommendation made on one (a Model or a mapping name -> Model; digest
+    verified against the recommendation's run).
     """
 
     recommendation: str
@@ -281,6 +327,7 @@ class DecideRequest:
     subgroup: Mapping = field(default_factory=dict)
     purpose: str | None = None
     open_data: str | None = None
+    model: Any = field(default=None, compare=False)
     operation: ClassVar[str] = "decide"
 
     def __post_init__(self):
@@ -318,23 +365,31 @@ def _personalize_fields(spec, access) -> dict:
             "data": _runs.patient_from_json(spec.inputs["patient"]), **options, **basis}
 
 
-def request_from_spec(spec: _runs.RunSpec, *, access):
+def request_from_spec(spec: _runs.RunSpec, *, access, model=None):
     """The request a stored spec describes; its patient data are read through *access* (a consented ``read``).
+
+    ``model``: user-defined models (a Model, a mapping name -> Model, or a sequence of Models); the one the
+    spec names replaces the library lookup, its digest checked against the spec's model reference.  The
+    model is resolved before any data are read.
 
     Raises
     ------
     DataError
         An operation no request describes.
+    ModelError
+        The spec names a model that is neither a library model nor given in ``model``.
+    ModelDigestError
+        The given model's definition differs from the one the run was made with.
     ConsentError
         The read is denied.
     """
     from medtwin.io.access import authorize
-    from medtwin.models import get_model
 
+    model = _runs.spec_model(spec, model)
     basis = {"purpose": spec.purpose, "open_data": spec.open_data}
     op = spec.operation
     if op in ("personalize", "forecast", "recommend"):
-        fields = _personalize_fields(spec, access)
+        fields = {**_personalize_fields(spec, access), "model": model}
         if op == "personalize":
             return PersonalizeRequest(**fields)
         if op == "forecast":
@@ -354,24 +409,24 @@ def request_from_spec(spec: _runs.RunSpec, *, access):
                                 epsilon=spec.inputs["epsilon"], n_draws=spec.settings["n_draws"])
     if op == "replay":
         return ReplayRequest(spec.inputs["twin_spec"], spec.inputs["stream"], patient=spec.inputs["patient"],
-                             check_clocks=bool(spec.settings.get("check_clocks", False)), **basis)
+                             check_clocks=bool(spec.settings.get("check_clocks", False)), model=model, **basis)
     if op == "fit":
         from medtwin.core.population import Population
 
-        dataset = _runs.dataset_from_json(spec.inputs["dataset"], access=access, model=get_model(spec.model))
+        dataset = _runs.dataset_from_json(spec.inputs["dataset"], access=access, model=model)
         return FitRequest(Population.from_dict(spec.inputs["population"]), dataset,
-                          covariance=spec.settings["covariance"], **basis)
+                          covariance=spec.settings["covariance"], model=model, **basis)
     if op == "simulate_dataset":
-        dataset = _runs.dataset_from_json(spec.inputs["dataset"], access=access, model=get_model(spec.model))
+        dataset = _runs.dataset_from_json(spec.inputs["dataset"], access=access, model=model)
         params = spec.inputs["params"]
         params = None if params is None else {k: np.array(v, dtype=float) for k, v in params.items()}
-        return SimulateDatasetRequest(spec.model, dataset, params, dict(spec.settings), **basis)
+        return SimulateDatasetRequest(model, dataset, params, dict(spec.settings), **basis)
     if op == "simulate":
         authorize(access, spec.patients, _runs.spec_data_classes(spec), "read")
         regimens = [_runs.regimen_from_json(events) for events in spec.inputs["regimens"]]
         params = {k: np.array(v, dtype=float) for k, v in spec.inputs["params"].items()}
         ids = spec.inputs.get("ids")
-        return SimulateRequest(spec.model, params, regimens[0] if len(regimens) == 1 else regimens,
+        return SimulateRequest(model, params, regimens[0] if len(regimens) == 1 else regimens,
                                _times(spec.inputs["times"]), None if ids is None else np.asarray(ids),
                                dict(spec.settings), seeds=dict(spec.seeds), **basis)
     raise DataError(f"no request describes a stored {op!r} run")
