@@ -202,9 +202,9 @@ class OdePredictor:
 
     def theta(self, params=None) -> np.ndarray:
         """θ vector from a mapping (missing names take typical values), checked like ``simulate``."""
-        from medtwin.core.simulate import _parameter_matrix
+        from medtwin.core.model import parameter_matrix
 
-        return _parameter_matrix(self.model, params)[0]
+        return parameter_matrix(self.model, params)[0]
 
 
 def ode_predictor(model: Model, regimen: Regimen, times, params=None, *, pre_dose=None, rtol: float = RTOL,
@@ -229,9 +229,9 @@ def ode_predictor(model: Model, regimen: Regimen, times, params=None, *, pre_dos
     if solver not in SOLVERS:
         raise ModelError(f"solver must be one of {SOLVERS}, not {solver!r}")
     model.require_well_posed()
-    from medtwin.core.simulate import _parameter_matrix
+    from medtwin.core.model import parameter_matrix
 
-    reference = _parameter_matrix(model, params)[0]
+    reference = parameter_matrix(model, params)[0]
     steps = ode_steps(model, regimen, times, reference, pre_dose=pre_dose)
     jax, jnp, _ = _jax()
     with jax.enable_x64(True):

@@ -153,7 +153,7 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     """One batch of data as JAX arguments: predictor data, observations (padded) and masks."""
     from medtwin.core.jax_linear import linear_predictor
     from medtwin.core.jax_ode import ode_steps
-    from medtwin.core.simulate import _parameter_matrix
+    from medtwin.core.model import parameter_matrix
 
     jax, jnp = _jax()
     output = data.output or prior.residual.output
@@ -167,7 +167,7 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
         steps = linear_predictor(model, data.regimen, data.times, base, pre_dose=data.pre_dose).data
     else:
         model.require_well_posed()
-        steps = ode_steps(model, data.regimen, data.times, _parameter_matrix(model, base)[0], pre_dose=data.pre_dose)
+        steps = ode_steps(model, data.regimen, data.times, parameter_matrix(model, base)[0], pre_dose=data.pre_dose)
     # padded in numpy: an eager JAX scatter would compile a small program for every new observation count
 
     def padded(values, dtype):
