@@ -267,10 +267,14 @@ def _layout(model: Model, n: int, regimen, times, pre_dose) -> _Layout:
                    row_start + counts, row_start, int(counts.sum()), shared_regimen, None)
 
 
-def model_callbacks(model: Model) -> dict:
-    """The model's compiled callbacks (see :func:`kernels.model_callbacks`), built once and cached on it."""
+def model_callbacks(model: Model, cache_dir=None) -> dict:
+    """The model's compiled callbacks (see :func:`kernels.model_callbacks`), built once and cached on it.
+
+    ``cache_dir``: the on-disk folder a process edge keeps them in (see :func:`kernels.model_callbacks`); used by
+    the first call only.
+    """
     if "callbacks" not in model._cache:
-        model._cache["callbacks"] = kernels.model_callbacks(model)
+        model._cache["callbacks"] = kernels.model_callbacks(model, cache_dir=cache_dir)
     return model._cache["callbacks"]
 
 

@@ -30,6 +30,13 @@ Rules, in order:
    a ``recommend`` adds 28 entries, about 280 kB, per new model or shape).
    A folder that cannot be created leaves caching off (it is an optimisation,
    never a reason to fail).
+
+The same edge keeps each model's numba callbacks (vector field, initial state,
+outputs, system matrix: :func:`medtwin.core.kernels.model_callbacks`, about
+0.5 s of compilation per model and process) on disk too:
+:func:`warm_model_callbacks` builds them once per process with the folder
+``$MEDTWIN_HOME/numba-callbacks`` (:func:`numba_callback_folder`), under the
+same switch (``MEDTWIN_COMPILE_CACHE=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from pathlib import Path
 
 from medtwin.io.storage import data_home, private_dir
 
-__all__ = ["CACHE_SWITCH", "MAX_CACHE_BYTES", "enable_persistent_jax_cache", "jax_cache_folder"]
+__all__ = ["CACHE_SWITCH", "MAX_CACHE_BYTES", "enable_persistent_jax_cache", "jax_cache_folder",
+           "numba_callback_folder", "warm_model_callbacks"]
 
 #: Environment variable that switches medtwin's on-disk JAX cache off (``0``, ``off``, ``false``, ``no``).
 CACHE_SWITCH = "MEDTWIN_COMPILE_CACHE"
@@ -106,4 +114,58 @@ def enable_persistent_jax_cache(env: MutableMapping[str, str] | None = None) -> 
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     if importlib.util.find_spec("filelock") is not None:  # JAX needs it to bound the folder's size
         env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_CACHE_BYTES))
+    return folder
+
+
+def numba_callback_folder(env: MutableMapping[str, str] | None = None) -> Path:
+    """The folder medtwin's command line keeps models' numba callbacks in: ``data_home(env) / "numba-callbacks"``.
+
+    Examples
+    --------
+    >>> numba_callback_folder({"MEDTWIN_HOME": "/srv/mt"}).as_posix()
+    '/srv/mt/numba-callbacks'
+    """
+    return data_home(env) / "numba-callbacks"
+
+
+def warm_model_callbacks(model, env: MutableMapping[str, str] | None = None) -> Path | None:
+    """Build ``model``'s numba callbacks for this process from the on-disk folder (compiling only what is new).
+
+    Called at a process edge (the command line) before the model is simulated; the callbacks are kept on the
+    model object as :func:`medtwin.core.simulate.model_callbacks` keeps them, so every later simulation of this
+    process uses them.  Nothing is done when the model already has them or ``MEDTWIN_COMPILE_CACHE`` is off; a
+    folder that cannot be created leaves them to be compiled in memory as before.
+
+    Parameters
+    ----------
+    model : Model
+    env : mapping, optional
+        The environment (default ``os.environ``): ``MEDTWIN_HOME``, ``MEDTWIN_COMPILE_CACHE``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder used, or None when none was.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from medtwin.models import get_model
+    >>> model = get_model("pk1_iv").with_changes()  # a fresh copy: no callbacks yet
+    >>> folder = warm_model_callbacks(model, {"MEDTWIN_HOME": tempfile.mkdtemp()})
+    >>> sorted(p.suffix for p in folder.iterdir() if p.is_file())
+    ['.py']
+    >>> warm_model_callbacks(model, {"MEDTWIN_HOME": tempfile.mkdtemp()}) is None  # already built
+    True
+    """
+    from medtwin.core.simulate import model_callbacks
+
+    env = os.environ if env is None else env
+    if env.get(CACHE_SWITCH, "").strip().lower() in _OFF or "callbacks" in model._cache:
+        return None
+    try:
+        folder = private_dir(numba_callback_folder(env))
+    except OSError:
+        return None
+    model_callbacks(model, cache_dir=folder)
     return folder
