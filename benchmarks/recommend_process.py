@@ -1,4 +1,4 @@
-"""``medtwin recommend`` as a new process: the pre-redesign code and today's without its caches vs a second process (target >= 3x).
+"""``medtwin recommend`` as a new process: pre-redesign code, today's with caches off, a second process (3x).
 
 Run:  python benchmarks/recommend_process.py            (3 processes of each kind, interleaved)
       python benchmarks/recommend_process.py --quick    (1 of each; CI)
@@ -9,7 +9,8 @@ process (import, data checks, MAP + Laplace fit, 1,000-draw regimen search,
 sensitivity, plot, stored run), on a synthetic vancomycin patient (Goti 2018
 population, 4 x 1,000 mg q12h, a trough and a peak).  All processes share one
 temporary ``MEDTWIN_HOME``, so the database and the numba kernels' on-disk cache
-are warm for every timed run alike; they differ only in JAX's compiled programs:
+are warm for every timed run alike; they differ in JAX's compiled programs and
+the model's numba callbacks (both kept on disk by the command line since issue 13):
 
 * **before** (the code before the issue-13 redesign, git revision :data:`BEFORE`):
   its source tree extracted with ``git archive`` into the temporary folder and
@@ -18,17 +19,20 @@ are warm for every timed run alike; they differ only in JAX's compiled programs:
   persistent JAX cache for ``recommend``; its numba kernels cache on disk in its
   own tree, so one untimed warm-up run (patient A, about a minute: it compiles
   them) comes first, and the timed runs find them compiled, like ours;
-* **today**: ``MEDTWIN_COMPILE_CACHE=0`` and ``JAX_ENABLE_COMPILATION_CACHE=false``:
+* **today, caches off**: ``MEDTWIN_COMPILE_CACHE=0`` and ``JAX_ENABLE_COMPILATION_CACHE=false``:
   no persistent compilation cache, every process traces and compiles every
-  JAX program (how ``medtwin recommend`` ran before the cache was switched on);
-* **first process**: the command line's own cache (``$MEDTWIN_HOME/jax-cache``,
-  :func:`medtwin.io.jax_cache.enable_persistent_jax_cache`) starting empty:
-  compiles and writes every program (patient A; also warms numba and the database);
-* **second process**: the same cache, now filled, on patient B (other levels and
+  JAX program and compiles the model's numba callbacks (today's code as
+  ``medtwin recommend`` ran before its caches were switched on);
+* **first process**: the command line's own caches (``$MEDTWIN_HOME/jax-cache``,
+  :func:`medtwin.io.jax_cache.enable_persistent_jax_cache`, and
+  ``$MEDTWIN_HOME/numba-callbacks``, :func:`medtwin.io.jax_cache.warm_model_callbacks`)
+  starting empty: compiles and writes every program (patient A; also warms the
+  numba kernels and the database);
+* **second process**: the same caches, now filled, on patient B (other levels and
   covariate values, same number of records): reads the programs back.
 
 Reported: wall time and CPU time (user + sys of the child) per process, medians,
-and the ratios before / second process and today / second process.  Wall time on a shared machine drifts
+and the ratios before / second process and today-caches-off / second process.  Wall time on a shared machine drifts
 with its load; CPU time is the steadier of the two.  JAX's own environment
 (``JAX_COMPILATION_CACHE_DIR`` ...) is removed from the children so that the
 command line's default is what is measured.
