@@ -311,3 +311,23 @@ def test_sensitivity_moves_with_clearance_and_loading_dose_is_used_early():
     assert rec.action["loading_mg"] > rec.action["dose_mg"]         # first-day target: a loading dose helps
     low, high = rec.sensitivity["recommended_at_p05"], rec.sensitivity["recommended_at_p95"]
     assert low != high                                              # higher clearance, a different regimen
+
+
+def test_spearman_matches_scipy_and_brute_force_ranks_with_ties():
+    """The sensitivity's rank correlation (numpy, no scipy.stats import) against scipy.stats.spearmanr and against
+    average ranks counted by brute force (rank of v = #{u < v} + (#{u == v} + 1) / 2)."""
+    from scipy.stats import spearmanr
+
+    from medtwin.control.dosing import average_ranks, spearman
+
+    rng = np.random.default_rng(13)
+    for n, rounding in ((2, None), (7, 0), (50, 1), (400, None), (400, 0)):
+        x, y = rng.normal(size=n), rng.normal(size=n) + 0.5 * np.arange(n) / n
+        if rounding is not None:  # many ties
+            x, y = np.round(x, rounding), np.round(2 * y, rounding)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        brute = np.array([np.sum(x < v) + (np.sum(x == v) + 1) / 2 for v in x])
+        np.testing.assert_array_equal(average_ranks(x), brute)
+        assert spearman(x, y) == pytest.approx(float(spearmanr(x, y)[0]), abs=1e-13)
+    assert spearman(np.arange(5.0), -np.arange(5.0) ** 3) == pytest.approx(-1.0, abs=1e-15)

@@ -37,7 +37,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from medtwin.errors import DataError
-from medtwin.io.jax_cache import enable_persistent_jax_cache
+from medtwin.io.jax_cache import enable_persistent_jax_cache, warm_model_callbacks
 
 __all__ = ["ACTOR", "COVARIATE", "DATA", "ID", "MAX_OPTION_VALUE", "METHOD", "MedtwinGroup", "OPEN_DATA", "OutFolder",
            "POP", "PURPOSES", "ProgressBar", "SEED", "TREATMENT", "check_covariates", "check_method",
@@ -445,6 +445,7 @@ def read_patient(stores, population_file: Path, data_file: Path, patient_id, cov
     dataset = read_dataset(stores, data_file, get_model(population.model), actor, purpose, open_data)
     data = _one_patient(dataset, patient_id, covariate)
     check_covariates(population, data.covariates, data_file)
+    warm_model_callbacks(get_model(population.model))  # compiled numba callbacks from $MEDTWIN_HOME when there
     return population, data
 
 

@@ -468,14 +468,48 @@ def _conditioned(z: np.ndarray, k: int, value: float) -> np.ndarray:
     return z + np.outer(value - z[:, k], beta)
 
 
-def _sensitivity(posterior, z, values, scorer, candidates, objective, eps) -> dict:
-    from scipy.stats import spearmanr
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties sharing their average rank (as ``scipy.stats.rankdata``'s default).
 
+    Examples
+    --------
+    >>> average_ranks(np.array([10.0, 30.0, 20.0, 30.0])).tolist()
+    [1.0, 3.5, 2.0, 3.5]
+    """
+    values = np.asarray(values)
+    order = np.argsort(values, kind="mergesort")
+    inverse = np.empty(len(values), dtype=np.intp)
+    inverse[order] = np.arange(len(values))
+    ordered = values[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    dense = np.cumsum(first)[inverse]  # 1-based index of each value's tie group
+    bounds = np.r_[np.nonzero(first)[0], len(values)]  # where each tie group starts (and the end)
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays of equal length n >= 2, neither constant.
+
+    The Pearson correlation of their average ranks (:func:`average_ranks`), computed as
+    ``scipy.stats.spearmanr`` computes it, without importing ``scipy.stats`` (0.5 s of a command's start).
+
+    Examples
+    --------
+    >>> round(spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 4.0, 9.0, 16.0])), 12)
+    1.0
+    >>> round(spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([3.0, 1.0, 2.0, 0.0])), 6)  # scipy: -0.948683
+    -0.948683
+    """
+    ranked = np.column_stack((average_ranks(x), average_ranks(y)))
+    return float(np.corrcoef(ranked, rowvar=False)[1, 0])
+
+
+def _sensitivity(posterior, z, values, scorer, candidates, objective, eps) -> dict:
     rho = np.zeros(z.shape[1])
     ok = np.isfinite(values)
     for k in range(z.shape[1]):
         if np.ptp(z[ok, k]) > 0 and np.ptp(values[ok]) > 0:
-            rho[k] = float(spearmanr(z[ok, k], values[ok])[0])
+            rho[k] = spearman(z[ok, k], values[ok])
     k = int(np.argmax(np.abs(rho)))
     name = posterior.parameters[k]
     out = {"parameter": name, "unit": posterior.prior.units.get(name, ""),

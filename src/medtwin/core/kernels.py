@@ -66,51 +66,71 @@ DP_E = _B5 - _B4
 
 
 # ----------------------------------------------------------------- per-model callbacks
-def _exec(source: str, name: str, namespace: dict):
-    exec(compile(source, f"<{name}>", "exec"), namespace)
-    return namespace[name]
+def callback_source(model) -> str:
+    """The Python source of the callbacks of :func:`model_callbacks` (sizes written in as literals)."""
+    n, n_par, n_out = model.n_states, len(model.parameters), len(model.outputs)
+    unroll = "\n".join(f"    out[{j}] = d[{j}]" for j in range(n))
+    outs = "\n".join(f"    out[{k}] = o{k}(x, p)" for k in range(n_out))
+    source = (
+        "def rhs_into(t, xp, pp, op):\n"
+        f"    x = nb.carray(xp, ({n},)); p = nb.carray(pp, ({n_par},)); out = nb.carray(op, ({n},))\n"
+        f"    d = f(t, x, p)\n{unroll}\n\n\n"
+        "def init_into(pp, op):\n"
+        f"    p = nb.carray(pp, ({n_par},)); out = nb.carray(op, ({n},))\n"
+        f"    d = x0(p)\n{unroll}\n\n\n"
+        "def outputs_into(xp, pp, op):\n"
+        f"    x = nb.carray(xp, ({n},)); p = nb.carray(pp, ({n_par},)); out = nb.carray(op, ({n_out},))\n"
+        f"{outs}\n"
+    )
+    if model.linear_matrix is not None:
+        cells = "\n".join(f"    out[{i * n + j}] = m[{i}][{j}]" for i in range(n) for j in range(n))
+        source += ("\n\ndef matrix_into(pp, op):\n"
+                   f"    p = nb.carray(pp, ({n_par},)); out = nb.carray(op, ({n * n},))\n"
+                   f"    m = a(p)\n{cells}\n")
+    return source
+
+
+def callback_namespace(model) -> dict:
+    """The names :func:`callback_source` refers to: the model's functions lifted with ``numba.njit``."""
+    env = {"nb": nb, "f": model.rhs(nb.njit), "x0": model.init(nb.njit)}
+    env.update({f"o{k}": fn for k, fn in enumerate(model.output_functions(nb.njit))})
+    if model.linear_matrix is not None:
+        env["a"] = nb.njit(model.linear_matrix)
+    return env
+
+
+def compile_callbacks(namespace: dict, *, cache: bool = False) -> dict:
+    """numba C callbacks of the ``*_into`` functions defined in ``namespace`` (from :func:`callback_source`).
+
+    ``cache=True`` keeps the machine code in numba's on-disk cache next to the file the functions were
+    defined in: only a process edge that wrote that file (:func:`medtwin.io.jax_cache.warm_model_callbacks`)
+    asks for it; the core itself writes nothing.
+    """
+    callbacks = {
+        "rhs": nb.cfunc(RHS_SIG, cache=cache)(namespace["rhs_into"]),
+        "init": nb.cfunc(MAP_SIG, cache=cache)(namespace["init_into"]),
+        "outputs": nb.cfunc(OUT_SIG, cache=cache)(namespace["outputs_into"]),
+        "matrix": None,
+    }
+    if "matrix_into" in namespace:
+        callbacks["matrix"] = nb.cfunc(MAP_SIG, cache=cache)(namespace["matrix_into"])
+    return callbacks
 
 
 def model_callbacks(model):
-    """C callbacks (rhs, init, outputs, matrix) generated from the model definition.
+    """C callbacks (rhs, init, outputs, matrix) generated from the model definition, compiled in memory.
 
     The matrix callback is ``None`` for nonlinear models.  Each wraps the
     model's arithmetic-only functions lifted with ``numba.njit``.
+
+    Returns
+    -------
+    dict
+        ``{"rhs", "init", "outputs", "matrix"}``: numba ``CFunc`` objects (``matrix`` None for nonlinear models).
     """
-    n, n_par, n_out = model.n_states, len(model.parameters), len(model.outputs)
-    env = {"nb": nb, "n": n, "n_par": n_par, "n_out": n_out}
-    env["f"] = model.rhs(nb.njit)
-    env["x0"] = model.init(nb.njit)
-    env.update({f"o{k}": fn for k, fn in enumerate(model.output_functions(nb.njit))})
-    unroll = "\n".join(f"    out[{j}] = d[{j}]" for j in range(n))
-    rhs = _exec(
-        "def rhs_into(t, xp, pp, op):\n"
-        "    x = nb.carray(xp, (n,)); p = nb.carray(pp, (n_par,)); out = nb.carray(op, (n,))\n"
-        f"    d = f(t, x, p)\n{unroll}\n", "rhs_into", env)
-    init = _exec(
-        "def init_into(pp, op):\n"
-        "    p = nb.carray(pp, (n_par,)); out = nb.carray(op, (n,))\n"
-        f"    d = x0(p)\n{unroll}\n", "init_into", env)
-    outs = "\n".join(f"    out[{k}] = o{k}(x, p)" for k in range(n_out))
-    outputs = _exec(
-        "def outputs_into(xp, pp, op):\n"
-        "    x = nb.carray(xp, (n,)); p = nb.carray(pp, (n_par,)); out = nb.carray(op, (n_out,))\n"
-        f"{outs}\n", "outputs_into", env)
-    callbacks = {
-        "rhs": nb.cfunc(RHS_SIG)(rhs),
-        "init": nb.cfunc(MAP_SIG)(init),
-        "outputs": nb.cfunc(OUT_SIG)(outputs),
-        "matrix": None,
-    }
-    if model.linear_matrix is not None:
-        env["a"] = nb.njit(model.linear_matrix)
-        cells = "\n".join(f"    out[{i * n + j}] = m[{i}][{j}]" for i in range(n) for j in range(n))
-        matrix = _exec(
-            "def matrix_into(pp, op):\n"
-            "    p = nb.carray(pp, (n_par,)); out = nb.carray(op, (n * n,))\n"
-            f"    m = a(p)\n{cells}\n", "matrix_into", env)
-        callbacks["matrix"] = nb.cfunc(MAP_SIG)(matrix)
-    return callbacks
+    env = callback_namespace(model)
+    exec(compile(callback_source(model), "<model_callbacks>", "exec"), env)
+    return compile_callbacks(env)
 
 
 @nb.cfunc(MAP_SIG, cache=True)

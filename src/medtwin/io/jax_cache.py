@@ -30,19 +30,29 @@ Rules, in order:
    a ``recommend`` adds 28 entries, about 280 kB, per new model or shape).
    A folder that cannot be created leaves caching off (it is an optimisation,
    never a reason to fail).
+
+The same edge keeps each model's numba callbacks (vector field, initial state,
+outputs, system matrix: :func:`medtwin.core.kernels.model_callbacks`, about
+0.5 s of compilation per model and process) on disk too:
+:func:`warm_model_callbacks` builds them once per process with the folder
+``$MEDTWIN_HOME/numba-callbacks`` (:func:`numba_callback_folder`), under the
+same switch (``MEDTWIN_COMPILE_CACHE=0`` turns it off).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
+import types
 from collections.abc import MutableMapping
 from pathlib import Path
 
 from medtwin.io.storage import data_home, private_dir
 
-__all__ = ["CACHE_SWITCH", "MAX_CACHE_BYTES", "enable_persistent_jax_cache", "jax_cache_folder"]
+__all__ = ["CACHE_SWITCH", "MAX_CACHE_BYTES", "enable_persistent_jax_cache", "jax_cache_folder",
+           "numba_callback_folder", "warm_model_callbacks"]
 
 #: Environment variable that switches medtwin's on-disk JAX cache off (``0``, ``off``, ``false``, ``no``).
 CACHE_SWITCH = "MEDTWIN_COMPILE_CACHE"
@@ -107,3 +117,96 @@ def enable_persistent_jax_cache(env: MutableMapping[str, str] | None = None) -> 
     if importlib.util.find_spec("filelock") is not None:  # JAX needs it to bound the folder's size
         env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_CACHE_BYTES))
     return folder
+
+
+def numba_callback_folder(env: MutableMapping[str, str] | None = None) -> Path:
+    """The folder medtwin's command line keeps models' numba callbacks in: ``data_home(env) / "numba-callbacks"``.
+
+    Examples
+    --------
+    >>> numba_callback_folder({"MEDTWIN_HOME": "/srv/mt"}).as_posix()
+    '/srv/mt/numba-callbacks'
+    """
+    return data_home(env) / "numba-callbacks"
+
+
+def warm_model_callbacks(model, env: MutableMapping[str, str] | None = None) -> Path | None:
+    """Build ``model``'s numba callbacks for this process from the on-disk folder (compiling only what is new).
+
+    Called at a process edge (the command line) before the model is simulated; the callbacks are kept on the
+    model object as :func:`medtwin.core.simulate.model_callbacks` keeps them, so every later simulation of this
+    process uses them.  Nothing is done when the model already has them or ``MEDTWIN_COMPILE_CACHE`` is off; a
+    folder that cannot be created leaves them to be compiled in memory as before.
+
+    Parameters
+    ----------
+    model : Model
+    env : mapping, optional
+        The environment (default ``os.environ``): ``MEDTWIN_HOME``, ``MEDTWIN_COMPILE_CACHE``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder used, or None when none was.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from medtwin.models import get_model
+    >>> model = get_model("pk1_iv").with_changes()  # a fresh copy: no callbacks yet
+    >>> folder = warm_model_callbacks(model, {"MEDTWIN_HOME": tempfile.mkdtemp()})
+    >>> sorted(p.suffix for p in folder.iterdir() if p.is_file())
+    ['.py']
+    >>> warm_model_callbacks(model, {"MEDTWIN_HOME": tempfile.mkdtemp()}) is None  # already built
+    True
+    """
+    from medtwin.core import kernels
+    from medtwin.core.compile_cache import cached, entries, key_for
+
+    env = os.environ if env is None else env
+    if env.get(CACHE_SWITCH, "").strip().lower() in _OFF or key_for(model, "numba-callbacks") in entries(model):
+        return None
+    try:
+        folder = private_dir(numba_callback_folder(env))
+    except OSError:
+        return None
+    namespace = kernels.callback_namespace(model)
+    source = kernels.callback_source(model)
+    parts = [model.digest(), source, numba_version()] + [_fingerprint(namespace[k]) for k in sorted(namespace)
+                                                         if k != "nb"]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    path = folder / f"callbacks_{key}.py"
+    if not path.exists():  # written once (numba's cache index is keyed by the file's stamp)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(f"# numba callbacks of model {model.name!r} (medtwin.core.kernels)\n" + source)
+        os.replace(partial, path)
+    # numba's cached code names its module and imports it when loaded: the file is that module
+    name = f"medtwin_numba_callbacks_{key}"
+    module = sys.modules.get(name) or types.ModuleType(name)
+    module.__file__ = str(path)
+    module.__dict__.update(namespace)
+    sys.modules[name] = module
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+    cached(model, "numba-callbacks", (), lambda: kernels.compile_callbacks(module.__dict__, cache=True))
+    return folder
+
+
+def numba_version() -> str:
+    import numba
+
+    return numba.__version__
+
+
+def _fingerprint(value, depth: int = 0) -> str:
+    """What a compiled callback depends on beyond the model's digest: code, constants and closed-over values."""
+    value = getattr(value, "py_func", value)  # a numba dispatcher: its Python function
+    code = getattr(value, "__code__", None)
+    if code is None or depth > 4:
+        return repr(value)
+    cells = [_fingerprint(c.cell_contents, depth + 1) for c in (value.__closure__ or ())]
+    try:
+        stat = os.stat(code.co_filename)  # the defining file's stamp, as numba's own cache checks it
+        stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
+    except OSError:
+        stamp = ""
+    return repr((code.co_filename, stamp, code.co_code.hex(), repr(code.co_consts), cells))
