@@ -37,7 +37,7 @@ from medtwin.errors import (
     SimulationError,
     WellPosednessError,
 )
-from medtwin.models import get_model, list_models
+from medtwin.models import get_model, list_models, model_reference, resolve_model
 
 __version__ = "0.1.0"
 
@@ -56,6 +56,8 @@ _LAZY = {
     "Threshold": "medtwin.control.targets",
     "DoseConstraints": "medtwin.control.dosing",
     "MPCController": "medtwin.control.mpc",
+    "DoseOptimizer": "medtwin.control.policy",
+    "RateConstraints": "medtwin.control.recommendation",
     "Recommendation": "medtwin.control.recommendation",
     "read_nonmem": "medtwin.io.nonmem",
     "load_population": "medtwin.io.population_file",
@@ -65,13 +67,14 @@ _LAZY = {
 }
 
 __all__ = [
-    "AUC24Window", "DataError", "DatasetError", "DoseConstraints", "DoseEvent", "DoseTarget", "MPCController", "Measurement",
-    "MedtwinError", "Model", "ModelError", "Output", "Parameter", "ParameterError", "PatientData", "Population",
-    "Posterior", "PredictiveBand", "Recommendation", "Regimen", "ResidualError", "SimulationError",
-    "SolverSettings", "State", "Status", "Stream", "Trajectory", "Twin", "WellPosednessError",
-    "check_well_posedness", "fit_focei", "get_model", "list_models", "load_population", "load_twin",
-    "personalize", "probability", "read_nonmem", "recommend_dose", "save_twin", "shipped_population_path",
-    "simulate", "Threshold", "__version__",
+    "AUC24Window", "DataError", "DatasetError", "DoseConstraints", "DoseEvent", "DoseOptimizer", "DoseTarget",
+    "MPCController", "Measurement", "MedtwinError", "Model", "ModelError", "Output", "Parameter",
+    "ParameterError", "PatientData", "Population", "Posterior", "PredictiveBand", "RateConstraints",
+    "Recommendation", "Regimen", "ResidualError", "SimulationError", "SolverSettings", "State", "Status",
+    "Stream", "Trajectory", "Twin", "WellPosednessError", "check_well_posedness", "fit_focei", "get_model",
+    "list_models", "load_population", "load_twin", "model_reference", "personalize", "probability", "read_nonmem",
+    "recommend_dose", "resolve_model", "save_twin", "shipped_population_path", "simulate", "Threshold",
+    "__version__",
 ]
 
 
