@@ -463,7 +463,8 @@ def scan_steps(segments: Segments, f_index: np.ndarray, multiple: int = 16) -> d
     times F(θ) = θ[bolus_f] when ``bolus_f >= 0``).  Observation ``o`` reads the
     state of step ``obs_step[o]`` after its advance, before its bolus.  A
     segment start becomes one step, plus a zero-length step per further dosed
-    compartment and one for its post-dose observations.  Padded with empty
+    compartment and, when post-dose observations are read there, one after the
+    boluses (so a patient costs no more steps than it has distinct times).  Padded with empty
     steps to ``multiple`` times a power of two, so that patients share a few
     compilations.  Resets, steady-state records and parameter changes are
     refused (the numba kernels handle them).
@@ -498,9 +499,9 @@ def scan_steps(segments: Segments, f_index: np.ndarray, multiple: int = 16) -> d
             rate.append(seg.rates[k - 1] if (k > 0 and j == 0) else zero)
             cmt.append(int(dosed[j]) if len(dosed) else 0)
             amt.append(float(seg.bolus_dose[k, dosed[j]]) if len(dosed) else 0.0)
-        if len(dosed):  # post-dose observations read after every bolus of this segment start
-            dt.append(0.0), rate.append(zero), cmt.append(0), amt.append(0.0)
         mine = seg.obs_segment == k
+        if len(dosed) and np.any(mine & ~seg.obs_pre):  # post-dose observations read after every bolus
+            dt.append(0.0), rate.append(zero), cmt.append(0), amt.append(0.0)
         obs_step[mine & seg.obs_pre] = entry
         obs_step[mine & ~seg.obs_pre] = len(dt) - 1
     size = multiple

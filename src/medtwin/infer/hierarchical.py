@@ -542,7 +542,7 @@ class BayesFitResult:
         residual = ResidualError(r.model, math.sqrt(med.get("SIGMA:additive", 0.0)),
                                  math.sqrt(med.get("SIGMA:proportional", 0.0)), r.output, r.unit)
         estimation = {"method": "NUTS (numpyro), full hierarchical Bayes", "software": "medtwin.infer.hierarchical",
-                      "summary": "posterior median", "omega_summary": how, "status": self.status,
+                      "summary": "posterior median", "omega_summary": how, "status": str(self.status),
                       "max_rhat": float(np.max(self.rhat)), "min_ess_bulk": float(np.min(self.ess_bulk)),
                       "divergences": int(self.divergences), "n_obs": int(self.n_obs),
                       "n_subjects": len(self.ids),
