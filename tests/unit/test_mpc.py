@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
@@ -123,6 +123,7 @@ def test_receding_horizon_settles_to_the_steady_state_rate_c_star_times_cl(pk_sp
 
 # ---------------------------------------------------------------- hard constraints (property)
 @settings(max_examples=25, deadline=None)
+@example(lo=1.0, width=1.0, max_change=1.0, reference=0.0, current=-2.2250738585072014e-308, amount=0.0)
 @given(lo=st.floats(0.0, 10.0), width=st.floats(0.5, 40.0), max_change=st.floats(0.1, 15.0),
        reference=st.floats(0.0, 20.0), current=st.floats(-5.0, 60.0), amount=st.floats(0.0, 300.0))
 def test_hard_constraints_are_never_violated(pk_space, lo, width, max_change, reference, current, amount):

@@ -368,7 +368,9 @@ class MPCController:
         lo, hi = self.bounds
         a, b = max(lo, current - self.max_change), min(hi, current + self.max_change)
         notes = []
-        if a > b:
+        # decided on the bounds themselves, not on a > b: current ± max_change can round onto a bound
+        # (e.g. a running rate of -1e-308 with lo = max_change = 1)
+        if current < lo - self.max_change or current > hi + self.max_change or a > b:
             a = b = lo if current < lo else hi
             notes.append(f"the running rate {current:g} {self.unit_label} is outside the bounds by more than the "
                          f"rate limit: the first step goes to the nearest bound {a:g}")
