@@ -1,0 +1,1 @@
+"""Contexts of use shipped with medtwin (credibility reports: ``medtwin credibility``)."""
