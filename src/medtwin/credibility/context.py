@@ -11,8 +11,8 @@ from two factors:
 * decision consequence: the significance of an adverse outcome from an incorrect decision
   (low / medium / high).
 
-:func:`model_risk` is the 3×3 risk matrix of V&V 40 Figure 5-2 (levels 1-5: the sum of the two ranks minus
-one), and :data:`GOALS` the credibility goals per credibility factor that each risk level asks for.  The
+:func:`model_risk` is the example 3×3 model-risk matrix of V&V 40 (five levels: 1 for low influence and low
+consequence up to 5 for high and high), and :data:`GOALS` the credibility goals per credibility factor that each risk level asks for.  The
 goals are this generator's rule, the same for every model (they are not written per model); they grade
 V&V 40's factors (code verification, calculation verification, validation, applicability) from the
 measured evidence.
@@ -36,6 +36,7 @@ Examples
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,10 @@ class ContextOfUse:
         """Check and parse a COU mapping (DataError naming the missing or bad field)."""
         if not isinstance(data, Mapping):
             raise DataError(f"a context of use is a mapping, not {type(data).__name__}")
+        try:  # plain JSON data with sorted keys: the report is the same whether read from YAML or a stored spec
+            data = json.loads(json.dumps(data, sort_keys=True, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"context of use: not plain data ({exc})") from None
         if data.get("format") != FORMAT:
             raise DataError(f"context of use: format must be {FORMAT!r}, got {data.get('format')!r}")
         required = ("name", "model", "question_of_interest", "context_of_use", "model_influence",

@@ -31,7 +31,7 @@ def validation_evidence(model, spec: Mapping, goal: Mapping, *, access, seed: in
 
     ``spec``: ``data`` (a source, see :mod:`medtwin.credibility.sources`), ``population`` (shipped population
     file name), ``k`` (observations personalized on, default 1), ``n_draws`` (default 200), ``vpc_n_sim``
-    (default 100).  Returns (checks, figures, dataset or None, sources {name: digest}).
+    (default 100), ``subjects`` (only the first N subjects).  Returns (checks, figures, dataset or None, sources {name: digest}).
     """
     from medtwin.infer.diagnostics import plot_vpc, vpc
     from medtwin.infer.validate import plot_calibration, validate
@@ -49,6 +49,13 @@ def validation_evidence(model, spec: Mapping, goal: Mapping, *, access, seed: in
     digest = file_digest(path)
     population = load_population(shipped_population_path(str(spec["population"])))
     dataset = read_nonmem(path, access=access, model=model)
+    if spec.get("subjects"):  # the first N subjects only (a cheaper report; the count is stated)
+        import dataclasses
+
+        keep = dataset.subjects[: int(spec["subjects"])]
+        ids = {s.id for s in keep}
+        frame = dataset.frame[dataset.frame[dataset.columns.get("ID", "ID")].isin(ids)]
+        dataset = dataclasses.replace(dataset, subjects=keep, frame=frame)
     k, n_draws = int(spec.get("k", 1)), int(spec.get("n_draws", 200))
     try:
         result = validate(population, dataset, k, n_draws=n_draws, seed=seed)

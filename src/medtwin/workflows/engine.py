@@ -139,6 +139,10 @@ def execute(request, *, access, progress: Progress | None = None, model=None):
 
 
 def _execute(request, access, progress):
+    from medtwin.workflows.credibility import CredibilityRequest, execute_credibility
+
+    if isinstance(request, CredibilityRequest):
+        return execute_credibility(request, access, progress)
     if isinstance(request, rq.ForecastRequest):
         return _forecast(request, progress)
     if isinstance(request, rq.RecommendRequest):

@@ -407,6 +407,10 @@ def request_from_spec(spec: _runs.RunSpec, *, access, model=None):
         return RecommendRequest(**fields, target=dict(spec.inputs["target"]), constraints=DoseConstraints(**c),
                                 objective=spec.inputs["objective"], toxic_auc=spec.inputs["toxic_auc"],
                                 epsilon=spec.inputs["epsilon"], n_draws=spec.settings["n_draws"])
+    if op == "credibility":
+        from medtwin.workflows.credibility import request_from_credibility_spec
+
+        return request_from_credibility_spec(spec, model=model)
     if op == "replay":
         return ReplayRequest(spec.inputs["twin_spec"], spec.inputs["stream"], patient=spec.inputs["patient"],
                              check_clocks=bool(spec.settings.get("check_clocks", False)), model=model, **basis)
