@@ -13,7 +13,7 @@ def small_context(name: str, **validation):
 
     data = copy.deepcopy(shipped_context(name).data)
     if data.get("validation"):
-        data["validation"].update({"subjects": 20, "n_draws": 100, "vpc_n_sim": 30, **validation})
+        data["validation"].update({"subjects": 10, "n_draws": 100, "vpc_n_sim": 30, **validation})
     data["uncertainty"]["n_draws"] = 200
     data["uncertainty"]["sobol"].update(n=32, n_bootstrap=20)
     return ContextOfUse.from_mapping(data)

@@ -8,7 +8,9 @@ model, the COU, the data, the code and the seeds, so a recorded run reproduces i
 run id and the Ed25519 signature are in the signed provenance record written beside it.
 
 Verdicts: verification FAILS when any check fails; validation with no comparator data is reported as *no
-evidence* and never passes; the model is credible for the COU only when every factor meets its goal.
+evidence* and never passes; the model is credible for the COU only when verification, validation and
+applicability all meet their goals.  The uncertainty section (posterior, Sobol indices, P(safe)) says whether
+the *decision* meets its safety requirement; it does not make the model more or less credible.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medtwin.errors import DataError
 __all__ = ["CredibilityReport", "credibility_report"]
 
 _SECTIONS = ("verification", "validation", "applicability", "uncertainty")
+_FACTORS = ("verification", "validation", "applicability")  # the V&V 40 credibility factors graded
 _DEPENDENCIES = ("numpy", "scipy", "jax", "numba", "matplotlib", "pandas", "SALib", "arviz")
 
 
@@ -96,7 +99,7 @@ def credibility_report(model, cou: ContextOfUse, *, access, code: Mapping | None
     sections = {"verification": (ver_checks, ver_figs), "validation": (val_checks, val_figs),
                 "applicability": (app_checks, []), "uncertainty": (uq_checks, uq_figs)}
     verdicts = {name: verdict(checks) for name, (checks, _) in sections.items()}
-    credible = all(v == PASS for v in verdicts.values())
+    credible = all(verdicts[s] == PASS for s in _FACTORS)  # UQ informs the decision, not the credibility
     provenance = {
         "model": {"name": model.name, "digest": "sha256:" + model.digest(), "description": model.description},
         "context_of_use": "sha256:" + hashlib.sha256(json.dumps(cou.data, sort_keys=True, default=str)
@@ -168,6 +171,10 @@ def _render(model, cou, goals, sections, verdicts, credible, facts, provenance) 
     d = cou.data
     overall = (_badge(PASS) + " credible for this context of use" if credible else
                _badge(FAIL) + " credibility NOT established for this context of use")
+    p_safe = next((c for c in sections["uncertainty"][0] if c.name.startswith("P(safe)")), None)
+    if p_safe is not None:
+        overall += (f"; the decision {'meets' if p_safe.passed else 'does NOT meet'} its safety requirement "
+                    f"({_e(p_safe.measured.split(' (MC SE')[0])}, required {_e(p_safe.criterion)})")
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Credibility report: "
              f"{_e(model.name)} — {_e(cou.name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>Credibility report: {_e(model.name)} — {_e(cou.name)}</h1>",

@@ -67,7 +67,8 @@ def _draws(model, uncertainty: Mapping, n: int, seed: int):
         posterior = personalize(population, data, model=model, method="laplace", seed=seed)
         table = posterior.parameter_table(posterior.sample(n, seed))
         summary = posterior.summary(n=n, seed=seed)
-        rows = [(r.parameter, r.unit, r.prior_median, r.median, r.p05, r.p95) for r in summary.itertuples()]
+        rows = [(r.parameter, model.parameter(r.parameter).unit, r.prior_median, r.median, r.p05, r.p95)
+                for r in summary.itertuples()]
         note = (f"posterior of the COU patient ({data.n_observations} observations, {population.name} prior, "
                 f"MAP + Laplace: {posterior.status})")
         return table, rows, posterior, note
@@ -124,8 +125,13 @@ def uq_evidence(model, uncertainty: Mapping, decision: Mapping, *, seed: int = 0
         from medtwin.infer.sensitivity import model_sobol, plot_sobol
 
         kind, window = str(safe["statistic"]), safe["window"]
+
+        def safety_statistic(t, v):
+            return statistic(t, v, kind, window)
+
+        safety_statistic.__name__ = f"{kind} over {float(window[0]):g}-{float(window[1]):g} h"
         sobol = model_sobol(model, regimen, times, {k: tuple(v) for k, v in sobol_spec["parameters"].items()},
-                            output=output, summary=lambda t, v: statistic(t, v, kind, window),
+                            output=output, summary=safety_statistic,
                             summary_unit=unit, covariates=covariates or None, n=int(sobol_spec.get("n", 256)),
                             seed=seed, n_bootstrap=int(sobol_spec.get("n_bootstrap", 50)))
         fig = new_figure(5.0, 3.2)
