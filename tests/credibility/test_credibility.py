@@ -74,3 +74,16 @@ def test_no_validation_evidence_is_reported_and_never_passed_and_reproduces(smal
     assert record.time[:16] not in report.html and record.run_id not in report.html  # no wall clock, no run id
     engine.dispose()
     assert np.isfinite(next(c for c in report.checks if c.name.startswith("P(safe)")).numbers["p_safe"])
+
+
+def test_cli_refuses_a_context_for_another_model_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from medtwin.cli import app
+    from medtwin.credibility.context import shipped_context_path
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["credibility", "vancomycin_goti2018", "--context-of-use",
+                                      str(shipped_context_path("pk1_iv_pheno")), "--out", str(out)])
+    assert result.exit_code == 2 and "is for model 'pk1_iv'" in " ".join(result.output.split())
+    assert not out.exists()

@@ -46,6 +46,9 @@ def credibility_command(
     outputs = OutFolder(out)
     try:
         context = edge.with_option("--context-of-use", context_of_use, load_context, context_of_use)
+        if context.model != model_name:
+            raise typer.BadParameter(f"--context-of-use {context_of_use}: the context is for model "
+                                     f"{context.model!r}, not {model_name!r}")
         model = edge.model_from(model_from) if model_from else get_model(model_name)
         if model.name != model_name:
             raise typer.BadParameter(f"--model-from: the model is called {model.name!r}, not {model_name!r}")

@@ -19,7 +19,7 @@ Examples
 >>> from medtwin.models import get_model
 >>> scenario = {"params": {"CL": 2.0, "V": 20.0}, "regimen": [{"time": 0.0, "amount": 100.0}],
 ...             "times": {"end": 24.0, "step": 1.0}}
->>> checks, figures = verification_evidence(get_model("pk1_iv"), scenario, goals_for(3))
+>>> checks, figures = verification_evidence(get_model("pk1_iv"), scenario, goals_for(1))
 >>> [(c.name, c.status) for c in checks][:2]
 [('closed form (reference solution)', 'pass'), ('mass balance', 'pass')]
 """
