@@ -2,8 +2,8 @@
 
 A context of use says *what question* a model answers, *for whom* and *how much the decision leans on it*.
 ASME V&V 40-2018 ("Assessing Credibility of Computational Modeling through Verification and Validation:
-Application to Medical Devices", §4-5) and the FDA guidance "Assessing the Credibility of Computational
-Modeling and Simulation in Medical Device Submissions" (final, November 2023, §IV-V) rank the *model risk*
+Application to Medical Devices") and the FDA guidance "Assessing the Credibility of Computational
+Modeling and Simulation in Medical Device Submissions" (final, November 2023) rank the *model risk*
 from two factors:
 
 * model influence: the contribution of the model to the decision relative to other evidence
@@ -12,10 +12,10 @@ from two factors:
   (low / medium / high).
 
 :func:`model_risk` is the example 3×3 model-risk matrix of V&V 40 (five levels: 1 for low influence and low
-consequence up to 5 for high and high), and :data:`GOALS` the credibility goals per credibility factor that each risk level asks for.  The
-goals are this generator's rule, the same for every model (they are not written per model); they grade
-V&V 40's factors (code verification, calculation verification, validation, applicability) from the
-measured evidence.
+consequence up to 5 for high and high), and :data:`GOALS` the credibility goals per credibility factor
+that each risk level asks for.  The goals are this generator's rule, the same for every model (they are not
+written per model); they grade V&V 40's factors (code verification, calculation verification, validation,
+applicability) from the measured evidence.
 
 A COU file (YAML, ``format: medtwin-context-of-use/1``) holds, besides the question, the context and the two
 risk factors: the scenario the verification checks run on (``verification``), the comparator data
@@ -50,7 +50,7 @@ __all__ = ["FORMAT", "GOALS", "LEVELS", "ContextOfUse", "goals_for", "load_conte
 
 #: The format tag of a COU file.
 FORMAT = "medtwin-context-of-use/1"
-#: Levels of model influence and of decision consequence (V&V 40 §5.2).
+#: Levels of model influence and of decision consequence (V&V 40).
 LEVELS = ("low", "medium", "high")
 _PACKAGE = "medtwin.data.contexts"
 

@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 
 from medtwin.credibility.context import GOALS, LEVELS, ContextOfUse, goals_for
-from medtwin.credibility.evidence import FAIL, NOT_AVAILABLE, PASS, verdict
+from medtwin.credibility.evidence import FAIL, PASS, verdict
 from medtwin.credibility.uq import uq_evidence
 from medtwin.credibility.validation import applicability_evidence, validation_evidence
 from medtwin.credibility.verification import verification_evidence
@@ -142,11 +142,9 @@ def _risk_table(cou: ContextOfUse) -> str:
     return f'<table class="risk"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
 
 
-def _goal_table(goals, verdicts) -> str:
-    names = {"code verification": "verification", "calculation verification": "verification",
-             "validation": "validation", "applicability": "applicability"}
+def _goal_table(goals, checks) -> str:
     rows = "".join(f"<tr><td>{_e(f)}</td><td>{_e(json.dumps(goals[f], sort_keys=True))}</td>"
-                   f"<td>{_badge(verdicts[names[f]])}</td></tr>" for f in GOALS)
+                   f"<td>{_badge(verdict([c for c in checks if c.factor == f]))}</td></tr>" for f in GOALS)
     return f"<table><tr><th>credibility factor</th><th>goal at this risk</th><th>achieved</th></tr>{rows}</table>"
 
 
@@ -191,7 +189,8 @@ def _render(model, cou, goals, sections, verdicts, credible, facts, provenance) 
              f"<p>Model influence: <b>{_e(cou.influence)}</b> — {_e(d.get('model_influence_rationale', ''))}<br>"
              f"Decision consequence: <b>{_e(cou.consequence)}</b> — "
              f"{_e(d.get('decision_consequence_rationale', ''))}</p>",
-             _risk_table(cou), f"<p>Model risk: <b>{cou.risk}</b> of 5.</p>", _goal_table(goals, verdicts)]
+             _risk_table(cou), f"<p>Model risk: <b>{cou.risk}</b> of 5.</p>",
+             _goal_table(goals, [c for checks, _ in sections.values() for c in checks])]
     titles = {"verification": "3. Verification (code and calculation)", "validation": "4. Validation",
               "applicability": "5. Applicability", "uncertainty": "6. Uncertainty quantification"}
     for name in _SECTIONS:

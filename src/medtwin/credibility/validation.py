@@ -1,12 +1,12 @@
 """Validation and applicability evidence, computed from the comparator data the COU names.
 
-Validation (V&V 40 §6.3): every patient of the comparator data set is personalized on its first ``k``
+Validation: every patient of the comparator data set is personalized on its first ``k``
 observations and the rest are forecast (:func:`medtwin.infer.validate.validate`): held-out coverage of the
 central 90 % prediction interval, the calibration curve and the PIT histogram; and a visual predictive check
 of the population model on the whole data set (:func:`medtwin.infer.diagnostics.vpc`).  No comparator data:
 the section says so and nothing passes.
 
-Applicability (V&V 40 §6.4): the covariate range of the comparator data vs the COU population's; a COU range
+Applicability: the covariate range of the comparator data vs the COU population's; a COU range
 reaching outside the validated one is flagged.
 """
 
@@ -31,7 +31,8 @@ def validation_evidence(model, spec: Mapping, goal: Mapping, *, access, seed: in
 
     ``spec``: ``data`` (a source, see :mod:`medtwin.credibility.sources`), ``population`` (shipped population
     file name), ``k`` (observations personalized on, default 1), ``n_draws`` (default 200), ``vpc_n_sim``
-    (default 100), ``subjects`` (only the first N subjects).  Returns (checks, figures, dataset or None, sources {name: digest}).
+    (default 100), ``subjects`` (only the first N subjects).  Returns (checks, figures, dataset or None,
+    sources {name: digest}).
     """
     from medtwin.infer.diagnostics import plot_vpc, vpc
     from medtwin.infer.validate import plot_calibration, validate

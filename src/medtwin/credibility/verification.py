@@ -1,6 +1,6 @@
 """Verification evidence, computed now for the model under test: code verification and calculation verification.
 
-Code verification (V&V 40 §6.1: is the model implemented as specified?):
+Code verification (is the model implemented as specified?):
 
 * **closed form**: the model's default solution vs the independent reference of its name
   (:mod:`medtwin.credibility.references`), maximum relative error over the scenario;
@@ -11,7 +11,7 @@ Code verification (V&V 40 §6.1: is the model implemented as specified?):
 * **NONMEM conformance** (when the COU names a NONMEM run): PRED and IPRED on every record of the run's data
   set with its final THETAs and ETAs vs NONMEM's printed table, in units of half the last printed digit.
 
-Calculation verification (V&V 40 §6.2: numerical error of the solutions used): the production solver
+Calculation verification (numerical error of the solutions used): the production solver
 (``simulate`` defaults, tolerances stated) vs a solve with tolerances 10⁴ times tighter.
 
 Examples
@@ -254,6 +254,8 @@ def nonmem_conformance(model, spec: Mapping, access) -> Check:
     ``ipred`` (table column of the individual prediction, default ``CIPREDI``).  Agreement: every row within
     half a unit of the table's 5th significant digit, allowing 2 % for the 6-digit printing of the estimates.
     """
+    import pandas as pd
+
     from medtwin.credibility.sources import source_path
     from medtwin.io.dataset_simulation import simulate_dataset
     from medtwin.io.nonmem import read_nonmem
@@ -279,8 +281,6 @@ def nonmem_conformance(model, spec: Mapping, access) -> Check:
         for column, etas in (("PRED", None), (spec.get("ipred", "CIPREDI"), eta)):
             values = population.individual_parameters(covariates, etas, theta=thetas)
             frame = {"ID": np.array([s.id for s in dataset.subjects]), **values}
-            import pandas as pd
-
             tr = simulate_dataset(model, dataset, pd.DataFrame(frame), records="all")
             nonmem = table[column].to_numpy(dtype=float)
             ours = np.asarray(tr.outputs[model.outputs[0].name], dtype=float).reshape(-1)
