@@ -19,7 +19,7 @@ Examples
 >>> from medtwin.models import get_model
 >>> scenario = {"params": {"CL": 2.0, "V": 20.0}, "regimen": [{"time": 0.0, "amount": 100.0}],
 ...             "times": {"end": 24.0, "step": 1.0}}
->>> checks, figures = verification_evidence(get_model("pk1_iv"), scenario, goals_for(1))
+>>> checks, _ = verification_evidence(get_model("pk1_iv"), scenario, goals_for(1), figures=False)
 >>> [(c.name, c.status) for c in checks][:2]
 [('closed form (reference solution)', 'pass'), ('mass balance', 'pass')]
 """
@@ -131,7 +131,7 @@ def _mass_balance(model, reference, params, regimen, times, goal) -> Check:
                  f"≤ {bound:.0e}", {"max_relative_imbalance": error})
 
 
-def _order(model, params, regimen, times, steps) -> tuple[list[Check], Figure]:
+def _order(model, params, regimen, times, steps, draw: bool = True) -> tuple[list[Check], Figure | None]:
     output = model.outputs[0].name
     end = np.array([float(times[-1])])
     reference = float(_run(model, params, regimen, end, **TIGHT).output(output)[0, 0])
@@ -149,6 +149,8 @@ def _order(model, params, regimen, times, steps) -> tuple[list[Check], Figure]:
                             f"{hs[0]:g}…{hs[-1]:g} h, error of {output} at t = {end[0]:g} h)",
                             f"|observed − {nominal}| ≤ {_ORDER_TOLERANCE} at the two finest steps",
                             {"orders": [float(o) for o in orders], "errors": [float(e) for e in errors]}))
+    if not draw:
+        return checks, None
     fig = new_figure(5.2, 3.4)
     ax = fig.add_subplot()
     for method, (hs, errors) in curves.items():
@@ -175,7 +177,8 @@ def _calculation(model, params, regimen, times, goal) -> Check:
                  f"≤ {bound:.0e}", {"relative_error": error, "method": s.method, "rtol": s.rtol, "atol": s.atol})
 
 
-def verification_evidence(model, spec: Mapping, goals: Mapping | None = None, *, access=None):
+def verification_evidence(model, spec: Mapping, goals: Mapping | None = None, *, access=None,
+                          figures: bool = True):
     """Run every verification check of ``model`` on the COU's ``verification`` scenario.
 
     Parameters
@@ -190,6 +193,8 @@ def verification_evidence(model, spec: Mapping, goals: Mapping | None = None, *,
         :func:`~medtwin.credibility.context.goals_for` the COU's risk (default: risk 3).
     access : DataAccess, optional
         How the NONMEM run's data set is read (consent gate); needed with ``nonmem``.
+    figures : bool
+        Draw the figures (False: the checks only).
 
     Returns
     -------
@@ -197,7 +202,7 @@ def verification_evidence(model, spec: Mapping, goals: Mapping | None = None, *,
     """
     goals = goals or goals_for(3)
     params, regimen, times = _scenario(model, spec)
-    checks, figures = [], []
+    checks, drawn = [], []
     reference = REFERENCES.get(model.name)
     if reference is None:
         checks.append(Check(_CODE, "closed form (reference solution)", NOT_AVAILABLE,
@@ -206,16 +211,16 @@ def verification_evidence(model, spec: Mapping, goals: Mapping | None = None, *,
         check, curves = _closed_form(model, reference, params, regimen, times, goals["code verification"])
         checks.append(check)
         checks.append(_mass_balance(model, reference, params, regimen, times, goals["code verification"]))
-        if curves:
-            figures.append(_closed_form_figure(curves))
+        if curves and figures:
+            drawn.append(_closed_form_figure(curves))
     if goals["code verification"]["order"] or spec.get("order_steps"):
-        order_checks, figure = _order(model, params, regimen, times, dict(spec.get("order_steps", {})))
+        order_checks, figure = _order(model, params, regimen, times, dict(spec.get("order_steps", {})), figures)
         checks += order_checks
-        figures.append(figure)
+        drawn += [figure] if figure is not None else []
     if spec.get("nonmem"):
         checks.append(nonmem_conformance(model, dict(spec["nonmem"]), access))
     checks.append(_calculation(model, params, regimen, times, goals["calculation verification"]))
-    return checks, figures
+    return checks, drawn
 
 
 def _closed_form_figure(curves) -> Figure:
