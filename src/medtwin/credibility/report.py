@@ -78,13 +78,14 @@ def credibility_report(model, cou: ContextOfUse, *, access, code: Mapping | None
     access : DataAccess
         How comparator data are read (consent gate; open data for public teaching sets).
     code : mapping, optional
-        ``code_version`` to state (default: :func:`medtwin.governance.provenance.code_version`).
+        The code to state (default: medtwin's version and the SHA-256 of the report generator's source; the
+        git commit is in the signed run record, so an unrelated commit does not change the report).
 
     Returns
     -------
     CredibilityReport
     """
-    from medtwin.governance.provenance import code_version, dependency_versions
+    from medtwin.governance.provenance import dependency_versions
 
     if model.name != cou.model:
         raise DataError(f"the context of use {cou.name!r} is for model {cou.model!r}, not {model.name!r}")
@@ -104,12 +105,25 @@ def credibility_report(model, cou: ContextOfUse, *, access, code: Mapping | None
         "model": {"name": model.name, "digest": "sha256:" + model.digest(), "description": model.description},
         "context_of_use": "sha256:" + hashlib.sha256(json.dumps(cou.data, sort_keys=True, default=str)
                                                       .encode()).hexdigest(),
-        "data": sources, "seed": seed, "code": dict(code if code is not None else code_version()),
+        "data": sources, "seed": seed, "code": dict(code if code is not None else _code()),
         "dependencies": dependency_versions(_DEPENDENCIES),
     }
     text = _render(model, cou, goals, sections, verdicts, credible, facts, provenance)
     every = tuple(c for checks, _ in sections.values() for c in checks)
     return CredibilityReport(model.name, cou.name, cou.risk, verdicts, credible, every, text)
+
+
+def _code() -> dict:
+    """medtwin's version and the digest of this package's source files (the generator and its references)."""
+    from pathlib import Path
+
+    from medtwin.governance.provenance import code_version
+
+    folder = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"package": "medtwin", "version": code_version()["version"], "credibility_source": "sha256:" + h.hexdigest()}
 
 
 # ------------------------------------------------------------------------------- HTML
@@ -208,8 +222,8 @@ def _render(model, cou, goals, sections, verdicts, credible, facts, provenance) 
     parts.append("<h2>7. Provenance and signature</h2>")
     parts.append(f"<pre><code>{_e(json.dumps(provenance, indent=1, sort_keys=True))}</code></pre>")
     parts.append("<p>Every figure above carries the SHA-256 of its SVG and the digests of the data it was computed "
-                 "from. This document holds no time of day: the run id, the time, the operator and the Ed25519 "
-                 "signature over the document's digest are in the signed provenance record beside it "
+                 "from. This document holds no time of day: the run id, the time, the operator, the git commit and "
+                 "the Ed25519 signature over the document's digest are in the signed provenance record beside it "
                  "(<code>provenance.json</code>); <code>medtwin reproduce RUN_ID</code> regenerates the report and "
                  "compares it bit for bit.</p></body></html>")
     return "\n".join(parts) + "\n"
