@@ -12,7 +12,8 @@ regimen continued is predicted as the median of 400 predictive draws by
 
 * every single model (the baselines: what a one-model tool predicts),
 * the oracle (the patient's own generating model, unknowable in practice),
-* model averaging with each weighting (laplace evidence, MAP objective as Uster 2021, likelihood at the mode),
+* model averaging with each weighting (laplace evidence; MAP objective and its AIC variant, Uster 2021;
+  likelihood at the mode),
 * model selection (laplace).
 
 Printed: mean weight on the true model and the share of patients where it has the largest weight (per
@@ -37,7 +38,7 @@ from medtwin.core.data import PatientData  # noqa: E402
 from medtwin.core.events import Regimen  # noqa: E402
 from medtwin.core.simulate import simulate  # noqa: E402
 from medtwin.infer.model_averaging import (WEIGHTINGS, ModelAveragedPosterior, _scores,  # noqa: E402
-                                           model_weights)
+                                           model_weights, score)
 from medtwin.infer.personalize import personalize  # noqa: E402
 from medtwin.io.population_file import drug_populations  # noqa: E402
 from medtwin.models import get_model  # noqa: E402
@@ -100,10 +101,8 @@ def run(per_model: int, seed: int, n_levels: int = 2) -> None:
             for n, value in zip(names, singles):
                 errors[f"single {n}"].append(abs(np.log(value / true_auc)))
             errors["oracle (true model)"].append(abs(np.log(singles[truth] / true_auc)))
-            keys = {"map": lambda d: -0.5 * d["ofv"], "likelihood": lambda d: d["log_likelihood"],
-                    "laplace": lambda d: d["log_evidence"]}
             for w in WEIGHTINGS:
-                scores = np.array([keys[w](d) for d in diags])
+                scores = np.array([score(d, w) for d in diags])
                 weights = model_weights(scores)
                 weight_true[w].append(weights[truth])
                 top_true[w].append(int(np.argmax(weights)) == truth)

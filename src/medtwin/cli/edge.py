@@ -416,7 +416,7 @@ POPS = typer.Option(..., "--population", callback=population_files, metavar="FIL
                          "several candidate models per patient, or give a drug name (e.g. vancomycin) for every "
                          "shipped population file of that drug (docs/model-averaging.md).")
 WEIGHTING = typer.Option(None, "--model-weighting", help="With several populations: laplace (Laplace marginal "
-                         "likelihood, default) | map (MAP objective, Uster 2021) | likelihood.")
+                         "likelihood, default) | map (MAP objective, Uster 2021) | aic (map - 1 per random effect) | likelihood.")
 SELECT = typer.Option(False, "--select-model", help="With several populations: use only the best-weighted model "
                       "instead of the weighted mixture.")
 DATA = typer.Option(..., "--data", exists=True, dir_okay=False, callback=input_file("dataset"),

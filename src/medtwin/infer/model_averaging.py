@@ -12,6 +12,7 @@ candidates by how well each explains the patient's data:
 ``"map"``  (Uster 2021)  w_m ∝ exp(−OFV_m / 2) with OFV_m = −2 log p(y | ẑ_m) + (ẑ_m − μ_m)ᵀ Ω_m⁻¹ (ẑ_m − μ_m),
            the individual MAP objective (likelihood at the mode plus the prior penalty; normalising constants
            of the likelihood included, those of the prior not).
+``"aic"``  (Uster 2021)  w_m ∝ exp(−OFV_m / 2 − k_m), k_m the number of random effects (an AIC-like charge).
 ``"likelihood"``         w_m ∝ p(y | ẑ_m): the likelihood at the mode alone (no prior penalty).
 ``"laplace"``            w_m ∝ p̂(y | M_m) = exp(−U_m(ẑ)) · |Ω_m|^(−1/2) · |H_m|^(−1/2), the Laplace approximation
            of the marginal likelihood (U the −log posterior, H its Hessian at the mode): Bayesian model
@@ -54,13 +55,13 @@ import numpy as np
 
 from medtwin.core.data import PatientData, PredictiveBand
 from medtwin.core.population import Population
-from medtwin.errors import DataError, EstimationError, ParameterError, PopulationError
+from medtwin.errors import DataError, PopulationError
 from medtwin.infer.status import FitStatus
 
 __all__ = ["DEFAULT_WEIGHTING", "MODES", "WEIGHTINGS", "ModelAveragedPosterior", "allocate",
-           "check_candidates", "model_weights", "personalize_averaged"]
+           "check_candidates", "model_weights", "personalize_averaged", "score"]
 
-WEIGHTINGS = ("map", "likelihood", "laplace")
+WEIGHTINGS = ("map", "aic", "likelihood", "laplace")
 MODES = ("average", "select")
 #: The weighting used unless another is asked for; chosen by measurement (docs/model-averaging.md).
 DEFAULT_WEIGHTING = "laplace"
@@ -172,7 +173,7 @@ class ModelAveragedPosterior:
         The candidate populations' names, in the order of ``components``.
     weights : ndarray (n_models,)
         Mixture weights, summing to 1 (read-only).
-    weighting : {"map", "likelihood", "laplace"}
+    weighting : {"map", "aic", "likelihood", "laplace"}
     mode : {"average", "select"}
     scores : ndarray (n_models,)
         Per model: the log score the weights come from (−OFV/2, log-likelihood or log evidence).
@@ -333,6 +334,16 @@ def _scores(post, population_name: str) -> dict:
             "message": post.message, "usable": bool(usable)}
 
 
+def score(diagnostics: Mapping, weighting: str) -> float:
+    """The log score of one candidate (its :attr:`ModelAveragedPosterior.model_diagnostics` entry) under
+    ``weighting``; −inf for an unusable fit."""
+    if not diagnostics["usable"]:
+        return -math.inf
+    d = diagnostics
+    return {"map": lambda: -0.5 * d["ofv"], "aic": lambda: -0.5 * d["ofv"] - d["n_random_effects"],
+            "likelihood": lambda: d["log_likelihood"], "laplace": lambda: d["log_evidence"]}[weighting]()
+
+
 def personalize_averaged(populations: Sequence[Population], data: PatientData | Sequence[PatientData], *,
                          weighting: str = DEFAULT_WEIGHTING, mode: str = "average", models=None,
                          sources: Sequence[str] | None = None) -> ModelAveragedPosterior:
@@ -345,7 +356,7 @@ def personalize_averaged(populations: Sequence[Population], data: PatientData | 
         :func:`medtwin.io.population_file.drug_populations` ``("vancomycin")``.
     data : PatientData or sequence of PatientData
         The patient's data (covariates needed by every candidate).
-    weighting : {"map", "likelihood", "laplace"}
+    weighting : {"map", "aic", "likelihood", "laplace"}
         How the weights are computed (module docstring); default :data:`DEFAULT_WEIGHTING`.
     mode : {"average", "select"}
         Keep the weighted mixture, or only the best candidate.
@@ -369,16 +380,11 @@ def personalize_averaged(populations: Sequence[Population], data: PatientData | 
     check_candidates(populations, sources)
     models = [None] * len(populations) if models is None else list(models)
     components, diagnostics = [], []
-    for pop, src, model in zip(populations, sources, models):
-        try:
-            post = personalize(pop, data, method="laplace", model=model)
-        except (DataError, ParameterError, EstimationError) as exc:  # name the candidate the refusal is about
-            raise type(exc)(f"{src}: {exc}") from exc
+    for pop, model in zip(populations, models):
+        post = personalize(pop, data, method="laplace", model=model)  # its refusals name the population
         components.append(post)
         diagnostics.append(_scores(post, pop.name))
-    key = {"map": lambda d: -0.5 * d["ofv"], "likelihood": lambda d: d["log_likelihood"],
-           "laplace": lambda d: d["log_evidence"]}[weighting]
-    scores = np.array([key(d) if d["usable"] else -math.inf for d in diagnostics])
+    scores = np.array([score(d, weighting) for d in diagnostics])
     if not np.isfinite(scores).any():
         raise DataError("model averaging: no candidate prior gave a usable posterior: " + "; ".join(
             f"{s}: {d['status']} ({d['message']})" for s, d in zip(sources, diagnostics)))
