@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from medtwin.errors import DataError, ModelError
-from medtwin.workflows.requests import ForecastRequest, RecommendRequest
+from medtwin.workflows.requests import SPEC_EXTENSIONS, ForecastRequest, RecommendRequest
 
 __all__ = ["AveragedForecastRequest", "AveragedRecommendRequest", "averaged_from_spec", "forecast_request",
            "recommend_request"]
@@ -155,3 +155,6 @@ def averaged_from_spec(spec, request):
     cls = AveragedForecastRequest if isinstance(request, ForecastRequest) else AveragedRecommendRequest
     return cls(**{**fields, "candidates": tuple(populations), "weighting": stored["weighting"],
                   "mode": stored["mode"], "sources": ()})
+
+
+SPEC_EXTENSIONS[_Averaged.averaging_key] = averaged_from_spec

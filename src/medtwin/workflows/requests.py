@@ -55,6 +55,10 @@ __all__ = ["DecideRequest", "FitRequest", "ForecastRequest", "PersonalizeRequest
            "ReplayRequest", "Request", "SimulateDatasetRequest", "SimulateRequest", "request_from_spec"]
 
 _CHOICES = ("accept", "modify", "override")
+#: Extensions of a stored forecast/recommend spec: input key -> ``extend(spec, request) -> request``, registered
+#: by the module that defines the extended request (``"model_averaging"``: :mod:`medtwin.workflows.averaging`,
+#: imported with the package), so that this module does not import it back.
+SPEC_EXTENSIONS: dict = {}
 
 
 def _model_object(request, name: str | None = None):
@@ -391,10 +395,9 @@ def request_from_spec(spec: _runs.RunSpec, *, access, model=None):
         if op == "personalize":
             return PersonalizeRequest(**fields)
         request = _forecast_or_recommend(spec, fields)
-        if "model_averaging" in spec.inputs:  # several candidate priors: medtwin.workflows.averaging
-            from medtwin.workflows.averaging import averaged_from_spec
-
-            return averaged_from_spec(spec, request)
+        for key, extend in SPEC_EXTENSIONS.items():  # e.g. several candidate priors (workflows.averaging)
+            if key in spec.inputs:
+                request = extend(spec, request)
         return request
     return _other_from_spec(spec, access, model, basis)
 
