@@ -1,6 +1,6 @@
 """Model averaging over the shipped vancomycin priors: weight on the true model and AUC24 prediction error.
 
-Run:  python benchmarks/model_averaging.py            (20 virtual patients per prior model, 60 in all)
+Run:  python benchmarks/model_averaging.py            (50 virtual patients per prior model, 150 in all)
       python benchmarks/model_averaging.py --quick    (2 per prior model; CI, < 30 s warm)
 
 Virtual patients are drawn from each shipped vancomycin population in turn (Goti 2018, Thomson 2009,
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, choices=sorted(LEVELS), default=2,
                         help="levels per patient: 2 (peak 26 h, trough 35.5 h) or 4 (also 2 h and 6 h)")
     args = parser.parse_args()
-    per_model = args.per_model or (2 if args.quick else 20)
+    per_model = args.per_model or (2 if args.quick else 50)
     run(per_model, args.seed, args.levels)
 
 
