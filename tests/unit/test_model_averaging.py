@@ -148,8 +148,8 @@ def test_recommend_dose_scores_each_component_with_its_own_model():
     assert rec.probabilities["target"] == pytest.approx(np.mean(p_each), abs=0.02)
     assert rec.predicted.draws["C"].shape[0] == 200
     assert {a.action["daily_mg"] for a in alone} != {None}
-    with pytest.raises(ModelError, match="own model"):
-        recommend_dose(mix, target, model=get_model("pk1_iv"), **kw)
+    with pytest.raises(ModelError, match="digests differ"):  # model= must be the mixture's (top) model
+        recommend_dose(mix, target, model=get_model("pk2_iv"), **kw)
 
 
 # ----------------------------------------------------------------------------------------------- shipped priors
@@ -226,3 +226,25 @@ def test_bad_candidate_sets_name_the_file_and_field(tmp_path):
     assert load_population(drug_population_paths("vancomycin")[0]).drug == "vancomycin"
     assert CovariateEffect("CL", "CRCL", "linear", 0.0154, reference=66.0).factor(80.0, 0.0154) == \
         pytest.approx(1 + 0.0154 * 14)
+
+
+def test_a_priori_mixture_sequential_update_and_twin():
+    """Before any level: equal weights; updating level by level chains the Laplace evidence (close to the
+    batch weights); a Twin on the mixture recommends through DoseOptimizer."""
+    from medtwin.control.dosing import DoseConstraints
+    from medtwin.control.policy import DoseOptimizer
+    from medtwin.control.targets import AUC24Window
+    from medtwin.twin import Twin
+
+    pops = drug_populations("vancomycin")
+    cov = {"CRCL": 60.0, "WT": 75.0, "DIAL": 0.0}
+    prior = ModelAveragedPosterior.from_priors(pops, cov)
+    assert prior.weights.tolist() == pytest.approx([1 / 3] * 3) and prior.ok
+    regimen = Regimen.every(12.0, "h", 1000.0, "mg", n=4, duration=1.0)
+    seq = prior.update(PatientData(regimen, [11.5], [9.0], cov)).update(PatientData(regimen, [35.5], [12.5], cov))
+    batch = personalize_averaged(pops, PatientData(regimen, [11.5, 35.5], [9.0, 12.5], cov))
+    assert seq.weights == pytest.approx(batch.weights, abs=0.03)
+    twin = Twin.from_posterior(seq)
+    rec = twin.recommend(DoseOptimizer(AUC24Window(400.0, 600.0), DoseConstraints(), n_draws=100,
+                                       sensitivity=False))
+    assert rec.action["dose_mg"] > 0 and rec.predicted.draws["C"].shape[0] == 100

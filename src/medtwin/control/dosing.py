@@ -640,10 +640,7 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         ``current`` PredictiveBand, ``active_constraints``, ``runner_ups`` (next 3) and ``sensitivity``.
     """
     mixture = hasattr(posterior, "component_draws")  # a ModelAveragedPosterior: components of different models
-    if mixture and model is not None:
-        raise ModelError("recommend_dose: a model-averaged posterior scores each component with its own model; "
-                         "do not give model=")
-    model = posterior.model if model is None else _same_model(model, posterior.model)
+    model = posterior.model if model is None else _same_model(model, posterior.model)  # mixture: its top model
     constraints = DoseConstraints() if constraints is None else constraints
     eps = max_toxic_probability
     for component_model in ({c.model.name: c.model for c in posterior.components}.values() if mixture else (model,)):

@@ -208,6 +208,40 @@ class ModelAveragedPosterior:
         if len(outputs) != 1:
             raise DataError(f"ModelAveragedPosterior: the components observe different outputs {sorted(outputs)}")
 
+    @classmethod
+    def from_priors(cls, populations: Sequence[Population], covariates: Mapping[str, Any], *,
+                    weighting: str = DEFAULT_WEIGHTING, mode: str = "average", models=None,
+                    sources: Sequence[str] | None = None) -> "ModelAveragedPosterior":
+        """The mixture before any level: every candidate's population prior for ``covariates``, equal weights
+        (a priori dosing; :meth:`update` weights the candidates once levels arrive)."""
+        from medtwin.infer.posterior import Posterior
+        from medtwin.models import get_model
+
+        populations = list(populations)
+        check_candidates(populations, sources)
+        models = [get_model(p.model) for p in populations] if models is None else list(models)
+        components = tuple(Posterior.from_prior(p.prior_for({c: covariates[c] for c in p.covariates
+                                                             if c in covariates}), m)
+                           for p, m in zip(populations, models))
+        n = len(components)
+        weights = model_weights(np.zeros(n), mode)
+        return cls(components, tuple(p.name for p in populations), weights, weighting, mode, np.zeros(n),
+                   tuple({"objective": 0.0, "log_likelihood": 0.0, "prior_penalty": 0.0, "ofv": 0.0,
+                          "log_evidence": 0.0, "n_random_effects": len(c.parameters), "status": c.status,
+                          "message": c.message, "usable": True} for c in components))
+
+    def update(self, data) -> "ModelAveragedPosterior":
+        """Every component updated with new ``data`` (:meth:`Posterior.update`: today's posterior is tomorrow's
+        prior) and the weights re-computed: each model's score gains the new batch's score under its updated
+        prior (exact chaining of the Laplace evidence p(y1, y2) = p(y1) p(y2 | y1); for ``map`` and
+        ``likelihood`` the batch objectives add up)."""
+        components = tuple(c.update(data) for c in self.components)
+        diagnostics = tuple(_scores(c, n) for c, n in zip(components, self.names))
+        scores = self.scores + np.array([score(d, self.weighting) for d in diagnostics])
+        scores = np.where(np.isnan(scores), -math.inf, scores)
+        return ModelAveragedPosterior(components, self.names, model_weights(scores, self.mode), self.weighting,
+                                      self.mode, scores, diagnostics, dict(self.diagnostics))
+
     # ------------------------------------------------------------------ Posterior-like
     @property
     def best(self) -> int:
