@@ -34,6 +34,21 @@ from medtwin.errors import DataError
 VARIANTS = ("baseline", "scale", "additive")
 
 
+def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict | None = None):
+    """The ICU glycaemic twin with calibrated bands: the shipped spec, its 5-minute CUSUM off, wrapped in a
+    :class:`~medtwin.twin.calibrated.CalibratedTwin` (variance multiplier, hourly detector with ARL0 720 h).
+
+    Use it like a twin: ``ct = ct.assimilate([reading])``, ``ct.forecast(horizon=1.0)``, ``ct.alarms``.
+
+    Examples
+    --------
+    >>> ct = calibrated_icu_twin()
+    >>> ct.matching.kind, round(ct.detector.arl0())
+    ('scale', 720)
+    """
+    return variant_twin("scale", inputs, patient, spec)
+
+
 def variant_twin(variant: str, regimen, patient: str | None = None, spec: dict | None = None):
     """The twin of one variant for a stream with inputs ``regimen`` (a Twin or a CalibratedTwin)."""
     from medtwin.scenarios.icu import icu_twin_spec
