@@ -87,7 +87,8 @@ def test_pit_is_uniform_for_a_calibrated_forecast_and_u_shaped_for_a_narrow_one(
 def test_calibrated_detector_stays_quiet_on_a_stationary_but_misspecified_stream():
     # Hourly 1-h forecast errors of a stationary patient whose model under-states the variance threefold,
     # with the hour-to-hour autocorrelation (0.3) a misspecified model leaves: the raw chart alarms again and
-    # again, the chart on calibrated errors (ARL0 720 hours) stays below one alarm per 72 h.
+    # again, the chart on calibrated errors (ARL0 720 hours, calibration lagged 3 h as in CalibratedTwin)
+    # stays below one alarm per 72 h -- and still sees a 3-sd jump of the errors.
     rng = np.random.default_rng(5)
     hours = 72 * 40
     e = np.empty(hours)
@@ -98,11 +99,17 @@ def test_calibrated_detector_stays_quiet_on_a_stationary_but_misspecified_stream
     variances = np.ones(hours)
     chart = Cusum.calibrate(720.0)
     raw_alarms = chart.run(e / np.sqrt(variances))[0].sum()
-    z = standardized_errors(CovarianceMatching("scale", forgetting=0.95, prior_weight=4.0, floor=1.0), e, variances)
+    z = standardized_errors(CovarianceMatching("scale", forgetting=0.95, prior_weight=4.0, floor=1.0), e, variances,
+                            lag=3)
     calibrated_alarms = chart.run(z)[0].sum()
     assert raw_alarms / 40 > 3
     assert calibrated_alarms / 40 <= 1.0, calibrated_alarms
     assert abs(np.var(z) - 1.0) < 0.3
+    jump = e.copy()
+    jump[1000:1006] += 3.0 * np.sqrt(3.0)  # a regime change: six hours of errors 3 (true) sd off
+    z_jump = standardized_errors(CovarianceMatching("scale", forgetting=0.95, prior_weight=4.0, floor=1.0), jump,
+                                 variances, lag=3)
+    assert chart.run(z_jump[990:1010])[0].any()
 
 
 @pytest.mark.slow  # compiles the ICU twin and a foreign truth model (about 15 s alone on one core)

@@ -205,17 +205,20 @@ def pit_summary(pit) -> dict:
             "low_tail": float(np.mean(p < 0.1)), "high_tail": float(np.mean(p > 0.9))}
 
 
-def standardized_errors(matching: CovarianceMatching, errors, variances) -> np.ndarray:
-    """Errors standardized by the calibrated variance *before* each one is learnt from: z_k = e_k/√v̂_k.
+def standardized_errors(matching: CovarianceMatching, errors, variances, lag: int = 0) -> np.ndarray:
+    """Errors standardized by a calibration learnt on earlier errors only: z_k = e_k/√v̂_k.
 
-    The sequence a regime detector sees in :class:`medtwin.twin.calibrated.CalibratedTwin`: each error is
-    scored with the calibration of the errors before it, then added to it.
+    v̂_k uses the matching state after errors 0 … k − 1 − ``lag`` (the prior before any): what a regime detector
+    sees in :class:`medtwin.twin.calibrated.CalibratedTwin`, whose calibration lags the chart so that a
+    change is not absorbed before it is detected.
 
     Parameters
     ----------
     matching : CovarianceMatching
     errors, variances : array_like, shape (n,)
         Forecast errors e_k and their model-predicted variances s²_k.
+    lag : int
+        Errors left out of the calibration of each z (0: all earlier errors).
 
     Returns
     -------
@@ -231,8 +234,9 @@ def standardized_errors(matching: CovarianceMatching, errors, variances) -> np.n
     v = np.asarray(variances, dtype=float).ravel()
     if e.shape != v.shape:
         raise DataError(f"standardized_errors: errors and variances must have one shape, got {e.shape}, {v.shape}")
-    state, z = matching.init(), np.empty(e.size)
+    if lag < 0 or int(lag) != lag:
+        raise DataError(f"standardized_errors: lag must be an integer >= 0, got {lag!r}")
+    states = [matching.init()]
     for k in range(e.size):
-        z[k] = e[k] / math.sqrt(matching.variance(state, v[k]))
-        state = matching.update(state, e[k], v[k])
-    return z
+        states.append(matching.update(states[-1], e[k], v[k]))
+    return np.array([e[k] / math.sqrt(matching.variance(states[max(k - int(lag), 0)], v[k])) for k in range(e.size)])

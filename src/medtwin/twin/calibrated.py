@@ -19,7 +19,9 @@ Regime changes: the optional ``detector`` (a two-sided
 :class:`~medtwin.assimilate.detectors.Cusum`) runs on the *calibrated*
 standardized errors of the forecasts made on the hour, z = e/√(calibrated s²),
 one per hour, instead of on the 5-minute innovations, whose errors are
-autocorrelated whenever the model is not the patient's; an alarm re-opens the
+autocorrelated whenever the model is not the patient's.  The calibration used
+there is the one learnt up to ``detector_lag_h`` (3 h) before, so that a regime
+change is not absorbed into λ̂ before the chart sees it.  An alarm re-opens the
 estimated parameters' variances (``inflation``, capped at the twin's initial
 variances, as the twin itself does) and is recorded in ``alarms``.  The
 wrapped twin's own detector should then be off (``regime_detector: null``).
@@ -102,12 +104,14 @@ class CalibratedTwin:
     inflation: float = 4.0
     match_within_h: float = 0.25
     n_draws: int = 200
+    detector_lag_h: float = 3.0
     state: MatchingState | None = None
     detector_state: object = None
     pending: tuple = ()
     alarms: tuple = ()
     next_prediction: float = 0.0
     scored: tuple = ()
+    lagged: tuple = ()
 
     @classmethod
     def create(cls, twin, **options) -> "CalibratedTwin":
@@ -144,6 +148,7 @@ class CalibratedTwin:
         twin = self.twin.assimilate(measurements, inputs)
         state, det_state, pending, alarms, scored = self.state, self.detector_state, list(self.pending), \
             list(self.alarms), list(self.scored)
+        lagged = list(self.lagged)  # (time, matching state) kept for the detector's lagged calibration
         for entry in twin.history[before:]:
             m = entry.measurement
             if m.output != self.output or entry.status != "ok":
@@ -154,13 +159,14 @@ class CalibratedTwin:
                     e = float(m.value) - p.mean
                     calibrated = p.variance if self.matching is None else float(self.matching.variance(state, p.variance))
                     if p.hourly and self.detector is not None:
-                        z = e / math.sqrt(calibrated)
+                        z = e / math.sqrt(self._lagged_variance(lagged, m.time, p.variance))
                         det_state, alarm, _ = self.detector.update(det_state, z, m.time)
                         if alarm:
                             alarms.append(float(m.time))
                             twin = _reopen(twin, self.inflation)
                     if self.matching is not None:
                         state = self.matching.update(state, e, p.variance)
+                        lagged = [x for x in lagged if x[0] >= m.time - self.detector_lag_h - 1.0] + [(m.time, state)]
                     scored.append((p.target, e, p.variance, calibrated))
                 elif m.time <= p.target + self.match_within_h:
                     keep.append(p)
@@ -171,7 +177,18 @@ class CalibratedTwin:
             pending.append(self._predict(twin, seed=len(twin.history)))
             nxt = (math.floor((now + 1e-9) / self.every_h) + 1) * self.every_h
         return replace(self, twin=twin, state=state, detector_state=det_state, pending=tuple(pending),
-                       alarms=tuple(alarms), next_prediction=nxt, scored=tuple(scored))
+                       alarms=tuple(alarms), next_prediction=nxt, scored=tuple(scored), lagged=tuple(lagged))
+
+    def _lagged_variance(self, lagged, time: float, variance: float) -> float:
+        """Calibrated variance with the matching as it was ``detector_lag_h`` ago (the prior before that).
+
+        A regime change shows as a run of large errors; the matching would absorb it within a few forecasts, so
+        the detector standardizes with a calibration learnt on errors older than its own window.
+        """
+        if self.matching is None:
+            return variance
+        old = [st for t, st in lagged if t <= time - self.detector_lag_h + 1e-9]
+        return float(self.matching.variance(old[-1] if old else self.matching.init(), variance))
 
     # ------------------------------------------------------------------ forecast
     def forecast(self, regimen: Regimen | None = None, horizon: float = 1.0, *, step: float = 0.25,
