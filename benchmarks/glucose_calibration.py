@@ -65,17 +65,44 @@ def _stationary_icing(n, hours, seed):
             sample_icu_patients(n, model="icing", hours=hours + 1, seed=seed, si_step_sd=0.0)]
 
 
+def _regime_changes(n, hours=48, change_at=24):
+    """Stationary patients whose SIscale halves at ``change_at`` h: alarms before, and detection delay after."""
+    from medtwin.scenarios.foreign_glucose import ForeignICUPatient
+    from medtwin.scenarios.glucose_calibration import variant_twin
+
+    print(f"\nregime change: SIscale halves at {change_at} h ({n} stationary patients per model, {hours} h); "
+          "alarms before the change, delay (h) of the first alarm after it")
+    for model in FOREIGN_MODELS:
+        for variant in ("baseline", "scale"):
+            before, delays = 0, []
+            for p in sample_foreign_patients(n, model=model, hours=hours, seed=11, si_step_sd=0.0):
+                path = np.where(np.arange(hours) >= change_at, 0.5, 1.0)
+                q = ForeignICUPatient(p.id, p.model, p.parameters, path, p.measurement_cv, p.seed)
+                synthetic = foreign_stream(q, hours)
+                twin = variant_twin(variant, synthetic.stream.regimen)
+                for m in synthetic.stream.measurements:
+                    twin = twin.assimilate([m])
+                times = ([e.measurement.time for e in twin.history if e.regime_change is not None]
+                         if variant == "baseline" else list(twin.alarms))
+                before += sum(t < change_at for t in times)
+                after = [t - change_at for t in times if t >= change_at]
+                delays.append(f"{after[0]:.1f}" if after else "-")
+            print(f"  {model:<14} {variant:<9} alarms before {before:2d}   first-alarm delays {' '.join(delays)}",
+                  flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 patient per model, 12 h, baseline + scale")
     parser.add_argument("--patients", type=int, default=10)
     parser.add_argument("--hours", type=int, default=72)
+    parser.add_argument("--changes", type=int, default=3, help="patients per model with a regime change")
     parser.add_argument("--stationary", type=int, default=4, help="stationary patients per model")
     args = parser.parse_args(argv)
     n, hours, variants = args.patients, args.hours, ("baseline", "scale", "additive")
     n_stat = args.stationary
     if args.quick:
-        n, hours, variants, n_stat = 1, 12, ("baseline", "scale"), 0
+        n, hours, variants, n_stat, args.changes = 1, 12, ("baseline", "scale"), 0, 0
     start = time.perf_counter()
     summary = {}
     _header(f"1-h-ahead forecasts, {n} patients per model, {hours} h, hour-to-hour SI changes (JBDS insulin, feed)")
@@ -92,6 +119,8 @@ def main(argv=None) -> int:
             for variant in ("baseline", "scale"):
                 summary[("stationary", label, variant)] = _row(label, variant,
                                                                [evaluate_stream(s, variant) for s in streams])
+    if args.changes:
+        _regime_changes(args.changes)
     if args.quick:
         print("\n(--quick: a smoke run of the whole pipeline; 11 forecasts per model are no acceptance figure)")
     print("\nacceptance (calibrated = scale): coverage in 0.85-0.95 and median RMSE <= 0.8 per foreign model; "

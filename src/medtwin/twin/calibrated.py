@@ -112,6 +112,7 @@ class CalibratedTwin:
     next_prediction: float = 0.0
     scored: tuple = ()
     lagged: tuple = ()
+    detector_slot: int = -1
 
     @classmethod
     def create(cls, twin, **options) -> "CalibratedTwin":
@@ -125,7 +126,7 @@ class CalibratedTwin:
             raise DataError("CalibratedTwin: horizon_h, every_h > 0, match_within_h >= 0 and inflation >= 1 needed")
         return replace(ct, state=None if ct.matching is None else ct.matching.init(),
                        detector_state=None if ct.detector is None else ct.detector.init(),
-                       next_prediction=float(twin.belief.time))
+                       next_prediction=float(twin.belief.time), detector_slot=math.floor(twin.belief.time + 1e-9))
 
     # ------------------------------------------------------------------ calibration
     def calibration_value(self) -> float:
@@ -134,12 +135,11 @@ class CalibratedTwin:
             return 1.0
         return self.matching.value(self.state)
 
-    def _predict(self, twin, seed: int) -> Prediction:
+    def _predict(self, twin, seed: int, hourly: bool) -> Prediction:
         band = twin.forecast(None, horizon=self.horizon_h, step=self.horizon_h, n_draws=self.n_draws, seed=seed)
         y = band.observed[self.output][:, -1]
         y = y[np.isfinite(y)]
         t = float(twin.belief.time)
-        hourly = abs(t - round(t)) < 1e-6
         return Prediction(t, t + self.horizon_h, float(np.mean(y)), float(np.var(y, ddof=1)), hourly)
 
     def assimilate(self, measurements, inputs: Regimen | None = None) -> "CalibratedTwin":
@@ -173,11 +173,15 @@ class CalibratedTwin:
             pending = keep
         nxt = self.next_prediction
         now = float(twin.belief.time)
+        slot = self.detector_slot
         if now + 1e-9 >= nxt:
-            pending.append(self._predict(twin, seed=len(twin.history)))
+            hour = math.floor(now + 1e-9)  # the first stored forecast of each clock hour feeds the detector
+            pending.append(self._predict(twin, seed=len(twin.history), hourly=hour > slot))
+            slot = max(slot, hour)
             nxt = (math.floor((now + 1e-9) / self.every_h) + 1) * self.every_h
         return replace(self, twin=twin, state=state, detector_state=det_state, pending=tuple(pending),
-                       alarms=tuple(alarms), next_prediction=nxt, scored=tuple(scored), lagged=tuple(lagged))
+                       alarms=tuple(alarms), next_prediction=nxt, scored=tuple(scored), lagged=tuple(lagged),
+                       detector_slot=slot)
 
     def _lagged_variance(self, lagged, time: float, variance: float) -> float:
         """Calibrated variance with the matching as it was ``detector_lag_h`` ago (the prior before that).
