@@ -78,17 +78,19 @@ def aalen_johansen(durations, events, *, entry=None) -> AalenJohansen:
         raise DataError("aalen_johansen: durations must be finite and event codes >= 0")
     a = np.zeros_like(t) if entry is None else np.asarray(entry, float)
     causes = np.unique(e[e > 0])
-    times = np.unique(t)
-    s, cif = 1.0, np.zeros(len(causes))
-    out_cif, out_s, out_n = np.zeros((len(times), len(causes))), np.zeros(len(times)), np.zeros(len(times))
-    for j, tj in enumerate(times):
-        n = np.count_nonzero(((a < tj) | (a == 0)) & (t >= tj))  # events at time 0 count from entry 0
-        at_t = t == tj
-        d_k = np.array([np.count_nonzero(at_t & (e == c)) for c in causes], float)
-        if n > 0:
-            cif = cif + s * d_k / n
-            s = s * (1.0 - d_k.sum() / n)
-        out_cif[j], out_s[j], out_n[j] = cif, s, n
+    times, idx = np.unique(t, return_inverse=True)
+    # at risk at t_j: duration >= t_j and (entry < t_j, or entry 0: events at time 0 count from entry 0)
+    ts = np.sort(t)
+    n_risk = t.size - np.searchsorted(ts, times, side="left")
+    late = np.sort(a[a > 0])
+    n_risk = n_risk - (late.size - np.searchsorted(late, times, side="left"))  # entered at or after t_j
+    d = np.stack([np.bincount(idx, weights=(e == c).astype(float), minlength=times.size) for c in causes], 1)
+    safe = np.maximum(n_risk, 1)
+    factor = np.where(n_risk > 0, 1.0 - d.sum(1) / safe, 1.0)
+    out_s = np.cumprod(factor)
+    s_before = np.concatenate([[1.0], out_s[:-1]])
+    out_cif = np.cumsum(np.where(n_risk[:, None] > 0, s_before[:, None] * d / safe[:, None], 0.0), axis=0)
+    out_n = n_risk.astype(float)
     return AalenJohansen(times, causes, out_cif, out_s, out_n)
 
 

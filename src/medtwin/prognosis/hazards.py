@@ -11,8 +11,9 @@ result), so the two can be checked against each other and the quadrature path se
 closed-form integral (time-varying covariates, joint models, competing risks).
 
 :func:`fit_parametric` fits a family by maximum likelihood to right-censored (optionally left-truncated)
-data: gradients and the observed information come from JAX, Newton steps polish the optimum, and standard
-errors are the square roots of the inverse information's diagonal.  The Weibull family uses lifelines'
+data: gradients come from JAX, Newton steps polish the optimum, and standard
+errors are the square roots of the inverse information's diagonal (central differences of the JAX
+gradient).  The Weibull family uses lifelines'
 parametrisation S(t) = exp(−(t/λ)^ρ) so that estimates compare directly with ``lifelines.WeibullFitter``;
 with covariates the proportional-hazards coefficients γ relate to lifelines' ``WeibullAFTFitter``
 coefficients β by γ = −ρ·β (the same model, another parametrisation).
@@ -30,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import jax
@@ -54,11 +56,11 @@ class _Family:
         raise NotImplementedError
 
     @classmethod
-    def log_hazard_u(cls, u, t, extra=None):  # pragma: no cover
+    def log_hazard_u(cls, u, t, extra=None, xp=jnp):  # pragma: no cover
         raise NotImplementedError
 
     @classmethod
-    def cumhaz_u(cls, u, t, extra=None):  # pragma: no cover
+    def cumhaz_u(cls, u, t, extra=None, xp=jnp):  # pragma: no cover
         raise NotImplementedError
 
     def _extra(self):
@@ -66,12 +68,15 @@ class _Family:
 
     def hazard(self, t) -> np.ndarray:
         """Baseline hazard h0(t) (1/h), same shape as ``t``."""
-        return np.exp(np.asarray(self.log_hazard_u(jnp.asarray(self.unconstrained()), jnp.asarray(t, float),
-                                                   self._extra())))
+        extra = None if self._extra() is None else np.asarray(self._extra())
+        with np.errstate(divide="ignore"):
+            return np.exp(self.log_hazard_u(self.unconstrained(), np.asarray(t, float), extra, np))
 
     def cumulative_hazard(self, t) -> np.ndarray:
         """Baseline cumulative hazard H0(t) = ∫₀ᵗ h0 (dimensionless), same shape as ``t``."""
-        return np.asarray(self.cumhaz_u(jnp.asarray(self.unconstrained()), jnp.asarray(t, float), self._extra()))
+        extra = None if self._extra() is None else np.asarray(self._extra())
+        with np.errstate(divide="ignore"):  # Weibull at t = 0: exp(rho * log 0) = 0
+            return np.asarray(self.cumhaz_u(self.unconstrained(), np.asarray(t, float), extra, np))
 
     def survival(self, t) -> np.ndarray:
         """S0(t) = exp(−H0(t))."""
@@ -97,12 +102,12 @@ class Exponential(_Family):
         return Exponential(float(np.exp(u[0])))
 
     @classmethod
-    def log_hazard_u(cls, u, t, extra=None):
+    def log_hazard_u(cls, u, t, extra=None, xp=jnp):
         return u[0] + 0.0 * t
 
     @classmethod
-    def cumhaz_u(cls, u, t, extra=None):
-        return jnp.exp(u[0]) * t
+    def cumhaz_u(cls, u, t, extra=None, xp=jnp):
+        return xp.exp(u[0]) * t
 
 
 @dataclass(frozen=True)
@@ -125,13 +130,13 @@ class Weibull(_Family):
         return Weibull(float(np.exp(u[0])), float(np.exp(u[1])))
 
     @classmethod
-    def log_hazard_u(cls, u, t, extra=None):
-        rho = jnp.exp(u[1])
-        return u[1] - u[0] + (rho - 1.0) * (jnp.log(t) - u[0])
+    def log_hazard_u(cls, u, t, extra=None, xp=jnp):
+        rho = xp.exp(u[1])
+        return u[1] - u[0] + (rho - 1.0) * (xp.log(t) - u[0])
 
     @classmethod
-    def cumhaz_u(cls, u, t, extra=None):
-        return jnp.exp(jnp.exp(u[1]) * (jnp.log(t) - u[0]))
+    def cumhaz_u(cls, u, t, extra=None, xp=jnp):
+        return xp.exp(xp.exp(u[1]) * (xp.log(t) - u[0]))
 
 
 @dataclass(frozen=True)
@@ -154,16 +159,16 @@ class Gompertz(_Family):
         return Gompertz(float(np.exp(u[0])), float(u[1]))
 
     @classmethod
-    def log_hazard_u(cls, u, t, extra=None):
+    def log_hazard_u(cls, u, t, extra=None, xp=jnp):
         return u[0] + u[1] * t
 
     @classmethod
-    def cumhaz_u(cls, u, t, extra=None):
+    def cumhaz_u(cls, u, t, extra=None, xp=jnp):
         bt = u[1] * t
-        small = jnp.abs(bt) < 1e-8
-        ratio = jnp.where(small, t * (1.0 + 0.5 * bt), jnp.expm1(jnp.where(small, 1.0, bt)) / jnp.where(
+        small = xp.abs(bt) < 1e-8
+        ratio = xp.where(small, t * (1.0 + 0.5 * bt), xp.expm1(xp.where(small, 1.0, bt)) / xp.where(
             small, 1.0, u[1]))
-        return jnp.exp(u[0]) * ratio
+        return xp.exp(u[0]) * ratio
 
 
 @dataclass(frozen=True)
@@ -189,22 +194,22 @@ class PiecewiseConstant(_Family):
         return np.log(np.asarray(self.rates, float))
 
     def _extra(self):
-        return jnp.asarray(self.breaks, float)
+        return np.asarray(self.breaks, float)
 
     @staticmethod
     def from_unconstrained(u, extra=None):
         return PiecewiseConstant(tuple(float(x) for x in np.asarray(extra)), tuple(float(x) for x in np.exp(u)))
 
     @classmethod
-    def log_hazard_u(cls, u, t, extra=None):
-        return u[jnp.searchsorted(extra, t, side="right")]
+    def log_hazard_u(cls, u, t, extra=None, xp=jnp):
+        return u[xp.searchsorted(extra, t, side="right")]
 
     @classmethod
-    def cumhaz_u(cls, u, t, extra=None):
-        lo = jnp.concatenate([jnp.zeros(1), extra])
-        hi = jnp.concatenate([extra, jnp.full(1, jnp.inf)])
-        overlap = jnp.clip(jnp.minimum(t[..., None], hi) - lo, 0.0, None)
-        return jnp.sum(jnp.exp(u) * overlap, axis=-1)
+    def cumhaz_u(cls, u, t, extra=None, xp=jnp):
+        lo = xp.concatenate([xp.zeros(1), extra])
+        hi = xp.concatenate([extra, xp.full(1, xp.inf)])
+        overlap = xp.clip(xp.minimum(t[..., None], hi) - lo, 0.0, None)
+        return xp.sum(xp.exp(u) * overlap, axis=-1)
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,32 @@ def _loglik_factory(family, extra):
     return loglik
 
 
+@functools.lru_cache(maxsize=32)
+def _compiled(family, breaks):
+    """Jitted negative log-likelihood (value and gradient) and Hessian per family (data as arguments)."""
+    f = _loglik_factory(family, None if breaks is None else jnp.asarray(breaks))
+
+    def negll(theta, *args):
+        return -f(theta, *args)
+
+    vg = jax.jit(jax.value_and_grad(negll))
+    return vg, functools.partial(fd_hessian, vg)
+
+
+def fd_hessian(value_grad, theta, *args) -> np.ndarray:
+    """Hessian by central differences of an exact (JAX) gradient: 2p gradient calls, no second compilation
+    (a jitted ``jax.hessian`` costs seconds to compile for a few milliseconds of use); symmetrised."""
+    theta = np.asarray(theta, float)
+    out = np.zeros((theta.size, theta.size))
+    for j in range(theta.size):
+        h = 1e-5 * (1.0 + abs(theta[j]))
+        e = np.zeros_like(theta)
+        e[j] = h
+        out[:, j] = (np.asarray(value_grad(jnp.asarray(theta + e), *args)[1])
+                     - np.asarray(value_grad(jnp.asarray(theta - e), *args)[1])) / (2 * h)
+    return 0.5 * (out + out.T)
+
+
 def fit_parametric(family: type, durations, events, *, covariates=None, entry=None, breaks=None,
                    init=None, tol: float = 1e-9, max_iter: int = 100) -> ParametricFit:
     """Maximum-likelihood fit of a parametric PH model to right-censored, left-truncated data.
@@ -369,10 +400,15 @@ def fit_parametric(family: type, durations, events, *, covariates=None, entry=No
         raise EstimationError("fit_parametric: no events, the hazard is not identifiable")
     extra, u0 = _start(family, t, d, e, breaks)
     theta0 = np.concatenate([u0, np.zeros(x.shape[1])]) if init is None else np.asarray(init, float)
-    f = _loglik_factory(family, extra)
     args = tuple(jnp.asarray(a) for a in (t, d, e, x))
-    value_grad = jax.jit(jax.value_and_grad(lambda th: -f(th, *args)))
-    hess = jax.jit(jax.hessian(lambda th: -f(th, *args)))
+    vg_all, hess_all = _compiled(family, None if extra is None else tuple(float(b) for b in np.asarray(extra)))
+
+    def value_grad(th):
+        return vg_all(th, *args)
+
+    def hess(th):
+        return hess_all(th, *args)
+
     theta, it, _ = newton_minimize(value_grad, hess, theta0, tol=tol, max_iter=max_iter)
     val, g = value_grad(jnp.asarray(theta))
     info = np.asarray(hess(jnp.asarray(theta)))
