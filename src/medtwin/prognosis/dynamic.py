@@ -88,12 +88,20 @@ class DynamicPredictor:
         if not (t >= 0 and horizon > 0):
             raise DataError("DynamicPredictor.probability: need t >= 0 and horizon > 0")
         use = [i for i, s in enumerate(self.times) if s <= t]
-        tt = jnp.asarray([self.times[i] for i in use] or [0.0])
-        y = jnp.asarray([self.values[i] for i in use] or [0.0])
-        mask = jnp.asarray([1.0] * len(use) or [0.0])
-        spec = self.fit.spec()
-        return float(_conditional_risk(spec, jnp.asarray(self.fit.theta), y, tt, mask, jnp.asarray(self.w_long),
-                                       jnp.asarray(self.w_surv), float(t), float(horizon)))
+        width = max(8, 1 << (len(use) - 1).bit_length()) if use else 8  # padded: few compiled shapes
+        tt, y, mask = np.zeros(width), np.zeros(width), np.zeros(width)
+        tt[:len(use)] = [self.times[i] for i in use]
+        y[:len(use)] = [self.values[i] for i in use]
+        mask[:len(use)] = 1.0
+        f = _compiled_single(self.fit.spec().key())
+        return float(f(jnp.asarray(self.fit.theta), jnp.asarray(y), jnp.asarray(tt), jnp.asarray(mask),
+                       jnp.asarray(self.w_long), jnp.asarray(self.w_surv), float(t), float(horizon)))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_single(key):
+    spec = _Spec(key[0], key[1], key[2], np.asarray(key[3]), key[4])
+    return jax.jit(lambda theta, y, tt, m, wl, wv, t, h: _conditional_risk(spec, theta, y, tt, m, wl, wv, t, h))
 
 
 def dynamic_probabilities(fit: JointFit, data: JointData, t: float, horizon: float) -> np.ndarray:
