@@ -33,7 +33,7 @@ import numpy as np
 from medtwin.errors import DataError
 from medtwin.prognosis.joint import JointData, JointFit, _arrays, _Spec
 
-__all__ = ["DynamicPredictor", "dynamic_probabilities", "landmark_metrics", "LandmarkMetrics"]
+__all__ = ["DynamicPredictor", "dynamic_probabilities", "landmark_metrics", "score_landmark", "LandmarkMetrics"]
 
 
 def _conditional_risk(spec, theta, y, tt, mask, wl, wv, t, horizon):
@@ -165,8 +165,23 @@ def landmark_metrics(fit: JointFit, data: JointData, landmark: float, horizon: f
     at_risk = data.time > landmark
     if at_risk.sum() < 2:
         raise DataError(f"landmark_metrics: fewer than 2 subjects at risk at {landmark}")
-    p = dynamic_probabilities(fit, data, landmark, horizon)[at_risk]
-    t, e = data.time[at_risk], data.event[at_risk]
+    p = dynamic_probabilities(fit, data, landmark, horizon)
+    return score_landmark(p, data.time, data.event, landmark, horizon, n_groups=n_groups)
+
+
+def score_landmark(predicted, time, event, landmark: float, horizon: float, *, n_groups: int = 5) -> LandmarkMetrics:
+    """IPCW AUC, Brier and calibration of any risk predictions (N,) for subjects at risk at ``landmark``.
+
+    ``predicted`` holds P(event in (landmark, landmark + horizon]) per subject (subjects with
+    time <= landmark are ignored), so a joint model and a baseline (e.g. a last-value Cox model) are scored
+    alike.
+    """
+    time, event = np.asarray(time, float), np.asarray(event, float)
+    at_risk = time > landmark
+    if at_risk.sum() < 2:
+        raise DataError(f"score_landmark: fewer than 2 subjects at risk at {landmark}")
+    p = np.asarray(predicted, float)[at_risk]
+    t, e = time[at_risk], event[at_risk]
     g = _censoring_km(t, e)
     end = landmark + horizon
     case = (t <= end) & (e == 1)
