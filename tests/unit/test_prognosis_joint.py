@@ -17,8 +17,9 @@ def fitted():
     return data, fit_joint(data, breaks=TRUE.breaks)
 
 
-def _true_fit():
-    return JointFit(TRUE, TRUE.to_vector(), np.eye(13), (), 0.0, True, 9)
+def _true_fit(params=TRUE):
+    n = params.to_vector().size
+    return JointFit(params, params.to_vector(), np.eye(n), (), 0.0, True, 9)
 
 
 def test_simulated_joint_model_recovers_its_parameters(fitted):
@@ -29,26 +30,31 @@ def test_simulated_joint_model_recovers_its_parameters(fitted):
     assert fit.params.alpha == pytest.approx(TRUE.alpha, abs=4 * fit.se[fit.names.index("alpha")])
 
 
-def _survival_on_grid(b, w, t_end, n_grid=401):
+def _survival_on_grid(p, b, w, t_end, n_grid=401):
     """S(t_end | b) by trapezoidal integration of the hazard (independent of the closed form)."""
     s = np.linspace(0.0, t_end, n_grid)
-    m = (TRUE.beta[0] + TRUE.beta[2] * w + b[:, :1]) + (TRUE.beta[1] + TRUE.beta[3] * w + b[:, 1:]) * s
-    lam = TRUE.rates[np.searchsorted(TRUE.breaks, s, side="right")]
-    h = lam * np.exp(TRUE.gamma[0] * w + TRUE.alpha * m)
+    slope = p.beta[1] + p.beta[3] * w + b[:, 1:]
+    m = (p.beta[0] + p.beta[2] * w + b[:, :1]) + slope * s
+    lam = p.rates[np.searchsorted(p.breaks, s, side="right")]
+    h = lam * np.exp(p.gamma[0] * w + p.alpha * m + (p.alpha_slope or 0.0) * slope)
     return np.exp(-np.trapezoid(h, s, axis=1))
 
 
-def test_dynamic_prediction_matches_importance_sampling_reference():
+@pytest.mark.parametrize("alpha_slope", [None, 1.5])
+def test_dynamic_prediction_matches_importance_sampling_reference(alpha_slope):
+    from dataclasses import replace
+
+    p = replace(TRUE, alpha_slope=alpha_slope)
     w, times, ys, t, horizon = 1.0, [0.0, 0.5, 1.0, 1.5], [2.2, 2.5, 2.4, 2.9], 1.5, 2.0
-    predictor = DynamicPredictor(_true_fit(), w_long=[w], w_surv=[w])
+    predictor = DynamicPredictor(_true_fit(p), w_long=[w], w_surv=[w])
     for ti, yi in zip(times, ys):
         predictor = predictor.observe(ti, yi)
     ours = predictor.probability(t, horizon)
     rng = np.random.default_rng(0)
-    b = rng.multivariate_normal(np.zeros(2), TRUE.D, 20000)
-    m = (TRUE.beta[0] + TRUE.beta[2] * w + b[:, :1]) + (TRUE.beta[1] + TRUE.beta[3] * w + b[:, 1:]) * np.array(times)
-    log_lik = -0.5 * np.sum((np.array(ys) - m) ** 2, axis=1) / TRUE.sigma ** 2
-    s_t, s_h = _survival_on_grid(b, w, t), _survival_on_grid(b, w, t + horizon)
+    b = rng.multivariate_normal(np.zeros(2), p.D, 20000)
+    m = (p.beta[0] + p.beta[2] * w + b[:, :1]) + (p.beta[1] + p.beta[3] * w + b[:, 1:]) * np.array(times)
+    log_lik = -0.5 * np.sum((np.array(ys) - m) ** 2, axis=1) / p.sigma ** 2
+    s_t, s_h = _survival_on_grid(p, b, w, t), _survival_on_grid(p, b, w, t + horizon)
     weight = np.exp(log_lik - log_lik.max()) * s_t
     terms = 1.0 - s_h / s_t
     ref = np.sum(weight * terms) / np.sum(weight)
