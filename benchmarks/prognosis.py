@@ -2,6 +2,7 @@
 dynamic-prediction AUC/Brier/calibration at landmarks, and a replicate study of 95 % CI coverage.
 
 Run:  python benchmarks/prognosis.py            (200 simulated replicates; calibration plot in --out)
+      python benchmarks/prognosis.py --nuts     (also NUTS on the AIDS joint model: several minutes)
       python benchmarks/prognosis.py --quick    (4 replicates; <= 30 s on the 2-core machine, warm cache)
 
 Acceptance figures printed, each beside its reference or baseline measured in the same run:
@@ -39,7 +40,8 @@ import numpy as np  # noqa: E402
 from medtwin.prognosis.cox import fit_cox  # noqa: E402
 from medtwin.prognosis.dynamic import dynamic_probabilities, score_landmark  # noqa: E402
 from medtwin.prognosis.hazards import Weibull, fit_parametric  # noqa: E402
-from medtwin.prognosis.joint import JointParameters, fit_joint, joint_data, simulate_joint  # noqa: E402
+from medtwin.prognosis.joint import (JointParameters, fit_joint, fit_joint_nuts, joint_data,  # noqa: E402
+                                    simulate_joint)
 
 PUBLISHED_ALPHA, PUBLISHED_SE = -0.300, 0.0385
 
@@ -168,6 +170,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--replicates", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmark-prognosis"))
+    parser.add_argument("--nuts", action="store_true", help="also sample the AIDS joint model with NUTS (minutes)")
     args = parser.parse_args(argv)
     n_rep = args.replicates or (4 if args.quick else 200)
     print(f"threads: OMP={os.environ.get('OMP_NUM_THREADS')} OPENBLAS={os.environ.get('OPENBLAS_NUM_THREADS')}")
@@ -195,6 +198,14 @@ def main(argv=None):
         finer = fit_joint(data, n_gh=15, init=fit.params)
         print(f"   Gauss-Hermite 9x9 vs 15x15 nodes: alpha {a:.5f} vs {finer.table()['alpha'][0]:.5f}, "
               f"loglik {fit.loglik:.4f} vs {finer.loglik:.4f}")
+
+    if args.nuts:
+        t0 = time.perf_counter()
+        post = fit_joint_nuts(data, init=fit, num_warmup=300, num_samples=300)
+        m, sd = post.summary()["alpha"]
+        print(f"   NUTS (2 chains x 300 after 300 warm-up, {time.perf_counter() - t0:.0f} s): alpha posterior mean "
+              f"{m:.4f} (SD {sd:.4f}) vs ML {a:.4f} (SE {se:.4f}); max R-hat {np.max(post.r_hat):.3f}, "
+              f"min ESS {np.min(post.ess):.0f}, divergences {post.divergences}")
 
     print("\n3. dynamic prediction on the AIDS data (apparent, IPCW), horizon 6 months")
     args.out.mkdir(parents=True, exist_ok=True)
