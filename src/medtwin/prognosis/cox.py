@@ -72,12 +72,10 @@ class _Events:
 
     def __init__(self, start, stop, event):
         self.times = np.unique(stop[event == 1])
-        order = np.argsort(stop)
         self.risk, self.dead = [], []
         for t in self.times:
             self.risk.append(np.nonzero((start < t) & (stop >= t))[0])
             self.dead.append(np.nonzero((stop == t) & (event == 1))[0])
-        del order
 
 
 def _partial(beta, x, ev: _Events, ties: str, want_baseline: bool = False):

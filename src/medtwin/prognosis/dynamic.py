@@ -12,13 +12,15 @@ calibration table (mean predicted vs IPCW observed risk per predicted-risk group
 
 Examples
 --------
->>> from medtwin.prognosis.joint import JointParameters, simulate_joint
+>>> from medtwin.prognosis.joint import JointFit, JointParameters
 >>> p = JointParameters.example()
->>> from medtwin.prognosis.joint import JointFit
->>> fit = JointFit(p, p.to_vector(), np.eye(10), (), 0.0, True, 5)
+>>> fit = JointFit(p, p.to_vector(), np.eye(13), (), 0.0, True, 9)
 >>> twin = DynamicPredictor(fit, w_long=[1.0], w_surv=[1.0]).observe(0.0, 2.1).observe(1.0, 2.6)
->>> 0.0 < twin.probability(1.0, 2.0) < 1.0
-True
+>>> twin.times, twin.values
+((0.0, 1.0), (2.1, 2.6))
+
+``twin.probability(1.0, 2.0)`` is then P(event in (1, 3] | event-free at 1, both measurements) (about
+0.49 here; the first call compiles the predictor, about a second).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ numerical integral is over the random effects.  It is done with the exact factor
     p(y_i, T_i, δ_i) = p(y_i) · ∫ p(T_i, δ_i | b) N(b; μ_i, Σ_i) db
 
 where p(y_i) and N(μ_i, Σ_i) = p(b | y_i) are the closed-form LMM marginal and posterior, and the integral
-is a Gauss–Hermite rule centred and scaled by (μ_i, Σ_i) (the pseudo-adaptive rule of Rizopoulos 2012,
-Biometrics 68:... / Comput Stat Data Anal 56:491, doi:10.1016/j.csda.2011.09.007).  Parameters are found by
+is a Gauss–Hermite rule centred and scaled by (μ_i, Σ_i) (the pseudo-adaptive rule of Rizopoulos D, Fast
+fitting of joint models for longitudinal and event time data using a pseudo-adaptive Gaussian quadrature
+rule, Comput Stat Data Anal 2012;56:491–501, doi:10.1016/j.csda.2011.09.007).  Parameters are found by
 maximum likelihood (JAX gradients, BFGS then Newton), standard errors from the inverse observed information
 (central differences of the exact JAX gradient: a JAX Hessian took 20 s to compile, this 2p gradient calls).
 
