@@ -17,9 +17,10 @@ decisions it changed.
 ``medtwin/Vancomycin-v0`` — vancomycin dosing on the patients of
 :mod:`medtwin.scenarios.vanco_loop` (1-compartment truth, Matzke clearance):
 a decision each day; the action is a dose from :data:`VANCO_DOSES_MG` given
-every 12 h (infusion ``max(1, dose/1000)`` h, as the label policy).  Levels: a
-trough 0.5 h before each day's first dose and a peak 1 h after its infusion,
-10 % + 0.5 mg/L error, reported 6 h later; the observation holds the
+every 12 h (infusion ``max(1, dose/1000)`` h, as the label policy).  Levels
+from day 2 on: a trough just before the day's first dose (the harness draws it
+0.5 h before) and a peak 1 h after its infusion, 10 % + 0.5 mg/L error,
+reported 6 h later, so seen at the next decision; the observation holds the
 latest reported trough and peak (mg/L), CrCl/100 (mL/min), weight/100 (kg),
 yesterday's dose/1000 (mg) and the elapsed fraction.  Reward per day: 1 when
 that day's AUC24 is in 400–600 mg·h/L; ``info["cost"]`` = 1 when AUC24 > 600
@@ -178,18 +179,14 @@ class VancoCore:
         action = np.asarray(action, dtype=int).reshape(self.n)
         dose = np.asarray(VANCO_DOSES_MG)[action]
         duration = np.maximum(1.0, dose / 1000.0)
-        # the previous day's trough (drawn 0.5 h before today's dose) is reported at 5.5 h into today
-        trough_new = self._noisy(self.batch.concentration_after(0.0)) if self.d > 0 else None
-        auc = np.zeros(self.n)
-        peak_new = None
-        for start in (0.0, 12.0):
-            # segments with per-patient infusion lengths: exact, done as a common 2-h grid of sub-segments
-            auc += self._dose_interval(dose, duration)
-            if start == 0.0:
-                peak_new = self._noisy(self.peak_conc)
-        if trough_new is not None:
-            self.trough = trough_new
-        self.peak = peak_new
+        # from day 1 on (as the harness): a trough just before the day's first dose and a peak 1 h after its
+        # infusion, reported level_delay_h later, i.e. seen at the next decision
+        trough_new = self._noisy(self.batch.concentration())
+        auc = self._dose_interval(dose, duration)
+        peak_new = self._noisy(self.peak_conc)
+        auc += self._dose_interval(dose, duration)
+        if self.d > 0:
+            self.trough, self.peak = trough_new, peak_new
         self.dose = dose
         self.d += 1
         in_target = (auc >= self.target[0]) & (auc <= self.target[1])

@@ -150,11 +150,13 @@ def value_iteration(mdp: TabularMDP, *, allowed=None, tol: float = 1e-12, max_it
     """
     mask = np.ones_like(mdp.r, bool) if allowed is None else np.asarray(allowed, bool)
     term = np.asarray(mdp.terminal, bool)
+    S, A = mdp.r.shape
+    P = _flat_transitions(mdp)
     v = np.zeros(mdp.n_states)
     q = mdp.r.copy()
     residual = np.inf
     for k in range(1, max_iter + 1):
-        q = mdp.r + mdp.gamma * (mdp.P @ v)
+        q = mdp.r + mdp.gamma * (P @ v).reshape(S, A)
         q[term] = 0.0
         new = np.where(mask, q, -np.inf).max(1)
         new[term] = 0.0
@@ -163,6 +165,16 @@ def value_iteration(mdp: TabularMDP, *, allowed=None, tol: float = 1e-12, max_it
         if residual < tol:
             return ValueIterationResult(v, q, k, residual, "converged")
     return ValueIterationResult(v, q, max_iter, residual, "max-iterations")
+
+
+def _flat_transitions(mdp: TabularMDP):
+    """P as an (S*A, S) matrix: scipy sparse when under a fifth of the entries are non-zero."""
+    P = np.asarray(mdp.P).reshape(-1, mdp.n_states)
+    if np.count_nonzero(P) < 0.2 * P.size:
+        import scipy.sparse as sparse
+
+        return sparse.csr_matrix(P)
+    return P
 
 
 def greedy_policy(q, allowed=None) -> np.ndarray:
