@@ -61,7 +61,7 @@ def sepsis(quick: bool) -> dict:
     for k, v in exact.items():
         print(f"  {k:10s} exact {v:.4f}   published {ICU_SEPSIS_PUBLISHED[k]:.2f}   "
               f"{'reproduced' if round(v, 2) == ICU_SEPSIS_PUBLISHED[k] else 'DIFFERENT'}")
-    n_train = 5_000 if quick else 200_000
+    n_train = 3_000 if quick else 200_000
     train = sample_episodes(mdp, expert, n_train, seed=1)
     print(f"  logged by the clinicians' policy: {n_train:,} training episodes ({len(train):,} transitions), "
           f"{time.perf_counter() - t0:.1f} s")
@@ -192,7 +192,7 @@ def speed(quick: bool) -> None:
         for _ in range(steps):
             env.step(np.full(n, 3))
         vec_s = time.perf_counter() - t
-        n_naive = 50 if quick else 1000
+        n_naive = 30 if quick else 1000
         envs = [single(hours=steps + 1) if name == "glucose" else single(days=steps + 1) for _ in range(n_naive)]
         for k, e in enumerate(envs):
             e.reset(seed=k)

@@ -130,7 +130,7 @@ class LearnedPolicy:
 
 def glucose_features(twin, *, current_rate: float, time: float = 0.0, hours: float = 24.0) -> np.ndarray:
     """The glucose environment's observation from a twin: its two latest G results, the running rate, time."""
-    values = [e.measurement.value for e in getattr(twin, "history", ()) if e.measurement.name == "G"]
+    values = [e.measurement.value for e in getattr(twin, "history", ()) if e.measurement.output == "G"]
     if not values:
         raise DataError("learned glucose policy: the twin has no glucose result yet")
     latest = values[-1]
