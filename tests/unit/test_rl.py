@@ -87,7 +87,8 @@ def test_ope_interval_covers_and_support_warning():
     res = evaluate_policy(data, lambda o: target[o[:, 0].astype(int)], n_states=3, n_boot=200, n_boot_fqe=50,
                           n_iter=2)
     assert all(r.covers(truth) for r in res.values())
-    far = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])   # s0: an action the behaviour takes 0.5 % of the time
+    # s0 -> a2: an action the behaviour takes 0.5 % of the time
+    far = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     res = evaluate_policy(data, lambda o: far[o[:, 0].astype(int)], estimators=("wis",), n_states=3, n_boot=50)
     assert any("support" in w for w in res["wis"].warnings)
 

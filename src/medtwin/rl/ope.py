@@ -16,8 +16,12 @@ logged under a behaviour policy with known propensities ``b(a_t | s_t)``:
           ``mean_i V(s_i0)``.
 
 Every estimate comes with a percentile bootstrap interval over episodes
-(FQE refitted in every replicate when ``refit``; DR then uses the refitted Q
-too), the Kish effective sample size ``(sum W)^2 / sum W^2`` of the
+(FQE refitted in every replicate; DR then uses the refitted Q too; for these
+two the basic bootstrap interval ``[2v - q_hi, 2v - q_lo]`` is given as well,
+in ``details``: a resample repeats episodes, so it sees fewer distinct
+state-action pairs than the data and its refitted values shift; the basic
+interval corrects for that shift, the percentile one does not), the Kish
+effective sample size ``(sum W)^2 / sum W^2`` of the
 whole-episode ratios (FQE: the number of episodes, it uses no weights) and
 warnings when the support is poor: small ESS, one episode carrying most of the
 weight, target-policy mass on actions the behaviour policy (estimated from the
@@ -226,7 +230,11 @@ def evaluate_policy(data: Episodes, policy: Callable, *, estimators: Sequence[st
         extra = () if len(b) == len(boots[name]) else (f"{len(boots[name]) - len(b)} bootstrap replicates "
                                                         "had zero total weight",)
         ess = float(N) if name == "fqe" else diag["ess"]
+        details = dict(diag)
+        if name in ("dr", "fqe") and len(b):   # basic (pivotal) interval: corrects the refit bootstrap's shift
+            details.update(basic_low=float(2 * point[name] - hi), basic_high=float(2 * point[name] - lo),
+                           bootstrap_mean=float(np.mean(b)))
         results[name] = OPEResult(name, point[name], float(lo), float(hi), ess, N, level, len(b),
                                   (warn if name != "fqe" else tuple(w for w in warn if "probability" in w)) + extra,
-                                  dict(diag))
+                                  details)
     return results

@@ -139,7 +139,8 @@ def glucose_features(twin, *, current_rate: float, time: float = 0.0, hours: flo
 
 
 def insulin_policy(q, *, features: Callable = glucose_features, levels: Sequence[float] = INSULIN_RATES,
-                   constraints: RunningRateConstraints = RunningRateConstraints(), name: str = "learned") -> LearnedPolicy:
+                   constraints: RunningRateConstraints = RunningRateConstraints(),
+                   name: str = "learned") -> LearnedPolicy:
     """A learned insulin-rate policy (actions: ``levels`` U/h for the next hour) under ``constraints``."""
     levels = tuple(float(v) for v in levels)
 
