@@ -37,7 +37,8 @@ Examples
 >>> e = Episodes(episode=np.arange(2000), step=np.zeros(2000, int), obs=np.zeros((2000, 1)), action=a, reward=r,
 ...              next_obs=np.zeros((2000, 1)), terminated=np.ones(2000, bool), truncated=np.zeros(2000, bool),
 ...              propensity=np.full(2000, 0.5), n_actions=2)
->>> res = evaluate_policy(e, lambda obs: np.tile([0.2, 0.8], (len(obs), 1)), estimators=("wis",), n_boot=200)
+>>> res = evaluate_policy(e, lambda obs: np.tile([0.2, 0.8], (len(obs), 1)), estimators=("wis",), n_boot=200,
+...                       n_states=1)
 >>> res["wis"].low < 0.8 < res["wis"].high
 True
 """
