@@ -140,7 +140,7 @@ def _protocol_policy(protocol, n_actions, shield=None):
 def twin_env(kind: str, quick: bool) -> dict:
     from medtwin.rl.envs import INSULIN_RATES, VANCO_DOSES_MG, GlucoseVectorEnv, VancoVectorEnv, shield_rate
     from medtwin.rl.fqi import TreeQ, fitted_q_iteration
-    from medtwin.rl.logging import collect, epsilon_soft, glucose_protocol, rollout_value, vancomycin_protocol
+    from medtwin.rl.trajectories import collect, epsilon_soft, glucose_protocol, rollout_value, vancomycin_protocol
     from medtwin.rl.ope import evaluate_policy
 
     t0 = time.perf_counter()

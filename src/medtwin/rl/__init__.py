@@ -6,11 +6,12 @@ module                 what
 ``rl.envs``            gymnasium environments (ICU glucose, vancomycin), single and vector
 ``rl.dynamics``        batched virtual patients (RK4 on the model's vector field; exact PK)
 ``rl.data``            logged episodes (state, action, reward, propensity, cost); Parquet
-``rl.logging``         logging episodes from environments and the closed-loop harnesses
+``rl.trajectories``    logging episodes from environments and the closed-loop harnesses
 ``rl.mdp``             tabular MDPs, exact DP, the ICU-Sepsis benchmark MDP
 ``rl.fqi``             fitted Q iteration, its conservative variants, fitted Q evaluation
 ``rl.ope``             PDIS, WIS, doubly robust, FQE with bootstrap CIs, ESS, diagnostics
 ``rl.policy``          learned policies as ``propose(twin) -> Recommendation`` with a shield
+``rl.harness``         learned policies in the closed-loop harnesses (beside MPC, protocol)
 =====================  =================================================================
 
 Layer: ``rl`` sits above ``scenarios`` (its environments are built from the
