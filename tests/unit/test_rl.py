@@ -148,3 +148,21 @@ def test_icu_sepsis_published_values():
     assert round(float(mdp.d0 @ value_iteration(mdp).values), 2) == ICU_SEPSIS_PUBLISHED["optimal"]
     data = sample_episodes(mdp, expert, 300, seed=0)
     assert np.all(data.propensity > 0) and data.n_episodes == 300
+
+
+def test_make_env_and_next_step_autoreset():
+    from medtwin.rl.envs import VancoVectorEnv, make_env
+    from medtwin.scenarios.vanco_loop import sample_vanco_patients
+
+    patients = sample_vanco_patients(4, seed=2)
+    env = make_env(patients, days=2)
+    assert isinstance(env, VancoVectorEnv) and env.num_envs == 4
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_allclose(obs[:, 2], [p.crcl / 100 for p in patients], rtol=1e-6)
+    for day in range(2):
+        obs, reward, term, trunc, info = env.step(np.full(4, 3))
+        assert np.all(trunc == (day == 1)) and set(info) >= {"cost", "unsafe", "auc24"}
+    obs, reward, term, trunc, _ = env.step(np.full(4, 3))          # the step after the end resets
+    assert np.all(reward == 0) and not np.any(term | trunc) and np.all(obs[:, 5] == 0)
+    with pytest.raises(DataError):
+        make_env("insulin-pump")
