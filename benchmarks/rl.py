@@ -1,0 +1,288 @@
+"""The twin as an RL simulator: ICU-Sepsis offline RL + OPE, glucose/vancomycin OPE vs simulation, env stepping rate.
+
+Run:  python benchmarks/rl.py --quick      (CI: small data, <= 30 s on one core)
+      python benchmarks/rl.py              (the acceptance figures of issue 18)
+      python benchmarks/rl.py --only sepsis,glucose,vanco,speed,harness
+
+Sections
+--------
+sepsis   ICU-Sepsis (icu-sepsis 2.0.1 data file): exact DP values of the random, clinicians' and optimal policies
+         beside the published 0.78 / 0.78 / 0.88; FQI, its count-pessimistic (LCB) and batch-constrained (BCQ)
+         variants learned from episodes logged by the clinicians' policy, their true values by exact DP; OPE
+         (PDIS, WIS, DR, FQE) of five policies on held-out clinician episodes: estimate, 95 % bootstrap interval,
+         covers the true value?, ESS, interval width.
+glucose  ICU glucose env (12 h, hourly decisions): behaviour = JBDS scale made epsilon-soft (0.5, neighbouring
+vanco    rates); vancomycin env (5 days): behaviour = label dosing epsilon-soft (0.5).  Conservative FQI
+         (ExtraTrees, BCQ tau 0.2) on the training episodes; OPE of the learned policy and of the protocol on
+         held-out episodes, beside their values by fresh closed-loop simulation on new virtual patients
+         (mean ± SE, cost, P(unsafe)).
+harness  Full mode: the learned policies, MPC/dose optimiser (the twin) and the standard protocol side by side
+         in the closed-loop harnesses (few patients, short horizons).
+speed    Environment steps per second, 1,000 patients in one vector env vs a naive loop over 1,000 single envs
+         (the same code with one patient each); ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _fmt_ope(name, res, truth):
+    cover = "yes" if res.covers(truth) else "NO"
+    line = (f"    {name:5s} {res.value:8.3f}  [{res.low:7.3f}, {res.high:7.3f}]  covers {truth:.3f}: {cover:3s}  "
+            f"ESS {res.ess:8.1f}  width {res.width:.3f}")
+    if "basic_low" in res.details:
+        lo, hi = res.details["basic_low"], res.details["basic_high"]
+        line += f"   basic [{lo:7.3f}, {hi:7.3f}] covers: {'yes' if lo <= truth <= hi else 'NO'}"
+    return line
+
+
+def _basic_covers(res, truth) -> bool:
+    return res.details["basic_low"] <= truth <= res.details["basic_high"]
+
+
+def sepsis(quick: bool) -> dict:
+    from medtwin.rl.fqi import TabularQ, fitted_q_iteration, tabular_policy, uniform_policy
+    from medtwin.rl.mdp import ICU_SEPSIS_PUBLISHED, greedy_policy, icu_sepsis_mdp, policy_value, sample_episodes
+    from medtwin.rl.mdp import value_iteration
+    from medtwin.rl.ope import evaluate_policy
+
+    print("== ICU-Sepsis (Choudhary, Gupta & Thomas 2024; exact DP on the known MDP, gamma = 1)")
+    t0 = time.perf_counter()
+    mdp, expert = icu_sepsis_mdp()
+    S, A = mdp.n_states, mdp.n_actions
+    states = np.arange(S, dtype=float)[:, None]
+    vi = value_iteration(mdp, tol=1e-10)
+    optimal = greedy_policy(vi.q)
+    exact = {"random": policy_value(mdp, np.full((S, A), 1.0 / A)), "clinician": policy_value(mdp, expert),
+             "optimal": float(mdp.d0 @ vi.values)}
+    for k, v in exact.items():
+        print(f"  {k:10s} exact {v:.4f}   published {ICU_SEPSIS_PUBLISHED[k]:.2f}   "
+              f"{'reproduced' if round(v, 2) == ICU_SEPSIS_PUBLISHED[k] else 'DIFFERENT'}")
+    n_train = 3_000 if quick else 200_000
+    train = sample_episodes(mdp, expert, n_train, seed=1)
+    print(f"  logged by the clinicians' policy: {n_train:,} training episodes ({len(train):,} transitions), "
+          f"{time.perf_counter() - t0:.1f} s")
+    learned = {}
+    for name, kw in (("fqi", {}), ("lcb", {"pessimism": 0.2}), ("bcq", {"conservative": 0.3})):
+        t = time.perf_counter()
+        q = fitted_q_iteration(train, TabularQ(S), n_iter=1000, tol=1e-8, **kw)
+        pi = q.greedy_policy()(states)
+        learned[name] = pi
+        print(f"  learned {name:4s} true value {policy_value(mdp, pi):.4f}  (target >= 0.85; {q.iterations} "
+              f"iterations, {time.perf_counter() - t:.1f} s)")
+    best = max(policy_value(mdp, p) for p in learned.values())
+    policies = {"random": np.full((S, A), 1.0 / A), "fqi": learned["fqi"], "lcb": learned["lcb"],
+                "bcq": learned["bcq"], "optimal": optimal}
+    n_boot, n_boot_fqe = (50, 3) if quick else (500, 100)
+    for n_ope in (1000,) if quick else (1000, 10_000):
+        test = sample_episodes(mdp, expert, n_ope, seed=2)
+        print(f"  OPE on {n_ope:,} held-out clinician episodes (bootstrap {n_boot} replicates; FQE/DR refitted "
+              f"{n_boot_fqe} times):")
+        covered = {e: 0 for e in ("pdis", "wis", "dr", "fqe", "dr basic", "fqe basic")}
+        for name, table in policies.items():
+            truth = policy_value(mdp, table)
+            res = evaluate_policy(test, tabular_policy(table) if name != "random" else uniform_policy(A),
+                                  n_states=S, n_boot=n_boot, n_boot_fqe=n_boot_fqe, n_iter=500)
+            print(f"  policy {name} (true {truth:.4f}):")
+            for e, r in res.items():
+                print(_fmt_ope(e, r, truth))
+                covered[e] += r.covers(truth)
+                if e in ("dr", "fqe"):
+                    covered[e + " basic"] += _basic_covers(r, truth)
+            if res["wis"].warnings:
+                print("    warnings: " + " | ".join(res["wis"].warnings))
+        print(f"  N = {n_ope:,}: intervals covering the true value, of 5 policies: "
+              + ", ".join(f"{e} {c}/5" for e, c in covered.items()))
+    print(f"  best learned policy true value {best:.4f}; sepsis section {time.perf_counter() - t0:.1f} s")
+    return {"best": best, "covered": covered}
+
+
+def _shielded_greedy(qf, rates=None, max_change=2.0):
+    """Greedy over allowed actions that are also within max_change of the running rate (obs[:, 2])."""
+    from medtwin.rl.envs import INSULIN_RATES
+
+    levels = np.asarray(INSULIN_RATES if rates is None else rates)
+
+    def policy(obs):
+        obs = np.asarray(obs, float)
+        ok = qf._mask(obs) & (np.abs(levels[None, :] - obs[:, 2:3]) <= max_change + 1e-9)
+        ok = np.where(ok.any(1, keepdims=True), ok, np.abs(levels[None, :] - obs[:, 2:3]) <= max_change + 1e-9)
+        s = np.where(ok, qf.score(obs), -np.inf)
+        out = np.zeros(s.shape)
+        out[np.arange(len(obs)), np.argmax(s, 1)] = 1.0
+        return out
+
+    return policy
+
+
+def _protocol_policy(protocol, n_actions, shield=None):
+    def policy(obs):
+        a = protocol(obs)
+        if shield is not None:
+            a = shield(obs, a)
+        return np.eye(n_actions)[a]
+
+    return policy
+
+
+def twin_env(kind: str, quick: bool) -> dict:
+    from medtwin.rl.envs import INSULIN_RATES, VANCO_DOSES_MG, GlucoseVectorEnv, VancoVectorEnv, shield_rate
+    from medtwin.rl.fqi import TreeQ, fitted_q_iteration
+    from medtwin.rl.trajectories import collect, epsilon_soft, glucose_protocol, rollout_value, vancomycin_protocol
+    from medtwin.rl.ope import evaluate_policy
+
+    t0 = time.perf_counter()
+    if kind == "glucose":
+        horizon = 4 if quick else 12
+        make = lambda n: GlucoseVectorEnv(n, hours=horizon)  # noqa: E731
+        protocol, A = glucose_protocol, len(INSULIN_RATES)
+
+        def shield(obs, a):
+            applied = shield_rate(np.asarray(INSULIN_RATES)[a], np.asarray(obs)[:, 2])
+            return np.searchsorted(INSULIN_RATES, applied)
+        print(f"== ICU glucose twin env ({horizon} h, hourly decisions; reward = time in 4.4-8.0 minus time < 4.0, h)")
+    else:
+        horizon = 4 if quick else 5
+        make = lambda n: VancoVectorEnv(n, days=horizon)  # noqa: E731
+        protocol, A, shield = vancomycin_protocol, len(VANCO_DOSES_MG), None
+        print(f"== vancomycin twin env ({horizon} days, daily decisions; reward = days with AUC24 in 400-600)")
+    n_train, n_ope, n_sim = (60, 60, 100) if quick else (1500, 1000, 2000)
+    behaviour = epsilon_soft(protocol, 0.5, A)
+    train = collect(make(n_train), behaviour, seed=1)
+    test = collect(make(n_ope), behaviour, seed=2)
+    trees = TreeQ(lambda: __import__("sklearn.ensemble", fromlist=["x"]).ExtraTreesRegressor(
+        n_estimators=10 if quick else 40, min_samples_leaf=10, n_jobs=1, random_state=0))
+    qf = fitted_q_iteration(train, trees, n_iter=horizon, conservative=0.2)
+    learned = _shielded_greedy(qf) if kind == "glucose" else qf.greedy_policy()
+    standard = _protocol_policy(protocol, A, shield)
+    print(f"  logged: {n_train} + {n_ope} patients under the epsilon-soft protocol; learned conservative FQI "
+          f"(ExtraTrees, BCQ tau 0.2), {time.perf_counter() - t0:.1f} s")
+    out = {}
+    from medtwin.rl.fqi import TreeQ as _T
+
+    fqe_trees = lambda: _T(lambda: __import__("sklearn.ensemble", fromlist=["x"]).ExtraTreesRegressor(  # noqa: E731
+        n_estimators=10 if quick else 20, min_samples_leaf=10, n_jobs=1, random_state=0))
+    for name, pol in (("learned", learned), ("protocol", standard)):
+        sim = rollout_value(make(n_sim), pol, seed=99)
+        res = evaluate_policy(test, pol, q_factory=fqe_trees, n_iter=horizon, n_boot=100 if quick else 500,
+                              n_boot_fqe=3 if quick else 30)
+        print(f"  {name}: fresh simulation on {n_sim} new patients {sim['value']:.3f} ± {sim['se']:.3f} (SE), "
+              f"cost {sim['cost']:.3f}, P(unsafe) {sim['p_unsafe']:.3f}")
+        for e, r in res.items():
+            print(_fmt_ope(e, r, sim["value"]))
+        if res["wis"].warnings:
+            print("    warnings: " + " | ".join(res["wis"].warnings))
+        out[name] = (sim, res)
+    print(f"  {kind} section {time.perf_counter() - t0:.1f} s")
+    out["policy"] = learned
+    return out
+
+
+def speed(quick: bool) -> None:
+    from medtwin.rl.envs import GlucoseEnv, GlucoseVectorEnv, VancoEnv, VancoVectorEnv
+
+    print("== stepping rate: 1,000 patients in one vector env vs a naive loop over single-patient envs")
+    for name, vec, single, steps in (("glucose", GlucoseVectorEnv, GlucoseEnv, 4),
+                                     ("vancomycin", VancoVectorEnv, VancoEnv, 4)):
+        n = 1000
+        env = vec(n, hours=steps + 1) if name == "glucose" else vec(n, days=steps + 1)
+        env.reset(seed=0)
+        t = time.perf_counter()
+        for _ in range(steps):
+            env.step(np.full(n, 3))
+        vec_s = time.perf_counter() - t
+        n_naive = 30 if quick else 1000
+        envs = [single(hours=steps + 1) if name == "glucose" else single(days=steps + 1) for _ in range(n_naive)]
+        for k, e in enumerate(envs):
+            e.reset(seed=k)
+        t = time.perf_counter()
+        for _ in range(steps):
+            for e in envs:
+                e.step(3)
+        naive_s = (time.perf_counter() - t) * n / n_naive
+        note = "" if n_naive == n else f" (naive timed on {n_naive} patients, scaled to {n})"
+        print(f"  {name:10s} vector {n * steps / vec_s:12,.0f} patient-steps/s   naive {n * steps / naive_s:10,.0f} "
+              f"patient-steps/s   ratio {naive_s / vec_s:7.0f}x (target >= 100x){note}")
+
+
+def harness(env_results: dict, quick: bool) -> None:
+    """The learned policies, the twin (MPC / dose optimiser) and the protocol in the closed-loop harnesses."""
+    from medtwin.rl.harness import glucose_harness_policy, vanco_harness_policy
+    from medtwin.scenarios.evaluation import default_glucose_controller
+    from medtwin.scenarios.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy
+    from medtwin.scenarios.glucose_loop import twin_policy as glucose_twin
+    from medtwin.scenarios.glucose_patients import sample_icu_patients
+    from medtwin.scenarios.vanco_loop import VancoScenario, label_policy, run_vanco_patient, sample_vanco_patients
+    from medtwin.scenarios.vanco_loop import twin_policy as vanco_twin
+
+    n = 3 if quick else 5
+    if "glucose" in env_results:
+        hours = 12
+        scenario = GlucoseScenario(hours=hours)
+        print(f"== glucose harness side by side ({n} patients, {hours} h; true glucose every 5 min)")
+        policies = {"protocol (JBDS)": sliding_scale_policy,
+                    "MPC (twin)": glucose_twin(scenario, default_glucose_controller(scenario)),
+                    "learned (FQI)": glucose_harness_policy(env_results["glucose"]["policy"], hours=hours)}
+        for name, pol in policies.items():
+            t = time.perf_counter()
+            outs = [run_glucose_patient(p, pol, scenario, name=name) for p in sample_icu_patients(n, hours=hours + 1,
+                                                                                                  seed=7)]
+            insulin = np.mean([o.insulin_units for o in outs])
+            print(f"  {name:16s} time in range {np.mean([o.time_in_range for o in outs]):.3f}  below 4.4 "
+                  f"{np.mean([o.time_below_4_4 for o in outs]):.3f}  insulin {insulin:5.1f} U"
+                  f"  violations {sum(o.bound_violations + o.rate_violations for o in outs)}  "
+                  f"({time.perf_counter() - t:.1f} s)")
+    if "vanco" in env_results:
+        days = 5
+        scenario = VancoScenario(days=days)
+        print(f"== vancomycin harness side by side ({n} patients, {days} days; AUC24 of days 2-{days})")
+        policies = {"protocol (label)": label_policy, "dose optimiser (twin)": vanco_twin(scenario, n_draws=300),
+                    "learned (FQI)": vanco_harness_policy(env_results["vanco"]["policy"], days=days)}
+        for name, pol in policies.items():
+            t = time.perf_counter()
+            outs = [run_vanco_patient(p, pol, scenario, name=name) for p in sample_vanco_patients(n, seed=7)]
+            print(f"  {name:22s} days in target {np.mean([o.days_in_target for o in outs]):.3f}  above "
+                  f"{np.mean([o.days_above for o in outs]):.3f}  below {np.mean([o.days_below for o in outs]):.3f}  "
+                  f"drug {np.mean([o.total_g for o in outs]):.1f} g  violations {sum(o.violations for o in outs)}  "
+                  f"({time.perf_counter() - t:.1f} s)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="")
+    args = parser.parse_args(argv)
+    only = set(filter(None, args.only.split(","))) or {"sepsis", "glucose", "vanco", "speed", "harness"}
+    if args.quick and not args.only:
+        only.discard("harness")
+    print(f"threads: OMP {os.environ['OMP_NUM_THREADS']} OPENBLAS {os.environ['OPENBLAS_NUM_THREADS']} "
+          f"NUMBA {os.environ['NUMBA_NUM_THREADS']}; mode {'quick' if args.quick else 'full'}")
+    t0 = time.perf_counter()
+    env_results = {}
+    if "speed" in only:
+        speed(args.quick)
+    if "sepsis" in only:
+        sepsis(args.quick)
+    for kind, key in (("glucose", "glucose"), ("vancomycin", "vanco")):
+        if key in only:
+            env_results[key] = twin_env(kind, args.quick)
+    if "harness" in only:
+        harness(env_results, args.quick)
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
