@@ -28,8 +28,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,7 +39,7 @@ from skfem.helpers import ddot, div, dot, grad, sym_grad
 
 from medtwin.errors import DataError
 
-__all__ = ["FORWARD_MODEL", "ForwardModel", "Solution", "l2_error", "l2_norm", "plane_wave",
+__all__ = ["Solution", "l2_error", "l2_norm", "plane_wave",
            "plane_shear_wave", "sample", "solve_scalar", "solve_vector", "unit_mesh", "wavenumber"]
 
 
@@ -307,26 +305,3 @@ def sample(sol: Solution, points) -> np.ndarray:
     if isinstance(sol.basis.elem, skfem.ElementVector):
         return vals.reshape(pts.shape[0], -1) if vals.ndim == 1 and vals.size != pts.shape[1] else vals
     return vals
-
-
-@dataclass(frozen=True)
-class ForwardModel:
-    """What a recorded imaging run names as its model: the wave-equation solvers, digested by source.
-
-    ``digest()`` is the SHA-256 of the source of this module's solvers and of the inversion's discrete
-    operator, so a changed solver shows as a changed model in :func:`medtwin.workflows.reproduce`.
-    """
-
-    name: str = "mre_helmholtz"
-    description: str = ("time-harmonic viscoelastic shear-wave equation div(G* grad u) + rho omega^2 u = 0 "
-                        "(P1 on the pixel grid for inversion; P1/P2 and Taylor-Hood vector forms for data)")
-
-    def digest(self) -> str:
-        from medtwin.imaging import grid, helmholtz, inversion
-
-        parts = [inspect.getsource(m) for m in (solve_scalar, solve_vector, grid, helmholtz, inversion)]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-#: The forward model every imaging run records.
-FORWARD_MODEL = ForwardModel()

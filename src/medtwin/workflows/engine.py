@@ -139,6 +139,10 @@ def execute(request, *, access, progress: Progress | None = None, model=None):
 
 
 def _execute(request, access, progress):
+    from medtwin.workflows import imaging as _imaging
+
+    if isinstance(request, _imaging.MRERequest):
+        return _imaging.execute_mre(request, progress)
     if isinstance(request, rq.ForecastRequest):
         return _forecast(request, progress)
     if isinstance(request, rq.RecommendRequest):
