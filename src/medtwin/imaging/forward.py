@@ -262,8 +262,8 @@ def _vector_components(ub, dofs, dim):
 def _field_values(sol: Solution, exact):
     """(FE field at quadrature points, exact field there) for the L2 norms, complex."""
     basis = sol.basis
-    uh = basis.interpolate(sol.u.real).value + 1j * basis.interpolate(sol.u.imag).value
-    x = basis.global_coordinates().value
+    uh = np.asarray(basis.interpolate(sol.u.real)) + 1j * np.asarray(basis.interpolate(sol.u.imag))
+    x = np.asarray(basis.global_coordinates())
     ue = None if exact is None else np.asarray(exact(x), dtype=complex)
     return uh, ue
 

@@ -142,7 +142,7 @@ def _execute(request, access, progress):
     from medtwin.workflows import imaging as _imaging
 
     if isinstance(request, _imaging.MRERequest):
-        return _imaging.execute_mre(request, progress)
+        return _imaging.execute_mre(request, progress, access=access)
     if isinstance(request, rq.ForecastRequest):
         return _forecast(request, progress)
     if isinstance(request, rq.RecommendRequest):

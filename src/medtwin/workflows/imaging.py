@@ -105,11 +105,16 @@ def mre_request_from_spec(spec: _runs.RunSpec, *, access) -> MRERequest:
                       open_data=spec.open_data)
 
 
-def execute_mre(request: MRERequest, progress=None):
-    """Run :func:`medtwin.imaging.analyse` for the request: an :class:`~medtwin.imaging.Elastogram`."""
+def execute_mre(request: MRERequest, progress=None, *, access=None):
+    """Run :func:`medtwin.imaging.analyse` for the request (the patient's images read through ``access``, the
+    consent gate): an :class:`~medtwin.imaging.Elastogram`."""
     from dataclasses import replace
 
     from medtwin.imaging.elastogram import analyse
+    from medtwin.io.access import authorize
+
+    if access is not None:
+        authorize(access, [request.patient] if request.patient else [], _DATA_CLASSES, "read")
 
     if progress is not None:
         progress(0, 1)
