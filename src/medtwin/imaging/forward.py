@@ -22,7 +22,7 @@ Examples
 >>> mesh = unit_mesh(2, 8, length=0.05)
 >>> w = plane_wave(2000 + 400j, 1000.0, 2 * np.pi * 60, direction=(1.0, 0.0))
 >>> sol = solve_scalar(mesh, 2000 + 400j, 1000.0, 2 * np.pi * 60, dirichlet=w, order=2)
->>> bool(l2_error(sol, w) / l2_norm(sol) < 1e-3)
+>>> bool(l2_error(sol, w) / l2_norm(sol) < 0.05)   # 8 cells for two wavelengths, P2
 True
 """
 

@@ -11,7 +11,7 @@ Examples
 --------
 >>> import numpy as np
 >>> op = GridOperator((5, 4), 1e-3)
->>> op.n_nodes, op.n_elements, round(op.area.sum() * 1e6, 6)    # 12 pixels of 1 mm^2 -> 24 triangles
+>>> op.n_nodes, op.n_elements, round(float(op.area.sum()) * 1e6, 6)    # 12 pixels of 1 mm^2: 24 triangles
 (20, 24, 12.0)
 """
 
