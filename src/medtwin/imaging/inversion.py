@@ -57,7 +57,8 @@ class InversionResult:
     regularisation : str
     status : str
         ``"discrepancy"`` (chi2 <= tau reached), ``"smallest-alpha"`` (never reached: the last alpha is kept;
-        model error or underestimated noise), ``"fixed-alpha"`` (alpha given).
+        model error or underestimated noise), ``"fixed-alpha"`` (alpha given), ``"failed"`` (a singular
+        operator stopped the search: the last completed estimate is returned).
     path : tuple of (alpha, chi2, iterations)
     iterations : int
         L-BFGS iterations, all alphas together.
@@ -256,17 +257,25 @@ def invert(data, h: float, rho: float, omega: float, *, regularisation: str = "t
     path, total = [], 0
     chosen = None
     seq = [alpha] if alpha is not None else list(alphas if alphas is not None else 10.0 ** np.arange(0, -4.01, -0.5))
+    failed = False
     for a_k in seq:
-        res = optimize.minimize(prob.objective, theta, args=(a_k,), jac=True, method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": maxiter, "ftol": 1e-10, "gtol": 1e-8})
+        try:
+            res = optimize.minimize(prob.objective, theta, args=(a_k,), jac=True, method="L-BFGS-B", bounds=bounds,
+                                    options={"maxiter": maxiter, "ftol": 1e-10, "gtol": 1e-8})
+        except RuntimeError:  # SuperLU: an exactly singular operator (a resonance of the trial modulus)
+            failed = True
+            break
         theta, total = res.x, total + int(res.nit)
         chi2 = prob.misfit(theta)[2]
         path.append((float(a_k), float(chi2), int(res.nit)))
         chosen = (a_k, chi2, theta)
         if alpha is None and chi2 <= tau:
             break
+    if chosen is None:
+        chosen = (seq[0], float("nan"), theta)
     a_k, chi2, theta = chosen
     status = "fixed-alpha" if alpha is not None else ("discrepancy" if chi2 <= tau else "smallest-alpha")
+    status = "failed" if failed else status
     n = op.n_nodes
     g = (np.exp(theta[:n]) + 1j * np.exp(theta[n:])).reshape(data.shape[1:])
     return InversionResult(g, float(a_k), float(chi2), sigma, regularisation, status, tuple(path), total)
