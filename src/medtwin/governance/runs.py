@@ -68,11 +68,13 @@ __all__ = ["OPERATIONS", "PERSONALIZE_SETTINGS", "ReproduceReport", "RunIntegrit
            "spec_model", "stored_model"]
 
 #: Operations a spec can describe.
-OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit", "recommend", "replay", "credibility")
+OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit", "recommend", "replay", "credibility",
+              "mre")
 #: Settings a spec may carry (keyword arguments of ``simulate`` / ``personalize`` / ``Posterior.predict``,
 #: ``check_clocks`` of a replay).
 SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records", "seed", "chains", "draws",
-            "warmup", "n_draws", "covariance", "check_clocks")
+            "warmup", "n_draws", "covariance", "check_clocks",
+            "regularisation", "n_bootstrap", "table", "sigma_px", "maxiter")  # the last five: mre runs
 #: Settings of a spec that are keyword arguments of ``personalize``.
 PERSONALIZE_SETTINGS = ("method", "seed", "chains", "draws", "warmup")
 
@@ -169,6 +171,10 @@ def spec_model(spec, model=None):
     """
     field_ = spec.model if isinstance(spec, RunSpec) else spec
     name = field_["name"] if isinstance(field_, Mapping) else field_
+    if name == "mre_helmholtz":  # the imaging twin's forward model (an ``mre`` run), not a compartment Model
+        from medtwin.imaging.model import FORWARD_MODEL
+
+        return FORWARD_MODEL
     return resolve_model(field_, _user_models(model).get(name))
 
 
@@ -600,6 +606,8 @@ def spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
         return data_classes(spec.inputs["dataset"])
     if spec.operation in ("personalize", "forecast", "recommend"):
         return ("observations", "medications", "demographics")
+    if spec.operation == "mre":
+        return ("imaging",)
     return ("observations", "medications")
 
 

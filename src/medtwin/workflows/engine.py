@@ -146,6 +146,10 @@ def _execute(request, access, progress):
 
     if isinstance(request, CredibilityRequest):
         return execute_credibility(request, access, progress)
+    from medtwin.workflows import imaging as _imaging
+
+    if isinstance(request, _imaging.MRERequest):
+        return _imaging.execute_mre(request, progress, access=access)
     if isinstance(request, rq.ForecastRequest):
         return _forecast(request, progress)
     if isinstance(request, rq.RecommendRequest):

@@ -387,6 +387,10 @@ def request_from_spec(spec: _runs.RunSpec, *, access, model=None):
     ConsentError
         The read is denied.
     """
+    if spec.operation == "mre":  # the imaging twin (medtwin.workflows.imaging)
+        from medtwin.workflows.imaging import mre_request_from_spec
+
+        return mre_request_from_spec(spec, access=access)
     model = _runs.spec_model(spec, model)
     basis = {"purpose": spec.purpose, "open_data": spec.open_data}
     op = spec.operation
