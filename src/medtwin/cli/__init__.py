@@ -7,6 +7,7 @@ One module per command group, each adding its commands to :data:`app` through ``
 * :mod:`~medtwin.cli.control`: ``recommend``, ``decide``, ``closed-loop``
 * :mod:`~medtwin.cli.twin`: ``replay``
 * :mod:`~medtwin.cli.governance`: ``runs``, ``provenance``, ``reproduce``, ``audit``, ``consent``
+* :mod:`~medtwin.cli.evaluate`: ``evaluate``
 
 :mod:`~medtwin.cli.edge` holds what every command shares (input and ``--out`` checks, options, consoles, the
 one-line ``error:`` exit, the stores) and :mod:`~medtwin.cli.render` how results are shown.  Errors from the
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 import typer
 
-from medtwin.cli import basics, control, governance, infer, twin
+from medtwin.cli import basics, control, evaluate, governance, infer, twin
 from medtwin.cli.edge import MedtwinGroup
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.",
                   cls=MedtwinGroup)
-for _group in (basics, infer, control, twin, governance):
+for _group in (basics, infer, control, twin, governance, evaluate):
     _group.register(app)
 
 

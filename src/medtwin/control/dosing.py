@@ -509,41 +509,63 @@ def _active(best: _Scored, ranked_all: list[_Scored], c: DoseConstraints, eps: f
     return tuple(out)
 
 
-def _score(scorer: _Scorer, table, candidates, aim: str):
-    """Per candidate (target metric draws, toxic metric draws): at steady state or over the scorer's window."""
-    if aim == "steady-state":
-        return steady_candidate_metrics(scorer.model, table, scorer.target, scorer.toxic, candidates, scorer.cmt,
-                                        scorer.grid_h)
-    return scorer.score(table, candidates)
+def _score(scorer, table, candidates, aim: str):
+    """Per candidate (target metric draws, toxic metric draws): at steady state or over the scorer's window.
+
+    A mixture scorer (``scorers``: one per component, ``table`` a list of their draws) is scored per component
+    with the component's own model and the draws concatenated in order.
+    """
+    if aim != "steady-state":
+        return scorer.score(table, candidates)
+    if hasattr(scorer, "scorers"):
+        parts = [_score(s, t, candidates, aim) for s, t in zip(scorer.scorers, table)]
+        return [(np.concatenate([p[i][0] for p in parts]),
+                 None if scorer.toxic is None else np.concatenate([p[i][1] for p in parts]))
+                for i in range(len(candidates))]
+    return steady_candidate_metrics(scorer.model, table, scorer.target, scorer.toxic, candidates, scorer.cmt,
+                                    scorer.grid_h)
 
 
-def _search(scorer: _Scorer, table, candidates, objective, eps, aim="window"):
+def _search(scorer, table, candidates, objective, eps, aim="window"):
     scored = _summarise(candidates, _score(scorer, table, candidates, aim), scorer.target, scorer.toxic)
     ranked, feasible = _rank(scored, objective, eps)
     return scored, ranked, feasible
 
 
-def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt, n_steady: int = 200) -> dict:
+def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_steady: int = 200) -> dict:
+    """Time to 90 % of steady state of the best candidate over (at most) ``n_steady`` draws, per component."""
+    mixture = hasattr(scorer, "scorers")
+    parts = (list(zip(scorer.scorers, table, np.split(np.asarray(steady_values), scorer.bounds[1:-1])))
+             if mixture else [(scorer, table, np.asarray(steady_values))])
+    total = sum(len(v) for _, _, v in parts)
+    horizon_days = 28
+    regimen = candidate_regimen(best.candidate, start, start + (horizon_days + 2) * 24.0, cmt)
+    hours = []
+    for component, draws, values in parts:
+        n = int(np.ceil(len(values) * min(1.0, n_steady / max(total, 1))))
+        if n == 0:
+            continue
+        sub = {k: np.asarray(v)[:n] for k, v in draws.items()}
+        hours.append(time_to_steady_state(component.model, sub, component.history, regimen, start,
+                                          best.candidate.interval, component.target, values[:n],
+                                          horizon_days=horizon_days, grid_h=component.grid_h))
+    hours = np.concatenate(hours) if hours else np.array([np.nan])
+    ok = hours[~np.isnan(hours)]
+    return {"median_h": float(np.quantile(ok, 0.5)) if ok.size else math.nan,
+            "p90_h": float(np.quantile(ok, 0.9)) if ok.size else math.nan,
+            "tolerance": 0.1, "horizon_h": horizon_days * 24.0, "from_h": start,
+            "definition": "hours after the first new dose until the target metric stays within 10 % of its "
+                          "steady-state value (per draw; inf: not within the horizon)"}
+
+
+def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt) -> dict:
     """The best candidate at steady state and over the window, and its time to 90 % of steady state."""
     other = "window" if aim == "steady-state" else "steady-state"
     (stats_other,) = _summarise([best.candidate], _score(scorer, table, [best.candidate], other), scorer.target,
                                 scorer.toxic)
-    steady = best if aim == "steady-state" else stats_other
-    n = min(n_steady, len(best.values))
-    sub = {k: np.asarray(v)[:n] for k, v in table.items()}
-    horizon_days = 28
-    regimen = candidate_regimen(best.candidate, start, start + (horizon_days + 2) * 24.0, cmt)
-    hours = time_to_steady_state(scorer.model, sub, scorer.history, regimen, start, best.candidate.interval,
-                                 scorer.target, np.asarray(steady.values)[:n], horizon_days=horizon_days,
-                                 grid_h=scorer.grid_h)
-    ok = hours[~np.isnan(hours)]
-    t90 = {"median_h": float(np.quantile(ok, 0.5)) if ok.size else math.nan,
-           "p90_h": float(np.quantile(ok, 0.9)) if ok.size else math.nan,
-           "tolerance": 0.1, "horizon_h": horizon_days * 24.0, "from_h": start,
-           "definition": "hours after the first new dose until the target metric stays within 10 % of its "
-                         "steady-state value (per draw; inf: not within the horizon)"}
-    windowed = stats_other if aim == "steady-state" else best
-    return {"steady_state": steady.stats(), "window": windowed.stats(), "time_to_90pct_steady_state": t90}
+    steady, windowed = (best, stats_other) if aim == "steady-state" else (stats_other, best)
+    return {"steady_state": steady.stats(), "window": windowed.stats(),
+            "time_to_90pct_steady_state": _time_to_steady(scorer, table, best, steady.values, start, cmt)}
 
 
 def _conditioned(z: np.ndarray, k: int, value: float) -> np.ndarray:

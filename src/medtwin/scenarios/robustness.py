@@ -114,26 +114,36 @@ def label_policy(covariates, history, levels, start) -> Decision:
 
 def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: str | None = "steady-state",
                 n_draws: int = 1000, seed: int = 0, scenario: EvaluationScenario = EvaluationScenario(),
-                toxic_auc: float | None = 600.0, max_toxic_probability: float = 0.1) -> Callable:
+                toxic_auc: float | None = None, max_toxic_probability: float = 0.1, method: str = "laplace") -> Callable:
     """The twin: personalize ``prior`` on the levels (Laplace), then :func:`recommend_dose` for AUC24 400-600.
 
     ``prior`` is a shipped population name, a path, a Population, or (after model averaging lands) anything
     :func:`medtwin.control.dosing.recommend_dose` accepts once personalized.  ``aim="window"`` with
     ``objective="pta"`` is the single-model baseline of issue 14 (day-3 window, P(AUC > 600) <= 0.1).
+    ``toxic_auc`` (default: 600 mg·h/L for ``"pta"``, 800 otherwise, the AKI-risk exposure the harness counts)
+    is the AUC24 above which a draw is toxic, with P(toxic) <= ``max_toxic_probability``.
+    ``method="prior"`` doses from the population prior for the covariates alone (a-priori dosing, no levels).
     """
     from medtwin.control.dosing import recommend_dose
     from medtwin.control.targets import Threshold
     from medtwin.core.data import PatientData
     from medtwin.infer.personalize import personalize
+    from medtwin.infer.posterior import Posterior
 
+    if method not in ("laplace", "prior"):
+        raise DataError(f"twin policy: method must be laplace or prior, not {method!r}")
     population = _population(prior)
     target = AUC24Window(*TARGET)
-    toxic = Threshold(AUC24Window(), above=toxic_auc) if toxic_auc is not None else None
+    toxic_auc = (TARGET[1] if objective == "pta" else HIGH) if toxic_auc is None else toxic_auc
+    toxic = Threshold(AUC24Window(), above=toxic_auc)
     constraints = scenario.constraints()
 
     def policy(covariates, history, levels, start) -> Decision:
-        data = PatientData(history, [t for t, _ in levels], [v for _, v in levels], covariates)
-        posterior = personalize(population, data, method="laplace")
+        if method == "prior":
+            posterior = Posterior.from_prior(population.prior_for(covariates))
+        else:
+            data = PatientData(history, [t for t, _ in levels], [v for _, v in levels], covariates)
+            posterior = personalize(population, data, method="laplace")
         rec = recommend_dose(posterior, target, constraints=constraints, objective=objective, toxic=toxic,
                              max_toxic_probability=max_toxic_probability, history=history, start_time=start,
                              n_draws=n_draws, seed=seed, sensitivity=False, aim=aim)
@@ -324,8 +334,9 @@ def plot(result: PolicyResult, path) -> None:
     policies = list(summary.index)
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     ax = axes[0, 0]
-    ax.bar(policies, summary["attainment"], yerr=[summary["attainment"] - summary["attainment_lo95"],
-                                                  summary["attainment_hi95"] - summary["attainment"]], capsize=4)
+    attained = summary["attainment"].to_numpy(float)
+    ax.bar(policies, attained, yerr=[attained - summary["attainment_lo95"].to_numpy(float),
+                                     summary["attainment_hi95"].to_numpy(float) - attained], capsize=4)
     ax.set_ylabel("share with true SS AUC24 in 400-600")
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", labelrotation=20)
@@ -343,7 +354,8 @@ def plot(result: PolicyResult, path) -> None:
         ax.hist(pit, bins=10, range=(0, 1), histtype="step", lw=1.5, label=policy)
     ax.axhline(max((len(p) for p in result.pit.values()), default=0) / 10, color="k", lw=0.8, ls=":")
     ax.set_xlabel("PIT of the true SS AUC24 in the twin's predictive draws")
-    ax.legend(fontsize=8)
+    if result.pit:
+        ax.legend(fontsize=8)
     ax = axes[1, 1]
     for policy in result.pit:
         part = frame[frame.policy == policy]
@@ -354,7 +366,8 @@ def plot(result: PolicyResult, path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("true SS AUC24")
     ax.set_ylabel("predicted median SS AUC24")
-    ax.legend(fontsize=8)
+    if result.pit:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
