@@ -551,11 +551,16 @@ def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_s
                                           horizon_days=horizon_days, grid_h=component.grid_h))
     hours = np.concatenate(hours) if hours else np.array([np.nan])
     ok = hours[~np.isnan(hours)]
-    return {"median_h": float(np.quantile(ok, 0.5)) if ok.size else math.nan,
-            "p90_h": float(np.quantile(ok, 0.9)) if ok.size else math.nan,
+
+    def finite(q):  # None: not within the horizon (or no draw): JSON and the provenance digests refuse inf/NaN
+        value = float(np.quantile(ok, q)) if ok.size else math.inf
+        return value if math.isfinite(value) else None
+
+    return {"median_h": finite(0.5), "p90_h": finite(0.9),
+            "share_beyond_horizon": float(np.mean(np.isinf(ok))) if ok.size else 1.0,
             "tolerance": 0.1, "horizon_h": horizon_days * 24.0, "from_h": start,
             "definition": "hours after the first new dose until the target metric stays within 10 % of its "
-                          "steady-state value (per draw; inf: not within the horizon)"}
+                          "steady-state value (quantiles over draws; None: not within the horizon)"}
 
 
 def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt) -> dict:

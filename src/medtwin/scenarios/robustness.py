@@ -156,7 +156,8 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
                                                     0.25)
             return values
 
-        t90 = rec.target.get("time_to_90pct_steady_state", {}).get("median_h", math.nan)
+        t90 = rec.target.get("time_to_90pct_steady_state", {}).get("median_h")
+        t90 = math.inf if t90 is None else t90
         return Decision(a["dose_mg"], a["interval_h"], a["infusion_h"], predict,
                         {"status": str(rec.status), "p_target": rec.probabilities["target"],
                          "time_to_90pct_ss_h": t90})
