@@ -117,8 +117,9 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
                 toxic_auc: float | None = None, max_toxic_probability: float = 0.1, method: str = "laplace") -> Callable:
     """The twin: personalize ``prior`` on the levels (Laplace), then :func:`recommend_dose` for AUC24 400-600.
 
-    ``prior`` is a shipped population name, a path, a Population, or (after model averaging lands) anything
-    :func:`medtwin.control.dosing.recommend_dose` accepts once personalized.  ``aim="window"`` with
+    ``prior`` is a shipped population name, a path, a Population, or a list of them: Bayesian model averaging
+    over the candidates (``medtwin.infer.model_averaging.personalize_averaged``; the predictive draws are the
+    mixture's, each component with its own model).  ``aim="window"`` with
     ``objective="pta"`` is the single-model baseline of issue 14 (day-3 window, P(AUC > 600) <= 0.1).
     ``toxic_auc`` (default: 600 mg·h/L for ``"pta"``, 800 otherwise, the AKI-risk exposure the harness counts)
     is the AUC24 above which a draw is toxic, with P(toxic) <= ``max_toxic_probability``.
@@ -132,7 +133,10 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
 
     if method not in ("laplace", "prior"):
         raise DataError(f"twin policy: method must be laplace or prior, not {method!r}")
-    population = _population(prior)
+    averaged = isinstance(prior, (list, tuple))
+    population = [_population(p) for p in prior] if averaged else _population(prior)
+    if averaged and method == "prior":
+        raise DataError("twin policy: method='prior' takes one population, not a list")
     target = AUC24Window(*TARGET)
     toxic_auc = (TARGET[1] if objective == "pta" else HIGH) if toxic_auc is None else toxic_auc
     toxic = Threshold(AUC24Window(), above=toxic_auc)
@@ -143,7 +147,8 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
             posterior = Posterior.from_prior(population.prior_for(covariates))
         else:
             data = PatientData(history, [t for t, _ in levels], [v for _, v in levels], covariates)
-            posterior = personalize(population, data, method="laplace")
+            posterior = (_personalize_averaged(population, data) if averaged
+                         else personalize(population, data, method="laplace"))
         rec = recommend_dose(posterior, target, constraints=constraints, objective=objective, toxic=toxic,
                              max_toxic_probability=max_toxic_probability, history=history, start_time=start,
                              n_draws=n_draws, seed=seed, sensitivity=False, aim=aim)
@@ -151,10 +156,11 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
         candidate = _Candidate(a["dose_mg"], a["interval_h"], a["infusion_h"], 0.0, 0.0)
 
         def predict():
-            table = posterior.parameter_table(posterior.sample(n_draws, seed))
-            (values, _), = steady_candidate_metrics(posterior.model, table, AUC24Window(), None, [candidate], None,
-                                                    0.25)
-            return values
+            parts = (posterior.component_draws(n_draws, seed) if hasattr(posterior, "component_draws")
+                     else [(0, posterior, posterior.sample(n_draws, seed))])
+            values = [steady_candidate_metrics(p.model, p.parameter_table(z), AUC24Window(), None, [candidate],
+                                               None, 0.25)[0][0] for _, p, z in parts]
+            return np.concatenate(values)
 
         t90 = rec.target.get("time_to_90pct_steady_state", {}).get("median_h")
         t90 = math.inf if t90 is None else t90
@@ -163,6 +169,13 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
                          "time_to_90pct_ss_h": t90})
 
     return policy
+
+
+def _personalize_averaged(populations, data):
+    """Bayesian model averaging over ``populations`` (``medtwin.infer.model_averaging``, Uster et al. 2021)."""
+    from medtwin.infer.model_averaging import personalize_averaged
+
+    return personalize_averaged(populations, data)
 
 
 def _population(prior):
