@@ -92,8 +92,16 @@ def steady_candidate_metrics(model, table, target, toxic, candidates, cmt, grid_
     """Per candidate (``dose``, ``interval``, ``infusion`` attributes): steady-state (target, toxic) metric draws."""
     linear = model.is_linear and all(o.linear for o in model.outputs)
     keys = sorted({(c.interval, c.infusion) for c in candidates})
-    if linear and target.linear and (toxic is None or toxic.linear):
+    if linear and _area_type(target) and (toxic is None or _area_type(toxic.metric_target)):
+        # AUC over one interval at steady state = AUC_0^inf of one dose, whatever the interval and infusion
+        # (superposition): one simulation serves every key, the per-day metric scaling as 1 / interval.
+        interval, infusion = max(keys)
+        (m_target, m_toxic), = steady_unit_metrics(model, table, target, toxic, [(interval, infusion)], cmt,
+                                                   grid_h).values()
+        unit = {k: (m_target * interval / k[0], None if toxic is None else m_toxic * interval / k[0]) for k in keys}
+    elif linear and target.linear and (toxic is None or toxic.linear):
         unit = steady_unit_metrics(model, table, target, toxic, keys, cmt, grid_h)
+    if linear and target.linear and (toxic is None or toxic.linear):
         return [(c.dose * unit[(c.interval, c.infusion)][0],
                  None if toxic is None else c.dose * unit[(c.interval, c.infusion)][1]) for c in candidates]
     out = []
@@ -110,6 +118,14 @@ def steady_candidate_metrics(model, table, target, toxic, candidates, cmt, grid_
         outputs = _outputs(model, table, steady_regimen(c.dose, c.interval, c.infusion, cmt), grid)
         out.append(_metrics(model, outputs, grid, c.interval, target, toxic))
     return out
+
+
+def _area_type(target) -> bool:
+    """True for metrics proportional to the area under the output over the window divided by its length."""
+    from medtwin.control.targets import AUC24Window, AUCOverMIC, OutputWindow
+
+    return isinstance(target, (AUC24Window, AUCOverMIC)) or (isinstance(target, OutputWindow)
+                                                             and target.statistic == "mean")
 
 
 def period_h(interval: float) -> float:
