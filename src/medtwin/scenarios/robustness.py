@@ -28,8 +28,8 @@ policy plugs in with the same shape (actions instead of doses, mean glucose inst
 Examples
 --------
 >>> import numpy as np
->>> wilson(7, 10)
-(0.3967781199020336, 0.8922087052167097)
+>>> [round(v, 4) for v in wilson(7, 10)]
+[0.3968, 0.8922]
 >>> round(pit_coverage(np.array([0.5, 0.1, 0.97]), 0.9), 3)       # central 90 %: PIT in [0.05, 0.95]
 0.667
 """
