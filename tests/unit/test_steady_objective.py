@@ -169,3 +169,17 @@ def test_covariates_are_correlated_through_cockcroft_gault():
     assert np.corrcoef(cov["WT"], cov["CRCL"])[0, 1] > 0.1           # heavier: higher CrCl
     assert dubois_bsa(70.0, 170.0) == pytest.approx(1.8097, abs=1e-3)  # Du Bois 1916
     assert 55.0 < cov["AGE"].mean() < 65.0 and 0.3 < cov["SEX"].mean() < 0.42
+
+
+def test_a_loading_dose_is_chosen_for_the_asked_day_without_changing_the_steady_state():
+    post = _posterior(3.0, 30.0, 0.8, 400.0)
+    common = dict(dose_step_mg=250.0, max_dose_mg=3000.0, intervals_h=(12.0, 24.0), max_rate_mg_per_h=1000.0)
+    plain = recommend_dose(post, AUC24Window(400.0, 600.0), constraints=DoseConstraints(**common), n_draws=40,
+                           sensitivity=False, evaluation_window=(24.0, 48.0), aim="steady-state")
+    loaded = recommend_dose(post, AUC24Window(400.0, 600.0), n_draws=40, sensitivity=False,
+                            constraints=DoseConstraints(loading=True, max_loading_mg=3000.0, **common),
+                            evaluation_window=(24.0, 48.0), aim="steady-state")
+    assert loaded.action["daily_mg"] == plain.action["daily_mg"]                 # the same steady state
+    assert loaded.action["loading_mg"] > 0
+    gap = [abs(r.target["window"]["median"] - 500.0) for r in (plain, loaded)]
+    assert gap[1] < gap[0]                                                         # day 2 closer to the target

@@ -26,7 +26,10 @@ Objectives
     Candidates are tiered: both met; median inside the margin only; the rest by
     the median's distance to the margin window; within a tier higher P(target),
     then the smaller larger tail, then the median closer to the centre.  The
-    old objectives stay available.  ``"pta"``: maximise P(target attained) subject to P(toxic) <= ε
+    old objectives stay available.  Aimed at steady state, regimens with the
+    same steady state (the same daily maintenance: loading doses and intervals
+    do not change it) are ranked by the same objective on the asked-for day, so
+    a loading dose is chosen for that day.  ``"pta"``: maximise P(target attained) subject to P(toxic) <= ε
     (``max_toxic_probability``); ties go to the lower P(toxic), then the median
     metric closer to the target window's centre, then the lower daily dose,
     then the longer interval.  ``"median"``: minimise the distance of the median
@@ -463,25 +466,35 @@ def _summarise(candidates, metrics, target: Target, toxic: Threshold | None) -> 
     return out
 
 
-def _rank(scored: list[_Scored], objective: str, eps: float) -> tuple[list[_Scored], bool]:
-    """Candidates best first and whether the best meets P(toxic) <= eps."""
+def _objective_key(s: _Scored, objective: str) -> tuple:
+    """The objective's ranking key of one scored candidate (smaller is better; no tie-breakers)."""
+    if objective == "window":
+        inside = s.margin_distance <= 1e-9
+        bounded = inside and s.p_below <= WINDOW_TAIL + 1e-12 and s.p_above <= WINDOW_TAIL + 1e-12
+        tier = 0 if bounded else (1 if inside else 2)
+        return (tier, s.margin_distance if tier == 2 else 0.0, -round(s.p_target, 12),
+                round(max(s.p_below, s.p_above), 12), round(s.off_centre, 9))
+    if objective == "pta":
+        return (-round(s.p_target, 12), round(s.p_toxic, 12), round(s.off_centre, 9))
+    return (round(s.distance, 9), round(s.off_centre, 9), -round(s.p_target, 12), round(s.p_toxic, 12))
+
+
+def _rank(scored: list[_Scored], objective: str, eps: float, secondary: dict | None = None
+          ) -> tuple[list[_Scored], bool]:
+    """Candidates best first and whether the best meets P(toxic) <= eps.
+
+    ``secondary`` (candidate -> its _Scored over the evaluation window) breaks ties of the primary (steady-state)
+    key with the same objective on the asked-for day: among regimens with the same steady state (the same daily
+    maintenance; loading doses and intervals do not change it) the one best on that day wins.
+    """
     def tail(s):
         return (s.candidate.dose * 24.0 / s.candidate.interval, -s.candidate.interval, s.candidate.loading,
                 s.candidate.dose)
 
-    if objective == "window":
-        def key(s):
-            inside = s.margin_distance <= 1e-9
-            bounded = inside and s.p_below <= WINDOW_TAIL + 1e-12 and s.p_above <= WINDOW_TAIL + 1e-12
-            tier = 0 if bounded else (1 if inside else 2)
-            return ((tier, s.margin_distance if tier == 2 else 0.0, -round(s.p_target, 12),
-                     round(max(s.p_below, s.p_above), 12), s.off_centre) + tail(s))
-    elif objective == "pta":
-        def key(s):
-            return (-round(s.p_target, 12), round(s.p_toxic, 12), s.off_centre) + tail(s)
-    else:
-        def key(s):
-            return (s.distance, s.off_centre, -round(s.p_target, 12), round(s.p_toxic, 12)) + tail(s)
+    def key(s):
+        second = _objective_key(secondary[s.candidate], objective) if secondary is not None else ()
+        return _objective_key(s, objective) + second + tail(s)
+
     feasible = [s for s in scored if s.p_toxic <= eps + 1e-12]
     if feasible:
         return sorted(feasible, key=key), True
@@ -528,7 +541,11 @@ def _score(scorer, table, candidates, aim: str):
 
 def _search(scorer, table, candidates, objective, eps, aim="window"):
     scored = _summarise(candidates, _score(scorer, table, candidates, aim), scorer.target, scorer.toxic)
-    ranked, feasible = _rank(scored, objective, eps)
+    secondary = None
+    if aim == "steady-state":  # ties at steady state are broken on the asked-for day (loading dose, interval)
+        windowed = _summarise(candidates, _score(scorer, table, candidates, "window"), scorer.target, scorer.toxic)
+        secondary = {w.candidate: w for w in windowed}
+    ranked, feasible = _rank(scored, objective, eps, secondary)
     return scored, ranked, feasible
 
 
