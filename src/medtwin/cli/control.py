@@ -9,8 +9,9 @@ from typing import List, Optional
 import typer
 
 from medtwin.cli import edge, render
-from medtwin.cli.edge import (ACTOR, COVARIATE, DATA, ID, METHOD, OPEN_DATA, POP, SEED, TREATMENT, OutFolder,
-                              ProgressBar, check_patient_options, console, default_actor, err_console, fail)
+from medtwin.cli.edge import (ACTOR, COVARIATE, DATA, ID, METHOD, OPEN_DATA, POPS, SEED, SELECT, TREATMENT,
+                              WEIGHTING, OutFolder, ProgressBar, check_patient_options, console, default_actor,
+                              err_console, fail)
 from medtwin.errors import MedtwinError
 
 __all__ = ["EXIT_INFEASIBLE", "MAX_RECOMMEND_DRAWS", "closed_loop_command", "decide_command", "dose_constraints",
@@ -89,7 +90,7 @@ def dose_constraints(dose_step, max_dose, max_daily, max_rate, intervals, loadin
 
 
 def recommend_command(
-    population_file: Path = POP,
+    population_files: List[str] = POPS,
     data: Path = DATA,
     patient_id: Optional[str] = ID,
     covariate: List[str] = COVARIATE,
@@ -115,8 +116,11 @@ def recommend_command(
     actor: Optional[str] = ACTOR,
     open_data: Optional[str] = OPEN_DATA,
     seed: int = SEED,
+    weighting: Optional[str] = WEIGHTING,
+    select_model: bool = SELECT,
 ) -> None:
-    """Recommend a dose and interval for one patient: target, constraints, probabilities, bands, runner-ups.
+    """Recommend a dose and interval for one patient: target, constraints, probabilities, bands, runner-ups
+    (with several population files or a drug name: on the model-averaged posterior).
 
     Exit status 0 with a recommendation; 3 when no allowed regimen meets every constraint: the least-toxic
     fallback is then printed and written (status infeasible-fallback), clearly labelled, not a recommendation;
@@ -138,12 +142,14 @@ def recommend_command(
         check_patient_options(method, covariate)
         outputs.check()
         stores = edge.open_stores()
-        population, patient = edge.read_patient(stores, population_file, data, patient_id, covariate, actor,
-                                                purpose, open_data)
-        request = workflows.RecommendRequest(population, patient, method=method, seed=seed, target=wanted,
-                                             constraints=constraints, objective=objective,
-                                             toxic_auc=toxic_auc or None, epsilon=epsilon, n_draws=draws,
-                                             purpose=None if open_data else purpose, open_data=open_data)
+        populations, patient = edge.read_patients(stores, population_files, data, patient_id, covariate, actor,
+                                                  purpose, open_data)
+        request = workflows.recommend_request(populations, patient, method=method, seed=seed, target=wanted,
+                                              constraints=constraints, objective=objective,
+                                              toxic_auc=toxic_auc or None, epsilon=epsilon, n_draws=draws,
+                                              weighting=weighting, mode="select" if select_model else "average",
+                                              sources=[f"--population {p}" for p in population_files],
+                                              purpose=None if open_data else purpose, open_data=open_data)
         with ProgressBar(f"personalizing patient {patient.patient} ({method})") as bar:
             result, record = workflows.run(request, stores, actor=actor, progress=bar)
         if result.posterior is not None:
@@ -152,10 +158,12 @@ def recommend_command(
         out.mkdir(parents=True, exist_ok=True)
         (out / "recommendation.json").write_text(json.dumps(render.recommendation_dict(recommendation), indent=2))
         render.plot_recommendation(recommendation, patient, out / "exposure.png")
+        render.write_model_weights(result.posterior, out)
     except (MedtwinError, ValueError, typer.BadParameter) as exc:
         outputs.discard()
         fail(exc)
     render.print_posterior(result.posterior)
+    render.print_model_weights(result.posterior, out)
     decide_hint = (f"recommendation run {record.run_id} recorded with signed provenance (`medtwin decide "
                    f"{record.run_id} accept`, or modify/override with --reason)")
     if recommendation.feasible:

@@ -40,10 +40,10 @@ from medtwin.errors import DataError
 from medtwin.io.jax_cache import enable_persistent_jax_cache, warm_model_callbacks
 
 __all__ = ["ACTOR", "COVARIATE", "DATA", "ID", "MAX_OPTION_VALUE", "METHOD", "MedtwinGroup", "OPEN_DATA", "OutFolder",
-           "POP", "PURPOSES", "ProgressBar", "SEED", "TREATMENT", "check_covariates", "check_method",
+           "POP", "POPS", "PURPOSES", "SELECT", "WEIGHTING", "ProgressBar", "SEED", "TREATMENT", "check_covariates", "check_method",
            "check_out_file", "check_out_folder", "check_patient_options", "console", "default_actor",
            "err_console", "fail", "input_file", "is_terminal", "one_line", "open_audit_log", "open_stores",
-           "parse_assignments", "read_dataset", "read_patient", "strict_numbers", "warn_posterior", "with_option"]
+           "parse_assignments", "population_files", "read_dataset", "read_patient", "read_patients", "strict_numbers", "warn_posterior", "with_option"]
 
 
 def one_line(message: object) -> str:
@@ -389,6 +389,36 @@ class ProgressBar:
 
 POP = typer.Option(..., "--population", exists=True, dir_okay=False, callback=input_file("population file", "mapping"),
                    help="Population file (YAML/JSON; format in docs/population-file.md).")
+def population_files(ctx, param, value):
+    """``--population`` of forecast/recommend: population files, or one drug name (every shipped file of it).
+
+    Returns the list of paths; an unreadable file or an unknown name is refused naming ``--population``.
+    """
+    from medtwin.io.population_file import drug_population_paths
+
+    if value is None or ctx.resilient_parsing:
+        return value
+    values = list(value)
+    if len(values) == 1 and not Path(values[0]).exists() and "/" not in values[0] and "." not in values[0]:
+        try:
+            return drug_population_paths(values[0])
+        except DataError as exc:
+            raise typer.BadParameter(f"{values[0]}: not a file; {exc}", ctx=ctx, param=param) from None
+    for v in values:
+        if not Path(v).is_file():
+            raise typer.BadParameter(f"{v}: no such file (give population files, or one drug name such as "
+                                     "vancomycin)", ctx=ctx, param=param)
+    return input_file("population file", "mapping")(ctx, param, [Path(v) for v in values])
+
+
+POPS = typer.Option(..., "--population", callback=population_files, metavar="FILE|DRUG",
+                    help="Population file (YAML/JSON; format in docs/population-file.md). Repeat it to average "
+                         "several candidate models per patient, or give a drug name (e.g. vancomycin) for every "
+                         "shipped population file of that drug (docs/model-averaging.md).")
+WEIGHTING = typer.Option(None, "--model-weighting", help="With several populations: laplace (Laplace marginal "
+                         "likelihood, default) | map (MAP objective, Uster 2021) | aic (map - 1 per random effect) | likelihood.")
+SELECT = typer.Option(False, "--select-model", help="With several populations: use only the best-weighted model "
+                      "instead of the weighted mixture.")
 DATA = typer.Option(..., "--data", exists=True, dir_okay=False, callback=input_file("dataset"),
                     help="NONMEM-style CSV with the patient's doses, levels and covariate columns (those the "
                          "population needs, e.g. CRCL, WT, DIAL for vancomycin_goti2018).")
@@ -447,6 +477,29 @@ def read_patient(stores, population_file: Path, data_file: Path, patient_id, cov
     check_covariates(population, data.covariates, data_file)
     warm_model_callbacks(get_model(population.model))  # compiled numba callbacks from $MEDTWIN_HOME when there
     return population, data
+
+
+def read_patients(stores, population_files: list, data_file: Path, patient_id, covariate, actor: str,
+                  purpose: str, open_data):
+    """(populations, PatientData) for one or several --population files: one file is :func:`read_patient`;
+    several are candidate priors (one drug, one observed output; refusals name the file and field), every
+    covariate any of them needs present."""
+    from medtwin.infer.model_averaging import check_candidates
+    from medtwin.io.population_file import load_population
+    from medtwin.models import get_model
+
+    if len(population_files) == 1:
+        population, data = read_patient(stores, population_files[0], data_file, patient_id, covariate, actor,
+                                        purpose, open_data)
+        return [population], data
+    populations = [with_option("--population", p, load_population, p) for p in population_files]
+    check_candidates(populations, [f"--population {p}" for p in population_files])
+    dataset = read_dataset(stores, data_file, get_model(populations[0].model), actor, purpose, open_data)
+    data = _one_patient(dataset, patient_id, covariate)
+    for population in populations:
+        check_covariates(population, data.covariates, data_file)
+        warm_model_callbacks(get_model(population.model))
+    return populations, data
 
 
 def warn_posterior(posterior) -> None:

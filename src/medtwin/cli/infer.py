@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from medtwin.cli import edge, render
-from medtwin.cli.edge import (ACTOR, COVARIATE, DATA, ID, METHOD, OPEN_DATA, POP, PURPOSES, SEED, TREATMENT,
+from medtwin.cli.edge import (ACTOR, COVARIATE, DATA, ID, METHOD, OPEN_DATA, POP, POPS, PURPOSES, SEED, SELECT,
+                              TREATMENT, WEIGHTING,
                               OutFolder, ProgressBar, check_covariates, check_patient_options, console,
                               default_actor, err_console, fail, input_file, with_option)
 from medtwin.errors import MedtwinError
@@ -165,7 +166,7 @@ def personalize_command(
 
 
 def forecast_command(
-    population_file: Path = POP,
+    population_files: List[str] = POPS,
     data: Path = DATA,
     patient_id: Optional[str] = ID,
     covariate: List[str] = COVARIATE,
@@ -180,8 +181,11 @@ def forecast_command(
     actor: Optional[str] = ACTOR,
     open_data: Optional[str] = OPEN_DATA,
     seed: int = SEED,
+    weighting: Optional[str] = WEIGHTING,
+    select_model: bool = SELECT,
 ) -> None:
-    """Forecast a patient under the current regimen (continued) with bands and target probabilities."""
+    """Forecast a patient under the current regimen (continued) with bands and target probabilities; with
+    several population files (or a drug name) on the model-averaged posterior."""
     import numpy as np
 
     from medtwin import workflows
@@ -195,21 +199,25 @@ def forecast_command(
         check_patient_options(method, covariate)
         outputs.check()
         stores = edge.open_stores()
-        population, patient = edge.read_patient(stores, population_file, data, patient_id, covariate, actor,
-                                                purpose, open_data)
-        request = workflows.ForecastRequest.continued(population, patient, hours, method=method, seed=seed,
-                                                      auc_target=tuple(auc_target),
-                                                      purpose=None if open_data else purpose, open_data=open_data)
+        populations, patient = edge.read_patients(stores, population_files, data, patient_id, covariate, actor,
+                                                  purpose, open_data)
+        request = workflows.forecast_request(populations, patient, hours, method=method, seed=seed,
+                                             auc_target=tuple(auc_target), weighting=weighting,
+                                             mode="select" if select_model else "average",
+                                             sources=[f"--population {p}" for p in population_files],
+                                             purpose=None if open_data else purpose, open_data=open_data)
         with ProgressBar(f"personalizing patient {patient.patient} ({method})") as bar:
             forecast, record = workflows.run(request, stores, actor=actor, progress=bar)
         edge.warn_posterior(forecast.posterior)
         out.mkdir(parents=True, exist_ok=True)
         forecast.band.to_frame().to_csv(out / "forecast.csv", index=False)
+        render.write_model_weights(forecast.posterior, out)
         render.plot_band(forecast.posterior, forecast.band, patient, out / "forecast.png", forecast.exposure.window)
     except (MedtwinError, typer.BadParameter) as exc:
         outputs.discard()
         fail(exc)
     render.print_posterior(forecast.posterior)
+    render.print_model_weights(forecast.posterior, out)
     e = forecast.exposure
     (lo, hi), (tlo, thi) = e.auc_target, e.trough_range
     console.print(f"AUC24 over {e.window[0]:.1f}–{e.window[1]:.1f} h: median {np.median(e.auc):.0f} {e.unit}·h "

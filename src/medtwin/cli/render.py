@@ -8,7 +8,8 @@ from rich.table import Table
 
 from medtwin.cli.edge import console
 
-__all__ = ["json_ready", "plot_band", "plot_recommendation", "print_posterior", "recommendation_dict"]
+__all__ = ["json_ready", "plot_band", "plot_recommendation", "print_model_weights", "print_posterior",
+           "recommendation_dict", "write_model_weights"]
 
 
 def print_posterior(posterior) -> None:
@@ -30,6 +31,30 @@ def print_posterior(posterior) -> None:
     if sampled:
         console.print(f"NUTS: {diagnostics.get('chains', '?')} chains × {diagnostics.get('draws', '?')} draws; "
                       f"{posterior.message} (R-hat < 1.01 and no divergences: {posterior.status})", highlight=False)
+
+
+def write_model_weights(posterior, out: Path) -> None:
+    """``model_weights.csv`` (one row per candidate prior) for a model-averaged posterior; nothing otherwise."""
+    if not hasattr(posterior, "weight_table"):
+        return
+    import pandas as pd
+
+    pd.DataFrame(posterior.weight_table()).to_csv(out / "model_weights.csv", index=False)
+
+
+def print_model_weights(posterior, out: Path) -> None:
+    """The candidate models' weights (and the file they are in) for a model-averaged posterior."""
+    if not hasattr(posterior, "weight_table"):
+        return
+    what = "selection" if posterior.mode == "select" else "averaging"
+    table = Table(title=f"model {what} ({posterior.weighting} weights)", title_justify="left")
+    for col in ("population", "model", "weight", "log evidence", "OFV (MAP)", "status"):
+        table.add_column(col, justify="right")
+    for row in posterior.weight_table():
+        table.add_row(row["population"], row["model"], f"{row['weight']:.3f}", f"{row['log_evidence']:.3f}",
+                      f"{row['ofv']:.3f}", row["status"])
+    console.print(table)
+    console.print(f"model_weights.csv: {out / 'model_weights.csv'}")
 
 
 def plot_band(posterior, band, data, path: Path, window) -> None:

@@ -404,6 +404,26 @@ class _Scorer:
                      sorted({c.loading_infusion for c in candidates if c.loading > 0}), self.start, self.grid_h)
 
 
+class _MixtureScorer:
+    """Scores a mixture: each component's draws (a list of tables, one per component) with its own model's
+    :class:`_Scorer`; a candidate's per-draw metrics are the components' concatenated, in order."""
+
+    def __init__(self, scorers_and_counts):
+        self.scorers = [s for s, _ in scorers_and_counts]
+        self.bounds = np.cumsum([0] + [n for _, n in scorers_and_counts])
+        self.target, self.toxic = self.scorers[0].target, self.scorers[0].toxic
+
+    def score(self, tables, candidates):
+        parts = [s.score(t, candidates) for s, t in zip(self.scorers, tables)]
+        return [(np.concatenate([p[i][0] for p in parts]),
+                 None if self.toxic is None else np.concatenate([p[i][1] for p in parts]))
+                for i in range(len(candidates))]
+
+    def part(self, values, k: int) -> np.ndarray:
+        """Component ``k``'s slice of concatenated per-draw values."""
+        return values[self.bounds[k]:self.bounds[k + 1]]
+
+
 @dataclass(frozen=True)
 class _Scored:
     candidate: _Candidate
@@ -713,8 +733,11 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
 
     Parameters
     ----------
-    posterior : Posterior
-        The personalized posterior (:func:`medtwin.infer.personalize.personalize`).
+    posterior : Posterior or ModelAveragedPosterior
+        The personalized posterior (:func:`medtwin.infer.personalize.personalize`), or a mixture over
+        candidate models (:func:`medtwin.infer.model_averaging.personalize_averaged`): each component's
+        draws (``round(w_k · n_draws)``) are scored with the component's own model and pooled; the
+        sensitivity is computed within the component with the most draws.
     target : Target
         What to aim at, e.g. ``AUC24Window(400, 600)`` (see :mod:`medtwin.control.targets`).
     constraints : DoseConstraints, optional
@@ -759,11 +782,13 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         {median_h, p90_h} after the first new dose), ``predicted`` and ``current`` PredictiveBand,
         ``active_constraints``, ``runner_ups`` (next 3) and ``sensitivity``.
     """
-    model = posterior.model if model is None else _same_model(model, posterior.model)
+    mixture = hasattr(posterior, "component_draws")  # a ModelAveragedPosterior: components of different models
+    model = posterior.model if model is None else _same_model(model, posterior.model)  # mixture: its top model
     constraints = DoseConstraints() if constraints is None else constraints
     eps = max_toxic_probability
     aim = ("steady-state" if evaluation_window is None else "window") if aim is None else aim
-    _check_inputs(posterior, target, toxic, objective, eps, n_draws, model, aim)
+    for component_model in ({c.model.name: c.model for c in posterior.components}.values() if mixture else (model,)):
+        _check_inputs(posterior, target, toxic, objective, eps, n_draws, component_model, aim)
     if not isinstance(history, Regimen):
         raise DataError("recommend_dose: history must be a Regimen")
     start = _start_time(history, start_time)
@@ -771,9 +796,15 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
     if len(window) != 2 or not window[1] > window[0] or window[1] <= start:
         raise DataError(f"recommend_dose: evaluation_window must be (start, end) h ending after {start} h, "
                         f"got {evaluation_window!r}")
-    z = posterior.sample(int(n_draws), seed)
-    table = posterior.parameter_table(z)
-    scorer = _Scorer(model, target, toxic, window, history, start, window[1], constraints.cmt, grid_h)
+    if mixture:
+        parts = posterior.component_draws(int(n_draws), seed)  # round(w_k n) draws of component k, own model
+        scorer = _MixtureScorer([(_Scorer(p.model, target, toxic, window, history, start, window[1],
+                                          constraints.cmt, grid_h), z.shape[0]) for _, p, z in parts])
+        table = [p.parameter_table(z) for _, p, z in parts]
+    else:
+        z = posterior.sample(int(n_draws), seed)
+        table = posterior.parameter_table(z)
+        scorer = _Scorer(model, target, toxic, window, history, start, window[1], constraints.cmt, grid_h)
     candidates = _candidates(constraints)
     scored, ranked, feasible = _search(scorer, table, candidates, objective, eps, aim)
     best = ranked[0]
@@ -789,7 +820,14 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         except DataError:  # a single dose without II: "current" is what was given, not continued
             current = history
     current_band = posterior.predict(current, times, n_draws=n_draws, seed=seed) if current is not None else None
-    sens = (_sensitivity(posterior, z, best.values, scorer, candidates, objective, eps, aim) if sensitivity else {})
+    if mixture and sensitivity:  # within the component with the most draws, on its own draws and model
+        k = int(np.argmax([z.shape[0] for _, _, z in parts]))
+        _, post_k, z = parts[k]
+        sens = {"model": posterior.names[parts[k][0]],
+                **_sensitivity(post_k, z, scorer.part(best.values, k), scorer.scorers[k], candidates, objective, eps,
+                               aim)}
+    else:
+        sens = (_sensitivity(posterior, z, best.values, scorer, candidates, objective, eps, aim) if sensitivity else {})
     probabilities = {"target": best.p_target, "target_steady_state": horizons["steady_state"]["p_target"],
                      "target_window": horizons["window"]["p_target"]}
     if toxic is not None:

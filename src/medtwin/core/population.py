@@ -51,6 +51,7 @@ Examples
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -66,6 +67,7 @@ __all__ = ["FORMS", "OPERATORS", "Theta", "CovariateEffect", "InterOccasion", "P
 FORMS = ("power", "exponential", "linear", "categorical")
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 FORMAT = "medtwin-population/1"
+_DRUG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 #: Largest |theta value| accepted from a population file (as for dataset cells in medtwin.io.nonmem).
 MAX_FILE_VALUE = 1e9
 
@@ -286,6 +288,10 @@ class Population:
         in the covariate's unit); a patient outside it is refused with the covariate named.
     description, citation : str
         What it is and where the values come from.
+    drug : str, optional
+        The drug the population describes (e.g. ``"vancomycin"``): all population files of one drug are the
+        candidate priors of model averaging (:mod:`medtwin.infer.model_averaging`).  Letters, digits, ``_``
+        and ``-``; empty when not declared.
     estimation : mapping
         Provenance of the values (method, objective function value, software).
     """
@@ -304,8 +310,12 @@ class Population:
     description: str = ""
     citation: str = ""
     estimation: Mapping[str, Any] = field(default_factory=dict)
+    drug: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.drug, str) or (self.drug and not _DRUG.fullmatch(self.drug)):
+            raise PopulationError(f"drug: must be a name of letters, digits, '_' or '-' (e.g. vancomycin), "
+                                  f"got {self.drug!r}")
         object.__setattr__(self, "thetas", tuple(self.thetas))
         object.__setattr__(self, "effects", tuple(self.effects))
         object.__setattr__(self, "iiv", tuple(self.iiv))
@@ -449,7 +459,8 @@ class Population:
             thetas.append(item)
         r = self.residual
         out = {
-            "format": FORMAT, "name": self.name, "description": self.description, "citation": self.citation,
+            "format": FORMAT, "name": self.name, **({"drug": self.drug} if self.drug else {}),
+            "description": self.description, "citation": self.citation,
             "model": self.model, "covariates": dict(self.covariate_units), "thetas": thetas,
             "typical": dict(self.typical), "effects": effects,
             "iiv": {"parameters": list(self.iiv), "omega": _matrix_list(self.omega)},
@@ -506,7 +517,7 @@ class Population:
                    omega=iiv.get("omega", ()), iov=iov, covariate_units=dict(data.get("covariates") or {}),
                    covariate_ranges=dict(data.get("covariate_ranges") or {}),
                    description=data.get("description", ""), citation=data.get("citation", ""),
-                   estimation=dict(data.get("estimation") or {}))
+                   estimation=dict(data.get("estimation") or {}), drug=data.get("drug") or "")
 
 
 def _build(cls, item, where: str, tuples=()):

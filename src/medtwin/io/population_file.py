@@ -30,7 +30,12 @@ Examples
 >>> pop.model, pop.iiv, round(pop.theta("TVCL").value, 8)
 ('pk1_iv', ('CL', 'V'), 0.00469555)
 >>> sorted(shipped_populations())
-['pheno', 'pheno_initial', 'vancomycin_goti2018']
+['pheno', 'pheno_initial', 'vancomycin_buelga2005', 'vancomycin_goti2018', 'vancomycin_thomson2009']
+>>> [p.name for p in drug_populations("vancomycin")]
+['vancomycin_buelga2005', 'vancomycin_goti2018', 'vancomycin_thomson2009']
+
+A population file may declare its ``drug``; all shipped files of a drug are that drug's candidate priors
+(:func:`drug_populations`, used by ``--population DRUG`` for model averaging).
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from medtwin.core.population import Population
 from medtwin.errors import DataError, PopulationError
 from medtwin.io.textfile import load_mapping
 
-__all__ = ["load_population", "save_population", "shipped_populations", "shipped_population_path"]
+__all__ = ["drug_population_paths", "drug_populations", "load_population", "save_population", "shipped_drugs",
+           "shipped_populations", "shipped_population_path"]
 
 _PACKAGE = "medtwin.data.populations"
 
@@ -103,3 +109,46 @@ def shipped_population_path(name: str) -> Path:
     if not path.exists():
         raise DataError(f"no shipped population {name!r}; shipped: {shipped_populations()}")
     return path
+
+
+def _shipped_drug_table() -> dict[str, list[Path]]:
+    """Drug -> paths of the shipped population files that declare it (sorted by file name)."""
+    table: dict[str, list[Path]] = {}
+    for name in shipped_populations():
+        path = shipped_population_path(name)
+        drug = load_population(path).drug
+        if drug:
+            table.setdefault(drug, []).append(path)
+    return table
+
+
+def shipped_drugs() -> dict[str, int]:
+    """Drug -> number of shipped population files that declare it.
+
+    Examples
+    --------
+    >>> shipped_drugs()["vancomycin"] >= 3
+    True
+    """
+    return {drug: len(paths) for drug, paths in sorted(_shipped_drug_table().items())}
+
+
+def drug_population_paths(drug: str) -> list[Path]:
+    """Paths of every shipped population file whose ``drug`` is ``drug`` (sorted by file name).
+
+    Raises
+    ------
+    DataError
+        No shipped population file declares ``drug`` (the message lists the drugs that have files).
+    """
+    table = _shipped_drug_table()
+    if drug not in table:
+        known = ", ".join(f"{d} ({len(p)} file{'s' if len(p) > 1 else ''})" for d, p in sorted(table.items()))
+        raise DataError(f"no shipped population file declares drug {drug!r}; drugs with population files: "
+                        f"{known or 'none'}")
+    return list(table[drug])
+
+
+def drug_populations(drug: str) -> list[Population]:
+    """Every shipped population of ``drug`` (the candidate priors of model averaging), sorted by file name."""
+    return [load_population(path) for path in drug_population_paths(drug)]

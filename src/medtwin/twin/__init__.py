@@ -283,8 +283,9 @@ class Twin:
         """
         from medtwin.infer.posterior import Posterior
 
-        if not isinstance(posterior, Posterior):
-            raise DataError(f"twin: posterior must be a Posterior, got {type(posterior).__name__}")
+        if not isinstance(posterior, Posterior) and not hasattr(posterior, "component_draws"):
+            raise DataError(f"twin: posterior must be a Posterior (or a ModelAveragedPosterior), got "
+                            f"{type(posterior).__name__}")
         if inputs is None:
             inputs = posterior.data[-1].regimen if posterior.data else Regimen()
         if not isinstance(inputs, Regimen):

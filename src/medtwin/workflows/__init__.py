@@ -15,6 +15,8 @@ Used by the command line (:mod:`medtwin.cli`), the coming REST service and
   consents, runs, decisions) and :func:`open_stores`.
 """
 
+from medtwin.workflows.averaging import (AveragedForecastRequest, AveragedRecommendRequest, forecast_request,
+                                         recommend_request)
 from medtwin.workflows.decide import stored_recommendation
 from medtwin.workflows.engine import execute, reproduce, reproduce_run, run, run_and_record
 from medtwin.workflows.requests import (
@@ -24,7 +26,8 @@ from medtwin.workflows.requests import (
 from medtwin.workflows.results import Forecast, Recommended, Replayed
 from medtwin.workflows.stores import Stores, data_access, default_actor, open_stores
 
-__all__ = ["DecideRequest", "FitRequest", "Forecast", "ForecastRequest", "PersonalizeRequest", "RecommendRequest",
+__all__ = ["AveragedForecastRequest", "AveragedRecommendRequest", "forecast_request", "recommend_request",
+           "DecideRequest", "FitRequest", "Forecast", "ForecastRequest", "PersonalizeRequest", "RecommendRequest",
            "Recommended", "Replayed", "ReplayRequest", "SimulateDatasetRequest", "SimulateRequest", "Stores",
            "data_access", "default_actor", "execute", "open_stores", "reproduce", "reproduce_run",
            "request_from_spec", "run", "run_and_record", "stored_recommendation"]

@@ -55,8 +55,11 @@ def _personalize(request: rq.PersonalizeRequest, progress: Progress | None):
 
     if progress is not None:
         progress(0, 1)
-    posterior = personalize_module.personalize(request.population, request.data, model=request.model,
-                                               **request.options())
+    if getattr(request, "candidates", ()):  # several candidate priors (medtwin.workflows.averaging)
+        posterior = request.personalize_averaged()
+    else:
+        posterior = personalize_module.personalize(request.population, request.data, model=request.model,
+                                                   **request.options())
     if progress is not None:
         progress(1, 1)
     return posterior

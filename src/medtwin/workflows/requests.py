@@ -55,6 +55,10 @@ __all__ = ["DecideRequest", "FitRequest", "ForecastRequest", "PersonalizeRequest
            "ReplayRequest", "Request", "SimulateDatasetRequest", "SimulateRequest", "request_from_spec"]
 
 _CHOICES = ("accept", "modify", "override")
+#: Extensions of a stored forecast/recommend spec: input key -> ``extend(spec, request) -> request``, registered
+#: by the module that defines the extended request (``"model_averaging"``: :mod:`medtwin.workflows.averaging`,
+#: imported with the package), so that this module does not import it back.
+SPEC_EXTENSIONS: dict = {}
 
 
 def _model_object(request, name: str | None = None):
@@ -383,8 +387,6 @@ def request_from_spec(spec: _runs.RunSpec, *, access, model=None):
     ConsentError
         The read is denied.
     """
-    from medtwin.io.access import authorize
-
     model = _runs.spec_model(spec, model)
     basis = {"purpose": spec.purpose, "open_data": spec.open_data}
     op = spec.operation
@@ -392,21 +394,37 @@ def request_from_spec(spec: _runs.RunSpec, *, access, model=None):
         fields = {**_personalize_fields(spec, access), "model": model}
         if op == "personalize":
             return PersonalizeRequest(**fields)
-        if op == "forecast":
-            e = spec.inputs.get("exposure", {})
-            return ForecastRequest(**fields, regimen=_runs.regimen_from_json(spec.inputs["regimen"]),
-                                   times=np.array(spec.inputs["times"], dtype=float),
-                                   n_draws=spec.settings["n_draws"], window_h=e.get("window_h", 24.0),
-                                   auc_target=tuple(e.get("auc_target", (400.0, 600.0))),
-                                   trough_range=tuple(e.get("trough_range", (10.0, 20.0))),
-                                   window_end=e.get("window_end"))
-        from medtwin.control.dosing import DoseConstraints
+        request = _forecast_or_recommend(spec, fields)
+        for key, extend in SPEC_EXTENSIONS.items():  # e.g. several candidate priors (workflows.averaging)
+            if key in spec.inputs:
+                request = extend(spec, request)
+        return request
+    return _other_from_spec(spec, access, model, basis)
 
-        c = dict(spec.inputs["constraints"])
-        c["intervals_h"] = tuple(c["intervals_h"])
-        return RecommendRequest(**fields, target=dict(spec.inputs["target"]), constraints=DoseConstraints(**c),
-                                objective=spec.inputs["objective"], toxic_auc=spec.inputs["toxic_auc"],
-                                epsilon=spec.inputs["epsilon"], n_draws=spec.settings["n_draws"])
+
+def _forecast_or_recommend(spec, fields):
+    """The ForecastRequest or RecommendRequest of a stored forecast/recommend spec (``fields``: personalize's)."""
+    if spec.operation == "forecast":
+        e = spec.inputs.get("exposure", {})
+        return ForecastRequest(**fields, regimen=_runs.regimen_from_json(spec.inputs["regimen"]),
+                               times=np.array(spec.inputs["times"], dtype=float),
+                               n_draws=spec.settings["n_draws"], window_h=e.get("window_h", 24.0),
+                               auc_target=tuple(e.get("auc_target", (400.0, 600.0))),
+                               trough_range=tuple(e.get("trough_range", (10.0, 20.0))),
+                               window_end=e.get("window_end"))
+    from medtwin.control.dosing import DoseConstraints
+
+    c = dict(spec.inputs["constraints"])
+    c["intervals_h"] = tuple(c["intervals_h"])
+    return RecommendRequest(**fields, target=dict(spec.inputs["target"]), constraints=DoseConstraints(**c),
+                            objective=spec.inputs["objective"], toxic_auc=spec.inputs["toxic_auc"],
+                            epsilon=spec.inputs["epsilon"], n_draws=spec.settings["n_draws"])
+
+
+def _other_from_spec(spec, access, model, basis):
+    from medtwin.io.access import authorize
+
+    op = spec.operation
     if op == "replay":
         return ReplayRequest(spec.inputs["twin_spec"], spec.inputs["stream"], patient=spec.inputs["patient"],
                              check_clocks=bool(spec.settings.get("check_clocks", False)), model=model, **basis)
