@@ -183,3 +183,20 @@ def test_a_loading_dose_is_chosen_for_the_asked_day_without_changing_the_steady_
     assert loaded.action["loading_mg"] > 0
     gap = [abs(r.target["window"]["median"] - 500.0) for r in (plain, loaded)]
     assert gap[1] < gap[0]                                                         # day 2 closer to the target
+
+
+def test_a_model_averaged_posterior_is_scored_at_steady_state_component_by_component():
+    from medtwin.infer.model_averaging import ModelAveragedPosterior
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    pops = [load_population(shipped_population_path(n)) for n in ("vancomycin_goti2018", "vancomycin_thomson2009")]
+    mix = ModelAveragedPosterior.from_priors(pops, {"CRCL": 70.0, "WT": 80.0, "DIAL": 0.0})
+    c = DoseConstraints(max_dose_mg=3000.0, max_daily_mg=4500.0, intervals_h=(12.0, 24.0))
+    rec = recommend_dose(mix, AUC24Window(400.0, 600.0), constraints=c, n_draws=200, sensitivity=False)
+    # independent: AUC24,ss = daily dose / CL for every draw of every component (both are linear models)
+    cl = np.concatenate([p.parameter_table(z)["CL"] for _, p, z in mix.component_draws(200, 0)])
+    values = rec.action["daily_mg"] / cl
+    assert rec.target["steady_state"]["median"] == pytest.approx(float(np.median(values)), rel=3e-3)
+    assert rec.target["steady_state"]["p_target"] == pytest.approx(float(np.mean((values >= 400) & (values <= 600))),
+                                                                   abs=0.011)
+    assert rec.target["time_to_90pct_steady_state"]["median_h"] is not None
