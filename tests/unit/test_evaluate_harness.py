@@ -96,6 +96,7 @@ def test_cli_evaluate_label_only_writes_the_outputs(tmp_path):
     (["--policy", "twin:window:tomorrow"], "aim must be one of"),
     (["--policy", "oracle"], "use label or twin"),
     (["--patients", "1"], "at least one patient per truth model"),
+    (["--prior", "aspirin", "--policy", "twin"], "aspirin"),
 ])
 def test_cli_evaluate_bad_input_is_one_error_line(tmp_path, args, message):
     res = runner.invoke(app, ["evaluate", *args, "--out", str(tmp_path / "x"), "--no-progress"])

@@ -49,10 +49,22 @@ def parse_policy(spec: str):
     return ("twin", objective, aim)
 
 
+def _priors(priors):
+    """One prior (a shipped name or a file), or a list: several --prior, or a drug name (its shipped priors)."""
+    from medtwin.io.population_file import drug_populations, shipped_populations
+
+    if len(priors) > 1:
+        return list(priors)
+    (prior,) = priors
+    if prior.endswith((".yaml", ".yml", ".json")) or prior in shipped_populations():
+        return prior
+    return drug_populations(prior)  # a drug: model averaging over its shipped priors (DataError names the drugs)
+
+
 def _policies(specs, priors, draws, seed) -> dict:
     from medtwin.scenarios.robustness import label_policy, twin_policy
 
-    prior = priors[0] if len(priors) == 1 else list(priors)
+    prior = _priors(priors)
     out = {}
     for spec in specs:
         kind, objective, aim = parse_policy(spec)
@@ -71,7 +83,9 @@ def evaluate_command(
                                      help="label | twin[:OBJECTIVE[:AIM]] with OBJECTIVE window|pta|median and AIM "
                                           "steady-state|window; repeatable (label is always added)."),
     prior: List[str] = typer.Option(["vancomycin_goti2018"], "--prior",
-                                    help="The twin's prior: a shipped population name or file; repeatable."),
+                                    help="The twin's prior: a shipped population name or file; repeatable (model "
+                                         "averaging), or a drug (e.g. vancomycin: averaging over its shipped "
+                                         "priors)."),
     patients: int = typer.Option(30, "--patients", min=1, max=10_000, help="Hidden patients in all (1-10,000)."),
     draws: int = typer.Option(1000, "--draws", min=10, max=20_000, help="Posterior draws per recommendation."),
     seed: int = typer.Option(0, "--seed", help="Seed of the patients, the levels and the draws."),
