@@ -53,7 +53,8 @@ def test_recommend_refuses_a_negative_level_and_warns_far_from_the_population(tm
     assert not (tmp_path / "n" / "recommendation.json").exists()
     patient(tmp_path / "far.csv", [(35.5, 150.0), (38.0, 170.0)])
     result = runner.invoke(app, ["recommend", "--population", POP, "--data", str(tmp_path / "far.csv"), "--out",
-                                 str(tmp_path / "f"), "--draws", "50", "--open-data", "synthetic"])
+                                 str(tmp_path / "f"), "--draws", "50", "--open-data", "synthetic", "--objective",
+                                 "pta"])
     text = " ".join(result.output.split())
     # CL ~4 SD below the population: even the smallest allowed dose risks AUC24 > 600, so the labelled
     # fallback comes with exit status 3 (and the warning says why the twin is so far from the population).

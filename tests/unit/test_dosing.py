@@ -134,7 +134,7 @@ def test_median_objective_picks_the_closed_form_daily_dose(max_dose):
 def test_pta_objective_respects_the_toxicity_limit():
     rec = recommend_dose(VANCO, AUC24Window(400, 600), toxic=Threshold(AUC24Window(), above=600.0),
                          max_toxic_probability=0.1, history=HISTORY, n_draws=500, sensitivity=False,
-                         constraints=DoseConstraints(max_dose_mg=2000.0, max_daily_mg=4000.0))
+                         constraints=DoseConstraints(max_dose_mg=2000.0, max_daily_mg=4000.0), objective="pta")
     assert rec.probabilities["toxic"] <= 0.1
     assert all(r["p_target"] <= rec.probabilities["target"] + 1e-12 for r in rec.runner_ups
                if r["p_toxic"] <= 0.1)
@@ -159,7 +159,7 @@ def reference_probability(post, regimen, window, metric, low, high, n_draws, see
 def test_pta_equals_independent_monte_carlo_auc():
     toxic = Threshold(AUC24Window(), above=600.0)
     rec = recommend_dose(VANCO, AUC24Window(400, 600), toxic=toxic, history=HISTORY, n_draws=1000, seed=3,
-                         sensitivity=False, constraints=DoseConstraints(max_rate_mg_per_h=1000.0))
+                         sensitivity=False, constraints=DoseConstraints(max_rate_mg_per_h=1000.0), aim="window")
     window = rec.target["window_h"]
     p, values = reference_probability(VANCO, HISTORY + rec.regimen, window, "auc24", 400, 600, 1000, 3)
     assert rec.probabilities["target"] == pytest.approx(p, abs=0.01)
@@ -172,7 +172,8 @@ def test_pta_equals_independent_monte_carlo_auc():
 def test_pta_equals_independent_monte_carlo_trough():
     target = TroughWindow(10.0, 15.0)
     rec = recommend_dose(VANCO, target, toxic=Threshold(TroughWindow(), above=20.0), history=HISTORY,
-                         n_draws=400, seed=5, sensitivity=False, constraints=DoseConstraints(max_dose_mg=2000.0))
+                         n_draws=400, seed=5, sensitivity=False, constraints=DoseConstraints(max_dose_mg=2000.0),
+                         aim="window")
     p, _ = reference_probability(VANCO, HISTORY + rec.regimen, rec.target["window_h"], "trough", 10.0, 15.0,
                                  400, 5)
     assert rec.probabilities["target"] == pytest.approx(p, abs=0.015)

@@ -228,7 +228,7 @@ def _demo_recommendation(stores, population, twin, out: Path, seed: int, virtual
                                       intervals_h=(8.0, 12.0, 24.0, 36.0, 48.0), max_rate_mg_per_h=1000.0)
         request = workflows.RecommendRequest(population, twin.data, method=twin.posterior.method, seed=seed,
                                              target={"kind": "auc24", "low": float(lo), "high": float(hi)},
-                                             constraints=constraints, objective="pta", toxic_auc=float(hi),
+                                             constraints=constraints, objective="window", toxic_auc=800.0,
                                              epsilon=0.1, n_draws=1000, open_data=virtual)
         result, record = workflows.run(request, stores, actor=default_actor())
         recommendation = result.recommendation
@@ -236,8 +236,8 @@ def _demo_recommendation(stores, population, twin, out: Path, seed: int, virtual
         render.plot_recommendation(recommendation, twin.data, out / "recommendation.png")
     except MedtwinError as exc:
         fail(exc)
-    console.print("\n[bold]Recommendation[/] (maximise P(AUC24 in target) with P(AUC24 > "
-                  f"{hi:.0f}) <= 0.10; 250 mg steps, <= 4,500 mg/day, <= 1,000 mg/h):")
+    console.print("\n[bold]Recommendation[/] (at steady state: median AUC24 inside the target with a 10 % margin, "
+                  "max P(AUC24 in target), P(AUC24 > 800) <= 0.10; 250 mg steps, <= 4,500 mg/day, <= 1,000 mg/h):")
     console.print(recommendation.summary(), highlight=False)
     console.print(f"recommendation: {(out / 'recommendation.png').resolve()} (current vs recommended), "
                   f"{(out / 'recommendation.json').resolve()}")

@@ -95,10 +95,12 @@ def recommend_command(
     patient_id: Optional[str] = ID,
     covariate: List[str] = COVARIATE,
     target: str = typer.Option("auc24:400-600", "--target", help=f"KIND:LOW-HIGH, KIND = {_TARGETS}."),
-    toxic_auc: Optional[float] = typer.Option(600.0, "--toxic-auc", help="Toxic exposure: AUC24 above this "
-                                              "(mg·h/L); 0 for none."),
+    toxic_auc: Optional[float] = typer.Option(None, "--toxic-auc", help="Toxic exposure: AUC24 above this "
+                                              "(mg·h/L); 0 for none; default 600 with --objective pta, else 800."),
     epsilon: float = typer.Option(0.1, "--epsilon", min=0.0, max=1.0, help="Largest acceptable P(toxic)."),
-    objective: str = typer.Option("pta", "--objective", help="pta (max P(target)) | median (hit it at the median)"),
+    objective: str = typer.Option("window", "--objective", help="window (median inside the window with a margin, "
+                                  "max P(target), both tails bounded; at steady state) | pta (max P(target)) | "
+                                  "median (hit it at the median)"),
     dose_step: float = typer.Option(250.0, "--dose-step", help="Available strength step (mg)."),
     max_dose: float = typer.Option(3000.0, "--max-dose", help="Largest single dose (mg)."),
     max_daily: float = typer.Option(4500.0, "--max-daily", help="Largest daily dose (mg)."),
@@ -133,8 +135,10 @@ def recommend_command(
         constraints = dose_constraints(dose_step, max_dose, max_daily, max_rate, intervals, loading)
         if toxic_auc is not None and not 0.0 <= toxic_auc <= 1e6:
             raise DataError(f"--toxic-auc must be in [0, 1e6] mg·h/L (0 for none), got {toxic_auc:g}")
-        if objective not in ("pta", "median"):
-            raise DataError(f"--objective must be pta or median, not {objective!r}")
+        if objective not in ("window", "pta", "median"):
+            raise DataError(f"--objective must be window, pta or median, not {objective!r}")
+        if toxic_auc is None:
+            toxic_auc = 600.0 if objective == "pta" else 800.0
         check_patient_options(method, covariate)
         outputs.check()
         stores = edge.open_stores()

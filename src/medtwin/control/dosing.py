@@ -19,7 +19,17 @@ How candidates are simulated
     in one batched call per candidate.
 
 Objectives
-    ``"pta"``: maximise P(target attained) subject to P(toxic) <= ε
+    ``"window"`` (the default): keep the median metric inside the target window
+    with a margin (``WINDOW_MARGIN`` = 10 % of its width at each end: 420–580
+    for 400–600 mg·h/L) and maximise P(target) subject to both tails bounded,
+    P(below) <= ``WINDOW_TAIL`` and P(above) <= ``WINDOW_TAIL`` (0.25).
+    Candidates are tiered: both met; median inside the margin only; the rest by
+    the median's distance to the margin window; within a tier higher P(target),
+    then the smaller larger tail, then the median closer to the centre.  The
+    old objectives stay available.  Aimed at steady state, regimens with the
+    same steady state (the same daily maintenance: loading doses and intervals
+    do not change it) are ranked by the same objective on the asked-for day, so
+    a loading dose is chosen for that day.  ``"pta"``: maximise P(target attained) subject to P(toxic) <= ε
     (``max_toxic_probability``); ties go to the lower P(toxic), then the median
     metric closer to the target window's centre, then the lower daily dose,
     then the longer interval.  ``"median"``: minimise the distance of the median
@@ -29,11 +39,15 @@ Objectives
     ``"infeasible-fallback"`` and the least-toxic candidate is returned (never an
     unconstrained answer).
 
-Evaluation window
-    Default ``(start_time + 48, start_time + 72)`` h: the third day of the new
-    regimen (the 24 h between the end of day 2 and the end of day 3), when a
-    vancomycin regimen is at or near steady state; AUC24 guidance (Rybak 2020)
-    targets steady-state exposure, and loading doses serve earlier attainment.
+Steady state and the evaluation window
+    By default candidates are scored at steady state
+    (:mod:`medtwin.control.steady`: the core's SS=1 semantics, exact for linear
+    models), as AUC24 guidance (Rybak 2020) targets steady-state exposure; the
+    evaluation window (default ``(start_time + 48, start_time + 72)`` h, the
+    third day, or the day the clinician asks about) is reported beside it, and
+    is what candidates are scored on when ``aim="window"`` (the default when a
+    window is given).  The result gives both and the time to 90 % of steady
+    state of the recommended regimen.
 
 Sensitivity
     The most influential parameter is the one whose log-draws have the largest
@@ -74,11 +88,17 @@ from medtwin.control.targets import Exposure, Target, Threshold
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.simulate import simulate
 from medtwin.control.status import RecommendationStatus
+from medtwin.control.steady import steady_candidate_metrics, time_to_steady_state
 from medtwin.errors import DataError, ModelError
 
 __all__ = ["DoseConstraints", "recommend_dose"]
 
-OBJECTIVES = ("pta", "median")
+OBJECTIVES = ("window", "pta", "median")
+AIMS = ("steady-state", "window")
+#: "window" objective: the median is kept this fraction of the window's width inside each bound ...
+WINDOW_MARGIN = 0.1
+#: ... and P(metric below low) and P(metric above high) are each at most this (when any candidate allows it).
+WINDOW_TAIL = 0.25
 _PRE = 1e-6  # h: a grid point this much before every dose time reads the pre-dose level
 
 
@@ -415,38 +435,86 @@ class _Scored:
     distance: float
     off_centre: float
     values: Any = None
+    p_below: float = 0.0
+    p_above: float = 0.0
+    margin_distance: float = 0.0
 
     def row(self) -> dict:
         return {**self.candidate.action(), "p_target": self.p_target, "p_toxic": self.p_toxic,
-                "median_metric": self.median, "distance": self.distance}
+                "median_metric": self.median, "distance": self.distance, "p_below": self.p_below,
+                "p_above": self.p_above}
+
+    def stats(self) -> dict:
+        """The metric's distribution over the draws: median, 5th/95th percentiles, P(in/below/above target)."""
+        return {"median": self.median, "p05": self.p05, "p95": self.p95, "p_target": self.p_target,
+                "p_below": self.p_below, "p_above": self.p_above}
+
+
+def margin_window(target: Target, margin: float = WINDOW_MARGIN) -> tuple:
+    """The target window shrunk by ``margin`` of its width at each end (a one-sided target is not shrunk).
+
+    Examples
+    --------
+    >>> from medtwin.control.targets import AUC24Window
+    >>> margin_window(AUC24Window(400.0, 600.0))
+    (420.0, 580.0)
+    """
+    low, high = target.low, target.high
+    if low is not None and high is not None:
+        width = high - low
+        return (low + margin * width, high - margin * width)
+    return (low, high)
 
 
 def _summarise(candidates, metrics, target: Target, toxic: Threshold | None) -> list[_Scored]:
     out = []
     centre = target.centre()
+    inner_low, inner_high = margin_window(target)
     for c, (values, tox) in zip(candidates, metrics):
         finite = values[np.isfinite(values)]
         median, p05, p95 = (np.quantile(finite, (0.5, 0.05, 0.95)) if finite.size else (np.nan,) * 3)
         p_toxic = float(np.mean(toxic.attained(tox))) if toxic is not None else 0.0
         off = abs(median - centre) if centre is not None and np.isfinite(median) else 0.0
         distance = target.distance(median) if np.isfinite(median) else math.inf
+        margin_distance = (max((inner_low - median) if inner_low is not None else 0.0,
+                               (median - inner_high) if inner_high is not None else 0.0, 0.0)
+                           if np.isfinite(median) else math.inf)
+        p_below = float(np.mean(values < target.low)) if target.low is not None else 0.0
+        p_above = float(np.mean(values > target.high)) if target.high is not None else 0.0
         out.append(_Scored(c, float(np.mean(target.attained(values))), p_toxic, float(median), float(p05),
-                           float(p95), distance, float(off), values))
+                           float(p95), distance, float(off), values, p_below, p_above, margin_distance))
     return out
 
 
-def _rank(scored: list[_Scored], objective: str, eps: float) -> tuple[list[_Scored], bool]:
-    """Candidates best first and whether the best meets P(toxic) <= eps."""
+def _objective_key(s: _Scored, objective: str) -> tuple:
+    """The objective's ranking key of one scored candidate (smaller is better; no tie-breakers)."""
+    if objective == "window":
+        inside = s.margin_distance <= 1e-9
+        bounded = inside and s.p_below <= WINDOW_TAIL + 1e-12 and s.p_above <= WINDOW_TAIL + 1e-12
+        tier = 0 if bounded else (1 if inside else 2)
+        return (tier, s.margin_distance if tier == 2 else 0.0, -round(s.p_target, 12),
+                round(max(s.p_below, s.p_above), 12), round(s.off_centre, 9))
+    if objective == "pta":
+        return (-round(s.p_target, 12), round(s.p_toxic, 12), round(s.off_centre, 9))
+    return (round(s.distance, 9), round(s.off_centre, 9), -round(s.p_target, 12), round(s.p_toxic, 12))
+
+
+def _rank(scored: list[_Scored], objective: str, eps: float, secondary: dict | None = None
+          ) -> tuple[list[_Scored], bool]:
+    """Candidates best first and whether the best meets P(toxic) <= eps.
+
+    ``secondary`` (candidate -> its _Scored over the evaluation window) breaks ties of the primary (steady-state)
+    key with the same objective on the asked-for day: among regimens with the same steady state (the same daily
+    maintenance; loading doses and intervals do not change it) the one best on that day wins.
+    """
     def tail(s):
         return (s.candidate.dose * 24.0 / s.candidate.interval, -s.candidate.interval, s.candidate.loading,
                 s.candidate.dose)
 
-    if objective == "pta":
-        def key(s):
-            return (-round(s.p_target, 12), round(s.p_toxic, 12), s.off_centre) + tail(s)
-    else:
-        def key(s):
-            return (s.distance, s.off_centre, -round(s.p_target, 12), round(s.p_toxic, 12)) + tail(s)
+    def key(s):
+        second = _objective_key(secondary[s.candidate], objective) if secondary is not None else ()
+        return _objective_key(s, objective) + second + tail(s)
+
     feasible = [s for s in scored if s.p_toxic <= eps + 1e-12]
     if feasible:
         return sorted(feasible, key=key), True
@@ -474,10 +542,72 @@ def _active(best: _Scored, ranked_all: list[_Scored], c: DoseConstraints, eps: f
     return tuple(out)
 
 
-def _search(scorer: _Scorer, table, candidates, objective, eps):
-    scored = _summarise(candidates, scorer.score(table, candidates), scorer.target, scorer.toxic)
-    ranked, feasible = _rank(scored, objective, eps)
+def _score(scorer, table, candidates, aim: str):
+    """Per candidate (target metric draws, toxic metric draws): at steady state or over the scorer's window.
+
+    A mixture scorer (``scorers``: one per component, ``table`` a list of their draws) is scored per component
+    with the component's own model and the draws concatenated in order.
+    """
+    if aim != "steady-state":
+        return scorer.score(table, candidates)
+    if hasattr(scorer, "scorers"):
+        parts = [_score(s, t, candidates, aim) for s, t in zip(scorer.scorers, table)]
+        return [(np.concatenate([p[i][0] for p in parts]),
+                 None if scorer.toxic is None else np.concatenate([p[i][1] for p in parts]))
+                for i in range(len(candidates))]
+    return steady_candidate_metrics(scorer.model, table, scorer.target, scorer.toxic, candidates, scorer.cmt,
+                                    scorer.grid_h)
+
+
+def _search(scorer, table, candidates, objective, eps, aim="window"):
+    scored = _summarise(candidates, _score(scorer, table, candidates, aim), scorer.target, scorer.toxic)
+    secondary = None
+    if aim == "steady-state":  # ties at steady state are broken on the asked-for day (loading dose, interval)
+        windowed = _summarise(candidates, _score(scorer, table, candidates, "window"), scorer.target, scorer.toxic)
+        secondary = {w.candidate: w for w in windowed}
+    ranked, feasible = _rank(scored, objective, eps, secondary)
     return scored, ranked, feasible
+
+
+def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_steady: int = 200) -> dict:
+    """Time to 90 % of steady state of the best candidate over (at most) ``n_steady`` draws, per component."""
+    mixture = hasattr(scorer, "scorers")
+    parts = (list(zip(scorer.scorers, table, np.split(np.asarray(steady_values), scorer.bounds[1:-1])))
+             if mixture else [(scorer, table, np.asarray(steady_values))])
+    total = sum(len(v) for _, _, v in parts)
+    horizon_days = 28
+    regimen = candidate_regimen(best.candidate, start, start + (horizon_days + 2) * 24.0, cmt)
+    hours = []
+    for component, draws, values in parts:
+        n = int(np.ceil(len(values) * min(1.0, n_steady / max(total, 1))))
+        if n == 0:
+            continue
+        sub = {k: np.asarray(v)[:n] for k, v in draws.items()}
+        hours.append(time_to_steady_state(component.model, sub, component.history, regimen, start,
+                                          best.candidate.interval, component.target, values[:n],
+                                          horizon_days=horizon_days, grid_h=component.grid_h))
+    hours = np.concatenate(hours) if hours else np.array([np.nan])
+    ok = hours[~np.isnan(hours)]
+
+    def finite(q):  # None: not within the horizon (or no draw): JSON and the provenance digests refuse inf/NaN
+        value = float(np.quantile(ok, q)) if ok.size else math.inf
+        return value if math.isfinite(value) else None
+
+    return {"median_h": finite(0.5), "p90_h": finite(0.9),
+            "share_beyond_horizon": float(np.mean(np.isinf(ok))) if ok.size else 1.0,
+            "tolerance": 0.1, "horizon_h": horizon_days * 24.0, "from_h": start,
+            "definition": "hours after the first new dose until the target metric stays within 10 % of its "
+                          "steady-state value (quantiles over draws; None: not within the horizon)"}
+
+
+def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt) -> dict:
+    """The best candidate at steady state and over the window, and its time to 90 % of steady state."""
+    other = "window" if aim == "steady-state" else "steady-state"
+    (stats_other,) = _summarise([best.candidate], _score(scorer, table, [best.candidate], other), scorer.target,
+                                scorer.toxic)
+    steady, windowed = (best, stats_other) if aim == "steady-state" else (stats_other, best)
+    return {"steady_state": steady.stats(), "window": windowed.stats(),
+            "time_to_90pct_steady_state": _time_to_steady(scorer, table, best, steady.values, start, cmt)}
 
 
 def _conditioned(z: np.ndarray, k: int, value: float) -> np.ndarray:
@@ -524,7 +654,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(ranked, rowvar=False)[1, 0])
 
 
-def _sensitivity(posterior, z, values, scorer, candidates, objective, eps) -> dict:
+def _sensitivity(posterior, z, values, scorer, candidates, objective, eps, aim="window") -> dict:
     rho = np.zeros(z.shape[1])
     ok = np.isfinite(values)
     for k in range(z.shape[1]):
@@ -539,7 +669,7 @@ def _sensitivity(posterior, z, values, scorer, candidates, objective, eps) -> di
     for label, q in (("p05", 0.05), ("p95", 0.95)):
         value = float(np.quantile(z[:, k], q))
         table = posterior.parameter_table(_conditioned(z, k, value))
-        _, ranked, _ = _search(scorer, table, candidates, objective, eps)
+        _, ranked, _ = _search(scorer, table, candidates, objective, eps, aim)
         out[f"{name}_{label}"] = float(np.exp(value))
         out[f"recommended_at_{label}"] = ranked[0].candidate.label()
     return out
@@ -574,13 +704,15 @@ def _same_model(model, expected):
     return model
 
 
-def _check_inputs(posterior, target, toxic, objective, eps, n_draws, model):
+def _check_inputs(posterior, target, toxic, objective, eps, n_draws, model, aim="window"):
     if not isinstance(target, Target):
         raise DataError(f"recommend_dose: target must be a Target (medtwin.control.targets), got {type(target).__name__}")
     if toxic is not None and not isinstance(toxic, Threshold):
         raise DataError(f"recommend_dose: toxic must be a Threshold, got {type(toxic).__name__}")
     if objective not in OBJECTIVES:
         raise DataError(f"recommend_dose: objective must be one of {OBJECTIVES}, not {objective!r}")
+    if aim not in AIMS:
+        raise DataError(f"recommend_dose: aim must be one of {AIMS}, not {aim!r}")
     if not (isinstance(eps, (int, float)) and 0.0 <= eps <= 1.0):
         raise DataError(f"recommend_dose: max_toxic_probability must be in [0, 1], got {eps!r}")
     if int(n_draws) < 10:
@@ -592,10 +724,11 @@ def _check_inputs(posterior, target, toxic, objective, eps, n_draws, model):
 
 
 def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | None = None,
-                   objective: str = "pta", toxic: Threshold | None = None, max_toxic_probability: float = 0.1,
+                   objective: str = "window", toxic: Threshold | None = None, max_toxic_probability: float = 0.1,
                    current: Regimen | None = None, history: Regimen = Regimen(), start_time: float | None = None,
                    evaluation_window=None, n_draws: int = 1000, seed: int = 0, model=None,
-                   grid_h: float = 0.25, band_step_h: float = 0.25, sensitivity: bool = True) -> Recommendation:
+                   grid_h: float = 0.25, band_step_h: float = 0.25, sensitivity: bool = True,
+                   aim: str | None = None) -> Recommendation:
     """The regimen that best hits ``target`` for this patient's posterior, with its explanation.
 
     Parameters
@@ -609,8 +742,11 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         What to aim at, e.g. ``AUC24Window(400, 600)`` (see :mod:`medtwin.control.targets`).
     constraints : DoseConstraints, optional
         Hard constraints (default ``DoseConstraints()``).
-    objective : {"pta", "median"}
-        Maximise P(target) subject to P(toxic) <= ε, or bring the median metric into the window.
+    objective : {"window", "pta", "median"}
+        ``"window"`` (default): keep the median metric inside the target window with a margin of
+        ``WINDOW_MARGIN`` (10 %) of its width and maximise P(target) with P(below) and P(above) each
+        <= ``WINDOW_TAIL`` (0.25) where any candidate allows it; ``"pta"``: maximise P(target) subject to
+        P(toxic) <= ε; ``"median"``: bring the median metric into the window.  All keep P(toxic) <= ε.
     toxic : Threshold, optional
         Toxic exposure, e.g. ``Threshold(AUC24Window(), above=600)``.
     max_toxic_probability : float
@@ -622,7 +758,11 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
     start_time : float, optional
         Time of the first new dose (h); default: the next dose of ``history`` (0 without history).
     evaluation_window : (float, float), optional
-        Where the target is evaluated (h); default ``(start_time + 48, start_time + 72)``.
+        The day the clinician asks about (h); default ``(start_time + 48, start_time + 72)``.  Reported beside
+        the steady state; the target is aimed at it when ``aim="window"``.
+    aim : {"steady-state", "window"}, optional
+        Where candidates are scored: at steady state (:mod:`medtwin.control.steady`; the default when no
+        ``evaluation_window`` is given) or over ``evaluation_window`` (the default when one is given).
     n_draws, seed : int
         Posterior draws (the same draws for every candidate and both bands).
     model : Model, optional
@@ -636,15 +776,19 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
     -------
     Recommendation
         ``kind="regimen"``; ``action`` (dose_mg, interval_h, infusion_h, loading_mg, daily_mg), ``regimen``
-        from ``start_time`` to the window end, ``probabilities`` {"target", "toxic"}, ``predicted`` and
-        ``current`` PredictiveBand, ``active_constraints``, ``runner_ups`` (next 3) and ``sensitivity``.
+        from ``start_time`` to the window end, ``probabilities`` {"target" (where aimed), "target_steady_state",
+        "target_window", "toxic"}, ``target`` (with ``aim``, ``expected_attainment``, ``steady_state`` and
+        ``window`` {median, p05, p95, p_target, p_below, p_above} and ``time_to_90pct_steady_state``
+        {median_h, p90_h} after the first new dose), ``predicted`` and ``current`` PredictiveBand,
+        ``active_constraints``, ``runner_ups`` (next 3) and ``sensitivity``.
     """
     mixture = hasattr(posterior, "component_draws")  # a ModelAveragedPosterior: components of different models
     model = posterior.model if model is None else _same_model(model, posterior.model)  # mixture: its top model
     constraints = DoseConstraints() if constraints is None else constraints
     eps = max_toxic_probability
+    aim = ("steady-state" if evaluation_window is None else "window") if aim is None else aim
     for component_model in ({c.model.name: c.model for c in posterior.components}.values() if mixture else (model,)):
-        _check_inputs(posterior, target, toxic, objective, eps, n_draws, component_model)
+        _check_inputs(posterior, target, toxic, objective, eps, n_draws, component_model, aim)
     if not isinstance(history, Regimen):
         raise DataError("recommend_dose: history must be a Regimen")
     start = _start_time(history, start_time)
@@ -662,8 +806,9 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         table = posterior.parameter_table(z)
         scorer = _Scorer(model, target, toxic, window, history, start, window[1], constraints.cmt, grid_h)
     candidates = _candidates(constraints)
-    scored, ranked, feasible = _search(scorer, table, candidates, objective, eps)
+    scored, ranked, feasible = _search(scorer, table, candidates, objective, eps, aim)
     best = ranked[0]
+    horizons = _both_horizons(scorer, table, best, aim, start, constraints.cmt)
     regimen = candidate_regimen(best.candidate, start, window[1], constraints.cmt)
     if constraints.violations(best.candidate.action()):         # by construction never; a guard, not an assert
         raise DataError(f"recommend_dose: internal error, {constraints.violations(best.candidate.action())}")
@@ -679,14 +824,16 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         k = int(np.argmax([z.shape[0] for _, _, z in parts]))
         _, post_k, z = parts[k]
         sens = {"model": posterior.names[parts[k][0]],
-                **_sensitivity(post_k, z, scorer.part(best.values, k), scorer.scorers[k], candidates, objective, eps)}
+                **_sensitivity(post_k, z, scorer.part(best.values, k), scorer.scorers[k], candidates, objective, eps,
+                               aim)}
     else:
-        sens = (_sensitivity(posterior, z, best.values, scorer, candidates, objective, eps) if sensitivity else {})
-    probabilities = {"target": best.p_target}
+        sens = (_sensitivity(posterior, z, best.values, scorer, candidates, objective, eps, aim) if sensitivity else {})
+    probabilities = {"target": best.p_target, "target_steady_state": horizons["steady_state"]["p_target"],
+                     "target_window": horizons["window"]["p_target"]}
     if toxic is not None:
         probabilities["toxic"] = best.p_toxic
-    described = {**target.describe(), "objective": objective, "window_h": window, "median": best.median,
-                 "p05": best.p05, "p95": best.p95}
+    described = {**target.describe(), "objective": objective, "aim": aim, "window_h": window, "median": best.median,
+                 "p05": best.p05, "p95": best.p95, "expected_attainment": best.p_target, **horizons}
     if toxic is not None:
         described["toxic"] = toxic.describe()
         described["max_toxic_probability"] = eps

@@ -95,7 +95,8 @@ class DoseOptimizer:
         E.g. ``AUC24Window(400, 600)``.
     constraints : DoseConstraints
         The hard constraints (dose steps, single and daily maxima, intervals, infusion rate, loading dose).
-    objective : {"pta", "median"}
+    objective : {"window", "pta", "median"}
+        Default ``"window"`` (see :func:`recommend_dose`).
     toxic : Threshold, optional
     max_toxic_probability : float
     n_draws, seed : int
@@ -109,7 +110,7 @@ class DoseOptimizer:
 
     target: Target
     constraints: DoseConstraints = field(default_factory=DoseConstraints)
-    objective: str = "pta"
+    objective: str = "window"
     toxic: Threshold | None = None
     max_toxic_probability: float = 0.1
     n_draws: int = 1000

@@ -264,8 +264,8 @@ class RecommendRequest(PersonalizeRequest):
 
         if self.constraints is None:
             object.__setattr__(self, "constraints", DoseConstraints())
-        if self.objective not in ("pta", "median"):
-            raise DataError(f"objective must be pta or median, not {self.objective!r}")
+        if self.objective not in ("window", "pta", "median"):
+            raise DataError(f"objective must be window, pta or median, not {self.objective!r}")
         if self.target.get("kind") not in ("auc24", "trough", "peak"):
             raise DataError(f"target kind must be auc24, trough or peak, not {self.target.get('kind')!r}")
 

@@ -1,0 +1,127 @@
+"""Vancomycin dosing on hidden patients from published models the twin's prior does not use (issue 14).
+
+Run:  python benchmarks/vanco_robustness.py            (30 patients: 15 Roberts 2011 + 15 Revilla 2010)
+      python benchmarks/vanco_robustness.py --quick    (4 patients, <= 30 s after the first compile)
+      python benchmarks/vanco_robustness.py --patients 60 --seed 1
+
+One run, the same hidden patients and the same two levels for every policy (paired):
+
+* ``label``: label dosing continued (15 mg/kg q12h, q24h if CrCl < 50);
+* ``goti-pta-day3``: the single-model twin of before issue 14 -- Goti 2018 prior, objective ``pta``
+  (max P(AUC24 in 400-600) with P(AUC24 > 600) <= 0.1) judged on day 3 of the new regimen;
+* ``goti-window-ss``: the same prior with the new default -- objective ``window`` aimed at steady state;
+* ``averaged-window-ss`` (when the model-averaged prior is available: ``medtwin.infer.model_averaging``):
+  Bayesian model averaging over the shipped vancomycin priors, objective ``window`` at steady state.
+
+Printed per policy: the share with TRUE steady-state AUC24 in 400-600 mg·h/L after one recommendation, the
+number above 800, the twin's predicted-vs-true median |log error| and its 50/90 % coverage, and the acceptance
+of issue 14 (>= 65 % and >= label + 30 points, none above 800, median |log error| <= 0.15) for the twins.
+Threads are pinned to 1 and printed; the first twin recommendation (JAX compile of the Laplace fit, read back
+from $MEDTWIN_HOME/jax-cache after the first run, as the CLI does) is timed apart from the warm ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+from medtwin.io.jax_cache import enable_persistent_jax_cache  # noqa: E402
+
+enable_persistent_jax_cache()  # a process edge, like the CLI: compiled programs on disk, not compiled every run
+
+
+def _policies(n_draws: int, seed: int) -> dict:
+    from medtwin.scenarios.robustness import label_policy, twin_policy
+
+    out = {"label": label_policy,
+           "goti-pta-day3": twin_policy("vancomycin_goti2018", objective="pta", aim="window", n_draws=n_draws,
+                                        seed=seed),
+           "goti-window-ss": twin_policy("vancomycin_goti2018", objective="window", aim="steady-state",
+                                         n_draws=n_draws, seed=seed)}
+    averaged = _averaged_prior()
+    if averaged is not None:
+        out["averaged-window-ss"] = twin_policy(averaged, objective="window", aim="steady-state", n_draws=n_draws,
+                                                seed=seed)
+    return out
+
+
+def _averaged_prior():
+    """The shipped vancomycin priors for model averaging, or None when this tree has no model averaging."""
+    try:
+        from medtwin.infer import model_averaging  # noqa: F401
+        from medtwin.io.population_file import drug_populations
+    except ImportError:
+        return None
+    return list(drug_populations("vancomycin"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 patients (CI)")
+    parser.add_argument("--patients", type=int, default=None, help="hidden patients in all (default 30)")
+    parser.add_argument("--draws", type=int, default=None, help="posterior draws per recommendation")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    n = args.patients or (4 if args.quick else 30)
+    draws = args.draws or (300 if args.quick else 1000)
+    print("threads: " + ", ".join(f"{v}={os.environ.get(v)}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                                    "NUMBA_NUM_THREADS")))
+    from medtwin.io.jax_cache import warm_model_callbacks
+    from medtwin.models import get_model
+    from medtwin.scenarios.robustness import evaluate
+
+    policies = _policies(draws, args.seed)
+    t_warm = time.perf_counter()
+    for population in (_averaged_prior() or []):  # numba callbacks from $MEDTWIN_HOME, as the CLI does
+        warm_model_callbacks(get_model(population.model))
+    for name in ("pk1_iv", "vancomycin_goti2018"):
+        warm_model_callbacks(get_model(name))
+    print(f"model callbacks ready in {time.perf_counter() - t_warm:.1f} s (read back from disk after the first run)")
+    timing = {}
+
+    def timed(name, policy):
+        def run(*a):
+            t0 = time.perf_counter()
+            out = policy(*a)
+            timing.setdefault(name, []).append(time.perf_counter() - t0)
+            return out
+        return run
+
+    t0 = time.perf_counter()
+    result = evaluate(["roberts2011", "revilla2010"], {k: timed(k, p) for k, p in policies.items()}, n_patients=n,
+                      seed=args.seed)
+    wall = time.perf_counter() - t0
+    s = result.summary
+    print(f"\n{n} hidden patients (Roberts 2011 + Revilla 2010), {draws} draws, seed {args.seed}: outcomes on the "
+          f"TRUE steady-state AUC24 after one recommendation at 24 h")
+    print(f"{'policy':22s} {'in 400-600':>10s} {'95% CI':>13s} {'>800':>5s} {'<400':>6s} {'>600':>6s} "
+          f"{'|log err|':>9s} {'cov50':>6s} {'cov90':>6s} {'vs label':>9s} {'McNemar p':>9s}")
+    label = s.loc["label", "attainment"]
+    for policy, row in s.iterrows():
+        err = row.get("median_abs_log_error", float("nan"))
+        print(f"{policy:22s} {row.attainment:10.1%} [{row.attainment_lo95:4.0%}, {row.attainment_hi95:4.0%}] "
+              f"{int(row.n_above_800):5d} {row.share_below_400:6.1%} {row.share_above_600:6.1%} {err:9.3f} "
+              f"{row.get('coverage_50', float('nan')):6.2f} {row.get('coverage_90', float('nan')):6.2f} "
+              f"{row.attainment - label:+9.1%} {row.get('mcnemar_p', float('nan')):9.3f}")
+    print("\nacceptance (issue 14): >= 65 % in 400-600, >= label + 30 points, none > 800, median |log err| <= 0.15")
+    for policy, row in s.iterrows():
+        if policy == "label":
+            continue
+        checks = {"attainment >= 65 %": row.attainment >= 0.65, "label + 30 points": row.attainment - label >= 0.30,
+                  "none > 800": row.n_above_800 == 0, "|log err| <= 0.15": row.median_abs_log_error <= 0.15}
+        verdict = "MET" if all(checks.values()) else "NOT MET"
+        print(f"  {policy:22s} {verdict:8s} " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items()))
+    print(f"\ntime: {wall:.1f} s in all; per twin recommendation (personalize + recommend):")
+    for name, times in timing.items():
+        if name != "label" and times:
+            warm = times[1:] or times
+            print(f"  {name:22s} first {times[0]:6.2f} s (compile included), warm median {sorted(warm)[len(warm) // 2]:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
