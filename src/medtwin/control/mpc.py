@@ -271,6 +271,7 @@ class MPCController:
     n_draws: int = 200
     seed: int = 0
     process_noise: bool = True
+    noise_steps: int | None = None
     max_step: float | None = None
     backoff: int = 3
     maxiter: int = 100
@@ -306,6 +307,8 @@ class MPCController:
             raise ParameterError(f"mpc: backoff must be >= 0, got {self.backoff!r}")
         if self.max_step is not None and not (math.isfinite(self.max_step) and self.max_step > 0):
             raise ParameterError(f"mpc: max_step must be a positive number of hours, got {self.max_step!r}")
+        if self.noise_steps is not None and not (int(self.noise_steps) == self.noise_steps >= 0):
+            raise ParameterError(f"mpc: noise_steps must be an integer >= 0 (or None), got {self.noise_steps!r}")
         for c in self.chance:
             if not isinstance(c, ChanceConstraint):
                 raise DataError(f"mpc: chance constraints must be ChanceConstraint values, got {c!r}")
@@ -364,6 +367,8 @@ class MPCController:
         noise = np.zeros((self.n_draws, H, self.space.n))
         if self.process_noise:
             noise = rng.standard_normal(noise.shape) * np.sqrt(self.space.process_variance(self.step_h))
+            if self.noise_steps is not None:
+                noise[:, int(self.noise_steps):] = 0.0  # later drift is left to the next re-plan (feedback)
         rates, boluses = background_inputs(self.space, inputs, t0, self.step_h, H, self._control_index())
         lo, hi = self.bounds
         a, b = max(lo, current - self.max_change), min(hi, current + self.max_change)

@@ -71,10 +71,28 @@ class GlucoseScenario:
     target_high: float = 8.0
     reference: float = 6.0
     measurement_cv: float = 0.05
+    decide_every_h: float | None = None
 
     def __post_init__(self):
         if not (self.hours >= 2 and self.measure_every_h > 0 and 0 <= self.delay_h < self.measure_every_h):
             raise DataError("glucose scenario: need hours >= 2, measure_every_h > 0 and 0 <= delay_h < measure_every_h")
+        if self.decide_every_h is not None and not (0 < self.decide_every_h <= self.measure_every_h):
+            raise DataError("glucose scenario: decide_every_h must be in (0, measure_every_h], got "
+                            f"{self.decide_every_h!r}")
+
+    def decision_times(self) -> np.ndarray:
+        """When the policy sets the rate, h: at each result's arrival and, with ``decide_every_h``, in between.
+
+        Examples
+        --------
+        >>> GlucoseScenario(hours=2, decide_every_h=0.5).decision_times().round(3).tolist()
+        [0.333, 0.833, 1.333, 1.833]
+        """
+        arrivals = np.arange(0.0, self.hours, self.measure_every_h) + self.delay_h
+        if self.decide_every_h is None:
+            return arrivals
+        between = np.arange(self.delay_h, self.hours, self.decide_every_h)
+        return np.unique(np.round(np.concatenate([arrivals, between]), 10))
 
 
 @dataclass(frozen=True)
@@ -171,7 +189,7 @@ def run_glucose_patient(patient, policy: Callable, scenario: GlucoseScenario = G
     """
     rng = np.random.default_rng([seed, int(patient.id)])
     sample_times = np.arange(0.0, scenario.hours, scenario.measure_every_h)
-    decisions = sample_times + scenario.delay_h
+    decisions = scenario.decision_times()
     grid = np.arange(0.0, scenario.hours + 1e-9, 5.0 / 60.0)
     events = sorted(set(np.round(np.concatenate([grid, sample_times, decisions]), 10).tolist()))
     truth = _TruePatient(patient, events)
