@@ -2,14 +2,15 @@
 
 The loop, for one virtual patient over ``hours``:
 
-* the **true patient** is a Bergman-minimal-model patient with insulin
-  sensitivity changing hour by hour (:mod:`medtwin.scenarios.glucose_patients`),
-  integrated by the same fixed-step RK4 as the observers but with its own model
-  — deliberately not the twin's (ICING);
+* the **true patient** is a Bergman-minimal-model patient
+  (:mod:`medtwin.scenarios.glucose_patients`) or a Hovorka / Dalla Man patient
+  (:mod:`medtwin.scenarios.foreign_glucose`) with insulin sensitivity changing
+  hour by hour, simulated with its own model — deliberately not the twin's (ICING);
 * blood glucose is drawn every ``measure_every_h`` hours, with measurement
   error, and its result **arrives** ``delay_h`` later;
-* at each arrival the **policy** sets the insulin infusion rate (U/h), held
-  until the next arrival; enteral feeding runs at a constant known rate;
+* at each arrival (and, with ``decide_every_h``, in between) the **policy** sets
+  the insulin infusion rate (U/h), held until the next decision; enteral feeding
+  runs at a constant known rate;
 * the twin-guided policy assimilates the arrived measurement into the ICU twin
   (UKF), predicts its belief to now and asks the MPC controller
   (:mod:`medtwin.control.mpc`) for the rate; the standard of care is the
@@ -115,21 +116,34 @@ class GlucoseOutcome:
     statuses: tuple[str, ...] = ()
 
 
+def truth_model(name: str):
+    """The Model of a virtual patient's truth: a library glucose model or a foreign one (Hovorka, Dalla Man)."""
+    from medtwin.scenarios.glucose_patients import GLUCOSE_MODELS
+
+    if name in GLUCOSE_MODELS:
+        return get_model(name)
+    from medtwin.scenarios.foreign_glucose import foreign_model
+
+    return foreign_model(name)
+
+
 class _TruePatient:
     """The virtual patient's own model under the inputs given so far, simulated by ``simulate()``.
 
-    SI is a piecewise-constant parameter (``SI · si_multipliers[k]`` from hour k on).  The rates given by
+    The insulin sensitivity (``SI``, or ``SIscale`` for the foreign truths) is a piecewise-constant parameter
+    (``SI · si_multipliers[k]`` from hour k on).  The rates given by
     :meth:`advance` become zero-order infusion records; whenever they change, one ``simulate()`` call
     (adaptive Dormand–Prince, rtol 1e-10) from 0 h, with the current rates continued, gives the glucose at
     every remaining query time ``times`` (h), which :meth:`glucose` then reads until the next change.
     """
 
     def __init__(self, patient, times):
-        self.model = get_model(patient.model)
+        self.model = truth_model(patient.model)
         self.theta = self.model.parameter_table(dict(patient.parameters))
         multipliers = np.asarray(patient.si_multipliers, dtype=float)
-        si = float(patient.parameters["SI"]) * multipliers
-        self.changes = {"SI": (np.arange(len(multipliers), dtype=float), si)}
+        name = "SIscale" if "SIscale" in patient.parameters else "SI"
+        si = float(patient.parameters[name]) * multipliers
+        self.changes = {name: (np.arange(len(multipliers), dtype=float), si)}
         self.times = np.unique(np.asarray(times, dtype=float))
         self.given: list[tuple[float, np.ndarray]] = []  # (from h, rates per state)
         self.t = 0.0
