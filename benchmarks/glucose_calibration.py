@@ -1,0 +1,115 @@
+"""Calibration of the ICU glycaemic twin's 1-h-ahead forecasts on patients of models it does not share.
+
+Truths: the Hovorka 2004 and Dalla Man 2007 models in ICU form
+(:mod:`medtwin.scenarios.foreign_glucose`), hour-to-hour insulin-sensitivity
+changes, IV insulin by the JBDS-IP scale on the latest reading, enteral feed
+3.5 g/h, 5-minute readings with 5 % CV.  The twin runs ICING.  For each model
+and variant (baseline = the shipped twin; ``scale`` / ``additive`` = the
+calibrated twin, :mod:`medtwin.twin.calibrated`) it prints, in one run:
+
+- coverage of the 90 % band of the reading 1 h ahead (pooled, and per-patient range),
+- PIT summary (mean, sd — 0.5 and 0.289 when calibrated — KS distance, 10 % tails),
+- RMSE of the forecast median against the true glucose (median and range over patients),
+- regime alarms per 72 h; and on *stationary* patients (no hour-to-hour change,
+  the foreign models and ICING itself) the false alarms per 72 h.
+
+Acceptance (issue 14, item 3): coverage 0.85–0.95 on both foreign models, median
+RMSE <= 0.8 mmol/L, false alarms <= 1 per 72 h on stationary patients.
+
+Usage::
+
+    python benchmarks/glucose_calibration.py --quick   # 1 patient per model, 12 h, baseline + scale (< 30 s)
+    python benchmarks/glucose_calibration.py           # 10 patients per model, 72 h, all variants + stationary
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+
+from medtwin.assimilate.calibration import pit_summary  # noqa: E402
+from medtwin.scenarios.foreign_glucose import FOREIGN_MODELS, foreign_stream, sample_foreign_patients  # noqa: E402
+from medtwin.scenarios.glucose_calibration import evaluate_stream  # noqa: E402
+
+
+def _row(label, variant, results):
+    pit = pit_summary(np.concatenate([r.pit for r in results]))
+    cov = np.array([r.coverage_90 for r in results])
+    n = np.array([len(r.pit) for r in results])
+    rmse = np.array([r.rmse_1h for r in results])
+    alarms = np.array([r.alarms_per_72h for r in results])
+    print(f"{label:<15} {variant:<9} {np.sum(cov * n) / n.sum():6.3f} [{cov.min():.2f}-{cov.max():.2f}]  "
+          f"{pit['mean']:.3f} {pit['sd']:.3f} {pit['ks']:.3f} {pit['low_tail']:.2f}/{pit['high_tail']:.2f}  "
+          f"{np.median(rmse):5.2f} [{rmse.min():.2f}-{rmse.max():.2f}]  "
+          f"{np.median([r.band_sd for r in results]):5.2f}  {alarms.mean():5.2f} (max {alarms.max():.1f})", flush=True)
+    return np.sum(cov * n) / n.sum(), float(np.median(rmse)), float(alarms.mean()), rmse
+
+
+def _header(title):
+    print(f"\n{title}")
+    print(f"{'truth':<15} {'variant':<9} {'cov90':>6} {'[range]':<11}  PIT mean/sd/KS tails     "
+          f"{'RMSE':>5} {'[range]':<11}  {'bandSD':>6}  alarms/72h")
+
+
+def _stationary_icing(n, hours, seed):
+    from medtwin.scenarios.glucose_patients import sample_icu_patients
+    from medtwin.scenarios.icu import synthetic_stream
+
+    return [synthetic_stream(p, hours, seed=p.id) for p in
+            sample_icu_patients(n, model="icing", hours=hours + 1, seed=seed, si_step_sd=0.0)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 patient per model, 12 h, baseline + scale")
+    parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--hours", type=int, default=72)
+    parser.add_argument("--stationary", type=int, default=4, help="stationary patients per model")
+    args = parser.parse_args(argv)
+    n, hours, variants = args.patients, args.hours, ("baseline", "scale", "additive")
+    n_stat = args.stationary
+    if args.quick:
+        n, hours, variants, n_stat = 1, 12, ("baseline", "scale"), 0
+    start = time.perf_counter()
+    summary = {}
+    _header(f"1-h-ahead forecasts, {n} patients per model, {hours} h, hour-to-hour SI changes (JBDS insulin, feed)")
+    for model in FOREIGN_MODELS:
+        streams = [foreign_stream(p, hours) for p in sample_foreign_patients(n, model=model, hours=hours, seed=2026)]
+        for variant in variants:
+            summary[(model, variant)] = _row(model, variant, [evaluate_stream(s, variant) for s in streams])
+    if n_stat:
+        _header(f"stationary patients (no hour-to-hour SI change), {n_stat} per model, {hours} h: false alarms")
+        groups = {m: [foreign_stream(p, hours) for p in sample_foreign_patients(
+            n_stat, model=m, hours=hours, seed=7, si_step_sd=0.0)] for m in FOREIGN_MODELS}
+        groups["icing (own)"] = _stationary_icing(n_stat, hours, 7)
+        for label, streams in groups.items():
+            for variant in ("baseline", "scale"):
+                summary[("stationary", label, variant)] = _row(label, variant,
+                                                               [evaluate_stream(s, variant) for s in streams])
+    if args.quick:
+        print("\n(--quick: a smoke run of the whole pipeline; 11 forecasts per model are no acceptance figure)")
+    print("\nacceptance (calibrated = scale): coverage in 0.85-0.95 and median RMSE <= 0.8 per foreign model; "
+          "stationary false alarms <= 1 per 72 h")
+    for model in FOREIGN_MODELS:
+        cov, rmse, _, _ = summary[(model, "scale")]
+        base_cov, base_rmse, _, _ = summary[(model, "baseline")]
+        print(f"  {model:<14} coverage {cov:.3f} (baseline {base_cov:.3f})  median RMSE {rmse:.2f} "
+              f"(baseline {base_rmse:.2f})  {'MET' if 0.85 <= cov <= 0.95 and rmse <= 0.8 else 'NOT MET'}")
+    pooled = np.concatenate([summary[(m, "scale")][3] for m in FOREIGN_MODELS])
+    print(f"  median RMSE over the patients of both foreign models: {np.median(pooled):.2f} mmol/L")
+    for key, (_, _, alarms, _) in summary.items():
+        if key[0] == "stationary":
+            print(f"  stationary {key[1]:<14} {key[2]:<9} false alarms {alarms:.2f} per 72 h"
+                  f"{'' if key[2] == 'baseline' else ('  MET' if alarms <= 1 else '  NOT MET')}")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
