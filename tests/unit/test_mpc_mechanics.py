@@ -138,3 +138,19 @@ def test_decisions_between_measurements_keep_measurement_times_and_arrivals():
     assert outcome.insulin_units == pytest.approx(3.0 - scenario.delay_h)
     with pytest.raises(DataError, match="decide_every_h"):
         GlucoseScenario(decide_every_h=2.0)
+
+
+def test_a_foreign_truth_in_the_loop_equals_its_independent_simulator():
+    from medtwin.scenarios.foreign_glucose import sample_foreign_patients, simulate_foreign
+    from medtwin.scenarios.glucose_loop import feed_regimen, insulin_event
+
+    patient = sample_foreign_patients(1, model="hovorka_icu", hours=7, seed=3)[0]
+    scenario = GlucoseScenario(hours=6)
+
+    def constant(state, now, results, rate):
+        return 1.5, state, "constant"
+
+    outcome = run_glucose_patient(patient, constant, scenario)
+    regimen = feed_regimen(scenario) + insulin_event(scenario.delay_h, 6.0, 1.5)
+    reference = simulate_foreign(patient, regimen, outcome.times[1:])
+    np.testing.assert_allclose(outcome.glucose[1:], reference.glucose_true, rtol=2e-5)

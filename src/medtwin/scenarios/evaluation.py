@@ -121,23 +121,25 @@ def glucose_cohort(n_patients: int, truth: str = "bergman_insulin", *, hours: in
 
 
 def evaluate_glucose(n_patients: int = 50, *, seed: int = 0, scenario=None, controller_factory=None,
-                     truth: str = "bergman_insulin", extra_policies: dict | None = None,
+                     truth: str = "bergman_insulin", extra_policies: dict | None = None, spec: dict | None = None,
                      progress=None) -> Evaluation:
     """The ICU glycaemic scenario (4.4–8.0 mmol/L, 72 h) for ``n_patients``: twin + MPC vs the JBDS sliding scale.
 
     ``truth`` names the model of the virtual patients (never the twin's ICING for an honest test; see
     :func:`glucose_cohort`); ``extra_policies`` (name -> policy) run on the same patients too (e.g. the previous
     controller, ``twin_policy(scenario, previous_glucose_controller(scenario))``); the summary is twin vs
-    sliding scale.
+    sliding scale.  ``spec``: the twin of the MPC (default :func:`medtwin.scenarios.icu.control_twin_spec`, ICING
+    with the EGP disturbance state).
     """
     import pandas as pd
 
     from medtwin.scenarios.glucose_loop import GlucoseScenario, run_glucose_patient, sliding_scale_policy, twin_policy
+    from medtwin.scenarios.icu import control_twin_spec
 
     scenario = scenario or GlucoseScenario()
     factory = controller_factory or default_glucose_controller(scenario)
     patients = glucose_cohort(n_patients, truth, hours=int(math.ceil(scenario.hours)) + 1, seed=seed)
-    policies = {"twin": twin_policy(scenario, factory), "sliding-scale": sliding_scale_policy,
+    policies = {"twin": twin_policy(scenario, factory, spec or control_twin_spec()), "sliding-scale": sliding_scale_policy,
                 **dict(extra_policies or {})}
     outcomes = _run(patients, policies,
                     lambda p, policy, name: run_glucose_patient(p, policy, scenario, name=name, seed=seed), progress)
