@@ -8,7 +8,7 @@ import pytest
 
 from medtwin.assimilate.beliefs import GaussianBelief
 from medtwin.assimilate.statespace import StateSpace
-from medtwin.control.mpc import MPCController
+from medtwin.control.mpc import ChanceConstraint, MPCController
 from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.model import DoseTarget, Model, Output, Parameter, State
 from medtwin.core.stream import Measurement
@@ -60,6 +60,16 @@ def test_move_suppression_is_the_regularised_least_squares_answer_and_shrinks_th
         np.testing.assert_allclose(u, expected, rtol=5e-3, atol=5e-3)  # SLSQP on an ill-conditioned QP
         squared_moves.append(float(np.sum(np.diff(np.concatenate([[current], u])) ** 2)))
     assert all(b < 0.8 * a for a, b in zip(squared_moves, squared_moves[1:]))  # heavier weight, smaller moves
+
+
+def test_a_saturated_infeasible_problem_falls_back_towards_meeting_the_constraint(pk_space):
+    # every candidate has every draw below 1000 mg/L at every step: the shares tie and the depth decides
+    mpc = pk_controller(pk_space, horizon=4, max_change=30.0, bounds=(0.0, 100.0),
+                        chance=(ChanceConstraint("C", below=1000.0, max_probability=0.05),))
+    belief = GaussianBelief(0.0, np.array([0.0, math.log(CL)]), np.zeros((2, 2)), pk_space.names)
+    r = mpc.recommend(belief, reference=5.0, current_rate=10.0)
+    assert r.status == "infeasible-fallback" and "ramp to the upper bound" in r.message
+    np.testing.assert_allclose(r.action["infusion_mg_per_h"], [40.0, 70.0, 100.0, 100.0])
 
 
 # ------------------------------------------------------------------ offset-free: a disturbance state

@@ -450,6 +450,12 @@ class MPCController:
             smooth += float(np.clip(c.smoothed(y)[0] - c.max_probability, 0, None).mean())
         return worst, mean, smooth
 
+    def _violation(self, y: np.ndarray) -> tuple[float, float, float]:
+        """(worst exact excess, mean exact excess, mean depth beyond the thresholds), for ranking fallbacks."""
+        worst, mean, _ = self._excess(y)
+        depth = sum(float(np.mean(np.clip(c.sign * (c.threshold - y), 0.0, None))) for c in self.chance)
+        return round(worst, 9), round(mean, 9), depth
+
     # ------------------------------------------------------------------ optimisation
     def _slsqp(self, p: _Problem, u0, alphas, maxiter: int):
         from scipy.optimize import minimize
@@ -524,7 +530,10 @@ class MPCController:
             candidates.append(("ramp to the upper bound", self.project(p, np.full(self.horizon, hi))))
         candidates += [("hold the running rate", self.project(p, np.full(self.horizon, p.current))),
                        ("last optimiser iterate", self.project(p, last))]
-        scored = [(self._excess(self.predict(p, u)), i, name, u) for i, (name, u) in enumerate(candidates)]
+        # ranked by (worst exact excess, mean exact excess, mean depth beyond the thresholds), the shares rounded so
+        # that saturated candidates (every draw beyond at every step) tie and the depth decides: for insulin against
+        # hypoglycaemia that is the ramp to 0 U/h, never a rounding-noise pick of the upper bound
+        scored = [(self._violation(self.predict(p, u)), i, name, u) for i, (name, u) in enumerate(candidates)]
         (worst, _, _), _, name, u = min(scored, key=lambda s: (s[0], s[1]))
         y = self.predict(p, u)
         if worst <= 0.0:  # a simple candidate meets every constraint after all

@@ -139,7 +139,8 @@ def evaluate_glucose(n_patients: int = 50, *, seed: int = 0, scenario=None, cont
     scenario = scenario or GlucoseScenario()
     factory = controller_factory or default_glucose_controller(scenario)
     patients = glucose_cohort(n_patients, truth, hours=int(math.ceil(scenario.hours)) + 1, seed=seed)
-    policies = {"twin": twin_policy(scenario, factory, spec or control_twin_spec()), "sliding-scale": sliding_scale_policy,
+    policies = {"twin": twin_policy(scenario, factory, spec or control_twin_spec(), stop_below=scenario.target_low),
+                "sliding-scale": sliding_scale_policy,
                 **dict(extra_policies or {})}
     outcomes = _run(patients, policies,
                     lambda p, policy, name: run_glucose_patient(p, policy, scenario, name=name, seed=seed), progress)

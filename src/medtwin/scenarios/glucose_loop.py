@@ -253,12 +253,15 @@ def sliding_scale_policy(state, now, results, current_rate):
     return jbds_vriii_rate(latest.value), state, "sliding scale"
 
 
-def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: dict | None = None) -> Callable:
+def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: dict | None = None, *,
+                stop_below: float | None = None) -> Callable:
     """The twin-guided policy: assimilate arrived results, predict to now, ask the MPC controller.
 
     ``controller_factory(space)`` builds the controller for the twin's state space (so that every patient's
     twin shares one compiled controller).  Results taken while the twin's advice was followed are flagged
-    ``under_advice`` (the feedback-loop alarm of the live twin sees them).
+    ``under_advice`` (the feedback-loop alarm of the live twin sees them).  ``stop_below`` (mmol/L): a
+    measurement-level safety rule over the model — while the latest result is below it, the rate may only
+    fall (to at most the running rate minus the rate limit, never below 0), whatever the twin believes.
     """
     from medtwin.scenarios.icu import icu_twin_spec
     from medtwin.twin.codec import space_from_spec, twin_from_spec
@@ -278,8 +281,13 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
         state["seen"].update(m.source_id for m in new)
         recommendation = twin.recommend(state["controller"], time=now, reference=scenario.reference,
                                         current_rate=current_rate, warm_start=state["last"])
-        rate = float(recommendation.action["apply_now_u_per_h"])
+        rate, status = float(recommendation.action["apply_now_u_per_h"]), recommendation.status
+        latest = max(results, key=lambda m: m.time).value if results else None
+        if stop_below is not None and latest is not None and latest < stop_below:
+            cap = max(0.0, current_rate - scenario.max_change)
+            if rate > cap:
+                rate, status = cap, f"{status}; safety: latest glucose {latest:.2f} < {stop_below:g} mmol/L"
         state.update(twin=twin, since=now, advised=True, last=recommendation)
-        return rate, state, recommendation.status
+        return rate, state, status
 
     return policy
