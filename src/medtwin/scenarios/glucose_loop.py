@@ -116,15 +116,34 @@ class GlucoseOutcome:
     statuses: tuple[str, ...] = ()
 
 
+#: Foreign truth models built once per process (one Model object each, so compiled kernels are reused).
+_FOREIGN: dict = {}
+
+
 def truth_model(name: str):
-    """The Model of a virtual patient's truth: a library glucose model or a foreign one (Hovorka, Dalla Man)."""
+    """The Model of a virtual patient's truth: a library glucose model or a foreign one (Hovorka, Dalla Man).
+
+    Examples
+    --------
+    >>> truth_model("hovorka_icu") is truth_model("hovorka_icu"), truth_model("bergman_insulin").name
+    (True, 'bergman_insulin')
+    """
+    from medtwin.errors import ModelError
     from medtwin.scenarios.glucose_patients import GLUCOSE_MODELS
 
     if name in GLUCOSE_MODELS:
         return get_model(name)
-    from medtwin.scenarios.foreign_glucose import foreign_model
-
-    return foreign_model(name)
+    if name not in _FOREIGN:
+        # the model modules, not medtwin.scenarios.foreign_glucose (which imports this module's JBDS scale)
+        if name == "hovorka_icu":
+            from medtwin.models.hovorka import hovorka_icu_model as factory
+        elif name == "dalla_man_icu":
+            from medtwin.models.dallaman import dalla_man_icu_model as factory
+        else:
+            raise ModelError(f"glucose truth models are {GLUCOSE_MODELS + ('hovorka_icu', 'dalla_man_icu')}, "
+                             f"got {name!r}")
+        _FOREIGN[name] = factory()
+    return _FOREIGN[name]
 
 
 class _TruePatient:
