@@ -104,6 +104,9 @@ def main() -> None:
     n, hours = (1, 12) if args.quick else (args.patients, args.hours)
     scenario = GlucoseScenario(hours=hours)
     results = {truth: run_truth(truth, n, scenario, args.seed) for truth in truths}
+    if args.quick:
+        print("\n(--quick is a smoke run of the machinery: 1 patient x 12 h decides nothing; the acceptance run is the "
+              "full mode)")
     print("\nsummary: " + "; ".join(f"{t}: {'all MET' if all(c.values()) else 'NOT MET'}" for t, c in results.items()))
 
 
