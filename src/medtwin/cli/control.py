@@ -190,6 +190,9 @@ def closed_loop_command(
     out: Path = typer.Option(..., "--out",
                              help="New (or empty) folder for outcomes.csv, summary.csv and closed_loop.png."),
     seed: int = typer.Option(0, "--seed", help="Seed of the virtual cohort and the measurement noise."),
+    truth: str = typer.Option("bergman_insulin", "--truth",
+                              help="glucose only: model of the virtual patients (bergman_insulin | hovorka_icu | "
+                                   "dalla_man_icu; the twin is ICING)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Simulate the whole loop on a virtual cohort: twin-guided vs standard of care; print and write the table."""
@@ -197,7 +200,8 @@ def closed_loop_command(
 
     from medtwin.scenarios.evaluation import evaluate_glucose, evaluate_vancomycin, plot_evaluation
 
-    runners = {"vancomycin": evaluate_vancomycin, "glucose": evaluate_glucose}
+    runners = {"vancomycin": evaluate_vancomycin,
+               "glucose": lambda *args, **kw: evaluate_glucose(*args, truth=truth, **kw)}
     if scenario not in runners:
         fail(MedtwinError(f"unknown scenario {scenario!r}; use {' | '.join(runners)}"))
     outputs = OutFolder(out)
@@ -221,7 +225,8 @@ def closed_loop_command(
     except MedtwinError as exc:
         outputs.discard()
         fail(exc)
-    console.print(f"{scenario}: {patients} virtual patients, twin-guided vs standard of care (paired)")
+    console.print(f"{scenario}: {patients} virtual patients{f' ({truth})' if scenario == 'glucose' else ''}, "
+                  "twin-guided vs standard of care (paired)")
     typer.echo(evaluation.table())  # plain text: a wide table must not be re-wrapped by the terminal width
     console.print(f"wrote {out / 'outcomes.csv'}, {out / 'summary.csv'}, {out / 'closed_loop.png'}")
 

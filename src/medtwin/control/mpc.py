@@ -271,6 +271,7 @@ class MPCController:
     n_draws: int = 200
     seed: int = 0
     process_noise: bool = True
+    noise_steps: int | None = None
     max_step: float | None = None
     backoff: int = 3
     maxiter: int = 100
@@ -306,6 +307,8 @@ class MPCController:
             raise ParameterError(f"mpc: backoff must be >= 0, got {self.backoff!r}")
         if self.max_step is not None and not (math.isfinite(self.max_step) and self.max_step > 0):
             raise ParameterError(f"mpc: max_step must be a positive number of hours, got {self.max_step!r}")
+        if self.noise_steps is not None and not (int(self.noise_steps) == self.noise_steps >= 0):
+            raise ParameterError(f"mpc: noise_steps must be an integer >= 0 (or None), got {self.noise_steps!r}")
         for c in self.chance:
             if not isinstance(c, ChanceConstraint):
                 raise DataError(f"mpc: chance constraints must be ChanceConstraint values, got {c!r}")
@@ -364,6 +367,8 @@ class MPCController:
         noise = np.zeros((self.n_draws, H, self.space.n))
         if self.process_noise:
             noise = rng.standard_normal(noise.shape) * np.sqrt(self.space.process_variance(self.step_h))
+            if self.noise_steps is not None:
+                noise[:, int(self.noise_steps):] = 0.0  # later drift is left to the next re-plan (feedback)
         rates, boluses = background_inputs(self.space, inputs, t0, self.step_h, H, self._control_index())
         lo, hi = self.bounds
         a, b = max(lo, current - self.max_change), min(hi, current + self.max_change)
@@ -445,6 +450,12 @@ class MPCController:
             smooth += float(np.clip(c.smoothed(y)[0] - c.max_probability, 0, None).mean())
         return worst, mean, smooth
 
+    def _violation(self, y: np.ndarray) -> tuple[float, float, float]:
+        """(worst exact excess, mean exact excess, mean depth beyond the thresholds), for ranking fallbacks."""
+        worst, mean, _ = self._excess(y)
+        depth = sum(float(np.mean(np.clip(c.sign * (c.threshold - y), 0.0, None))) for c in self.chance)
+        return round(worst, 9), round(mean, 9), depth
+
     # ------------------------------------------------------------------ optimisation
     def _slsqp(self, p: _Problem, u0, alphas, maxiter: int):
         from scipy.optimize import minimize
@@ -519,7 +530,10 @@ class MPCController:
             candidates.append(("ramp to the upper bound", self.project(p, np.full(self.horizon, hi))))
         candidates += [("hold the running rate", self.project(p, np.full(self.horizon, p.current))),
                        ("last optimiser iterate", self.project(p, last))]
-        scored = [(self._excess(self.predict(p, u)), i, name, u) for i, (name, u) in enumerate(candidates)]
+        # ranked by (worst exact excess, mean exact excess, mean depth beyond the thresholds), the shares rounded so
+        # that saturated candidates (every draw beyond at every step) tie and the depth decides: for insulin against
+        # hypoglycaemia that is the ramp to 0 U/h, never a rounding-noise pick of the upper bound
+        scored = [(self._violation(self.predict(p, u)), i, name, u) for i, (name, u) in enumerate(candidates)]
         (worst, _, _), _, name, u = min(scored, key=lambda s: (s[0], s[1]))
         y = self.predict(p, u)
         if worst <= 0.0:  # a simple candidate meets every constraint after all

@@ -2,14 +2,15 @@
 
 The loop, for one virtual patient over ``hours``:
 
-* the **true patient** is a Bergman-minimal-model patient with insulin
-  sensitivity changing hour by hour (:mod:`medtwin.scenarios.glucose_patients`),
-  integrated by the same fixed-step RK4 as the observers but with its own model
-  — deliberately not the twin's (ICING);
+* the **true patient** is a Bergman-minimal-model patient
+  (:mod:`medtwin.scenarios.glucose_patients`) or a Hovorka / Dalla Man patient
+  (:mod:`medtwin.scenarios.foreign_glucose`) with insulin sensitivity changing
+  hour by hour, simulated with its own model — deliberately not the twin's (ICING);
 * blood glucose is drawn every ``measure_every_h`` hours, with measurement
   error, and its result **arrives** ``delay_h`` later;
-* at each arrival the **policy** sets the insulin infusion rate (U/h), held
-  until the next arrival; enteral feeding runs at a constant known rate;
+* at each arrival (and, with ``decide_every_h``, in between) the **policy** sets
+  the insulin infusion rate (U/h), held until the next decision; enteral feeding
+  runs at a constant known rate;
 * the twin-guided policy assimilates the arrived measurement into the ICU twin
   (UKF), predicts its belief to now and asks the MPC controller
   (:mod:`medtwin.control.mpc`) for the rate; the standard of care is the
@@ -71,10 +72,28 @@ class GlucoseScenario:
     target_high: float = 8.0
     reference: float = 6.0
     measurement_cv: float = 0.05
+    decide_every_h: float | None = None
 
     def __post_init__(self):
         if not (self.hours >= 2 and self.measure_every_h > 0 and 0 <= self.delay_h < self.measure_every_h):
             raise DataError("glucose scenario: need hours >= 2, measure_every_h > 0 and 0 <= delay_h < measure_every_h")
+        if self.decide_every_h is not None and not (0 < self.decide_every_h <= self.measure_every_h):
+            raise DataError("glucose scenario: decide_every_h must be in (0, measure_every_h], got "
+                            f"{self.decide_every_h!r}")
+
+    def decision_times(self) -> np.ndarray:
+        """When the policy sets the rate, h: at each result's arrival and, with ``decide_every_h``, in between.
+
+        Examples
+        --------
+        >>> GlucoseScenario(hours=2, decide_every_h=0.5).decision_times().round(3).tolist()
+        [0.333, 0.833, 1.333, 1.833]
+        """
+        arrivals = np.arange(0.0, self.hours, self.measure_every_h) + self.delay_h
+        if self.decide_every_h is None:
+            return arrivals
+        between = np.arange(self.delay_h, self.hours, self.decide_every_h)
+        return np.unique(np.round(np.concatenate([arrivals, between]), 10))
 
 
 @dataclass(frozen=True)
@@ -97,21 +116,53 @@ class GlucoseOutcome:
     statuses: tuple[str, ...] = ()
 
 
+#: Foreign truth models built once per process (one Model object each, so compiled kernels are reused).
+_FOREIGN: dict = {}
+
+
+def truth_model(name: str):
+    """The Model of a virtual patient's truth: a library glucose model or a foreign one (Hovorka, Dalla Man).
+
+    Examples
+    --------
+    >>> truth_model("hovorka_icu") is truth_model("hovorka_icu"), truth_model("bergman_insulin").name
+    (True, 'bergman_insulin')
+    """
+    from medtwin.errors import ModelError
+    from medtwin.scenarios.glucose_patients import GLUCOSE_MODELS
+
+    if name in GLUCOSE_MODELS:
+        return get_model(name)
+    if name not in _FOREIGN:
+        # the model modules, not medtwin.scenarios.foreign_glucose (which imports this module's JBDS scale)
+        if name == "hovorka_icu":
+            from medtwin.models.hovorka import hovorka_icu_model as factory
+        elif name == "dalla_man_icu":
+            from medtwin.models.dallaman import dalla_man_icu_model as factory
+        else:
+            raise ModelError(f"glucose truth models are {GLUCOSE_MODELS + ('hovorka_icu', 'dalla_man_icu')}, "
+                             f"got {name!r}")
+        _FOREIGN[name] = factory()
+    return _FOREIGN[name]
+
+
 class _TruePatient:
     """The virtual patient's own model under the inputs given so far, simulated by ``simulate()``.
 
-    SI is a piecewise-constant parameter (``SI · si_multipliers[k]`` from hour k on).  The rates given by
+    The insulin sensitivity (``SI``, or ``SIscale`` for the foreign truths) is a piecewise-constant parameter
+    (``SI · si_multipliers[k]`` from hour k on).  The rates given by
     :meth:`advance` become zero-order infusion records; whenever they change, one ``simulate()`` call
     (adaptive Dormand–Prince, rtol 1e-10) from 0 h, with the current rates continued, gives the glucose at
     every remaining query time ``times`` (h), which :meth:`glucose` then reads until the next change.
     """
 
     def __init__(self, patient, times):
-        self.model = get_model(patient.model)
+        self.model = truth_model(patient.model)
         self.theta = self.model.parameter_table(dict(patient.parameters))
         multipliers = np.asarray(patient.si_multipliers, dtype=float)
-        si = float(patient.parameters["SI"]) * multipliers
-        self.changes = {"SI": (np.arange(len(multipliers), dtype=float), si)}
+        name = "SIscale" if "SIscale" in patient.parameters else "SI"
+        si = float(patient.parameters[name]) * multipliers
+        self.changes = {name: (np.arange(len(multipliers), dtype=float), si)}
         self.times = np.unique(np.asarray(times, dtype=float))
         self.given: list[tuple[float, np.ndarray]] = []  # (from h, rates per state)
         self.t = 0.0
@@ -171,7 +222,7 @@ def run_glucose_patient(patient, policy: Callable, scenario: GlucoseScenario = G
     """
     rng = np.random.default_rng([seed, int(patient.id)])
     sample_times = np.arange(0.0, scenario.hours, scenario.measure_every_h)
-    decisions = sample_times + scenario.delay_h
+    decisions = scenario.decision_times()
     grid = np.arange(0.0, scenario.hours + 1e-9, 5.0 / 60.0)
     events = sorted(set(np.round(np.concatenate([grid, sample_times, decisions]), 10).tolist()))
     truth = _TruePatient(patient, events)
@@ -221,12 +272,15 @@ def sliding_scale_policy(state, now, results, current_rate):
     return jbds_vriii_rate(latest.value), state, "sliding scale"
 
 
-def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: dict | None = None) -> Callable:
+def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: dict | None = None, *,
+                stop_below: float | None = None) -> Callable:
     """The twin-guided policy: assimilate arrived results, predict to now, ask the MPC controller.
 
     ``controller_factory(space)`` builds the controller for the twin's state space (so that every patient's
     twin shares one compiled controller).  Results taken while the twin's advice was followed are flagged
-    ``under_advice`` (the feedback-loop alarm of the live twin sees them).
+    ``under_advice`` (the feedback-loop alarm of the live twin sees them).  ``stop_below`` (mmol/L): a
+    measurement-level safety rule over the model — while the latest result is below it, the rate may only
+    fall (to at most the running rate minus the rate limit, never below 0), whatever the twin believes.
     """
     from medtwin.scenarios.icu import icu_twin_spec
     from medtwin.twin.codec import space_from_spec, twin_from_spec
@@ -246,8 +300,13 @@ def twin_policy(scenario: GlucoseScenario, controller_factory: Callable, spec: d
         state["seen"].update(m.source_id for m in new)
         recommendation = twin.recommend(state["controller"], time=now, reference=scenario.reference,
                                         current_rate=current_rate, warm_start=state["last"])
-        rate = float(recommendation.action["apply_now_u_per_h"])
+        rate, status = float(recommendation.action["apply_now_u_per_h"]), recommendation.status
+        latest = max(results, key=lambda m: m.time).value if results else None
+        if stop_below is not None and latest is not None and latest < stop_below:
+            cap = max(0.0, current_rate - scenario.max_change)
+            if rate > cap:
+                rate, status = cap, f"{status}; safety: latest glucose {latest:.2f} < {stop_below:g} mmol/L"
         state.update(twin=twin, since=now, advised=True, last=recommendation)
-        return rate, state, recommendation.status
+        return rate, state, status
 
     return policy

@@ -40,6 +40,38 @@ def icu_twin_spec() -> dict:
     return copy.deepcopy(yaml.safe_load(text))
 
 
+#: Random-walk variance of log EGP in the control twin, (log units)²/h: an hourly log-SD of 0.1 (assumption).
+EGP_DRIFT = 0.01
+#: Prior log-SD of EGP in the control twin (assumption: wider than the 0.2 between-patient log-SD of the
+#: synthetic cohorts, since a foreign patient's glucose balance differs from ICING's by more than its EGP).
+EGP_PRIOR_SD = 0.3
+
+
+def control_twin_spec(*, egp_drift: float = EGP_DRIFT, egp_sd: float = EGP_PRIOR_SD) -> dict:
+    """The ICU twin for closed-loop control: :func:`icu_twin_spec` with a disturbance state.
+
+    Besides SI, the twin estimates ICING's endogenous glucose production EGP as a slow log random walk.  It is
+    the offset-free formulation of model predictive control (an input-disturbance state estimated with the
+    plant state, Muske KR, Badgwell TA. J Process Control 2002;12:617-632; Pannocchia G, Rawlings JB. AIChE J
+    2003;49:426-437): a constant error in the patient's glucose balance (a different basal production, feed
+    absorption or non-insulin uptake than ICING's) is absorbed by EGP instead of being misread as insulin
+    sensitivity, so the predicted response to insulin is not biased by it.  The model stays ICING.
+
+    Examples
+    --------
+    >>> spec = control_twin_spec()
+    >>> spec["model"], spec["estimated"], spec["parameter_drift"]["EGP"]
+    ('icing', ['SI', 'EGP'], 0.01)
+    """
+    if not (egp_drift >= 0 and egp_sd > 0):
+        raise DataError(f"control_twin_spec: egp_drift >= 0 and egp_sd > 0 needed, got {egp_drift}, {egp_sd}")
+    spec = icu_twin_spec()
+    spec["estimated"] = list(spec["estimated"]) + ["EGP"]
+    spec["parameter_drift"] = {**spec["parameter_drift"], "EGP": float(egp_drift)}
+    spec["initial_sd"] = {**spec["initial_sd"], "EGP": float(egp_sd)}
+    return spec
+
+
 def icu_protocol_regimen(hours: int, *, seed: int = 0) -> Regimen:
     """A plausible ICU input history: enteral feed 3.5 g/h and insulin 0–6 U/h changed every hour.
 
