@@ -48,7 +48,7 @@ from medtwin.core.events import DoseEvent, Regimen
 from medtwin.core.stream import Measurement, Stream
 from medtwin.errors import DataError, ModelError, ParameterError
 from medtwin.scenarios.glucose_patients import (EGP_OMEGA, G0_OMEGA, MEASUREMENT_CV, SI_OMEGA, SI_REVERSION,
-                                                SI_STEP_SD, TruthResult, si_walk)
+                                                SI_STEP_SD, TruthResult, path_times, si_walk)
 
 #: The foreign truth models and the parameter drawn as "glucose production" for each.
 FOREIGN_MODELS = {"hovorka_icu": "EGP0", "dalla_man_icu": "kp1"}
@@ -204,13 +204,7 @@ def simulate_foreign(patient: ForeignICUPatient, regimen: Regimen | None, times,
 
     model = foreign_model(patient.model)
     theta = model.parameter_table(dict(patient.parameters))[0]
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)):
-        raise DataError("times must be a non-empty 1-D array of finite hours")
-    if times[0] < 0 or np.any(np.diff(times) < 0):
-        raise DataError("times must be >= 0 and non-decreasing")
-    if times[-1] > patient.hours:
-        raise DataError(f"times reach {times[-1]} h but the patient's sensitivity path covers {patient.hours} h")
+    times = path_times(times, patient.hours)
     j = model.parameter_names.index(SENSITIVITY)
     path = theta[j] * np.asarray(patient.si_multipliers, dtype=float)
     trajectory = simulate(model, theta[None, :], regimen if regimen is not None else Regimen(()), times,

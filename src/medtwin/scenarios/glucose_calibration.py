@@ -113,17 +113,14 @@ def evaluate_stream(synthetic, variant: str = "scale", *, every_h: float = 1.0, 
     ``every_h`` on) for the reading ``horizon_h`` later, on the inputs recorded
     in the stream (the rates the protocol chose).
     """
+    from medtwin.scenarios.icu import stream_forecasts
+
     twin = variant_twin(variant, synthetic.stream.regimen, synthetic.stream.patient, spec)
     times = synthetic.times
-    next_forecast = every_h
     errors, lows, highs, ys, pits, sds = [], [], [], [], [], []
     start = _time.perf_counter()
-    for k, m in enumerate(synthetic.stream.measurements):
-        twin = twin.assimilate([m])
-        if m.time + 1e-9 >= next_forecast and m.time + horizon_h <= times[-1] + 1e-9:
-            next_forecast += every_h
-            band = twin.forecast(None, horizon=horizon_h, step=horizon_h, n_draws=n_draws, seed=k)
-            j = int(np.argmin(np.abs(times - (m.time + horizon_h))))
+    for twin, band, j in stream_forecasts(twin, synthetic, every_h=every_h, horizon_h=horizon_h, n_draws=n_draws):
+        if band is not None:
             lo, hi = band.interval("G", 0.9, residual=True)
             errors.append(float(band.median("G")[-1]) - synthetic.glucose_true[j])
             lows.append(lo[-1])

@@ -315,6 +315,23 @@ def icu_regimen(hours: float, *, insulin_u_per_h=0.0, enteral_g_per_h=0.0, pn_mm
     return Regimen(tuple(events))
 
 
+def path_times(times, hours: float) -> np.ndarray:
+    """Output times (h) as a float array, checked: 1-D, finite, >= 0, non-decreasing, within the
+    patient's ``hours`` of insulin-sensitivity path; a DataError names what is wrong.
+
+    >>> path_times([0, 1.5], 2).tolist()
+    [0.0, 1.5]
+    """
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)):
+        raise DataError("times must be a non-empty 1-D array of finite hours")
+    if times[0] < 0 or np.any(np.diff(times) < 0):
+        raise DataError("times must be >= 0 and non-decreasing")
+    if times[-1] > hours:
+        raise DataError(f"times reach {times[-1]} h but the patient's sensitivity path covers {hours} h")
+    return times
+
+
 def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times, *, seed: int | None = None,
                    rtol: float = 1e-8, atol: float = 1e-8) -> TruthResult:
     """Integrate ``patient`` under ``regimen`` with hourly SI and add measurement error.
@@ -351,13 +368,7 @@ def simulate_truth(patient: SyntheticICUPatient, regimen: Regimen | None, times,
 
     model = _model(patient.model)
     theta = model.parameter_table(dict(patient.parameters))[0]
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)):
-        raise DataError("times must be a non-empty 1-D array of finite hours")
-    if times[0] < 0 or np.any(np.diff(times) < 0):
-        raise DataError("times must be >= 0 and non-decreasing")
-    if times[-1] > patient.hours:
-        raise DataError(f"times reach {times[-1]} h but the patient's SI path covers {patient.hours} h")
+    times = path_times(times, patient.hours)
     si = theta[model.parameter_names.index("SI")] * np.asarray(patient.si_multipliers, dtype=float)
     trajectory = simulate(model, theta[None, :], regimen if regimen is not None else Regimen(()), times,
                           pre_dose=[np.ones(len(times), bool)], method="dopri5", rtol=rtol, atol=atol,

@@ -122,6 +122,26 @@ class TrackingResult:
     alarms: tuple[str, ...]
 
 
+def stream_forecasts(twin, synthetic: SyntheticStream, *, every_h: float = 1.0, horizon_h: float = 1.0,
+                     n_draws: int = 200):
+    """Assimilate ``synthetic``'s readings one by one; after each, yield ``(twin, band, j)``.
+
+    ``band`` is the ``horizon_h``-ahead forecast (recorded inputs, seed = the reading's index) made right
+    after the reading at each ``every_h`` mark from ``every_h`` on, else None; ``j`` is the index in
+    ``synthetic.times`` of the reading it forecasts (None without a band).
+    """
+    times = synthetic.times
+    next_forecast = every_h
+    for k, m in enumerate(synthetic.stream.measurements):
+        twin = twin.assimilate([m])
+        if m.time + 1e-9 >= next_forecast and m.time + horizon_h <= times[-1] + 1e-9:
+            next_forecast += every_h
+            band = twin.forecast(None, horizon=horizon_h, step=horizon_h, n_draws=n_draws, seed=k)
+            yield twin, band, int(np.argmin(np.abs(times - (m.time + horizon_h))))
+        else:
+            yield twin, None, None
+
+
 def tracking_evaluation(synthetic: SyntheticStream, spec: dict | None = None, *, every_h: float = 1.0,
                         horizon_h: float = 1.0, n_draws: int = 200) -> TrackingResult:
     """Replay one synthetic stream through the twin of ``spec``; score its ``horizon_h``-ahead forecasts."""
@@ -130,17 +150,11 @@ def tracking_evaluation(synthetic: SyntheticStream, spec: dict | None = None, *,
     from medtwin.twin.codec import twin_from_spec
 
     twin = twin_from_spec(spec or icu_twin_spec(), inputs=synthetic.stream.regimen, patient=synthetic.stream.patient)
-    times = synthetic.times
-    next_forecast = every_h
     errors, inside, kinds = [], [], set()
     start = time.perf_counter()
-    for k, m in enumerate(synthetic.stream.measurements):
-        twin = twin.assimilate([m])
+    for twin, band, j in stream_forecasts(twin, synthetic, every_h=every_h, horizon_h=horizon_h, n_draws=n_draws):
         kinds.update(a.kind for a in twin.alarms)
-        if m.time + 1e-9 >= next_forecast and m.time + horizon_h <= times[-1] + 1e-9:
-            next_forecast += every_h
-            band = twin.forecast(None, horizon=horizon_h, step=horizon_h, n_draws=n_draws, seed=k)
-            j = int(np.argmin(np.abs(times - (m.time + horizon_h))))
+        if band is not None:
             lo, hi = band.interval("G", 0.9, residual=True)
             errors.append(float(band.median("G")[-1]) - synthetic.glucose_true[j])
             inside.append(bool(lo[-1] <= synthetic.glucose_measured[j] <= hi[-1]))
