@@ -76,8 +76,20 @@ def test_predictor_updates_and_agrees_with_cohort_path(fitted):
     # with alpha > 0, a higher new measurement raises the risk; a lower one lowers it
     base = p.probability(2.5, 1.5)
     assert p.observe(2.5, 4.0).probability(2.5, 1.5) > base > p.observe(2.5, 0.5).probability(2.5, 1.5)
-    with pytest.raises(DataError):
-        p.observe(0.1, 1.0)  # before the last measurement
+    # a late measurement (older than the last) lands in time order: the same predictor as fed in order
+    assert len(p.times) >= 2
+    first_t, first_y = p.times[0], p.values[0]
+    in_order = DynamicPredictor(fit, w_long=data.w_long[i], w_surv=data.w_surv[i])
+    late = DynamicPredictor(fit, w_long=data.w_long[i], w_surv=data.w_surv[i])
+    for tj, yj in zip(p.times[1:], p.values[1:]):
+        late = late.observe(tj, yj)
+    late = late.observe(first_t, first_y)
+    for tj, yj in zip(p.times, p.values):
+        in_order = in_order.observe(tj, yj)
+    assert late.times == in_order.times == p.times and late.values == p.values
+    assert late.probability(2.0, 1.5) == in_order.probability(2.0, 1.5)
+    with pytest.raises(DataError, match="finite"):
+        p.observe(float("nan"), 1.0)
 
 
 def test_landmark_auc_equals_scikit_learn_without_censoring_in_the_window():

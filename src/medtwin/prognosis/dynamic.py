@@ -77,13 +77,17 @@ class DynamicPredictor:
                             f"{len(p.gamma)} hazard covariates")
 
     def observe(self, t: float, y: float) -> DynamicPredictor:
-        """A new predictor with the measurement (t, y) added (t not before the last one)."""
-        if not (np.isfinite(t) and np.isfinite(y)):
-            raise DataError("DynamicPredictor.observe: t and y must be finite")
-        if self.times and t < self.times[-1]:
-            raise DataError(f"DynamicPredictor.observe: t={t} is before the last measurement {self.times[-1]}")
-        return DynamicPredictor(self.fit, self.w_long, self.w_surv, self.times + (float(t),),
-                                self.values + (float(y),))
+        """A new predictor with the measurement (t, y) added in time order.
+
+        A late measurement (t before the last one, as live streams deliver them) is inserted where it
+        belongs, after any measurement at the same time, so the predictor equals the one fed in time order.
+        """
+        if not (np.isfinite(t) and np.isfinite(y)) or t < 0:
+            raise DataError(f"DynamicPredictor.observe: t and y must be finite and t >= 0, got t={t}, y={y}")
+        k = int(np.searchsorted(np.asarray(self.times, dtype=float), float(t), side="right"))
+        return DynamicPredictor(self.fit, self.w_long, self.w_surv,
+                                self.times[:k] + (float(t),) + self.times[k:],
+                                self.values[:k] + (float(y),) + self.values[k:])
 
     def probability(self, t: float, horizon: float) -> float:
         """P(event in (t, t + horizon] | event-free at t, the measurements up to t)."""
