@@ -325,19 +325,8 @@ def fitted_q_iteration(data: Episodes, regressor, *, n_iter: int = 50, gamma: fl
     not_done = ~_done(data)
     nxt = data.next_obs[not_done]
     mask_next = qf._mask(nxt)
-    target = np.asarray(data.reward, float).copy()
-    for k in range(1, n_iter + 1):
-        regressor.fit(data.obs, data.action, target, w, A)
-        qf.iterations = k
-        v_next = np.where(mask_next, regressor.predict_all(nxt), -np.inf).max(axis=1)
-        new = np.asarray(data.reward, float).copy()
-        new[not_done] += gamma * v_next
-        qf.residual = float(np.max(np.abs(new - target)))
-        target = new
-        if qf.residual < tol:
-            break
-    regressor.fit(data.obs, data.action, target, w, A)
-    return qf
+    return _fitted_iteration(qf, data, w, gamma, n_iter, tol, not_done,
+                             lambda: np.where(mask_next, regressor.predict_all(nxt), -np.inf).max(axis=1))
 
 
 def fitted_q_evaluation(data: Episodes, policy: Callable, regressor, *, n_iter: int = 50, gamma: float = 1.0,
@@ -363,12 +352,21 @@ def fitted_q_evaluation(data: Episodes, policy: Callable, regressor, *, n_iter: 
     not_done = ~_done(data)
     nxt = data.next_obs[not_done]
     pi_next = policy(nxt)
+    return _fitted_iteration(qf, data, w, gamma, n_iter, tol, not_done,
+                             lambda: np.einsum("na,na->n", pi_next, regressor.predict_all(nxt)))
+
+
+def _fitted_iteration(qf: QFunction, data: Episodes, w, gamma, n_iter, tol, not_done, next_value) -> QFunction:
+    """The fitted iteration shared by FQI and FQE: fit ``qf.regressor`` to reward + γ·next_value() (the
+    value of the next states that are not terminal, under the fit just made) until the targets move less
+    than ``tol``, then fit once more to the last targets."""
+    regressor, A = qf.regressor, qf.n_actions
     target = np.asarray(data.reward, float).copy()
     for k in range(1, n_iter + 1):
         regressor.fit(data.obs, data.action, target, w, A)
         qf.iterations = k
         new = np.asarray(data.reward, float).copy()
-        new[not_done] += gamma * np.einsum("na,na->n", pi_next, regressor.predict_all(nxt))
+        new[not_done] += gamma * next_value()
         qf.residual = float(np.max(np.abs(new - target)))
         target = new
         if qf.residual < tol:
