@@ -487,14 +487,23 @@ class MPCController:
         def stalled(intermediate_result):
             # stop an SLSQP run that no longer reduces the chance-constraint violation (an infeasible problem
             # would otherwise spend every iteration); the caller then falls back
-            y = self.predict(p, intermediate_result.x)
+            # scipy < 1.16 passes SLSQP's callback the bare x array, later versions an OptimizeResult
+            last[:] = [np.array(getattr(intermediate_result, "x", intermediate_result), dtype=float)]
+            y = self.predict(p, last[0])
             history.append(max([float(np.max(c.smoothed(y)[0] - a)) for c, a in zip(self.chance, alphas)] + [0.0]))
             if len(history) > 10 and history[-1] > 1e-6 and history[-11] - history[-1] < 1e-3 * history[-11]:
                 raise StopIteration
 
-        res = minimize(fun_grad, u0, jac=True, method="SLSQP", bounds=bounds, constraints=constraints,
-                       callback=stalled if self.chance else None,
-                       options={"maxiter": int(maxiter), "ftol": self.ftol})
+        last = [np.asarray(u0, dtype=float)]
+        try:
+            res = minimize(fun_grad, u0, jac=True, method="SLSQP", bounds=bounds, constraints=constraints,
+                           callback=stalled if self.chance else None,
+                           options={"maxiter": int(maxiter), "ftol": self.ftol})
+        except StopIteration:  # scipy < 1.16 (pulled in by econml) lets the callback's StopIteration through
+            from scipy.optimize import OptimizeResult
+
+            res = OptimizeResult(x=last[0], nit=len(history), success=False,
+                                 message="`callback` raised `StopIteration`")
         return self.project(p, res.x), res
 
     def _optimise(self, p: _Problem, u0=None, maxiter: int | None = None, backoff: int | None = None):
