@@ -6,7 +6,8 @@ caller can catch the whole family in one place::
     MedtwinError
     ├── DataError            bad input data (a dataset, a regimen, a parameter table)
     │   ├── DatasetError     a NONMEM-style dataset row/column is invalid (names both)
-    │   └── UnitError        a unit is unknown or cannot be converted (names both units and the quantity)
+    │   ├── UnitError        a unit is unknown or cannot be converted (names both units and the quantity)
+    │   └── PostRandomisationError   a trial stratum is a post-randomisation variable (names it and why)
     ├── ModelError           a model definition is inconsistent
     │   ├── ModelDigestError     a stored value's model digest differs from the model given (also a DataError)
     │   ├── WellPosednessError   the vector field is non-finite or explodes on the domain
@@ -102,3 +103,12 @@ class EstimationError(MedtwinError, ValueError):
 
 class ConsentError(MedtwinError, PermissionError):
     """Access to patient data was denied by the consent policy."""
+
+
+class PostRandomisationError(DataError):
+    """A subgroup or adjustment variable of a trial is measured after randomisation (an endpoint, an exposure):
+    stratifying on it breaks randomisation.  ``variable`` names it; the message says why."""
+
+    def __init__(self, message: str, *, variable: str | None = None):
+        self.variable = variable
+        super().__init__(message)
