@@ -116,8 +116,10 @@ def reproduce_command(
 
     try:
         models = [edge.model_from(reference) for reference in model_from or ()]
+        from medtwin.trials.workflow import TrialRequest
+
         report = workflows.reproduce_run(edge.open_stores(), run_id, actor=actor or default_actor(),
-                                         model=models or None)
+                                         model=models or None, requests={"trial": TrialRequest})
     except RunIntegrityError as exc:
         err_console.print(f"[bold red]refused:[/] {exc}; not re-executed", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)

@@ -69,7 +69,7 @@ __all__ = ["OPERATIONS", "PERSONALIZE_SETTINGS", "ReproduceReport", "RunIntegrit
 
 #: Operations a spec can describe.
 OPERATIONS = ("simulate", "simulate_dataset", "personalize", "forecast", "fit", "recommend", "replay", "credibility",
-              "mre")
+              "mre", "trial")
 #: Settings a spec may carry (keyword arguments of ``simulate`` / ``personalize`` / ``Posterior.predict``,
 #: ``check_clocks`` of a replay).
 SETTINGS = ("method", "rtol", "atol", "dt", "max_steps", "keep_states", "records", "seed", "chains", "draws",

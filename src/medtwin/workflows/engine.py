@@ -123,7 +123,7 @@ def _replay(request: rq.ReplayRequest, access, progress) -> Replayed:
                     len(measurements), data.patient)
 
 
-def execute(request, *, access, progress: Progress | None = None, model=None):
+def execute(request, *, access, progress: Progress | None = None, model=None, requests: Mapping | None = None):
     """Compute what *request* asks (a request of :mod:`medtwin.workflows.requests`, or a stored RunSpec).
 
     A RunSpec is first turned into its request (:func:`~medtwin.workflows.requests.request_from_spec`, which
@@ -134,7 +134,13 @@ def execute(request, *, access, progress: Progress | None = None, model=None):
     Returns a Trajectory (simulate), FOCEIResult (fit), Posterior (personalize), :class:`Forecast`,
     :class:`Recommended` or :class:`Replayed`; for a stored forecast *spec*, the PredictiveBand its record
     digests (a :class:`Forecast` digests as its band).
+
+    ``requests``: operation -> request class of a layer above this one (e.g. ``{"trial": TrialRequest}``),
+    passed by the caller: a stored spec of that operation becomes ``cls.from_spec(spec, access=access)``, and
+    any request with its own ``execute(access=..., progress=...)`` runs that.
     """
+    if isinstance(request, _runs.RunSpec) and request.operation in (requests or {}):
+        request = requests[request.operation].from_spec(request, access=access)
     if isinstance(request, _runs.RunSpec):
         result = _execute(rq.request_from_spec(request, access=access, model=model), access, progress)
         return result.band if isinstance(result, Forecast) else result  # what a forecast run records
@@ -142,6 +148,8 @@ def execute(request, *, access, progress: Progress | None = None, model=None):
 
 
 def _execute(request, access, progress):
+    if callable(getattr(request, "execute", None)):  # a request of a higher layer (e.g. medtwin.trials)
+        return request.execute(access=access, progress=progress)
     from medtwin.workflows.credibility import CredibilityRequest, execute_credibility
 
     if isinstance(request, CredibilityRequest):
@@ -254,7 +262,8 @@ def run_and_record(store, spec: _runs.RunSpec, operator: str, *, access, env: Ma
     return result, store.save(spec, result, operator, access=access, env=env, model=resolved)
 
 
-def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = None, model=None):
+def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = None, model=None,
+              requests: Mapping | None = None):
     """Re-execute a stored run with :func:`execute` and compare its output digest with the recorded one.
 
     The stored run is checked first (:meth:`~medtwin.governance.runs.RunStore.verified`): a record whose
@@ -286,7 +295,7 @@ def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = 
     resolved = _user_model(stored, model)
     env = environment() if env is None else env
     extra = {} if model is None else {"model": resolved}  # a library run executes exactly as it always did
-    result = execute(stored.spec, access=access, **extra)
+    result = execute(stored.spec, access=access, requests=requests, **extra)  # requests: see execute
     return _runs.reproduce_report(stored, result, env=env, model=resolved)
 
 
@@ -303,11 +312,12 @@ def _user_model(stored, model):
 
 
 def reproduce_run(stores: Stores, run_id: str, *, actor: str | None = None, env: Mapping | None = None,
-                  model=None):
+                  model=None, requests: Mapping | None = None):
     """:func:`reproduce` with this installation's key, reading the stored data for the run's own purpose
-    (``model``: the user-defined model(s) of a run made on one, see :func:`reproduce`)."""
+    (``model``: the user-defined model(s) of a run made on one, see :func:`reproduce`; ``requests``: request
+    classes of higher layers by operation, see :func:`execute`)."""
     actor = actor or default_actor()
     keys = stores.public_keys()
     spec = stores.runs.verified(run_id, keys).spec  # before the spec chooses how its data are read
     access = data_access(stores, actor, spec.purpose or "treatment", spec.open_data)
-    return reproduce(stores.runs, run_id, access=access, public_keys=keys, env=env, model=model)
+    return reproduce(stores.runs, run_id, access=access, public_keys=keys, env=env, model=model, requests=requests)
