@@ -12,7 +12,7 @@ Examples
 >>> from medtwin.trials.spec import TrialSpec
 >>> spec = TrialSpec.from_dict(PK_EXAMPLE)
 >>> result = run_trial(spec.with_patients(8))
->>> result.table.shape[0], sorted(set(result.table["arm"]))
+>>> result.table.shape[0], sorted(set(result.table["arm_name"]))
 (8, ['high', 'low'])
 >>> result.table.equals(run_trial(spec.with_patients(8).with_chunk_size(3)).table)
 True
