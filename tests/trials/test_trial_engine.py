@@ -90,3 +90,29 @@ def test_cate_covers_a_known_linear_heterogeneity():
     assert coverage > 0.9
     with pytest.raises(PostRandomisationError):
         cate(result, "auc", ("CRCL", "auc"))
+
+
+def test_a_failing_patient_is_a_status_and_the_trial_goes_on(monkeypatch):
+    from medtwin.scenarios import vanco_loop
+    from medtwin.trials.spec import load_trial_spec, shipped_trial_path
+
+    real = vanco_loop.run_vanco_patient
+
+    def flaky(patient, *args, **kwargs):
+        if patient.id == 2:
+            raise FloatingPointError("solver blew up")
+        return real(patient, *args, **kwargs)
+
+    monkeypatch.setattr(vanco_loop, "run_vanco_patient", flaky)
+    base = load_trial_spec(shipped_trial_path("vancomycin_twin_vs_label")).data
+    spec = TrialSpec.from_dict({**base, "patients": 6, "chunk_size": 3, "settings": {"days": 2},
+                                "arms": [{"name": "label", "policy": "label"},
+                                         {"name": "fixed", "policy": "fixed", "dose_mg": 1000.0, "interval_h": 12.0,
+                                          "duration_h": 1.0}],
+                                "primary": {"endpoint": "attainment", "treatment": "fixed", "control": "label"}})
+    result = run_trial(spec)
+    assert result.table.loc[2, "status"].startswith("failed: FloatingPointError: solver blew up")
+    assert np.isnan(result.table.loc[2, "attainment"]) and result.status_counts() == {"ok": 5, "failed: "
+                                                                                      "FloatingPointError: solver "
+                                                                                      "blew up": 1}
+    assert len(result.analysed) == 5 and np.isfinite(result.analysed["auc24_mean"]).all()

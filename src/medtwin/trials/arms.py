@@ -27,6 +27,13 @@ parameters come from ``truth`` and whose hourly insulin-sensitivity walk
 
 A patient whose simulation or policy raises gets status ``"failed: <error>"`` and NaN endpoints: the
 trial goes on.
+
+Examples
+--------
+>>> _fixed_regimen({"dose_mg": 1000.0, "interval_h": 12.0, "duration_h": 1.0}, 0.0, 24.0).total_amount()
+2000.0
+>>> _failed(FloatingPointError("overflow"))
+'failed: FloatingPointError: overflow'
 """
 
 from __future__ import annotations
