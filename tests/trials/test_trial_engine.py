@@ -67,6 +67,10 @@ def test_strata_on_baseline_covariates_and_refusal_of_post_randomisation_ones(pk
         with pytest.raises(PostRandomisationError, match="after randomisation") as info:
             stratum_effects(pk_trial, {post: [0, 100, 1000]}, "auc")
         assert info.value.variable == post
+    with pytest.raises(PostRandomisationError, match="'cmax' refused"):  # already when the spec is read
+        TrialSpec.from_dict({**PK_EXAMPLE, "strata": {"CRCL": [0, 90, 1000], "cmax": [0, 20, 100]}})
+    with pytest.raises(DataError, match="primary.endpoint"):
+        TrialSpec.from_dict({**PK_EXAMPLE, "primary": {**PK_EXAMPLE["primary"], "endpoint": "tir"}})
     forest_plot(table, tmp_path / "forest.png", title="test")
     assert (tmp_path / "forest.png").stat().st_size > 5000
 

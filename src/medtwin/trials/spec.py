@@ -135,6 +135,13 @@ class TrialSpec:
             cohort = CohortSpec.from_dict(data.get("cohort"))
         except DataError as exc:
             raise DataError(f"trial.{exc}") from None
+        from medtwin.trials.analysis import check_strata
+        from medtwin.trials.endpoints import scenario_endpoints
+
+        check_strata(strata, SAMPLED + DERIVED + tuple(cohort.fixed))  # refused at load, before anything runs
+        if primary["endpoint"] not in scenario_endpoints(scenario):
+            raise DataError(f"trial.primary.endpoint: {primary['endpoint']!r} is not an endpoint of scenario "
+                            f"{scenario!r} ({scenario_endpoints(scenario)})")
         return cls(str(_need(data, "name", str)), scenario, patients, seed, chunk_size, cohort, tuple(arms), weights,
                    method, block, dict(data.get("settings") or {}), primary, strata,
                    dict(data.get("analysis") or {}), data)
