@@ -1,4 +1,4 @@
-"""In-silico trials: randomisation, chunk independence, ATE against a closed form, stratum refusal, CATE, forest plot."""
+"""In-silico trials: randomisation, chunk independence, closed-form ATE, stratum refusal, CATE, forest plot."""
 
 import numpy as np
 import pandas as pd

@@ -27,8 +27,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.special import ndtri
 
-from medtwin.errors import DataError, PostRandomisationError
-from medtwin.trials.endpoints import ENDPOINTS, endpoint_kind
+from medtwin.errors import DataError
+from medtwin.trials.endpoints import ENDPOINTS, check_strata, endpoint_kind
 
 __all__ = ["ate", "ate_table", "stratum_effects", "check_strata", "cate", "forest_plot"]
 
@@ -84,18 +84,6 @@ def ate_table(result, endpoints: Sequence[str] | None = None, *, treatment=None,
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def check_strata(strata: Mapping | Sequence, baseline: Sequence[str]) -> None:
-    """Raise :class:`PostRandomisationError` for a stratum variable that is not a baseline covariate."""
-    for name in strata:
-        if name not in baseline:
-            kind = "an endpoint" if name in ENDPOINTS else "not a baseline covariate"
-            raise PostRandomisationError(
-                f"stratum {name!r} refused: it is {kind}, measured or computed after randomisation, so the arm "
-                f"changes who falls in each band and the within-band comparison is no longer randomised "
-                f"(conditioning on a post-treatment variable). Stratify on baseline covariates only: "
-                f"{sorted(baseline)}", variable=name)
-
-
 def stratum_effects(result, strata: Mapping | None = None, endpoint: str | None = None, *, treatment=None,
                     control=None, bootstrap: int = 0):
     """ATE of ``endpoint`` within each band of each baseline covariate in ``strata`` (name -> band edges).
@@ -117,7 +105,8 @@ def stratum_effects(result, strata: Mapping | None = None, endpoint: str | None 
     binary = endpoint_kind(endpoint) == "binary"
 
     def one(frame, variable, label):
-        row = ate(frame.loc[frame["arm_name"] == treatment, endpoint], frame.loc[frame["arm_name"] == control, endpoint],
+        arm = frame["arm_name"]
+        row = ate(frame.loc[arm == treatment, endpoint], frame.loc[arm == control, endpoint],
                   binary=binary, bootstrap=bootstrap, seed=result.spec.seed)
         return {"variable": variable, "stratum": label, **row}
 

@@ -35,9 +35,14 @@ Examples
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
 
-__all__ = ["ENDPOINTS", "endpoint_kind", "vanco_endpoints", "glucose_endpoints", "pk_endpoints"]
+from medtwin.errors import PostRandomisationError
+
+__all__ = ["ENDPOINTS", "check_strata", "endpoint_kind", "scenario_endpoints", "vanco_endpoints", "glucose_endpoints",
+           "pk_endpoints"]
 
 #: endpoint -> (kind "binary" | "continuous", unit, scenario)
 ENDPOINTS = {
@@ -94,3 +99,15 @@ def pk_endpoints(times, concentrations, window: tuple, target: tuple) -> dict:
     auc = np.cumsum(pieces, axis=1)[:, -1] if pieces.shape[1] else np.zeros(len(ck))
     return {"auc": auc, "cmax": ck.max(axis=1),
             "attainment": ((auc >= target[0]) & (auc <= target[1])).astype(float)}
+
+
+def check_strata(strata: Mapping | Sequence, baseline: Sequence[str]) -> None:
+    """Raise :class:`PostRandomisationError` for a stratum variable that is not a baseline covariate."""
+    for name in strata:
+        if name not in baseline:
+            kind = "an endpoint" if name in ENDPOINTS else "not a baseline covariate"
+            raise PostRandomisationError(
+                f"stratum {name!r} refused: it is {kind}, measured or computed after randomisation, so the arm "
+                f"changes who falls in each band and the within-band comparison is no longer randomised "
+                f"(conditioning on a post-treatment variable). Stratify on baseline covariates only: "
+                f"{sorted(baseline)}", variable=name)

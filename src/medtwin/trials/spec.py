@@ -135,8 +135,7 @@ class TrialSpec:
             cohort = CohortSpec.from_dict(data.get("cohort"))
         except DataError as exc:
             raise DataError(f"trial.{exc}") from None
-        from medtwin.trials.analysis import check_strata
-        from medtwin.trials.endpoints import scenario_endpoints
+        from medtwin.trials.endpoints import check_strata, scenario_endpoints
 
         check_strata(strata, SAMPLED + DERIVED + tuple(cohort.fixed))  # refused at load, before anything runs
         if primary["endpoint"] not in scenario_endpoints(scenario):
@@ -156,7 +155,9 @@ class TrialSpec:
 
     def with_chunk_size(self, size: int | None) -> "TrialSpec":
         """The same trial run in chunks of ``size`` patients (the results do not depend on it)."""
-        return self if size is None else replace(self, chunk_size=int(size), data={**self.data, "chunk_size": int(size)})
+        if size is None:
+            return self
+        return replace(self, chunk_size=int(size), data={**self.data, "chunk_size": int(size)})
 
     @property
     def baseline(self) -> tuple:
