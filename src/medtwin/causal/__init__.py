@@ -1,0 +1,1 @@
+"""Causal what-ifs (placeholder)."""
