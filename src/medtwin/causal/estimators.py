@@ -205,6 +205,11 @@ def propensity_scores(x: np.ndarray, a: np.ndarray, *, max_iter: int = 50) -> np
     >>> e.shape, bool(np.all((e > 0) & (e < 1)))
     ((6,), True)
     """
+    return _logistic_fit(np.asarray(x, dtype=float), np.asarray(a, dtype=float), max_iter)[0]
+
+
+def _logistic_fit(x: np.ndarray, a: np.ndarray, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted probabilities and the (intercept + standardised) design the fit used."""
     a = np.asarray(a, dtype=float)
     sd = x.std(axis=0) if x.shape[1] else np.zeros(0)
     keep = sd > 0
@@ -234,7 +239,7 @@ def propensity_scores(x: np.ndarray, a: np.ndarray, *, max_iter: int = 50) -> np
     else:
         raise EstimationError(f"propensity model did not converge in {max_iter} Newton steps (complete "
                               "separation: some covariate pattern is always or never treated; positivity fails)")
-    return 1.0 / (1.0 + np.exp(-(z @ beta)))
+    return 1.0 / (1.0 + np.exp(-(z @ beta))), z
 
 
 def _trim_mask(e: np.ndarray, a: np.ndarray, trim, common_support: bool, estimand: str) -> np.ndarray:
@@ -292,20 +297,28 @@ def _gformula_core(d: _Data, estimand: str, interactions: Sequence[int]):
     return tau, phi, {"mean_y1": float(np.mean(s * (d1 @ beta))), "mean_y0": float(np.mean(s * (d0 @ beta)))}
 
 
-def _ipw_core(d: _Data, estimand: str, e: np.ndarray, stabilized: bool):
+def _ipw_core(d: _Data, estimand: str, e: np.ndarray, stabilized: bool, z: np.ndarray | None):
+    """Hajek IPW; with ``z`` (the propensity design) the IF includes the propensity model's estimation."""
     a, y = d.a, d.y
     p = a.mean()
     if estimand == "ATE":
         w = np.where(a == 1, 1 / e, 1 / (1 - e))
         if stabilized:
             w = w * np.where(a == 1, p, 1 - p)
+        g = np.where(a == 1, -(1 - e), e)          # d log w / d linear predictor
     else:
         w = np.where(a == 1, 1.0, e / (1 - e))
         if stabilized:
             w = w * np.where(a == 1, 1.0, (1 - p) / p)
+        g = np.where(a == 1, 0.0, 1.0)
     w1, w0 = a * w, (1 - a) * w
     mu1, mu0 = np.sum(w1 * y) / w1.sum(), np.sum(w0 * y) / w0.sum()
     phi = w1 * (y - mu1) / w1.mean() - w0 * (y - mu0) / w0.mean()
+    if z is not None:   # M-estimation: phi + D' H^-1 S_i, S_i = z_i (a_i - e_i), H = E[e(1-e) z z']
+        dphi = (w1 * (y - mu1) / w1.mean() - w0 * (y - mu0) / w0.mean()) * g
+        grad = (z * dphi[:, None]).mean(axis=0)
+        info = (z * (e * (1 - e))[:, None]).T @ z / len(a)
+        phi = phi + (z * (a - e)[:, None]) @ np.linalg.lstsq(info, grad, rcond=None)[0]
     diag = {"mean_y1": float(mu1), "mean_y0": float(mu0), "weights_mean": float(w.mean()),
             "weights_sd": float(w.std()), "weights_min": float(w.min()), "weights_max": float(w.max()),
             "ess_treated": _ess(w[a == 1]), "ess_control": _ess(w[a == 0])}
@@ -417,19 +430,19 @@ def g_formula(frame, treatment: str, outcome: str, covariates: Sequence[str] = (
 
 
 def _weighted(method: str, frame, treatment, outcome, covariates, *, categorical, estimand, stabilized, trim,
-              common_support, positivity, level, ci, n_boot, seed, progress) -> EffectEstimate:
+              common_support, positivity, propensity_se=True, level, ci, n_boot, seed, progress) -> EffectEstimate:
     _check_common(estimand, level, ci)
     if not 0 < positivity < 0.5:
         raise DataError(f"positivity tolerance must be in (0, 0.5), got {positivity}")
     d = _prepare(frame, treatment, outcome, covariates, categorical)
 
     def compute(data):
-        e = propensity_scores(data.x, data.a)
+        e, z = _logistic_fit(data.x, data.a)
         keep = _trim_mask(e, data.a, trim, common_support, estimand)
         sub = _Data(data.a[keep], data.y[keep], data.x[keep], data.names, data.index[keep])
         _check_positivity(e[keep], sub.a, sub.index, estimand, positivity)
         if method == "ipw":
-            tau, phi, diag = _ipw_core(sub, estimand, e[keep], stabilized)
+            tau, phi, diag = _ipw_core(sub, estimand, e[keep], stabilized, z[keep] if propensity_se else None)
         else:
             tau, phi, diag = _aipw_core(sub, estimand, e[keep])
         diag.update({"propensity_min": float(e[keep].min()), "propensity_max": float(e[keep].max()),
@@ -444,7 +457,7 @@ def _weighted(method: str, frame, treatment, outcome, covariates, *, categorical
 
 def ipw(frame, treatment: str, outcome: str, covariates: Sequence[str] = (), *, categorical: Sequence[str] = (),
         estimand: str = "ATE", stabilized: bool = True, trim: tuple[float, float] | None = None,
-        common_support: bool = False, positivity: float = 1e-6, level: float = 0.95, ci: str = "influence", n_boot: int = 500, seed=None,
+        common_support: bool = False, propensity_se: bool = True, positivity: float = 1e-6, level: float = 0.95, ci: str = "influence", n_boot: int = 500, seed=None,
         progress=None) -> EffectEstimate:
     """Inverse-probability-weighted (Hajek) effect with a logistic propensity model.
 
@@ -453,11 +466,15 @@ def ipw(frame, treatment: str, outcome: str, covariates: Sequence[str] = (), *, 
     outside its lo-th to hi-th percentile (this changes the target population; ``n`` and
     ``diagnostics["trimmed"]`` report it).  ``common_support`` drops units outside the other arm's
     propensity range (Dehejia & Wahba 1999: controls below the lowest treated propensity, treated above the
-    highest control one; for the ATE both ways).  ``positivity``: propensities this close to 0 or 1 (after
+    highest control one; for the ATE both ways).  ``propensity_se`` (default) makes the influence-function
+    SE account for the estimated propensity model (stacked M-estimation; exact without trimming, the
+    trimmed units' scores are left out otherwise); ``False`` treats the weights as known, which is the
+    robust (GEE) SE of a weighted regression Y ~ A used by Hernán & Robins — conservative.  ``positivity``: propensities this close to 0 or 1 (after
     trimming) are refused.  Other parameters as :func:`g_formula`.
     """
     return _weighted("ipw", frame, treatment, outcome, covariates, categorical=categorical, estimand=estimand,
-                     stabilized=stabilized, trim=trim, common_support=common_support, positivity=positivity, level=level, ci=ci, n_boot=n_boot,
+                     stabilized=stabilized, trim=trim, common_support=common_support, propensity_se=propensity_se,
+                     positivity=positivity, level=level, ci=ci, n_boot=n_boot,
                      seed=seed, progress=progress)
 
 
