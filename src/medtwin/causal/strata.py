@@ -40,7 +40,7 @@ METHODS = {"g-formula": g_formula, "ipw": ipw, "aipw": aipw}
 
 
 def estimate_effect(model, frame, treatment: str, outcome: str, *, adjust: Sequence[str] | None = None,
-                    method: str = "aipw", **options) -> EffectEstimate:
+                    features: Sequence[str] = (), method: str = "aipw", **options) -> EffectEstimate:
     """Estimate the effect of ``treatment`` on ``outcome`` adjusting for a set the graph ``model`` validates.
 
     Parameters
@@ -51,6 +51,9 @@ def estimate_effect(model, frame, treatment: str, outcome: str, *, adjust: Seque
         The data; column names are the graph's variable names.
     adjust : sequence of str, optional
         The adjustment set; default the optimal O-set (:func:`optimal_adjustment_set`).
+    features : sequence of str
+        Extra model columns that are functions of the adjustment variables only (e.g. ``C2`` = C²); they
+        are not graph variables, so keeping them pre-treatment is the caller's responsibility.
     method : {"g-formula", "ipw", "aipw"}
     **options
         Passed to the estimator (estimand, ci, trim, interactions ...).
@@ -65,16 +68,17 @@ def estimate_effect(model, frame, treatment: str, outcome: str, *, adjust: Seque
         raise DataError(f"method must be one of {list(METHODS)}, got {method!r}")
     z = optimal_adjustment_set(model, treatment, outcome) if adjust is None else check_adjustment(
         model, treatment, outcome, adjust)
-    return METHODS[method](frame, treatment, outcome, sorted(z), **options)
+    return METHODS[method](frame, treatment, outcome, [*sorted(z), *features], **options)
 
 
 def stratum_effects(model, frame, treatment: str, outcome: str, stratum: str, *,
-                    adjust: Sequence[str] | None = None, method: str = "g-formula",
-                    **options) -> dict[object, EffectEstimate]:
+                    adjust: Sequence[str] | None = None, features: Sequence[str] = (),
+                    method: str = "g-formula", **options) -> dict[object, EffectEstimate]:
     """The effect within each level of the pre-treatment variable ``stratum`` (level -> EffectEstimate).
 
     The stratum must not be a descendant of the treatment (a post-randomisation subgroup is refused with
-    the path); it is removed from the adjustment set within strata (it is constant there).
+    the path); it is removed from the adjustment set within strata (it is constant there).  ``adjust``,
+    ``features`` and ``options`` as :func:`estimate_effect`.
     """
     graph, _ = causal_graph(model)
     if stratum not in graph:
@@ -91,5 +95,5 @@ def stratum_effects(model, frame, treatment: str, outcome: str, stratum: str, *,
     out = {}
     for level in sorted(frame[stratum].dropna().unique().tolist()):
         sub = frame[np.asarray(frame[stratum] == level)]
-        out[level] = METHODS[method](sub, treatment, outcome, z, **options)
+        out[level] = METHODS[method](sub, treatment, outcome, [*z, *features], **options)
     return out
