@@ -467,8 +467,8 @@ def _weighted(method: str, frame, treatment, outcome, covariates, *, categorical
 
 def ipw(frame, treatment: str, outcome: str, covariates: Sequence[str] = (), *, categorical: Sequence[str] = (),
         estimand: str = "ATE", stabilized: bool = True, trim: tuple[float, float] | None = None,
-        common_support: bool = False, propensity_se: bool = True, positivity: float = 1e-6, level: float = 0.95, ci: str = "influence", n_boot: int = 500, seed=None,
-        progress=None) -> EffectEstimate:
+        common_support: bool = False, propensity_se: bool = True, positivity: float = 1e-6, level: float = 0.95,
+        ci: str = "influence", n_boot: int = 500, seed=None, progress=None) -> EffectEstimate:
     """Inverse-probability-weighted (Hajek) effect with a logistic propensity model.
 
     ``stabilized`` multiplies the weights by the marginal arm probability (the estimate is unchanged, the
@@ -479,27 +479,26 @@ def ipw(frame, treatment: str, outcome: str, covariates: Sequence[str] = (), *, 
     highest control one; for the ATE both ways).  ``propensity_se`` (default) makes the influence-function
     SE account for the estimated propensity model (stacked M-estimation; exact without trimming, the
     trimmed units' scores are left out otherwise); ``False`` treats the weights as known, which is the
-    robust (GEE) SE of a weighted regression Y ~ A used by Hernán & Robins — conservative.  ``positivity``: propensities this close to 0 or 1 (after
-    trimming) are refused.  Other parameters as :func:`g_formula`.
+    robust (GEE) SE of a weighted regression Y ~ A used by Hernán & Robins — conservative.  ``positivity``:
+    propensities this close to 0 or 1 (after trimming) are refused.  Other parameters as :func:`g_formula`.
     """
     return _weighted("ipw", frame, treatment, outcome, covariates, categorical=categorical, estimand=estimand,
                      stabilized=stabilized, trim=trim, common_support=common_support, propensity_se=propensity_se,
-                     positivity=positivity, level=level, ci=ci, n_boot=n_boot,
-                     seed=seed, progress=progress)
+                     positivity=positivity, level=level, ci=ci, n_boot=n_boot, seed=seed, progress=progress)
 
 
 def aipw(frame, treatment: str, outcome: str, covariates: Sequence[str] = (), *, categorical: Sequence[str] = (),
          estimand: str = "ATE", trim: tuple[float, float] | None = None, common_support: bool = False,
-         positivity: float = 1e-6,
-         level: float = 0.95, ci: str = "influence", n_boot: int = 500, seed=None, progress=None) -> EffectEstimate:
+         positivity: float = 1e-6, level: float = 0.95, ci: str = "influence", n_boot: int = 500, seed=None,
+         progress=None) -> EffectEstimate:
     """Augmented IPW (doubly robust): consistent when either the outcome or the propensity model is right.
 
     Per-arm OLS outcome models and the logistic propensity; the influence-function SE is the efficient one
     when both models are right.  Parameters as :func:`ipw`.
     """
     return _weighted("aipw", frame, treatment, outcome, covariates, categorical=categorical, estimand=estimand,
-                     stabilized=False, trim=trim, common_support=common_support, positivity=positivity, level=level, ci=ci, n_boot=n_boot,
-                     seed=seed, progress=progress)
+                     stabilized=False, trim=trim, common_support=common_support, positivity=positivity, level=level,
+                     ci=ci, n_boot=n_boot, seed=seed, progress=progress)
 
 
 def difference_in_means(frame, treatment: str, outcome: str, *, level: float = 0.95) -> EffectEstimate:

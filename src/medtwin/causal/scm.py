@@ -262,9 +262,10 @@ class Constant(Equation):
 
 
 def _length(values: Mapping[str, np.ndarray]) -> int:
+    """Units in the parent arrays; 1 without parents (the result then broadcasts against the noise)."""
     for v in values.values():
         return int(np.shape(v)[0])
-    return int(values.get("__n__", 1)) if isinstance(values, dict) else 1
+    return 1
 
 
 # ----------------------------------------------------------------------------------------------- variables and SCM
