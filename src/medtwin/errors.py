@@ -11,7 +11,8 @@ caller can catch the whole family in one place::
     ├── ModelError           a model definition is inconsistent
     │   ├── ModelDigestError     a stored value's model digest differs from the model given (also a DataError)
     │   ├── WellPosednessError   the vector field is non-finite or explodes on the domain
-    │   └── PopulationError      a population model is inconsistent (names the field)
+    │   ├── PopulationError      a population model is inconsistent (names the field)
+    │   └── AdjustmentError      a causal adjustment the graph forbids (post-treatment or collider; names variable and path)
     ├── ParameterError       parameter values missing, unknown or outside their bounds
     ├── SimulationError      the simulation request itself is invalid
     ├── EstimationError      an estimation request cannot be run (no observations, unsupported feature)
@@ -86,6 +87,15 @@ class PopulationError(ModelError):
     """A population model (typical values, covariate effects, Ω, residual error) is inconsistent.
 
     The message starts with the offending field, e.g. ``"omega: ..."``.
+    """
+
+
+class AdjustmentError(ModelError):
+    """Adjusting for these variables would bias the causal effect the graph identifies.
+
+    Raised by :mod:`medtwin.causal` for a descendant of the treatment (a mediator or other post-treatment
+    variable), an unobserved variable, or a collider whose conditioning opens a non-causal path; the message
+    names the offending variable and the path (e.g. ``qsmk -> weight82 -> y``).
     """
 
 
