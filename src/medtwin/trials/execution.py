@@ -263,7 +263,8 @@ def _client(scheduler, workers: int, threads_per_worker: int):
         env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
                "MKL_NUM_THREADS": threads}
         with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR, env=env) as cluster, \
+                          dashboard_address=":0", silence_logs=logging.ERROR, env=env,
+                          scheduler_kwargs={"dashboard": False}) as cluster, \
                 Client(cluster) as client:
             yield client
         return
