@@ -56,6 +56,20 @@ def _population(name: str):
     return load_population(shipped_population_path(name))
 
 
+@lru_cache(maxsize=8)
+def _model(name: str):
+    """A library model with its numba callbacks built once per process, from the on-disk cache when there.
+
+    A worker process is a process edge: like the command line it reads compiled callbacks from
+    ``$MEDTWIN_HOME`` (:func:`medtwin.io.jax_cache.warm_model_callbacks`) instead of compiling them again.
+    """
+    from medtwin.io.jax_cache import warm_model_callbacks
+
+    model = get_model(name)
+    warm_model_callbacks(model)
+    return model
+
+
 def valid_rows(model, params: dict) -> np.ndarray:
     """Boolean (n,): every parameter of the patient finite and inside the model's bounds.
 
@@ -135,7 +149,7 @@ class VancomycinWorkload:
 
     def endpoints(self, params: dict) -> dict:
         """Endpoints (module docstring) of patients with parameters ``params`` (CL, V1, Q, V2: (n,) arrays)."""
-        model = get_model("vancomycin_goti2018")
+        model = _model("vancomycin_goti2018")
         names = model.parameter_names
         theta = dict(zip(names, np.broadcast_arrays(*(np.atleast_1d(np.asarray(params[k], float)) for k in names))))
         n = len(theta["CL"])
@@ -215,7 +229,7 @@ class NonlinearWorkload:
 
     def endpoints(self, params: dict) -> dict:
         """Endpoints (module docstring) of patients with parameters ``params`` (dict of (n,) arrays)."""
-        model = get_model("pk2_oral_mm_effect_idr3")
+        model = _model("pk2_oral_mm_effect_idr3")
         n = len(next(iter(params.values())))
         t0, t1 = 24.0 * (self.day - 1), 24.0 * self.day
         grid = t0 + 0.25 * np.arange(97)
