@@ -15,7 +15,8 @@ function on a 2-worker × 1-thread ``LocalCluster`` (``scheduler=client``).  The
 (3) are hashed chunk by chunk (SHA-256 in patient order): equal digests = bit-identical per patient.
 The consumer keeps running sums only, so memory is bounded by the chunks in flight: the peak resident set
 size of this process (sampled every 5 ms, minus the size before the run) and of each worker are printed for
-N/10 and N.  Dask overhead: cluster start, worker warm-up (imports, numba cache loads), and the cost per
+N/10 and N, with the CPU seconds of the client and of each worker (a measure of the work done that the
+other jobs on the machine do not inflate as much as wall time).  Dask overhead: cluster start, worker warm-up (imports, numba cache loads), and the cost per
 chunk measured with an empty chunk function.  The machine has 2 cores shared with other jobs: absolute
 times drift; ratios are measured in the same run.
 """
@@ -42,6 +43,13 @@ from medtwin.trials.workloads import NonlinearWorkload, VancomycinWorkload, refe
 def rss(pid: int | None = None) -> int:
     with open(f"/proc/{pid or 'self'}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (its threads included), from /proc/PID/stat."""
+    with open(f"/proc/{pid or 'self'}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Sampler:
@@ -96,14 +104,17 @@ def empty_chunk(start, stop):
 
 
 def timed_run(label, workload, n, chunk, scheduler, columns, pids=()):
+    cpu0 = [cpu_seconds()] + [cpu_seconds(p) for p in pids]
     with Sampler(pids) as mem:
         t0 = time.perf_counter()
         summary = consume(map_patients(workload, n, chunk_size=chunk, scheduler=scheduler), columns)
         seconds = time.perf_counter() - t0
+    cpu = [b - a for a, b in zip(cpu0, [cpu_seconds()] + [cpu_seconds(p) for p in pids])]
     workers = ""
     if pids:
         workers = "  worker peak RSS " + ", ".join(f"{v / 2**20:.0f}" for v in mem.worker_peak.values()) + " MiB"
     print(f"  {label:<34} N={n:>9,}  {seconds:8.2f} s  {n / seconds:>11,.0f} patients/s  "
+          f"CPU s (client{', workers' if pids else ''}) {' + '.join(f'{c:.1f}' for c in cpu)}  "
           f"client peak RSS +{(mem.peak - mem.base) / 2**20:.0f} MiB{workers}")
     return summary, seconds
 
@@ -144,10 +155,11 @@ def main():
     args = parser.parse_args()
     import distributed
 
+    print(f"load average at start (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"threads: NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']} OMP_NUM_THREADS="
           f"{os.environ['OMP_NUM_THREADS']}, cpus={os.cpu_count()}, dask.distributed {distributed.__version__}")
     n_lin, n_nl = (20_000, 400) if args.quick else (1_000_000, 100_000)
-    chunk_lin, chunk_nl = (5_000, 100) if args.quick else (20_000, 2_000)
+    chunk_lin, chunk_nl = (5_000, 100) if args.quick else (50_000, 2_000)
     t0 = time.perf_counter()
     env = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -174,7 +186,7 @@ def main():
         nl = run("nonlinear: pk2_oral_mm_effect_idr3 (W2), endpoints day 3", NonlinearWorkload(), n_nl, chunk_nl,
                  3 if args.quick else 40, ("auc24", "cmax", "ctrough", "r_end", "responder"), client, pids)
     print(f"\nsummary: linear N={n_lin:,}: single process {lin[0]:.2f} s, Dask {lin[1]:.2f} s; nonlinear "
-          f"N={n_nl:,}: single process {nl[0]:.2f} s, Dask {nl[1]:.2f} s (2 cores shared with other jobs)")
+          f"N={n_nl:,}: single process {nl[0]:.2f} s, Dask {nl[1]:.2f} s (2 cores shared with other jobs; load average at the end {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
