@@ -16,9 +16,9 @@ function on a 2-worker × 1-thread ``LocalCluster`` (``scheduler=client``).  The
 The consumer keeps running sums only, so memory is bounded by the chunks in flight: the peak resident set
 size of this process (sampled every 5 ms, minus the size before the run) and of each worker are printed for
 N/10 and N, with the CPU seconds of the client and of each worker (a measure of the work done that the
-other jobs on the machine do not inflate as much as wall time).  Dask overhead: cluster start, worker warm-up (imports, numba cache loads), and the cost per
-chunk measured with an empty chunk function.  The machine has 2 cores shared with other jobs: absolute
-times drift; ratios are measured in the same run.
+other jobs on the machine do not inflate as much as wall time).  Dask overhead: cluster start, worker
+warm-up (imports, numba cache loads), and the cost per chunk measured with an empty chunk function.  The
+machine has 2 cores shared with other jobs: absolute times drift; ratios are measured in the same run.
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ def main():
     t0 = time.perf_counter()
     env = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=logging.ERROR, env=env, scheduler_kwargs={"dashboard": False}) as cluster, \
+                                  silence_logs=logging.ERROR, env=env,
+                                  scheduler_kwargs={"dashboard": False}) as cluster, \
             distributed.Client(cluster) as client:
         start_s = time.perf_counter() - t0
         pids = list(client.run(os.getpid).values())
@@ -186,7 +187,8 @@ def main():
         nl = run("nonlinear: pk2_oral_mm_effect_idr3 (W2), endpoints day 3", NonlinearWorkload(), n_nl, chunk_nl,
                  3 if args.quick else 40, ("auc24", "cmax", "ctrough", "r_end", "responder"), client, pids)
     print(f"\nsummary: linear N={n_lin:,}: single process {lin[0]:.2f} s, Dask {lin[1]:.2f} s; nonlinear "
-          f"N={n_nl:,}: single process {nl[0]:.2f} s, Dask {nl[1]:.2f} s (2 cores shared with other jobs; load average at the end {os.getloadavg()[0]:.1f})")
+          f"N={n_nl:,}: single process {nl[0]:.2f} s, Dask {nl[1]:.2f} s (2 cores shared with other jobs; "
+          f"load average at the end {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
