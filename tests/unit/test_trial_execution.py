@@ -26,11 +26,14 @@ NONLINEAR = NonlinearWorkload(seed=12)
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(tmp_path_factory):
+    """Two worker processes with a private MEDTWIN_HOME (their numba callback cache), never the user's."""
     import logging
 
+    env = {"MEDTWIN_HOME": str(tmp_path_factory.mktemp("worker_home"))}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=logging.ERROR, scheduler_kwargs={"dashboard": False}) as cluster, \
+                                  silence_logs=logging.ERROR, scheduler_kwargs={"dashboard": False},
+                                  env=env) as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
