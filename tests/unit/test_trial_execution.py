@@ -26,11 +26,17 @@ NONLINEAR = NonlinearWorkload(seed=12)
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    """Two worker processes with a private MEDTWIN_HOME (their numba callback cache), never the user's."""
+def worker_home(tmp_path_factory):
+    """A private MEDTWIN_HOME for the workers (their numba callback cache), never the user's."""
+    return str(tmp_path_factory.mktemp("worker_home"))
+
+
+@pytest.fixture(scope="module")
+def client(worker_home):
+    """Two worker processes (1 thread each) for the module."""
     import logging
 
-    env = {"MEDTWIN_HOME": str(tmp_path_factory.mktemp("worker_home"))}
+    env = {"MEDTWIN_HOME": worker_home}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=logging.ERROR, scheduler_kwargs={"dashboard": False},
                                   env=env) as cluster, \
@@ -79,7 +85,8 @@ def wrong_length(start, stop):
 
 
 # ------------------------------------------------------------------ determinism
-def test_same_patients_bit_for_bit_whatever_the_chunking_and_scheduler(client):
+def test_same_patients_bit_for_bit_whatever_the_chunking_and_scheduler(client, worker_home, monkeypatch):
+    monkeypatch.setenv("MEDTWIN_HOME", worker_home)  # the "local" cluster's worker reuses the compiled callbacks
     n = 130
     serial7 = collect(map_patients(VANCO, n, chunk_size=7))
     serial50 = collect(map_patients(VANCO, n, chunk_size=50))
