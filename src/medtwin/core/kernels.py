@@ -149,28 +149,36 @@ def expm_block(a, h, phi, gam, need_gamma, m):
     """Φ = e^{A h} and Γ = ∫₀ʰ e^{A s} ds for a block of small matrices (structure of arrays).
 
     ``a``, ``phi``, ``gam`` have shape (n, n, B): lane b is one patient's matrix; lanes ``m:`` are
-    computed too (fixed-length inner loops vectorise) but their norm does not set the scaling.
-    Scaling and squaring of the Taylor series: ||A τ||₁ <= 0.5, 14 terms (truncation below
-    0.5¹⁵/15! ≈ 2.3e-17, under one ulp), then Γ(2τ) = Γ(τ) + Φ(τ)Γ(τ), Φ(2τ) = Φ(τ)².
+    computed too (fixed-length inner loops vectorise).  Scaling and squaring of the Taylor series, per
+    lane: ||A τ_b||₁ <= 0.5, 14 terms (truncation below 0.5¹⁵/15! ≈ 2.3e-17, under one ulp), then
+    Γ(2τ) = Γ(τ) + Φ(τ)Γ(τ), Φ(2τ) = Φ(τ)², s_b times.  Each lane's scaling depends on its own matrix
+    only, so a patient's result is bit for bit the same whichever patients share its block (chunking,
+    thread count: ``medtwin.trials.execution`` relies on it).
     The one numba matrix exponential: the per-patient kernels call it with one lane.
     """
     n = a.shape[0]
-    norm = 0.0
-    for b in range(m):
+    B = a.shape[2]
+    m = B  # compute every lane: fixed-length inner loops vectorise
+    squarings = np.zeros(B, np.int64)
+    tau = np.empty(B)
+    s_max = 0
+    for b in range(B):
+        norm = 0.0
         for j in range(n):
             col = 0.0
             for i in range(n):
                 col += abs(a[i, j, b])
             norm = max(norm, col)
-    norm *= h
-    m = a.shape[2]  # compute every lane: fixed-length inner loops vectorise
-    s = 0
-    if norm > 0.5:
-        s = int(math.ceil(math.log2(norm / 0.5)))
-    tau = h / (2.0 ** s)
-    B = a.shape[2]
+        norm *= h
+        s = 0
+        if norm > 0.5:
+            s = int(math.ceil(math.log2(norm / 0.5)))
+        squarings[b] = s
+        tau[b] = h / (2.0 ** s)
+        s_max = max(s_max, s)
     term = np.zeros((n, n, B))
     nxt = np.zeros((n, n, B))
+    scale = np.empty(B)
     for i in range(n):
         for j in range(n):
             for b in range(m):
@@ -180,29 +188,32 @@ def expm_block(a, h, phi, gam, need_gamma, m):
                 gam[i, j, b] = v
     for k in range(1, 15):
         block_matmul(term, a, nxt, m)
-        scale = tau / k
+        for b in range(m):
+            scale[b] = tau[b] / k
         for i in range(n):
             for j in range(n):
                 for b in range(m):
-                    term[i, j, b] = nxt[i, j, b] * scale
+                    term[i, j, b] = nxt[i, j, b] * scale[b]
                     phi[i, j, b] += term[i, j, b]
                     gam[i, j, b] += term[i, j, b] / (k + 1)
     for i in range(n):
         for j in range(n):
             for b in range(m):
-                gam[i, j, b] *= tau
-    for _ in range(s):
+                gam[i, j, b] *= tau[b]
+    for it in range(s_max):
         if need_gamma:
             block_matmul(phi, gam, nxt, m)
             for i in range(n):
                 for j in range(n):
                     for b in range(m):
-                        gam[i, j, b] += nxt[i, j, b]
+                        if it < squarings[b]:
+                            gam[i, j, b] += nxt[i, j, b]
         block_matmul(phi, phi, nxt, m)
         for i in range(n):
             for j in range(n):
                 for b in range(m):
-                    phi[i, j, b] = nxt[i, j, b]
+                    if it < squarings[b]:
+                        phi[i, j, b] = nxt[i, j, b]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")  # no reference counting per call (a B=1 expm calls it ~20 times)
