@@ -129,7 +129,12 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
+        def field(loc) -> str:
+            loc = list(loc)
+            where = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else "body"
+            return ".".join(str(p) for p in loc) or where
+
+        errors = [{"field": field(e.get("loc", ())),
                    "loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
