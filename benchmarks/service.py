@@ -190,8 +190,29 @@ def main() -> None:
     log = open(Path(home) / "server.log", "ab")
     print(f"service load test: {n_patients} patients x {hours:g} h of 5-min glucose readings, then kill -9 "
           f"({'quick smoke run' if args.quick else 'full'}); database: {args.database or 'SQLite in ' + home}")
+    servers: list = []
+
+    def start():
+        servers.append(_start(env, port, log))
+        return servers[-1]
+
+    try:
+        run(args, n_patients, hours, base, start)
+    finally:
+        for proc in servers:  # never leave a server behind, whatever happened
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        log.close()
+
+
+def run(args, n_patients: int, hours: float, base: str, start) -> None:
+    """The measured part (see the module docstring)."""
     t = time.perf_counter()
-    server = _start(env, port, log)
+    server = start()
     started = time.perf_counter() - t
     headers = _setup(base, n_patients)
     print(f"  server ready in {started:.1f} s; ward set up (patients, infusions, twins) in "
@@ -217,34 +238,31 @@ def main() -> None:
     server.wait(timeout=30)
     print(f"  kill -9 after {len(acked2)} of {len(more)} further readings were acknowledged "
           f"(exit status {server.returncode})")
-    server = _start(env, port, log)
-    try:
-        stored: set = set()
-        twins_ok = True
-        with httpx.Client(base_url=base, timeout=120, headers=headers) as c:
-            for p in range(n_patients):
-                pid = f"icu-{p:03d}"
-                rows = c.get(f"/patients/{pid}/measurements").json()
-                stored.update((pid, r["source_id"]) for r in rows)
-                twin = c.get(f"/patients/{pid}/twin").json()["summary"]
-                twins_ok &= twin["n_measurements"] + twin["n_rejected"] >= len(rows)
-            aud = httpx.post(f"{base}/auth/token", data={"username": "auditor", "password": "auditor-pass"}).json()
-            verify = c.get("/audit/verify", headers={"Authorization": f"Bearer {aud['access_token']}"}).json()
-        all_acked = set(acked) | set(acked2)
-        lost = all_acked - stored
-        print(f"  after restart: {len(all_acked)} acknowledged, {len(stored)} stored, {len(lost)} lost "
-              f"({'every acknowledged id present' if not lost else sorted(lost)[:5]}); twins caught up: {twins_ok}")
-        print(f"  audit chain: {'intact' if verify['ok'] else 'BROKEN'} ({verify['n_entries']} entries"
-              f"{'' if verify['ok'] else ', ' + verify['reason']})")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
+    start()
+    stored: set = set()
+    twins_ok = True
+    with httpx.Client(base_url=base, timeout=120, headers=headers) as c:
+        for p in range(n_patients):
+            pid = f"icu-{p:03d}"
+            rows = c.get(f"/patients/{pid}/measurements").json()
+            stored.update((pid, r["source_id"]) for r in rows)
+            twin = c.get(f"/patients/{pid}/twin").json()["summary"]
+            twins_ok &= twin["n_measurements"] + twin["n_rejected"] >= len(rows)
+        aud = httpx.post(f"{base}/auth/token", data={"username": "auditor", "password": "auditor-pass"}).json()
+        verify = c.get("/audit/verify", headers={"Authorization": f"Bearer {aud['access_token']}"}).json()
+    all_acked = set(acked) | set(acked2)
+    lost = all_acked - stored
+    print(f"  after restart: {len(all_acked)} acknowledged, {len(stored)} stored, {len(lost)} lost "
+          f"({'every acknowledged id present' if not lost else sorted(lost)[:5]}); twins caught up: {twins_ok}")
+    print(f"  audit chain: {'intact' if verify['ok'] else 'BROKEN'} ({verify['n_entries']} entries"
+          f"{'' if verify['ok'] else ', ' + verify['reason']})")
     ok = rate / realtime >= TARGET_X and not lost and verify["ok"] and twins_ok
     print(f"  verdict: {'MET' if ok else 'NOT MET'} (>= {TARGET_X:.0f}x real time, no acknowledged reading lost, "
           f"audit chain intact)")
     if not ok:
         raise SystemExit(1)
+
+
 
 
 if __name__ == "__main__":
