@@ -16,7 +16,7 @@ Acceptance (issue 16): >= 20x real time with 100 patients; no acknowledged readi
 
 Usage::
 
-    python benchmarks/service.py --quick    # 10 patients x 1 h, then the kill -9 (a smoke run, ~30 s)
+    python benchmarks/service.py --quick    # 6 patients x 1 h, then the kill -9 (a smoke run, < 30 s)
     python benchmarks/service.py            # 100 patients x 3 h, then the kill -9
 """
 
@@ -169,12 +169,12 @@ def _baseline(readings, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10 patients x 1 h (a smoke run, ~30 s)")
+    ap.add_argument("--quick", action="store_true", help="6 patients x 1 h (a smoke run, < 30 s)")
     ap.add_argument("--patients", type=int, default=None)
     ap.add_argument("--hours", type=float, default=None)
     ap.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite under a fresh home)")
     args = ap.parse_args()
-    n_patients = args.patients or (10 if args.quick else 100)
+    n_patients = args.patients or (6 if args.quick else 100)
     hours = args.hours or (1.0 if args.quick else 3.0)
     home = tempfile.mkdtemp(prefix="medtwin-service-bench-")
     env = {**os.environ, "MEDTWIN_HOME": home, "MEDTWIN_ADMIN_PASSWORD": ADMIN_PASSWORD,
