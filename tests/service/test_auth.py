@@ -11,13 +11,15 @@ def test_health_and_ready_need_no_login(service):
     assert r.status_code == 200 and r.json()["database"] in ("sqlite", "postgresql")
 
 
-def test_unauthenticated_refused(service):
+def test_unauthenticated_refused(sqlite_service):
+    service = sqlite_service
     for path in ("/auth/me", "/users"):
         r = service.get(path)
         assert r.status_code == 401 and r.json()["detail"]["field"] == "Authorization"
 
 
-def test_wrong_password_refused(service):
+def test_wrong_password_refused(sqlite_service):
+    service = sqlite_service
     r = service.post("/auth/token", data={"username": "admin", "password": "nope-nope"})
     assert r.status_code == 401 and r.json()["detail"]["field"] == "password"
 
@@ -28,7 +30,8 @@ def test_roles(service):
     assert r.status_code == 403 and r.json()["detail"]["field"] == "role"
 
 
-def test_create_user_names_the_field(service):
+def test_create_user_names_the_field(sqlite_service):
+    service = sqlite_service
     admin = token(service, "admin")
     r = service.post("/users", json={"username": "nurse1", "password": "short", "role": "clinician"}, headers=admin)
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "password"

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.service.conftest import PK_SPEC, make_service, new_patient, token
 
-MAX_EXAMPLES = 4
+MAX_EXAMPLES = 3
 SKIP = {("GET", "/patients/{patient_id}/events")}  # an endless stream (covered in test_ingest)
 #: Documented non-500 answers: POST /trials is 501 "trials not installed" until a trial engine is wired.
 EXPECTED = {("POST", "/trials"): 501}
@@ -69,5 +69,5 @@ def test_schemathesis_no_server_errors_and_4xx_name_the_field(fuzz_target):
                         failures.append(f"{where}: {response.status_code} names no field: {response.text[:200]}")
 
         run()
-    assert n_cases[0] > 60
+    assert n_cases[0] > 45
     assert not failures, "\n".join(failures[:20])
