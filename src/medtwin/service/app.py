@@ -127,6 +127,14 @@ def _install_handlers(app: FastAPI) -> None:
     async def _medtwin(request: Request, exc: MedtwinError):
         return _error(422, _field_of(exc), str(exc))
 
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, dict) else {
+            "field": "path" if exc.status_code in (404, 405) else "request", "message": str(exc.detail)}
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         def field(loc) -> str:
