@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.service.conftest import token
+from svc_helpers import token
 
 
 def test_health_and_ready_need_no_login(service):

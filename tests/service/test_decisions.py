@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import make_service, new_patient, token
+from svc_helpers import make_service, new_patient, token
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.service.conftest import PK_SPEC, make_service, new_patient, token
+from svc_helpers import PK_SPEC, make_service, new_patient, token
 
 MAX_EXAMPLES = 3
 SKIP = {("GET", "/patients/{patient_id}/events")}  # an endless stream (covered in test_ingest)

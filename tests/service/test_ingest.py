@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.service.conftest import PK_SPEC, new_patient, token
+from svc_helpers import PK_SPEC, new_patient, token
 
 READINGS = [(1.0, 21.0), (2.0, 17.5), (3.0, 15.2), (4.0, 12.9), (5.0, 11.1)]
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from tests.service.conftest import new_patient, token
+from svc_helpers import new_patient, token
 
 OPEN = {("/health", "get"), ("/ready", "get"), ("/auth/token", "post"), ("/auth/login", "post")}
 
