@@ -36,7 +36,9 @@ def test_recommendation_is_a_recorded_run(ward):
     assert rec["recommendation"]["action"]["dose_mg"] > 0 and rec["recommendation"]["summary"]
     run = c.get(f"/runs/{rec['id']}", headers=h).json()
     assert run["spec"]["operation"] == "recommend" and run["spec"]["patients"] == ["v1"]
-    assert run["provenance"]  # signed record
+    assert run["provenance"]["signature"] and run["provenance"]["run_id"] == rec["id"]  # signed record
+    fhir = c.get(f"/runs/{rec['id']}", params={"format": "fhir"}, headers=h).json()["provenance"]
+    assert fhir["resourceType"] == "Provenance"
     report = c.post(f"/runs/{rec['id']}/reproduce", headers=h).json()
     assert report["identical"] is True and report["signature_ok"] is True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
@@ -50,14 +50,21 @@ def list_runs(request: Request, limit: int = Query(50, ge=1, le=500),
 
 
 @router.get("/runs/{run_id}", response_model=dict[str, Any], summary="A run's spec and signed provenance")
-def get_run(request: Request, run_id: str = RUN_ID,
+def get_run(request: Request, run_id: str = RUN_ID, format: Literal["json", "prov-json", "fhir"] = "json",
             user: User = Depends(require_role("clinician", "pharmacist", "auditor", "admin"))):
-    """The stored spec (what was run) and the signed provenance record (W3C PROV content, signature)."""
+    """The stored spec (what was run) and the signed provenance record: medtwin's JSON (``format=json``),
+    W3C PROV-JSON (``prov-json``) or a FHIR Provenance resource (``fhir``)."""
+    import json
+
+    from medtwin.governance.interchange import to_fhir_provenance, to_prov_json
+
     stored = _stored(request, run_id)
     _check_patients(request, user, stored)
     record = stored.record
+    provenance = {"json": lambda: record.as_dict(), "prov-json": lambda: json.loads(to_prov_json(record)),
+                  "fhir": lambda: to_fhir_provenance(record)}[format]()
     return {"run_id": run_id, "created_at": stored.created_at, "spec": stored.spec.as_dict(),
-            "provenance": record.to_dict() if hasattr(record, "to_dict") else str(record)}
+            "provenance": provenance}
 
 
 @router.post("/runs/{run_id}/reproduce", response_model=dict[str, Any], summary="Re-execute a run; compare digests")
