@@ -22,7 +22,12 @@ def ward(tmp_path_factory):
     levels = [{"source_id": "l1", "time_h": 11.5, "name": "C", "value": 8.0, "unit": "mg/L"},
               {"source_id": "l2", "time_h": 37.0, "name": "C", "value": 27.0, "unit": "mg/L"}]
     assert c.post("/patients/v1/measurements", json=levels, headers=h).status_code == 201
-    r = c.post("/patients/v1/twin", json={"kind": "posterior", "population": "vancomycin_goti2018",
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    content = load_population(shipped_population_path("vancomycin_goti2018")).to_dict()  # a population file
+    r = c.post("/patients/v1/twin", json={"kind": "posterior", "population": {"thetas": "nope"}}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "population"
+    r = c.post("/patients/v1/twin", json={"kind": "posterior", "population": content,
                                           "covariates": {"WT": 70.0, "CRCL": 55.0, "DIAL": 0.0}}, headers=h)
     assert r.status_code == 201, r.text
     r = c.post("/patients/v1/recommendations", json={"n_draws": 200}, headers=h)

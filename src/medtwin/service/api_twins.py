@@ -35,7 +35,9 @@ class TwinIn(BaseModel):
     kind: Literal["live", "posterior"] = "live"
     name: str | None = Field(None, max_length=64, examples=["icu_glucose"])
     spec: dict[str, Any] | None = None
-    population: str | None = Field(None, max_length=64, examples=["vancomycin_goti2018"])
+    population: str | dict[str, Any] | None = Field(None, examples=["vancomycin_goti2018"],
+                                                    description="a shipped population's name, or a population "
+                                                                "file's content (docs/population-file.md)")
     covariates: dict[str, float] = Field(default_factory=dict, examples=[{"WT": 75.0, "CRCL": 80.0, "DIAL": 0.0}])
     method: Literal["laplace", "nuts"] = "laplace"
 
@@ -173,12 +175,11 @@ def forecast(request: Request, patient_id: str = PATIENT_ID, user: User = Depend
 def _patient_data(request, pid, row, gate):
     """(PatientData, Population) of a posterior twin: the patient's records and the twin's covariates."""
     from medtwin.core.data import PatientData
-    from medtwin.io.population_file import load_population, shipped_population_path
     from medtwin.models import get_model
-    from medtwin.service.livetwin import records_stream
+    from medtwin.service.livetwin import population_of, records_stream
 
     spec = row["spec"]
-    population = load_population(shipped_population_path(spec["population"]))
+    population, _ = population_of(spec["population"])
     stream = records_stream(services(request).records.list(pid), get_model(population.model), gate, pid)
     output = population.residual.output
     levels = sorted((m for m in stream.measurements if m.output == output), key=lambda m: m.time)

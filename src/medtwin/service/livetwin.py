@@ -34,7 +34,7 @@ from medtwin.errors import DataError
 from medtwin.io.service_tables import twins_table
 from medtwin.service.store import RecordStore, now_iso, write_transaction
 
-__all__ = ["LiveTwins", "Services", "TwinUpdate", "records_stream", "twin_summary"]
+__all__ = ["LiveTwins", "Services", "TwinUpdate", "population_of", "records_stream", "twin_summary"]
 
 _CSV_COLUMNS = ("time_h", "kind", "name", "value", "unit", "duration_h", "device", "source_id", "under_advice")
 
@@ -205,7 +205,12 @@ class LiveTwins:
             raise DataError("spec: a twin specification is a mapping with at least 'model' and 'errors'")
         model = get_model(str(spec["model"]))
         stream = records_stream(records, model, access, patient)
-        twin = twin_from_spec(spec, inputs=stream.regimen, patient=patient, model=model)
+        try:
+            twin = twin_from_spec(spec, inputs=stream.regimen, patient=patient, model=model)
+        except DataError:
+            raise
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:  # a malformed spec is an input error
+            raise DataError(f"spec: not a twin specification ({type(exc).__name__}: {exc})") from None
         measurements = list(stream.measurements)
         if measurements:
             twin = twin.assimilate(measurements)
@@ -216,13 +221,9 @@ class LiveTwins:
 
         from medtwin import workflows
         from medtwin.core.data import PatientData
-        from medtwin.io.population_file import load_population, shipped_population_path
         from medtwin.twin import Twin
 
-        name = request.get("population")
-        if not isinstance(name, str) or not name:
-            raise DataError("population: the name of a shipped population file (e.g. vancomycin_goti2018)")
-        population = load_population(shipped_population_path(name))
+        population, name = population_of(request.get("population"))
         covariates = {str(k): float(v) for k, v in (request.get("covariates") or {}).items()}
         stream = records_stream(records, _population_model(population), access, patient)
         output = population.residual.output
@@ -239,7 +240,8 @@ class LiveTwins:
                                           stores, actor=actor)
         twin = Twin.from_posterior(posterior, inputs=stream.regimen, patient=patient)
         twin = _seen(twin, levels)
-        spec = {"kind": "posterior", "population": name, "covariates": covariates, "run_id": record.run_id}
+        spec = {"kind": "posterior", "population": request.get("population"), "covariates": covariates,
+                "run_id": record.run_id}
         return twin, name, spec
 
     def catch_up(self, patient: str, access) -> TwinUpdate | None:
@@ -260,6 +262,28 @@ class LiveTwins:
             version = self._save(patient, twin, version=row["version"], last_record=max(r["id"] for r in new))
         fresh = tuple(a for a in twin.alarms if (a.kind, a.time) not in before)
         return TwinUpdate(twin, twin_summary(twin), fresh, len(new), version)
+
+
+def population_of(value):
+    """(Population, name) from a shipped population's name or a population file's content (a mapping, the
+    format of docs/population-file.md); DataError naming ``population`` otherwise."""
+    from medtwin.core.population import Population
+    from medtwin.io.population_file import load_population, shipped_population_path
+
+    if isinstance(value, str) and value:
+        population = load_population(shipped_population_path(value))
+        return population, value
+    if isinstance(value, dict):
+        try:
+            population = Population.from_dict(value)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any malformed mapping is the caller's input error
+            raise DataError(f"population: not a population file ({type(exc).__name__}: {exc})") from None
+        _population_model(population)  # a library model, or ModelError naming it
+        return population, population.name
+    raise DataError("population: the name of a shipped population file (e.g. vancomycin_goti2018) or a "
+                    "population file's content")
 
 
 def _population_model(population):
