@@ -17,7 +17,7 @@ Ingest semantics (every ingest endpoint):
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -31,6 +31,8 @@ __all__ = ["router", "ingest"]
 
 router = APIRouter(tags=["records"])
 _WRITERS = ("clinician", "pharmacist")
+#: Most records in one ingest request (a batch is one transaction).
+MAX_BATCH = 5000
 
 
 class MeasurementIn(BaseModel):
@@ -121,7 +123,8 @@ def _respond(response: Response, result: tuple[IngestResult, bool]) -> IngestRes
              responses={200: {"model": IngestResult, "description": "only re-sent readings"}},
              summary="Ingest measurements (one or a batch; late, out of order or re-sent)")
 def post_measurements(request: Request, response: Response,
-                      body: MeasurementIn | list[MeasurementIn] = Body(...), patient_id: str = PATIENT_ID,
+                      body: MeasurementIn | Annotated[list[MeasurementIn], Field(max_length=MAX_BATCH)] = Body(...),
+                      patient_id: str = PATIENT_ID,
                       user: User = Depends(require_role(*_WRITERS))):
     """Store the readings (idempotent by ``source_id``), committed before the answer; update the twin."""
     items = body if isinstance(body, list) else [body]
@@ -131,7 +134,8 @@ def post_measurements(request: Request, response: Response,
 
 @router.post("/patients/{patient_id}/doses", response_model=IngestResult, status_code=201,
              responses={200: {"model": IngestResult}}, summary="Ingest doses (one or a batch)")
-def post_doses(request: Request, response: Response, body: DoseIn | list[DoseIn] = Body(...),
+def post_doses(request: Request, response: Response,
+               body: DoseIn | Annotated[list[DoseIn], Field(max_length=MAX_BATCH)] = Body(...),
                patient_id: str = PATIENT_ID, user: User = Depends(require_role(*_WRITERS))):
     """Store the doses (idempotent by ``source_id``); the twin takes them as new inputs."""
     items = body if isinstance(body, list) else [body]
@@ -176,6 +180,10 @@ async def post_stream(request: Request, response: Response, patient_id: str = PA
 
     text = (await request.body()).decode("utf-8-sig", errors="replace")
     rows = _csv_rows(text)
+    if len(rows) > MAX_BATCH:
+        from medtwin.errors import DataError
+
+        raise DataError(f"body: at most {MAX_BATCH} rows per request, got {len(rows)}")
     return _respond(response, await run_in_threadpool(ingest, request, user, patient_id, rows,
                                                       ["observations", "medications"]))
 
