@@ -1,0 +1,407 @@
+"""What the dashboard pages show, assembled from the service's tables and the workflow stores.
+
+The functions here read (never write) the service tables of :mod:`medtwin.io.service_tables` and the audit
+log, and compute the forecasts a page draws.  Every read of a patient's clinical data goes through the consent
+gate (:class:`~medtwin.governance.consent_store.ConsentGate`, audited) with the purpose of the reader's role
+(:data:`ROLE_PURPOSE`).  Forecasts are cached per patient and data version on ``app.state`` (no module state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from medtwin.errors import DataError
+from medtwin.service.dashboard import charts
+
+__all__ = ["ROLE_PURPOSE", "PatientView", "audit_rows", "forecast_payload", "gate", "patient_list",
+           "patient_view", "recommendation_view", "trial_rows"]
+
+#: The consent purpose a role reads patient data for.
+ROLE_PURPOSE = {"clinician": "treatment", "pharmacist": "treatment", "researcher": "research"}
+#: Hours of forecast drawn after a live twin's current time, and of history before it.
+LIVE_HORIZON_H, LIVE_HISTORY_H = 2.0, 6.0
+#: Hours of forecast after a treatment twin's last level.
+TREATMENT_HORIZON_H = 48.0
+
+
+def gate(stores, user):
+    """The consent gate of *user* (purpose from their role); :class:`DataError` for a role without one."""
+    from medtwin.governance.consent_store import ConsentGate
+
+    purpose = ROLE_PURPOSE.get(user.role)
+    if purpose is None:
+        raise DataError(f"role: {user.role!r} reads no patient data")
+    return ConsentGate(stores.consents, user.username, purpose)
+
+
+def _tables():
+    from medtwin.io import service_tables
+
+    return service_tables
+
+
+def patient_list(stores, user) -> list[dict]:
+    """One row per patient: name, kind, consent for the user's purpose, last reading, alarms, recommendation.
+
+    The consent decisions of all patients are made (and audited) in one transaction; data of a patient whose
+    consent denies the purpose are not read (the row says so).
+    """
+    t = _tables()
+    with stores.engine.connect() as conn:
+        patients = conn.execute(sa.select(t.patients_table).order_by(t.patients_table.c.id)).all()
+        twins = {r.patient: r for r in conn.execute(sa.select(t.twins_table.c.patient, t.twins_table.c.spec,
+                                                               t.twins_table.c.state))}
+        last = {r.patient: r for r in conn.execute(
+            sa.select(t.records_table.c.patient, t.records_table.c.name, t.records_table.c.value,
+                      t.records_table.c.unit, t.records_table.c.time_h)
+            .where(t.records_table.c.kind == "obs").order_by(t.records_table.c.time_h))}
+    if not patients:
+        return []
+    g = gate(stores, user)
+    decisions = g.store.check_many([p.id for p in patients], g.actor, g.purpose, ["observations"],
+                                   operation="read")
+    permit = {p.id: d.permit for p, d in zip(patients, decisions)}  # patient-major, one data class
+    recs = _recommended_patients(stores)
+    rows = []
+    for p in patients:
+        ok = permit.get(p.id, False)
+        twin = twins.get(p.id)
+        row = {"id": p.id, "name": p.display_name, "kind": _kind(twin, p.id in recs), "readable": ok,
+               "consent": "permit" if ok else "deny", "last_reading": None, "alarms": [], "recommendation": None}
+        if ok:
+            r = last.get(p.id)
+            if r is not None:
+                row["last_reading"] = f"{r.name} {r.value:.3g} {r.unit} at {r.time_h:.2f} h"
+            if twin is not None:
+                row["alarms"] = [a.get("kind", "alarm") for a in json.loads(twin.state).get("alarms", [])
+                                 if isinstance(a, dict)]
+            if p.id in recs:
+                row["recommendation"] = recs[p.id]
+        rows.append(row)
+    return rows
+
+
+def _kind(twin_row, recommended: bool) -> str:
+    if twin_row is not None:
+        model = json.loads(twin_row.spec).get("model", "")
+        return {"icing": "ICU glucose (live twin)"}.get(model, f"{model} (live twin)")
+    return "vancomycin (treatment twin)" if recommended else "—"
+
+
+def _recommended_patients(stores) -> dict[str, str]:
+    """Patient -> the headline of their latest recorded recommendation (from the audit log)."""
+    out = {}
+    for entry in stores.log.entries():
+        if entry.action == "run.record" and "recommendation" in entry.payload and entry.patient:
+            content = json.loads(entry.payload["recommendation"])
+            out[entry.patient] = _headline(content)
+    return out
+
+
+def _headline(content: dict) -> str:
+    action = content.get("action") or {}
+    if "dose_mg" in action and "interval_h" in action:
+        return f"{action['dose_mg']:.0f} mg q{action['interval_h']:g}h ({content.get('status', '')})"
+    return ", ".join(f"{k}={v}" for k, v in action.items())
+
+
+@dataclass
+class PatientView:
+    """Everything the twin page of one patient shows."""
+
+    id: str
+    name: str
+    kind: str
+    facts: list = field(default_factory=list)
+    output: str = "C"
+    unit: str = "mg/L"
+    measurements: list = field(default_factory=list)
+    figure: dict | None = None
+    table: list = field(default_factory=list)
+    posterior_rows: list = field(default_factory=list)
+    posterior_figure: dict | None = None
+    alarms: list = field(default_factory=list)
+    revision: str = "0"
+    live: bool = False
+    now: float = 0.0
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class _Measured:
+    time: float
+    value: float
+    source: str | None = None
+
+
+def _patient_row(stores, pid: str):
+    t = _tables()
+    with stores.engine.connect() as conn:
+        p = conn.execute(sa.select(t.patients_table).where(t.patients_table.c.id == pid)).first()
+        twin = conn.execute(sa.select(t.twins_table).where(t.twins_table.c.patient == pid)).first()
+        n = conn.execute(sa.select(sa.func.count()).select_from(t.records_table)
+                         .where(t.records_table.c.patient == pid)).scalar_one()
+    if p is None:
+        raise DataError(f"patient: no patient {pid!r}")
+    return p, twin, n
+
+
+def patient_view(app_state, user, pid: str) -> PatientView:
+    """The twin page of *pid* for *user* (consent checked first: ConsentError when denied)."""
+    stores = app_state.stores
+    p, twin_row, n_records = _patient_row(stores, pid)
+    gate(stores, user).authorize([pid], ["observations", "medications"], "read")
+    if twin_row is not None:
+        return _live_view(app_state, p, twin_row)
+    return _treatment_view(app_state, user, p, n_records)
+
+
+def _cache(app_state) -> dict:
+    cache = getattr(app_state, "dashboard_cache", None)
+    if cache is None:
+        cache = app_state.dashboard_cache = {}
+    return cache
+
+
+def _live_view(app_state, p, row) -> PatientView:
+    from medtwin.twin.codec import twin_from_dict
+
+    key = ("live", p.id, row.version)
+    cache = _cache(app_state)
+    if key in cache:
+        return cache[key]
+    twin = twin_from_dict(json.loads(row.state))
+    output = next(iter(twin.errors), twin.model.output_names[0])
+    unit = next(o.unit for o in twin.model.outputs if o.name == output)
+    measured = [_Measured(e.measurement.time, e.measurement.value, e.measurement.source_id or e.measurement.device)
+                for e in twin.history if e.measurement.output == output]
+    now = twin.time
+    band = twin.forecast(None, horizon=LIVE_HORIZON_H, step=0.25, n_draws=200, seed=int(row.version))
+    q = charts.band_quantiles(band, output, residual=True)
+    recent = [m for m in measured if m.time >= now - LIVE_HISTORY_H]
+    figure = charts.forecast_figure(band.times, q, [(m.time, m.value) for m in recent], output=output, unit=unit,
+                                    title=f"{output} ({unit}): last {LIVE_HISTORY_H:g} h and the next "
+                                          f"{LIVE_HORIZON_H:g} h (50 % and 90 % bands)", now=now)
+    state = twin.state()
+    rows = [{"parameter": k, "unit": state.units.get(k, ""), "prior_median": twin.model.parameter(k).value, **v}
+            for k, v in state.parameters.items()]
+    view = PatientView(p.id, p.display_name, f"{twin.model.name} (live twin)",
+                       [("ward", p.ward or "—"), ("bed", p.bed or "—"), ("twin time", f"{now:.2f} h"),
+                        ("readings", str(len(measured)))],
+                       output, unit, measured, figure, _table(band.times, q), rows,
+                       charts.posterior_figure(rows) if rows else None,
+                       [_alarm_text(a) for a in twin.alarms], str(row.version), True, now,
+                       f"forecast of {output} from {now:.2f} h ({LIVE_HORIZON_H:g} h ahead, with measurement error)")
+    cache.clear() if len(cache) > 64 else None
+    cache[key] = view
+    return view
+
+
+def _alarm_text(alarm) -> str:
+    kind = getattr(alarm, "kind", None) or (alarm.get("kind") if isinstance(alarm, dict) else None) or "alarm"
+    message = getattr(alarm, "message", None) or (alarm.get("message") if isinstance(alarm, dict) else "")
+    return f"{kind}: {message}" if message else str(kind)
+
+
+def _table(times, q, every: int | None = None) -> list:
+    times = np.asarray(times, dtype=float)
+    step = every or max(1, len(times) // 12)
+    return [(f"{times[i]:.2f}", f"{q[0, i]:.3g}", f"{q[2, i]:.3g}", f"{q[4, i]:.3g}")
+            for i in range(0, len(times), step)]
+
+
+def latest_recommendation(stores, pid: str):
+    """(run id, content) of the newest recorded recommendation of *pid*, or None."""
+    found = None
+    for entry in stores.log.entries(patient=pid):
+        if entry.action == "run.record" and "recommendation" in entry.payload:
+            found = (entry.payload["run_id"], json.loads(entry.payload["recommendation"]))
+    return found
+
+
+def _treatment_view(app_state, user, p, n_records: int) -> PatientView:
+    from medtwin.governance.runs import patient_from_json
+    from medtwin.infer.personalize import personalize
+
+    stores = app_state.stores
+    found = latest_recommendation(stores, p.id)
+    base = PatientView(p.id, p.display_name, "treatment twin", [("ward", p.ward or "—"), ("bed", p.bed or "—")])
+    if found is None:
+        return base
+    run_id, _ = found
+    key = ("treatment", p.id, run_id, n_records)
+    cache = _cache(app_state)
+    if key in cache:
+        return cache[key]
+    stored = stores.runs.verified(run_id, stores.public_keys())
+    from medtwin.core.population import Population
+
+    population = Population.from_dict(stored.spec.inputs["population"])
+    data = patient_from_json(stored.spec.inputs["patient"])
+    data = _with_new_levels(stores, p.id, data)
+    posterior = personalize(population, data, method="laplace")
+    end = float(np.max(data.times)) + TREATMENT_HORIZON_H
+    grid = np.round(np.arange(0.0, end + 1e-9, 0.25), 10)
+    band = posterior.predict(data.regimen.continued(end), grid, n_draws=400, seed=0)
+    output = posterior.prior.residual.output
+    unit = band.units.get(output, "mg/L")
+    q = charts.band_quantiles(band, output)
+    measured = [_Measured(float(t), float(v)) for t, v in zip(data.times, data.values)]
+    figure = charts.forecast_figure(grid, q, [(m.time, m.value) for m in measured], output=output, unit=unit,
+                                    title=f"Vancomycin {output} ({unit}): current regimen continued "
+                                          f"{TREATMENT_HORIZON_H:g} h (50 % and 90 % bands)",
+                                    now=float(np.max(data.times)))
+    summary = posterior.summary(n=2000, seed=0)
+    rows = [{k: (v if isinstance(v, str) else float(v)) for k, v in r.items()} for r in summary.to_dict("records")]
+    cov = data.covariates
+    facts = base.facts + [(k, f"{float(v):g}") for k, v in cov.items() if k in ("CRCL", "WT")]
+    auc = band.auc(output, end - 24.0, end)
+    facts.append(("AUC24 last day", f"{np.median(auc):.0f} mg·h/L (90 %: {np.quantile(auc, .05):.0f}–"
+                                    f"{np.quantile(auc, .95):.0f})"))
+    view = PatientView(p.id, p.display_name, "vancomycin (treatment twin)", facts, output, unit, measured, figure,
+                       _table(grid, q), rows, charts.posterior_figure(rows), list(posterior.warnings()),
+                       f"{run_id}:{n_records}", False, float(np.max(data.times)),
+                       f"posterior predictive of {output}, current regimen continued")
+    cache[key] = view
+    return view
+
+
+def _with_new_levels(stores, pid: str, data):
+    """The recommendation's data plus the levels received for the patient since (clinical_records obs rows)."""
+    from dataclasses import replace
+
+    t = _tables()
+    with stores.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.records_table.c.time_h, t.records_table.c.value)
+                            .where(t.records_table.c.patient == pid, t.records_table.c.kind == "obs")
+                            .order_by(t.records_table.c.time_h)).all()
+    known = {round(float(x), 6) for x in data.times}
+    new = [(float(r.time_h), float(r.value)) for r in rows if round(float(r.time_h), 6) not in known]
+    if not new:
+        return data
+    times = np.concatenate([np.asarray(data.times, dtype=float), [n[0] for n in new]])
+    values = np.concatenate([np.asarray(data.values, dtype=float), [n[1] for n in new]])
+    order = np.argsort(times, kind="stable")
+    pre = data.pre_dose
+    pre = None if pre is None else np.concatenate([np.asarray(pre, dtype=bool), np.zeros(len(new), bool)])[order]
+    blq = data.blq
+    blq = None if blq is None else np.concatenate([np.asarray(blq, dtype=bool), np.zeros(len(new), bool)])[order]
+    return replace(data, times=times[order], values=values[order], pre_dose=pre, blq=blq, rows=None)
+
+
+def recommendation_view(stores, user, pid: str) -> tuple[dict | None, list]:
+    """The newest recommendation of *pid* (headline, explanation lines, run id, dose, interval) and the
+    decisions recorded on the patient (read through the user's consent gate)."""
+    from medtwin.workflows.results import recommendation_from_content
+
+    found = latest_recommendation(stores, pid)
+    if found is None:
+        return None, []
+    run_id, content = found
+    rec = recommendation_from_content(content)
+    lines = [line for line in rec.summary().splitlines() if line.strip()]
+    action = content.get("action") or {}
+    view = {"run_id": run_id, "headline": lines[0] if lines else run_id, "explanation": _explain(content, lines),
+            "dose_mg": action.get("dose_mg"), "interval_h": action.get("interval_h")}
+    decisions = []
+    for s in stores.decisions.for_patient(pid, access=gate(stores, user)):
+        d = s.decision
+        given = d.given or {}
+        decisions.append({"choice": d.choice, "clinician": d.clinician, "reason": d.reason,
+                          "timestamp": d.timestamp or "", "given": _action_text(given)})
+    return view, decisions
+
+
+def _action_text(action: dict) -> str:
+    if "dose_mg" in action and "interval_h" in action:
+        return f"{float(action['dose_mg']):.0f} mg q{float(action['interval_h']):g}h"
+    return ", ".join(f"{k}={v}" for k, v in action.items())
+
+
+def _explain(content: dict, lines: list[str]) -> list[str]:
+    """Plain-language explanation: the target, the probabilities, what bound the choice, the key parameter."""
+    out = []
+    target = content.get("target") or {}
+    if target:
+        out.append(f"Target {target.get('name', '')} {target.get('low', '')}–{target.get('high', '')} "
+                   f"{target.get('unit', '')}: predicted median {_num(target.get('median'))} "
+                   f"(90 %: {_num(target.get('p05'))}–{_num(target.get('p95'))}).")
+    probs = content.get("probabilities") or {}
+    if probs:
+        out.append("Probabilities: " + ", ".join(f"{k} {_num(v, 2)}" for k, v in probs.items()) + ".")
+    for c in content.get("active_constraints") or ():
+        out.append(f"Constraint in force: {c}.")
+    for line in lines[1:]:
+        if line.startswith("sensitivity:"):
+            out.append("Most influential: " + line.split(":", 1)[1].strip().split(", all_")[0] + ".")
+    return out or lines[1:4]
+
+
+def _num(value, digits: int = 0) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{v:.{digits}f}" if math.isfinite(v) else "—"
+
+
+def forecast_payload(view: PatientView) -> dict[str, Any]:
+    """The JSON a page fetches to redraw its charts after a live event."""
+    last = view.measurements[-1] if view.measurements else None
+    message = (f"Updated: {len(view.measurements)} readings; last {view.output} {last.value:.3g} {view.unit} at "
+               f"{last.time:.2f} h." if last else "Updated.")
+    return {"revision": view.revision, "figure": view.figure, "posterior": view.posterior_figure,
+            "alarms": view.alarms, "n_measurements": len(view.measurements), "message": message}
+
+
+def audit_rows(stores, action: str | None = None, limit: int = 200) -> tuple[list[dict], int, list[str]]:
+    """The newest *limit* audit entries (optionally of one action), the total count and the actions seen."""
+    entries = list(stores.log.entries())
+    actions = sorted({e.action for e in entries})
+    chosen = [e for e in entries if not action or e.action == action]
+    rows = []
+    for e in reversed(chosen[-limit:]):
+        payload = {k: v for k, v in e.payload.items() if k != "recommendation"}
+        rows.append({"seq": e.seq, "time": str(e.time)[:19].replace("T", " "), "actor": e.actor,
+                     "action": e.action, "patient": e.patient, "details": json.dumps(payload, sort_keys=True)[:300]})
+    return rows, len(entries), actions
+
+
+def trial_rows(stores) -> list[dict]:
+    """The trial jobs (newest first): id, name, status, submitted."""
+    t = _tables()
+    with stores.engine.connect() as conn:
+        jobs = conn.execute(sa.select(t.jobs_table).where(t.jobs_table.c.kind == "trial")
+                            .order_by(t.jobs_table.c.created_at.desc())).all()
+    out = []
+    for j in jobs:
+        try:
+            name = json.loads(j.spec).get("name") or j.id
+        except (ValueError, AttributeError):
+            name = j.id
+        out.append({"id": j.id, "name": name, "status": j.status, "created": j.created_at[:19], "result": j.result,
+                    "error": j.error})
+    return out
+
+
+def forest_rows(result: dict) -> list[dict]:
+    """Forest-plot rows of a stored trial result: its ``subgroups`` (or ``forest``) list, plus ``overall``.
+
+    Each row needs ``label``, ``estimate``, ``low`` and ``high`` (``n`` optional); a result without them has
+    no forest plot (empty list).
+    """
+    rows = []
+    overall = result.get("overall")
+    if isinstance(overall, dict) and {"estimate", "low", "high"} <= set(overall):
+        rows.append({"label": "overall", **overall})
+    for r in result.get("subgroups") or result.get("forest") or ():
+        if isinstance(r, dict) and {"label", "estimate", "low", "high"} <= set(r):
+            rows.append(r)
+    return [{"label": str(r["label"]), "estimate": float(r["estimate"]), "low": float(r["low"]),
+             "high": float(r["high"]), "n": r.get("n")} for r in rows]
