@@ -10,6 +10,7 @@ One module per command group, each adding its commands to :data:`app` through ``
 * :mod:`~medtwin.cli.credibility`: ``credibility``
 * :mod:`~medtwin.cli.imaging`: ``mre phantom``, ``mre invert``
 * :mod:`~medtwin.cli.evaluate`: ``evaluate``
+* :mod:`~medtwin.cli.serve`: ``serve``
 
 :mod:`~medtwin.cli.edge` holds what every command shares (input and ``--out`` checks, options, consoles, the
 one-line ``error:`` exit, the stores) and :mod:`~medtwin.cli.render` how results are shown.  Errors from the
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import typer
 
-from medtwin.cli import basics, control, credibility, evaluate, governance, imaging, infer, twin
+from medtwin.cli import basics, control, credibility, evaluate, governance, imaging, infer, serve, twin
 from medtwin.cli.edge import MedtwinGroup
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medtwin: medical digital twins.",
                   cls=MedtwinGroup)
-for _group in (basics, infer, control, twin, governance, credibility, imaging, evaluate):
+for _group in (basics, infer, control, twin, governance, credibility, imaging, evaluate, serve):
     _group.register(app)
 
 
