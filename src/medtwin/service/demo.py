@@ -61,10 +61,14 @@ def seed_demo(app, *, n_vanco: int = 3, n_icu: int = 2, icu_hours: float = 6.0, 
 
 
 def _patients(app):
-    from medtwin.service.store import PatientStore, RecordStore
+    services = app.state.services
+    return services.patients, services.records
 
-    engine = app.state.stores.engine
-    return PatientStore(engine), RecordStore(engine)
+
+def _gate(app):
+    from medtwin.governance.consent_store import ConsentGate
+
+    return ConsentGate(app.state.stores.consents, "clinician", "treatment")
 
 
 def _consent(stores, pid: str, actor: str) -> None:
@@ -137,6 +141,9 @@ def _seed_vancomycin(app, pid: str, i: int, seed: int) -> None:
     rows += [{"kind": "obs", "name": "C", "time_h": float(t), "value": float(v), "unit": "mg/L", "device": "lab",
               "source_id": f"demo-{pid}-level-{k}"} for k, (t, v) in enumerate(zip(times, levels))]
     records.add(pid, rows, "clinician")
+    app.state.services.twins.create(pid, {"kind": "posterior", "population": "vancomycin_goti2018",
+                                          "covariates": covariates}, access=_gate(app), stores=stores,
+                                    actor="clinician")
     data = PatientData(regimen, times, levels, covariates, pre_dose=pre, patient=pid)
     constraints = DoseConstraints(dose_step_mg=250.0, min_dose_mg=250.0, max_dose_mg=3000.0, max_daily_mg=4500.0,
                                   intervals_h=(8.0, 12.0, 24.0, 36.0, 48.0), max_rate_mg_per_h=1000.0)
@@ -151,8 +158,6 @@ def _seed_icu(app, pid: str, i: int, hours: float, seed: int) -> None:
     from medtwin.models import get_model
     from medtwin.scenarios.glucose_patients import sample_icu_patients
     from medtwin.scenarios.icu import icu_twin_spec, synthetic_stream
-    from medtwin.service.dashboard.ingest import store_twin
-    from medtwin.twin.codec import twin_from_spec
 
     stores = app.state.stores
     patients, records = _patients(app)
@@ -164,8 +169,7 @@ def _seed_icu(app, pid: str, i: int, hours: float, seed: int) -> None:
     patient = sample_icu_patients(i + 1, hours=total, seed=seed)[i]
     synthetic = synthetic_stream(patient, hours=total, seed=seed + i)
     regimen = synthetic.stream.regimen
-    spec = icu_twin_spec()
-    states = get_model(spec["model"]).states
+    states = get_model(icu_twin_spec()["model"]).states
     rows = []
     for k, e in enumerate(regimen.events):
         duration = float(e.amount / e.rate) if e.rate else 0.0
@@ -175,6 +179,6 @@ def _seed_icu(app, pid: str, i: int, hours: float, seed: int) -> None:
     readings = [m for m in synthetic.stream.measurements if m.time <= hours + 1e-9]
     rows += [{"kind": "obs", "name": m.output, "time_h": float(m.time), "value": float(m.value), "unit": m.unit,
               "device": m.device, "source_id": f"demo-{pid}-{m.source_id}"} for m in readings]
-    twin = twin_from_spec(spec, inputs=regimen, patient=pid).assimilate(readings)
     records.add(pid, rows, "clinician")
-    store_twin(app, pid, spec, twin, "clinician")
+    app.state.services.twins.create(pid, {"kind": "live", "name": "icu_glucose"}, access=_gate(app),
+                                    stores=stores, actor="clinician")

@@ -161,7 +161,7 @@ async def logout(request: Request):
 @router.get("/ward", response_class=HTMLResponse)
 async def ward(request: Request):
     user = await _user(request, PATIENT_ROLES)
-    rows = await asyncio.to_thread(views.patient_list, request.app.state.stores, user)
+    rows = await asyncio.to_thread(views.patient_list, request.app.state, user)
     return _render(request, "patients.html", user, section="ward", patients=rows,
                    purpose=views.ROLE_PURPOSE[user.role])
 
@@ -236,7 +236,8 @@ async def post_measurement(request: Request, pid: str):
     from medtwin.service.dashboard import ingest
 
     try:
-        message = await asyncio.to_thread(ingest.record_measurement, request.app, user, pid, view.output,
+        access = views.gate(request.app.state.stores, user)
+        message = await asyncio.to_thread(ingest.record_measurement, request.app, user, access, pid, view.output,
                                           values["time"], values["value"], view.unit)
     except ConsentError as exc:
         raise _Refused(403, f"consent: {exc}", "consent") from None

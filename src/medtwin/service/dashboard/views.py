@@ -1,7 +1,8 @@
 """What the dashboard pages show, assembled from the service's tables and the workflow stores.
 
-The functions here read (never write) the service tables of :mod:`medtwin.io.service_tables` and the audit
-log, and compute the forecasts a page draws.  Every read of a patient's clinical data goes through the consent
+The functions here read (never write) the service's patients, records and stored twins (``app.state.services``,
+the stored twin caught up with the records as the API does), the jobs table and the audit log, and compute the
+forecasts a page draws.  Every read of a patient's clinical data goes through the consent
 gate (:class:`~medtwin.governance.consent_store.ConsentGate`, audited) with the purpose of the reader's role
 (:data:`ROLE_PURPOSE`).  Forecasts are cached per patient and data version on ``app.state`` (no module state).
 """
@@ -40,58 +41,38 @@ def gate(stores, user):
     return ConsentGate(stores.consents, user.username, purpose)
 
 
-def _tables():
-    from medtwin.io import service_tables
-
-    return service_tables
-
-
-def patient_list(stores, user) -> list[dict]:
+def patient_list(app_state, user) -> list[dict]:
     """One row per patient: name, kind, consent for the user's purpose, last reading, alarms, recommendation.
 
     The consent decisions of all patients are made (and audited) in one transaction; data of a patient whose
     consent denies the purpose are not read (the row says so).
     """
-    t = _tables()
-    with stores.engine.connect() as conn:
-        patients = conn.execute(sa.select(t.patients_table).order_by(t.patients_table.c.id)).all()
-        twins = {r.patient: r for r in conn.execute(sa.select(t.twins_table.c.patient, t.twins_table.c.spec,
-                                                               t.twins_table.c.state))}
-        last = {r.patient: r for r in conn.execute(
-            sa.select(t.records_table.c.patient, t.records_table.c.name, t.records_table.c.value,
-                      t.records_table.c.unit, t.records_table.c.time_h)
-            .where(t.records_table.c.kind == "obs").order_by(t.records_table.c.time_h))}
+    stores, services = app_state.stores, app_state.services
+    patients = services.patients.list()
     if not patients:
         return []
-    g = gate(stores, user)
-    decisions = g.store.check_many([p.id for p in patients], g.actor, g.purpose, ["observations"],
-                                   operation="read")
-    permit = {p.id: d.permit for p, d in zip(patients, decisions)}  # patient-major, one data class
+    access = gate(stores, user)
+    decisions = access.store.check_many([p["id"] for p in patients], access.actor, access.purpose,
+                                        ["observations"], operation="read")
+    permit = {p["id"]: d.permit for p, d in zip(patients, decisions)}  # patient-major, one data class
     recs = _recommended_patients(stores)
     rows = []
     for p in patients:
-        ok = permit.get(p.id, False)
-        twin = twins.get(p.id)
-        row = {"id": p.id, "name": p.display_name, "kind": _kind(twin, p.id in recs), "readable": ok,
+        pid, ok = p["id"], permit.get(p["id"], False)
+        row = {"id": pid, "name": p["display_name"], "kind": "—", "readable": ok,
                "consent": "permit" if ok else "deny", "last_reading": None, "alarms": [], "recommendation": None}
         if ok:
-            r = last.get(p.id)
-            if r is not None:
-                row["last_reading"] = f"{r.name} {r.value:.3g} {r.unit} at {r.time_h:.2f} h"
+            twin, _ = services.twins.get(pid, access)
             if twin is not None:
-                row["alarms"] = [a.get("kind", "alarm") for a in json.loads(twin.state).get("alarms", [])
-                                 if isinstance(a, dict)]
-            if p.id in recs:
-                row["recommendation"] = recs[p.id]
+                row["kind"] = f"{twin.model.name} ({'live' if twin.belief is not None else 'treatment'} twin)"
+                row["alarms"] = [a.kind for a in twin.alarms]
+            last = services.records.list(pid, kind="obs")
+            if last:
+                r = last[-1]
+                row["last_reading"] = f"{r['name']} {r['value']:.3g} {r['unit']} at {r['time_h']:.2f} h"
+            row["recommendation"] = recs.get(pid)
         rows.append(row)
     return rows
-
-
-def _kind(twin_row, recommended: bool) -> str:
-    if twin_row is not None:
-        model = json.loads(twin_row.spec).get("model", "")
-        return {"icing": "ICU glucose (live twin)"}.get(model, f"{model} (live twin)")
-    return "vancomycin (treatment twin)" if recommended else "—"
 
 
 def _recommended_patients(stores) -> dict[str, str]:
@@ -140,26 +121,27 @@ class _Measured:
     source: str | None = None
 
 
-def _patient_row(stores, pid: str):
-    t = _tables()
-    with stores.engine.connect() as conn:
-        p = conn.execute(sa.select(t.patients_table).where(t.patients_table.c.id == pid)).first()
-        twin = conn.execute(sa.select(t.twins_table).where(t.twins_table.c.patient == pid)).first()
-        n = conn.execute(sa.select(sa.func.count()).select_from(t.records_table)
-                         .where(t.records_table.c.patient == pid)).scalar_one()
+def patient_view(app_state, user, pid: str) -> PatientView:
+    """The twin page of *pid* for *user*: consent checked first (ConsentError when denied), DataError for an
+    unknown patient; the stored twin is caught up with the patient's records (the service's ``twins``)."""
+    services = app_state.services
+    p = services.patients.get(pid)
     if p is None:
         raise DataError(f"patient: no patient {pid!r}")
-    return p, twin, n
-
-
-def patient_view(app_state, user, pid: str) -> PatientView:
-    """The twin page of *pid* for *user* (consent checked first: ConsentError when denied)."""
-    stores = app_state.stores
-    p, twin_row, n_records = _patient_row(stores, pid)
-    gate(stores, user).authorize([pid], ["observations", "medications"], "read")
-    if twin_row is not None:
-        return _live_view(app_state, p, twin_row)
-    return _treatment_view(app_state, user, p, n_records)
+    access = gate(app_state.stores, user)
+    access.authorize([pid], ["observations", "medications"], "read")
+    twin, row = services.twins.get(pid, access)
+    facts = [("ward", p.get("ward") or "—"), ("bed", p.get("bed") or "—")]
+    if twin is None:
+        return PatientView(pid, p["display_name"], "no twin yet", facts)
+    key = (pid, row["version"])
+    cache = _cache(app_state)
+    if key not in cache:
+        if len(cache) > 64:
+            cache.clear()
+        build = _live_view if twin.belief is not None else _treatment_view
+        cache[key] = build(p, twin, row, facts)
+    return cache[key]
 
 
 def _cache(app_state) -> dict:
@@ -169,20 +151,13 @@ def _cache(app_state) -> dict:
     return cache
 
 
-def _live_view(app_state, p, row) -> PatientView:
-    from medtwin.twin.codec import twin_from_dict
-
-    key = ("live", p.id, row.version)
-    cache = _cache(app_state)
-    if key in cache:
-        return cache[key]
-    twin = twin_from_dict(json.loads(row.state))
+def _live_view(p, twin, row, facts) -> PatientView:
     output = next(iter(twin.errors), twin.model.output_names[0])
-    unit = next(o.unit for o in twin.model.outputs if o.name == output)
+    unit = twin.model.output(output).unit
     measured = [_Measured(e.measurement.time, e.measurement.value, e.measurement.source_id or e.measurement.device)
                 for e in twin.history if e.measurement.output == output]
     now = twin.time
-    band = twin.forecast(None, horizon=LIVE_HORIZON_H, step=0.25, n_draws=200, seed=int(row.version))
+    band = twin.forecast(None, horizon=LIVE_HORIZON_H, step=0.25, n_draws=200, seed=int(row["version"]))
     q = charts.band_quantiles(band, output, residual=True)
     recent = [m for m in measured if m.time >= now - LIVE_HISTORY_H]
     figure = charts.forecast_figure(band.times, q, [(m.time, m.value) for m in recent], output=output, unit=unit,
@@ -191,27 +166,22 @@ def _live_view(app_state, p, row) -> PatientView:
     state = twin.state()
     rows = [{"parameter": k, "unit": state.units.get(k, ""), "prior_median": twin.model.parameter(k).value, **v}
             for k, v in state.parameters.items()]
-    view = PatientView(p.id, p.display_name, f"{twin.model.name} (live twin)",
-                       [("ward", p.ward or "—"), ("bed", p.bed or "—"), ("twin time", f"{now:.2f} h"),
-                        ("readings", str(len(measured)))],
-                       output, unit, measured, figure, _table(band.times, q), rows,
-                       charts.posterior_figure(rows) if rows else None,
-                       [_alarm_text(a) for a in twin.alarms], str(row.version), True, now,
+    facts = facts + [("twin time", f"{now:.2f} h"), ("readings", str(len(measured)))]
+    return PatientView(p["id"], p["display_name"], f"{twin.model.name} (live twin)", facts, output, unit, measured,
+                       figure, _table(band.times, q), rows, charts.posterior_figure(rows) if rows else None,
+                       [_alarm_text(a) for a in twin.alarms], str(row["version"]), True, now,
                        f"forecast of {output} from {now:.2f} h ({LIVE_HORIZON_H:g} h ahead, with measurement error)")
-    cache.clear() if len(cache) > 64 else None
-    cache[key] = view
-    return view
 
 
 def _alarm_text(alarm) -> str:
-    kind = getattr(alarm, "kind", None) or (alarm.get("kind") if isinstance(alarm, dict) else None) or "alarm"
-    message = getattr(alarm, "message", None) or (alarm.get("message") if isinstance(alarm, dict) else "")
+    kind = getattr(alarm, "kind", None) or "alarm"
+    message = getattr(alarm, "message", "")
     return f"{kind}: {message}" if message else str(kind)
 
 
-def _table(times, q, every: int | None = None) -> list:
+def _table(times, q) -> list:
     times = np.asarray(times, dtype=float)
-    step = every or max(1, len(times) // 12)
+    step = max(1, len(times) // 12)
     return [(f"{times[i]:.2f}", f"{q[0, i]:.3g}", f"{q[2, i]:.3g}", f"{q[4, i]:.3g}")
             for i in range(0, len(times), step)]
 
@@ -225,74 +195,32 @@ def latest_recommendation(stores, pid: str):
     return found
 
 
-def _treatment_view(app_state, user, p, n_records: int) -> PatientView:
-    from medtwin.governance.runs import patient_from_json
-    from medtwin.infer.personalize import personalize
-
-    stores = app_state.stores
-    found = latest_recommendation(stores, p.id)
-    base = PatientView(p.id, p.display_name, "treatment twin", [("ward", p.ward or "—"), ("bed", p.bed or "—")])
-    if found is None:
-        return base
-    run_id, _ = found
-    key = ("treatment", p.id, run_id, n_records)
-    cache = _cache(app_state)
-    if key in cache:
-        return cache[key]
-    stored = stores.runs.verified(run_id, stores.public_keys())
-    from medtwin.core.population import Population
-
-    population = Population.from_dict(stored.spec.inputs["population"])
-    data = patient_from_json(stored.spec.inputs["patient"])
-    data = _with_new_levels(stores, p.id, data)
-    posterior = personalize(population, data, method="laplace")
-    end = float(np.max(data.times)) + TREATMENT_HORIZON_H
+def _treatment_view(p, twin, row, facts) -> PatientView:
+    posterior = twin.posterior
+    data = posterior.data[-1] if posterior.data else None
+    levels = [(float(t), float(v)) for d in posterior.data for t, v in zip(d.times, d.values)]
+    last = max((t for t, _ in levels), default=twin.time)
+    end = last + TREATMENT_HORIZON_H
     grid = np.round(np.arange(0.0, end + 1e-9, 0.25), 10)
-    band = posterior.predict(data.regimen.continued(end), grid, n_draws=400, seed=0)
+    band = posterior.predict(twin.inputs.continued(end), grid, n_draws=400, seed=0)
     output = posterior.prior.residual.output
-    unit = band.units.get(output, "mg/L")
+    unit = twin.model.output(output).unit
     q = charts.band_quantiles(band, output)
-    measured = [_Measured(float(t), float(v)) for t, v in zip(data.times, data.values)]
+    measured = [_Measured(t, v) for t, v in sorted(levels)]
     figure = charts.forecast_figure(grid, q, [(m.time, m.value) for m in measured], output=output, unit=unit,
-                                    title=f"Vancomycin {output} ({unit}): current regimen continued "
-                                          f"{TREATMENT_HORIZON_H:g} h (50 % and 90 % bands)",
-                                    now=float(np.max(data.times)))
+                                    title=f"{posterior.model.name} {output} ({unit}): current regimen continued "
+                                          f"{TREATMENT_HORIZON_H:g} h (50 % and 90 % bands)", now=last)
     summary = posterior.summary(n=2000, seed=0)
     rows = [{k: (v if isinstance(v, str) else float(v)) for k, v in r.items()} for r in summary.to_dict("records")]
-    cov = data.covariates
-    facts = base.facts + [(k, f"{float(v):g}") for k, v in cov.items() if k in ("CRCL", "WT")]
+    covariates = (row["spec"] or {}).get("covariates") or (data.covariates if data is not None else {})
+    facts = facts + [(k, f"{float(v):g}") for k, v in covariates.items() if k in ("CRCL", "WT")]
     auc = band.auc(output, end - 24.0, end)
     facts.append(("AUC24 last day", f"{np.median(auc):.0f} mg·h/L (90 %: {np.quantile(auc, .05):.0f}–"
                                     f"{np.quantile(auc, .95):.0f})"))
-    view = PatientView(p.id, p.display_name, "vancomycin (treatment twin)", facts, output, unit, measured, figure,
-                       _table(grid, q), rows, charts.posterior_figure(rows), list(posterior.warnings()),
-                       f"{run_id}:{n_records}", False, float(np.max(data.times)),
+    return PatientView(p["id"], p["display_name"], f"{posterior.model.name} (treatment twin)", facts, output, unit,
+                       measured, figure, _table(grid, q), rows, charts.posterior_figure(rows),
+                       list(posterior.warnings()), str(row["version"]), False, last,
                        f"posterior predictive of {output}, current regimen continued")
-    cache[key] = view
-    return view
-
-
-def _with_new_levels(stores, pid: str, data):
-    """The recommendation's data plus the levels received for the patient since (clinical_records obs rows)."""
-    from dataclasses import replace
-
-    t = _tables()
-    with stores.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.records_table.c.time_h, t.records_table.c.value)
-                            .where(t.records_table.c.patient == pid, t.records_table.c.kind == "obs")
-                            .order_by(t.records_table.c.time_h)).all()
-    known = {round(float(x), 6) for x in data.times}
-    new = [(float(r.time_h), float(r.value)) for r in rows if round(float(r.time_h), 6) not in known]
-    if not new:
-        return data
-    times = np.concatenate([np.asarray(data.times, dtype=float), [n[0] for n in new]])
-    values = np.concatenate([np.asarray(data.values, dtype=float), [n[1] for n in new]])
-    order = np.argsort(times, kind="stable")
-    pre = data.pre_dose
-    pre = None if pre is None else np.concatenate([np.asarray(pre, dtype=bool), np.zeros(len(new), bool)])[order]
-    blq = data.blq
-    blq = None if blq is None else np.concatenate([np.asarray(blq, dtype=bool), np.zeros(len(new), bool)])[order]
-    return replace(data, times=times[order], values=values[order], pre_dose=pre, blq=blq, rows=None)
 
 
 def recommendation_view(stores, user, pid: str) -> tuple[dict | None, list]:
@@ -375,10 +303,11 @@ def audit_rows(stores, action: str | None = None, limit: int = 200) -> tuple[lis
 
 def trial_rows(stores) -> list[dict]:
     """The trial jobs (newest first): id, name, status, submitted."""
-    t = _tables()
+    from medtwin.io.service_tables import jobs_table
+
     with stores.engine.connect() as conn:
-        jobs = conn.execute(sa.select(t.jobs_table).where(t.jobs_table.c.kind == "trial")
-                            .order_by(t.jobs_table.c.created_at.desc())).all()
+        jobs = conn.execute(sa.select(jobs_table).where(jobs_table.c.kind == "trial")
+                            .order_by(jobs_table.c.created_at.desc())).all()
     out = []
     for j in jobs:
         try:
