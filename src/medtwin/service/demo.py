@@ -135,9 +135,9 @@ def _seed_vancomycin(app, pid: str, i: int, seed: int) -> None:
     model = get_model(population.model)
     f = np.asarray(simulate(model, truth, regimen, times, pre_dose=[pre]).output("C")).reshape(-1)
     levels = np.round(f + np.sqrt(population.residual.variance(f)) * rng.standard_normal(f.size), 1)
-    rows = [{"kind": "infusion", "name": "iv", "time_h": float(e.time), "value": float(e.rate or e.amount),
-             "unit": "mg", "duration_h": float(e.amount / e.rate) if e.rate else 1.0, "device": "pump",
-             "source_id": f"demo-{pid}-dose-{k}"} for k, e in enumerate(regimen.events)]
+    rows = [{"kind": "infusion" if e.rate else "bolus", "name": "iv", "time_h": float(e.time), "value": float(e.rate or e.amount),
+             "unit": "mg/h" if e.rate else "mg", "duration_h": float(e.amount / e.rate) if e.rate else None, "device": "pump",
+             "source_id": f"demo-{pid}-dose-{k}"} for k, e in enumerate(regimen.expanded())]
     rows += [{"kind": "obs", "name": "C", "time_h": float(t), "value": float(v), "unit": "mg/L", "device": "lab",
               "source_id": f"demo-{pid}-level-{k}"} for k, (t, v) in enumerate(zip(times, levels))]
     records.add(pid, rows, "clinician")
@@ -171,10 +171,11 @@ def _seed_icu(app, pid: str, i: int, hours: float, seed: int) -> None:
     regimen = synthetic.stream.regimen
     states = get_model(icu_twin_spec()["model"]).states
     rows = []
-    for k, e in enumerate(regimen.events):
+    for k, e in enumerate(regimen.expanded()):
         duration = float(e.amount / e.rate) if e.rate else 0.0
         rows.append({"kind": "infusion" if e.rate else "bolus", "name": str(e.cmt), "time_h": float(e.time),
-                     "value": float(e.rate if e.rate else e.amount), "unit": states[e.cmt - 1].unit, "duration_h": duration or None,
+                     "value": float(e.rate if e.rate else e.amount),
+                     "unit": states[e.cmt - 1].unit + ("/h" if e.rate else ""), "duration_h": duration or None,
                      "device": "pump", "source_id": f"demo-{pid}-input-{k}"})
     readings = [m for m in synthetic.stream.measurements if m.time <= hours + 1e-9]
     rows += [{"kind": "obs", "name": m.output, "time_h": float(m.time), "value": float(m.value), "unit": m.unit,

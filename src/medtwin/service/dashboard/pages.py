@@ -172,7 +172,8 @@ async def _patient(request: Request, pid: str, user: User):
     except ConsentError as exc:
         raise _Refused(403, f"consent: {exc}", "consent") from None
     except DataError as exc:
-        raise _Refused(404, str(exc), "patient") from None
+        missing = str(exc).startswith("patient:")
+        raise _Refused(404 if missing else 422, str(exc), "patient" if missing else "twin") from None
 
 
 @router.get("/ward/patients/{pid}", response_class=HTMLResponse)
