@@ -56,6 +56,7 @@ patients_table = sa.Table(
     sa.Column("display_name", sa.Text, nullable=False),
     sa.Column("ward", sa.Text, nullable=True),
     sa.Column("bed", sa.Text, nullable=True),
+    sa.Column("origin", sa.String(40), nullable=False),
     sa.Column("resource", sa.Text, nullable=False),
     sa.Column("created_at", sa.String(40), nullable=False),
     sa.Column("created_by", sa.Text, nullable=False),
@@ -89,6 +90,7 @@ twins_table = sa.Table(
     sa.Column("spec", sa.Text, nullable=False),
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_record", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
 )
 

@@ -6,5 +6,7 @@ __all__ = ["routers"]
 
 
 def routers() -> list:
-    """The resource routers (patients, consents, records, twins, decisions, runs, audit, trials)."""
-    return []
+    """The resource routers: patients and consents, records and events, twins and decisions, governance, trials."""
+    from medtwin.service import api_governance, api_patients, api_records, api_trials, api_twins
+
+    return [api_patients.router, api_records.router, api_twins.router, api_governance.router, api_trials.router]

@@ -12,6 +12,7 @@ stores (database migrated to head, Ed25519 signing key and audit checkpoint unde
 ``app.state.tokens``   :class:`medtwin.service.auth.TokenCodec` (signed expiring tokens, CSRF tokens)
 ``app.state.broker``   :class:`medtwin.service.events.EventBroker` (live events to dashboards)
 ``app.state.jobs``     :class:`medtwin.service.jobs.JobRunner` (background jobs: trials)
+``app.state.services`` :class:`medtwin.service.livetwin.Services`: ``patients``, ``records``, ``twins``
 ``app.state.clock``    ``() -> float`` seconds since the epoch (tests move it to expire tokens)
 =====================  =====================================================================================
 
@@ -73,16 +74,19 @@ async def _lifespan(app: FastAPI):
 
     from medtwin.service.auth import TokenCodec, UserStore
     from medtwin.service.jobs import JobRunner
+    from medtwin.service.livetwin import Services
 
     log = logging.getLogger(LOGGER)
     settings: ServiceSettings = app.state.settings
     stores = open_service_stores(settings)
     app.state.stores = stores
-    app.state.users = UserStore(stores.engine)
+    app.state.users = UserStore(stores.engine, time_cost=settings.password_time_cost,
+                                memory_kib=settings.password_memory_kib)
     app.state.tokens = TokenCodec(settings.resolved_secret_key(), lifetime_s=settings.token_lifetime_s,
                                   clock=lambda: app.state.clock())
     app.state.broker.bind_loop(asyncio.get_running_loop())
     app.state.jobs = JobRunner(stores.engine, max_workers=settings.job_workers)
+    app.state.services = Services.for_engine(stores.engine)
     _bootstrap_admin(app, log)
     if settings.demo:
         from medtwin.service import demo  # the demo ward (medtwin serve --demo)

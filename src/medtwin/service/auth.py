@@ -101,11 +101,11 @@ class TokenCodec:
 class UserStore:
     """The ``users`` table: create, look up and authenticate users (argon2id hashes)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, *, time_cost: int = 3, memory_kib: int = 65536):
         from argon2 import PasswordHasher
 
         self.engine = engine
-        self._hasher = PasswordHasher()
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         self._dummy = self._hasher.hash(secrets.token_urlsafe(12))  # equal work for unknown users
 
     def create(self, username: str, password: str, role: str, display_name: str | None = None) -> User:

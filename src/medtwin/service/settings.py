@@ -51,6 +51,8 @@ class ServiceSettings(BaseSettings):
     admin_password: str | None = Field(None, description="creates the admin user on start when absent")
     job_workers: int = Field(2, ge=1, le=32, description="threads running background jobs (trials)")
     log_level: str = Field("INFO", description="level of the JSON logs")
+    password_time_cost: int = Field(3, ge=1, le=20, description="argon2id passes (RFC 9106 default 3)")
+    password_memory_kib: int = Field(65536, ge=1024, le=4194304, description="argon2id memory, KiB (64 MiB)")
 
     def resolved_database_url(self) -> str:
         """The database URL: :attr:`database_url`, else the installation's (``medtwin.io.storage.database_url``)."""

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("display_name", sa.Text, nullable=False),
         sa.Column("ward", sa.Text, nullable=True),
         sa.Column("bed", sa.Text, nullable=True),
+        sa.Column("origin", sa.String(40), nullable=False),
         sa.Column("resource", sa.Text, nullable=False),
         sa.Column("created_at", sa.String(40), nullable=False),
         sa.Column("created_by", sa.Text, nullable=False),
@@ -61,6 +62,7 @@ def upgrade() -> None:
         sa.Column("spec", sa.Text, nullable=False),
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("last_record", sa.Integer, nullable=False),
         sa.Column("updated_at", sa.String(40), nullable=False),
     )
     op.create_table(
