@@ -234,16 +234,20 @@ async def post_measurement(request: Request, pid: str):
             values[name] = float(str(form.get(name, "")))
         except ValueError:
             return _form_error(request, pid, name, f"{name}: a number is required")
-    from medtwin.service.dashboard import ingest
+    from uuid import uuid4
 
+    from medtwin.service.api_records import ingest  # the API's ingest: store, catch the twin up, publish
+
+    row = {"kind": "obs", "name": view.output, "time_h": values["time"], "value": values["value"],
+           "unit": view.unit, "device": "dashboard", "source_id": f"ui-{uuid4().hex}"}
     try:
-        access = views.gate(request.app.state.stores, user)
-        message = await asyncio.to_thread(ingest.record_measurement, request.app, user, access, pid, view.output,
-                                          values["time"], values["value"], view.unit)
+        result, _ = await asyncio.to_thread(ingest, request, user, pid, [row], ["observations"])
     except ConsentError as exc:
         raise _Refused(403, f"consent: {exc}", "consent") from None
     except DataError as exc:
         return _form_error(request, pid, "value", str(exc))
+    message = (f"Recorded {view.output} {values['value']:g} {view.unit} at {values['time']:g} h; "
+               + ("the twin has assimilated it." if result.twin_error is None else f"twin: {result.twin_error}"))
     if request.headers.get("HX-Request"):
         return HTMLResponse(message)
     return RedirectResponse(f"/ward/patients/{quote(pid)}?flash={quote(message)}", status_code=303)
