@@ -64,7 +64,7 @@ def patient_list(app_state, user) -> list[dict]:
         if ok:
             twin, _ = services.twins.get(pid, access)
             if twin is not None:
-                row["kind"] = f"{twin.model.name} ({'live' if twin.belief is not None else 'treatment'} twin)"
+                row["kind"] = kind_label(twin)
                 row["alarms"] = [a.kind for a in twin.alarms]
             last = services.records.list(pid, kind="obs")
             if last:
@@ -73,6 +73,15 @@ def patient_list(app_state, user) -> list[dict]:
             row["recommendation"] = recs.get(pid)
         rows.append(row)
     return rows
+
+
+_MODEL_LABELS = {"icing": "ICU glucose (ICING)", "vancomycin_goti2018": "vancomycin (Goti 2018)"}
+
+
+def kind_label(twin) -> str:
+    """What kind of twin a patient has, in words (e.g. ``ICU glucose (ICING), live twin``)."""
+    model = _MODEL_LABELS.get(twin.model.name, twin.model.name)
+    return f"{model}, {'live' if twin.belief is not None else 'treatment'} twin"
 
 
 def _recommended_patients(stores) -> dict[str, str]:
@@ -167,7 +176,7 @@ def _live_view(p, twin, row, facts) -> PatientView:
     rows = [{"parameter": k, "unit": state.units.get(k, ""), "prior_median": twin.model.parameter(k).value, **v}
             for k, v in state.parameters.items()]
     facts = facts + [("twin time", f"{now:.2f} h"), ("readings", str(len(measured)))]
-    return PatientView(p["id"], p["display_name"], f"{twin.model.name} (live twin)", facts, output, unit, measured,
+    return PatientView(p["id"], p["display_name"], kind_label(twin), facts, output, unit, measured,
                        figure, _table(band.times, q), rows, charts.posterior_figure(rows) if rows else None,
                        [_alarm_text(a) for a in twin.alarms], str(row["version"]), True, now,
                        f"forecast of {output} from {now:.2f} h ({LIVE_HORIZON_H:g} h ahead, with measurement error)")
@@ -217,7 +226,7 @@ def _treatment_view(p, twin, row, facts) -> PatientView:
     auc = band.auc(output, end - 24.0, end)
     facts.append(("AUC24 last day", f"{np.median(auc):.0f} mg·h/L (90 %: {np.quantile(auc, .05):.0f}–"
                                     f"{np.quantile(auc, .95):.0f})"))
-    return PatientView(p["id"], p["display_name"], f"{posterior.model.name} (treatment twin)", facts, output, unit,
+    return PatientView(p["id"], p["display_name"], kind_label(twin), facts, output, unit,
                        measured, figure, _table(grid, q), rows, charts.posterior_figure(rows),
                        list(posterior.warnings()), str(row["version"]), False, last,
                        f"posterior predictive of {output}, current regimen continued")
