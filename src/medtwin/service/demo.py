@@ -49,13 +49,16 @@ def demo_password(role: str) -> str:
 
 def seed_demo(app, *, n_vanco: int = 3, n_icu: int = 2, icu_hours: float = 6.0, console=print) -> None:
     """Create the demo users and patients on the app's stores (idempotent), and print the demo logins."""
+    if console is not None:
+        console("medtwin demo ward: seeding the demo users and patients (first start: about a minute) ...")
     users = app.state.users
     for login, role, name in DEMO_USERS:
         if users.get(login) is None:
             users.create(login, demo_password(role), role, name)
     seed_patients(app, n_vanco=n_vanco, n_icu=n_icu, icu_hours=icu_hours)
     if console is not None:
-        console("medtwin demo ward (DEMO ONLY - these accounts are for trying the ward, never for real patients):")
+        console("medtwin demo ward at /ward (DEMO ONLY - these accounts are for trying the ward, never for real "
+                "patients):")
         for login, role, _ in DEMO_USERS:
             console(f"  user {login:<11} password {demo_password(role)}")
 
