@@ -8,7 +8,7 @@ Examples
 >>> import numpy as np
 >>> q = np.array([[1.0, 2.0], [1.5, 2.5], [2.0, 3.0], [2.5, 3.5], [3.0, 4.0]])
 >>> fig = forecast_figure(np.array([0.0, 1.0]), q, [(0.5, 2.1)], output="C", unit="mg/L")
->>> [t["name"] for t in fig["data"]]
+>>> [t["name"] for t in fig["data"] if t["showlegend"]]
 ['90 % band', '50 % band', 'median', 'measured']
 """
 

@@ -244,7 +244,8 @@ def recommendation_view(stores, user, pid: str) -> tuple[dict | None, list]:
     rec = recommendation_from_content(content)
     lines = [line for line in rec.summary().splitlines() if line.strip()]
     action = content.get("action") or {}
-    view = {"run_id": run_id, "headline": lines[0] if lines else run_id, "explanation": _explain(content, lines),
+    view = {"run_id": run_id, "headline": _proposal(content) or (lines[0] if lines else run_id),
+            "explanation": _explain(content, lines), "full": rec.summary(),
             "dose_mg": action.get("dose_mg"), "interval_h": action.get("interval_h")}
     decisions = []
     for s in stores.decisions.for_patient(pid, access=gate(stores, user)):
@@ -253,6 +254,19 @@ def recommendation_view(stores, user, pid: str) -> tuple[dict | None, list]:
         decisions.append({"choice": d.choice, "clinician": d.clinician, "reason": d.reason,
                           "timestamp": d.timestamp or "", "given": _action_text(given)})
     return view, decisions
+
+
+def _proposal(content: dict) -> str:
+    """The proposal in words, e.g. ``Give 500 mg every 12 h as a 1-h infusion (optimal)``."""
+    a = content.get("action") or {}
+    if "dose_mg" not in a or "interval_h" not in a:
+        return ""
+    text = f"Give {float(a['dose_mg']):.0f} mg every {float(a['interval_h']):g} h"
+    if a.get("infusion_h"):
+        text += f" as a {float(a['infusion_h']):g}-h infusion"
+    if a.get("loading_mg"):
+        text += f", after a loading dose of {float(a['loading_mg']):.0f} mg"
+    return text + f" ({content.get('status', '')})"
 
 
 def _action_text(action: dict) -> str:
@@ -274,9 +288,16 @@ def _explain(content: dict, lines: list[str]) -> list[str]:
         out.append("Probabilities: " + ", ".join(f"{k} {_num(v, 2)}" for k, v in probs.items()) + ".")
     for c in content.get("active_constraints") or ():
         out.append(f"Constraint in force: {c}.")
-    for line in lines[1:]:
-        if line.startswith("sensitivity:"):
-            out.append("Most influential: " + line.split(":", 1)[1].strip().split(", all_")[0] + ".")
+    sens = content.get("sensitivity") or {}
+    name = sens.get("parameter") if isinstance(sens, dict) else None
+    if name:
+        text = (f"Most influential parameter: {name} (Spearman {_num(sens.get('spearman'), 2)} with the target "
+                "metric)")
+        low, high = sens.get("recommended_at_p05"), sens.get("recommended_at_p95")
+        if low and high:
+            text += (f"; were {name} at its 5th percentile ({_num(sens.get(f'{name}_p05'), 2)} {sens.get('unit', '')})"
+                     f" the advice would be {low}, at its 95th ({_num(sens.get(f'{name}_p95'), 2)}) {high}")
+        out.append(text + ".")
     return out or lines[1:4]
 
 
