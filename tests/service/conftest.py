@@ -69,6 +69,7 @@ def make_service(url: str, home, clock=None, **settings):
     from medtwin.service.app import create_app
     from medtwin.service.settings import ServiceSettings
 
+    settings = {"password_time_cost": 1, "password_memory_kib": 8192, **settings}  # cheap hashes for tests
     s = ServiceSettings(database_url=url, home=str(home), secret_key="test-secret-" + "x" * 20, **settings)
     app = create_app(s, clock=clock)
     client = TestClient(app)
@@ -79,9 +80,9 @@ def make_service(url: str, home, clock=None, **settings):
     return client
 
 
-def token(client, role: str) -> dict:
+def token(client, role: str, password: str | None = None) -> dict:
     """Authorization header of *role*'s bearer token."""
-    r = client.post("/auth/token", data={"username": role, "password": f"{role}-pass-1"})
+    r = client.post("/auth/token", data={"username": role, "password": password or f"{role}-pass-1"})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
@@ -106,3 +107,14 @@ def sqlite_service(tmp_path, clock):
     client = make_service(f"sqlite:///{tmp_path / 'svc.db'}", tmp_path, clock)
     yield client
     client.__exit__(None, None, None)
+
+
+PK_SPEC = {"model": "pk1_iv", "parameters": {"CL": 2.0, "V": 20.0}, "estimated": ["CL"], "initial_sd": {"CL": 0.3},
+           "parameter_drift": {"CL": 1e-3}, "errors": {"C": {"model": "additive", "additive": 0.5}}}
+
+
+def new_patient(client, headers, pid: str, **query) -> None:
+    """Register a FHIR Patient *pid*."""
+    r = client.post("/patients", json={"resourceType": "Patient", "id": pid, "name": [{"text": f"Patient {pid}"}]},
+                    headers=headers, params={"origin": "2026-01-01T00:00:00Z", **query})
+    assert r.status_code == 201, r.text

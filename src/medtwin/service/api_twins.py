@@ -202,7 +202,7 @@ def recommend(request: Request, body: RecommendIn, patient_id: str = PATIENT_ID,
 
     if body.low >= body.high:
         raise HTTPException(422, detail={"field": "high", "message": "high must exceed low"})
-    gate = authorize(request, user, patient_id, ["observations", "medications"], "read", "decision-support")
+    gate = authorize(request, user, patient_id, ["observations", "medications"], "read")
     twin, row = _twin_or_404(request, patient_id, gate)
     if row["spec"].get("kind") != "posterior":
         raise HTTPException(422, detail={"field": "twin", "message": "dose recommendations need a population "
@@ -225,7 +225,10 @@ def decide(request: Request, body: DecisionIn, patient_id: str = PATIENT_ID,
     """The clinician's decision, recorded with the recommendation and signed provenance (user = clinician)."""
     from medtwin import workflows
 
-    authorize(request, user, patient_id, ["observations", "medications"], "read", "decision-support")
+    if body.choice != "accept" and not body.reason.strip():
+        raise HTTPException(422, detail={"field": "reason", "message": f"a reason is required to {body.choice} "
+                                         "a recommendation"})
+    authorize(request, user, patient_id, ["observations", "medications"], "read")
     stored = _recommendation_run(request, body.recommendation, patient_id)
     decision, record = workflows.run(workflows.DecideRequest(
         body.recommendation, body.choice, user.username, reason=body.reason, dose_mg=body.dose_mg,

@@ -106,6 +106,18 @@ def _error(status: int, field: str, message: str) -> JSONResponse:
     return JSONResponse({"detail": {"field": field, "message": message}}, status_code=status)
 
 
+def _field_of(exc: Exception) -> str:
+    """The field a library error names: its ``field`` attribute, else the message's ``field:`` prefix, else
+    ``body``."""
+    import re
+
+    field = getattr(exc, "field", None) or getattr(exc, "path", None)
+    if isinstance(field, str) and field:
+        return field
+    head = str(exc).split(":", 1)[0].strip()
+    return head if ":" in str(exc) and re.fullmatch(r"[\w\[\]\.'=, -]{1,80}", head) else "body"
+
+
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConsentError)
     async def _consent(request: Request, exc: ConsentError):
@@ -113,12 +125,16 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MedtwinError)
     async def _medtwin(request: Request, exc: MedtwinError):
-        field = getattr(exc, "field", None) or str(exc).split(":", 1)[0][:80]
-        return _error(422, field, str(exc))
+        return _error(422, _field_of(exc), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
+        def field(loc) -> str:
+            loc = list(loc)
+            where = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else "body"
+            return ".".join(str(p) for p in loc) or where
+
+        errors = [{"field": field(e.get("loc", ())),
                    "loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)

@@ -57,7 +57,16 @@ def records_stream(records: list[dict], model, access, patient: str):
                          "" if r.get("duration_h") is None else repr(float(r["duration_h"])), r["device"],
                          r["source_id"], int(bool(r["under_advice"]))])
     buffer.seek(0)
-    return read_stream(buffer, model=model, access=access, patient=patient)
+    try:
+        return read_stream(buffer, model=model, access=access, patient=patient)
+    except DataError as exc:  # name the stored record, not the row of this internal CSV
+        import re
+
+        match = re.match(r"row (\d+)", str(exc))
+        if match is None or not 1 <= int(match.group(1)) <= len(records):
+            raise
+        sid = records[int(match.group(1)) - 1]["source_id"]
+        raise DataError(f"record source_id={sid!r}{str(exc)[match.end():]}") from None
 
 
 def _measurements(records: list[dict]):
