@@ -10,7 +10,6 @@ route                                  what                                     
                                                                                     researcher
 ``GET  /ward/patients/{id}``           the twin page (forecast, posteriors, ...)    same, consent checked
 ``GET  /ward/patients/{id}/chart.json`` the page's charts, redrawn on live events   same
-``GET  /ward/patients/{id}/events``    server-sent events of the patient            same
 ``POST /ward/patients/{id}/measurements`` record a measurement (live ingest)        clinician, pharmacist
 ``POST /ward/recommendations/{run}/decide`` accept / modify / override              clinician (CSRF)
 ``GET  /ward/audit``                   the audit trail, chain verified              auditor, admin
@@ -191,7 +190,7 @@ async def patient_page(request: Request, pid: str):
                    output=view.output, unit=view.unit, posterior_chart=view.posterior_figure,
                    posterior_rows=view.posterior_rows, alarms=view.alarms, recommendation=rec, decisions=decisions,
                    can_post=user.role in POST_ROLES and view.live, can_decide=user.role in DECIDE_ROLES,
-                   events_url=f"/ward/patients/{quote(pid)}/events" if view.live else "",
+                   events_url=f"/patients/{quote(pid)}/events" if view.live else "",  # the API's SSE stream
                    live_message="", next_time=next_time, flash=flash,
                    flash_kind=request.query_params.get("kind", "ok"))
 
@@ -201,26 +200,6 @@ async def patient_chart(request: Request, pid: str):
     user = await _user(request, PATIENT_ROLES)
     view = await _patient(request, pid, user)
     return JSONResponse(views.forecast_payload(view), headers={"Cache-Control": "no-store"})
-
-
-@router.get("/ward/patients/{pid}/events")
-async def patient_events(request: Request, pid: str):
-    """Server-sent events of one patient (the broker's ``measurement``/``state``/``alarm`` events)."""
-    from sse_starlette.sse import EventSourceResponse
-
-    user = await _user(request, PATIENT_ROLES)
-    await asyncio.to_thread(views.gate(request.app.state.stores, user).authorize, [pid], ["observations"], "read")
-    broker = request.app.state.broker
-
-    async def stream():
-        async with broker.subscribe(pid) as queue:
-            yield {"event": "ready", "data": json.dumps({"patient": pid})}
-            while True:
-                event = await queue.get()
-                yield {"event": str(event.get("type", "message")),
-                       "data": json.dumps({"patient": pid, "type": event.get("type")})}
-
-    return EventSourceResponse(stream(), ping=15)
 
 
 @router.post("/ward/patients/{pid}/measurements")
