@@ -126,6 +126,10 @@ def test_ward_in_chromium(ward, tmp_path):
         page.wait_for_function("document.getElementById('forecast-chart').getAttribute('data-live') === 'open'")
         n0 = _measured(page)
         assert n0 == 24
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), textarea, select')]
+            .filter(e => !(e.labels && e.labels.length)).map(e => e.name)""")
+        assert unlabelled == []  # every form field has a label (keyboard and screen-reader users)
+        assert page.locator("#live-status[aria-live=polite]").count() == 1
         page.get_by_label("G (mmol/L)", exact=True).fill("7.9")
         page.get_by_role("button", name="Record measurement").click()
         expect(page.locator("#live-status")).to_contain_text("Recorded G 7.9")
