@@ -5,6 +5,13 @@ the stored twin caught up with the records as the API does), the jobs table and 
 forecasts a page draws.  Every read of a patient's clinical data goes through the consent
 gate (:class:`~medtwin.governance.consent_store.ConsentGate`, audited) with the purpose of the reader's role
 (:data:`ROLE_PURPOSE`).  Forecasts are cached per patient and data version on ``app.state`` (no module state).
+
+Examples
+--------
+>>> forest_rows({"overall": {"estimate": -0.8, "low": -1.1, "high": -0.5, "n": 400}})
+[{'label': 'overall', 'estimate': -0.8, 'low': -1.1, 'high': -0.5, 'n': 400}]
+>>> _proposal({"action": {"dose_mg": 1250.0, "interval_h": 12.0, "infusion_h": 1.25}, "status": "optimal"})
+'Give 1250 mg every 12 h as a 1.25-h infusion (optimal)'
 """
 
 from __future__ import annotations
