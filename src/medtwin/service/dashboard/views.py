@@ -357,17 +357,31 @@ def trial_rows(stores) -> list[dict]:
 
 
 def forest_rows(result: dict) -> list[dict]:
-    """Forest-plot rows of a stored trial result: its ``subgroups`` (or ``forest``) list, plus ``overall``.
+    """Forest-plot rows of a stored trial result.
 
-    Each row needs ``label``, ``estimate``, ``low`` and ``high`` (``n`` optional); a result without them has
-    no forest plot (empty list).
+    Accepted shapes: ``overall`` (a mapping) plus ``subgroups`` / ``forest`` / ``strata`` (a list of mappings, or a
+    mapping endpoint -> list, the first endpoint drawn).  A row needs ``estimate``, ``low``, ``high`` and either
+    ``label`` or the trial engine's ``variable`` and ``stratum`` (:func:`medtwin.trials.analysis.stratum_effects`
+    rows); ``n`` or ``n_treated`` + ``n_control`` is shown when present.  A result without such rows has no forest
+    plot (empty list).
     """
     rows = []
     overall = result.get("overall")
-    if isinstance(overall, dict) and {"estimate", "low", "high"} <= set(overall):
+    if isinstance(overall, dict):
         rows.append({"label": "overall", **overall})
-    for r in result.get("subgroups") or result.get("forest") or ():
-        if isinstance(r, dict) and {"label", "estimate", "low", "high"} <= set(r):
-            rows.append(r)
-    return [{"label": str(r["label"]), "estimate": float(r["estimate"]), "low": float(r["low"]),
-             "high": float(r["high"]), "n": r.get("n")} for r in rows]
+    listed = result.get("subgroups") or result.get("forest") or result.get("strata") or ()
+    if isinstance(listed, dict):
+        listed = next(iter(listed.values()), ())
+    rows.extend(r for r in listed if isinstance(r, dict))
+    out = []
+    for r in rows:
+        if not {"estimate", "low", "high"} <= set(r):
+            continue
+        label = r.get("label") or (r.get("variable") if r.get("variable") == "overall"
+                                   else f"{r.get('variable', '')} = {r.get('stratum', '')}")
+        n = r.get("n")
+        if n is None and r.get("n_treated") is not None and r.get("n_control") is not None:
+            n = int(r["n_treated"]) + int(r["n_control"])
+        out.append({"label": str(label), "estimate": float(r["estimate"]), "low": float(r["low"]),
+                    "high": float(r["high"]), "n": n})
+    return out
