@@ -25,6 +25,7 @@
     return fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
       .then(function (payload) {
+        if (String(payload.revision) === chart.getAttribute("data-revision")) { return; }  // nothing new
         draw("forecast-chart", payload.figure);
         if (payload.posterior) { draw("posterior-chart", payload.posterior); }
         chart.setAttribute("data-revision", String(payload.revision));
@@ -60,7 +61,7 @@
     draw("posterior-chart", embedded("posterior-figure"));
     draw("forest-chart", embedded("forest-figure"));
     var chart = document.getElementById("forecast-chart");
-    if (chart) { chart.setAttribute("data-revision", "0"); live(chart); }
+    if (chart) { live(chart); }
   }
 
   document.addEventListener("htmx:afterRequest", function (evt) {
