@@ -288,6 +288,21 @@ def test_override_without_reason_is_422_naming_the_field(ward):
     assert "rising creatinine" in page and "750 mg q12h" in page
 
 
+def test_modify_within_the_constraints_and_beyond(ward):
+    client = _client(ward)
+    csrf = login(client, "clinician")
+    run_id = _recommendation(client, "vanco-3")
+    form = {"csrf_token": csrf, "choice": "modify", "patient": "vanco-3", "reason": "vial sizes"}
+    r = client.post(f"/ward/recommendations/{run_id}/decide", data={**form, "dose_mg": "5000"},
+                    headers={"accept": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "dose_mg"  # above the 3,000 mg maximum
+    assert "hard constraints" in r.json()["detail"][0]["message"]
+    r = client.post(f"/ward/recommendations/{run_id}/decide", data={**form, "dose_mg": "1000", "interval_h": "24"},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    assert "<strong>modify</strong> by clinician" in client.get("/ward/patients/vanco-3").text
+
+
 def test_pharmacist_cannot_decide(ward):
     client = _client(ward)
     csrf = login(client, "pharmacist")

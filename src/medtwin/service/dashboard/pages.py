@@ -274,13 +274,23 @@ async def decide(request: Request, run_id: str):
     except ConsentError as exc:
         raise _Refused(403, f"consent: {exc}", "consent") from None
     except DataError as exc:
-        field = "reason" if "reason" in str(exc) else ("dose_mg" if "dose" in str(exc) else "choice")
-        return _form_error(request, pid, field, str(exc))
+        return _form_error(request, pid, _decision_field(str(exc)), str(exc))
     message = f"Decision recorded: {decision.choice} ({record.run_id[:12]}…)."
     request.app.state.broker.publish({"type": "decision", "patient": decision.patient,
                                       "data": {"choice": decision.choice, "decision": record.run_id}})
     target = f"/ward/patients/{quote(decision.patient)}" if decision.patient else "/ward"
     return RedirectResponse(f"{target}?flash={quote(message)}#recommendation", status_code=303)
+
+
+def _decision_field(message: str) -> str:
+    """The form field a refused decision is about (the workflow's messages name the CLI options)."""
+    if "reason is required" in message:
+        return "reason"
+    if "--interval" in message or "interval" in message.split(":", 1)[-1][:40]:
+        return "interval_h"
+    if "dose" in message or "constraint" in message:
+        return "dose_mg"
+    return "choice"
 
 
 # ---------------------------------------------------------------------------------------------- audit, trials
