@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from medtwin.errors import DataError
 from medtwin.io.service_tables import twins_table
-from medtwin.service.store import RecordStore, now_iso
+from medtwin.service.store import RecordStore, now_iso, write_transaction
 
 __all__ = ["LiveTwins", "Services", "TwinUpdate", "records_stream", "twin_summary"]
 
@@ -150,7 +150,7 @@ class LiveTwins:
         from medtwin.twin.codec import twin_to_dict
 
         state = json.dumps(twin_to_dict(twin))
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if version == 0:
                 conn.execute(twins_table.delete().where(twins_table.c.patient == patient))
                 conn.execute(twins_table.insert().values(patient=patient, name=name, spec=json.dumps(spec),

@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from datetime import datetime, timedelta, timezone
@@ -34,10 +35,22 @@ import sqlalchemy as sa
 from medtwin.errors import DataError
 from medtwin.io.service_tables import patients_table, records_table
 
-__all__ = ["PatientStore", "RecordStore", "hours_since", "instant_at", "now_iso", "RECORD_KINDS"]
+__all__ = ["PatientStore", "RecordStore", "hours_since", "instant_at", "now_iso", "RECORD_KINDS",
+           "write_transaction"]
 
 #: Kinds of clinical records (the stream file's ``kind``).
 RECORD_KINDS = ("obs", "bolus", "infusion")
+
+
+@contextlib.contextmanager
+def write_transaction(engine):
+    """A connection in a write transaction; on SQLite ``BEGIN IMMEDIATE`` (the write lock at once), so a
+    read-then-write transaction waits for another writer instead of failing with "database is locked"."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def now_iso() -> str:
@@ -187,7 +200,7 @@ class RecordStore:
             checked = [seen.setdefault(r["source_id"], r) for r in checked]
         received = now_iso()
         out: list[tuple[dict, bool]] = []
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             existing = {r["source_id"]: dict(r) for r in conn.execute(
                 sa.select(records_table).where(records_table.c.source_id.in_(sorted(set(ids))))).mappings()}
             for sid, row in existing.items():
