@@ -219,6 +219,8 @@ def test_patient_pages_by_role(ward, role, allowed):
     assert "vanco-1" in ward_page.text and "icu-1" in ward_page.text
     assert patient.status_code == 200
     assert 'id="forecast-figure"' in patient.text and "Parameter posteriors" in patient.text
+    table = re.search(r'<table class="grid" id="forecast-table">.*?</table>', patient.text, re.S).group(0)
+    assert table.count("<tr>") >= 10  # the numbers behind the chart, readable without JavaScript
     assert ("accept-form" in patient.text) == (role == "clinician")  # only a clinician decides
 
 
