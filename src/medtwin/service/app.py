@@ -194,5 +194,7 @@ def create_app(settings: ServiceSettings | None = None, *, clock=None) -> FastAP
     app.include_router(auth_routes.router)
     for router in api.routers():
         app.include_router(router)
-    # pages (svcui): app.include_router(pages.router) and static files go here
+    from medtwin.service import dashboard
+
+    dashboard.install(app)  # the pages under /ward, /static (svcui)
     return app
