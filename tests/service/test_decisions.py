@@ -86,7 +86,7 @@ def test_forecast_of_a_population_twin_is_recorded(ward):
 def test_trial_jobs(ward):
     c, h, _ = ward
     r = c.post("/trials", json={"spec": {"arms": 2}}, headers=token(c, "researcher"))
-    assert r.status_code == 501 and r.json()["detail"]["message"].startswith("trials not installed")
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "spec"  # the trial engine refuses it
     assert c.post("/trials", json={"spec": {}}, headers=h).status_code == 403  # clinicians do not run trials
 
     def work(progress):
@@ -102,3 +102,23 @@ def test_trial_jobs(ward):
     assert c.get(f"/jobs/{job_id}", headers=h).status_code == 404  # another user's job
     failing = jobs.submit("trial", {}, "researcher", lambda progress: 1 / 0)
     assert jobs.wait(failing, timeout=20)["error"].startswith("ZeroDivisionError")
+
+
+def test_a_trial_job_is_a_recorded_run_with_its_strata(ward):
+    from medtwin.trials.engine import PK_EXAMPLE
+
+    c, _, _ = ward
+    researcher = token(c, "researcher")
+    spec = {**PK_EXAMPLE, "patients": 12, "chunk_size": 6}
+    r = c.post("/trials", json={"spec": spec}, headers=researcher)
+    assert r.status_code == 202, r.text
+    job = c.app.state.jobs.wait(r.json()["id"], timeout=120)
+    assert job["status"] == "done", job["error"]
+    assert (job["done"], job["total"]) == (12, 12)
+    result = job["result"]
+    assert result["run_id"] == job["result_run_id"] and result["patients"] == 12
+    assert {row["variable"] for row in result["strata"]} >= {"CRCL", "AGE", "WT"}
+    # high (1,500 mg) vs low (1,000 mg) on a linear model: the AUC ratio is 1.5, so the ATE is positive
+    assert result["ate"]["auc"]["estimate"] > 0
+    run = c.get(f"/runs/{result['run_id']}", headers=token(c, "auditor"))
+    assert run.status_code == 200 and "trial" in run.text

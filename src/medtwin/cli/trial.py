@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -14,16 +13,6 @@ from medtwin.cli.edge import OutFolder, console, default_actor, fail
 from medtwin.errors import MedtwinError
 
 __all__ = ["register", "trial_command"]
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
 
 
 def _load(spec_arg: str):
@@ -52,7 +41,8 @@ def trial_command(
 ) -> None:
     """Run the trial, print the ATE and stratum tables, write the outputs, record the run (signed)."""
     from medtwin import workflows
-    from medtwin.trials.analysis import ate_table, cate, forest_plot, stratum_effects
+    from medtwin.trials.analysis import forest_plot
+    from medtwin.trials.summary import summarise_trial
     from medtwin.trials.workflow import TrialRequest
 
     outputs = OutFolder(out)
@@ -65,22 +55,16 @@ def trial_command(
         def write(result, access):  # every output is written before the run is recorded
             out.mkdir(parents=True, exist_ok=True)
             result.table.to_csv(out / "patients.csv", index=False)
-            ates = ate_table(result, bootstrap=int(spec.analysis.get("bootstrap", 0)))
-            ates.to_csv(out / "ate.csv", index_label="endpoint")
-            strata = stratum_effects(result)
-            strata.to_csv(out / "strata.csv", index=False)
+            found = summarise_trial(spec, result)
+            found.ate.to_csv(out / "ate.csv", index_label="endpoint")
+            found.strata.to_csv(out / "strata.csv", index=False)
             endpoint = spec.primary["endpoint"]
-            forest_plot(strata, out / "forest.png", title=f"{spec.name}: {endpoint}, "
+            forest_plot(found.strata, out / "forest.png", title=f"{spec.name}: {endpoint}, "
                         f"{spec.primary['treatment']} − {spec.primary['control']}")
-            summary.update(trial=spec.name, patients=spec.patients, seed=spec.seed,
-                           acceptance_rate=result.acceptance_rate, statuses=result.status_counts(),
-                           primary=dict(spec.primary), ate=ates.to_dict(orient="index"),
-                           strata=strata.to_dict(orient="records"))
-            if spec.analysis.get("cate") and len(result.analysed) >= 8:
-                terms, effects = cate(result, seed=spec.seed)
-                effects.to_csv(out / "cate.csv", index=False)
-                summary["cate"] = terms.to_dict(orient="records")
-            (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
+            if found.cate_effects is not None:
+                found.cate_effects.to_csv(out / "cate.csv", index=False)
+            summary.update(found.as_dict())
+            (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
 
         with edge.ProgressBar(f"trial {spec.name}", enabled=not no_progress) as bar:
             result, record = workflows.run(request, edge.open_stores(), actor=actor or default_actor(),

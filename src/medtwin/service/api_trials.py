@@ -1,8 +1,9 @@
 """In-silico trials as background jobs: ``POST /trials`` (a job row, run in a worker thread), ``GET /jobs/{id}``.
 
 The job mechanism is generic (:class:`medtwin.service.jobs.JobRunner`: a callable taking a progress callback).
-The trial engine itself is not part of this service yet: :func:`run_trial` answers 501 ("trials not
-installed") until it is wired to the trial runner.
+A trial job runs :class:`medtwin.trials.workflow.TrialRequest` through :func:`medtwin.workflows.run` (a signed,
+recorded run, as ``medtwin trial`` does) and stores :func:`medtwin.trials.summary.summarise_trial` as its result
+(the dashboard draws its strata as a forest plot).  A spec the trial engine refuses is a 422 naming the field.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from medtwin.service.auth import User, require_role
 
-__all__ = ["router", "run_trial", "trial_runner"]
+__all__ = ["router", "run_trial", "run_trial_job"]
 
 router = APIRouter(tags=["trials"])
 
@@ -39,28 +40,31 @@ class Job(BaseModel):
     updated_at: str
 
 
-def trial_runner():
-    """The trial engine's entry point ``run(spec, progress, stores, actor) -> {"run_id": ...}``, or None while
-    no trial engine is installed."""
-    try:
-        from medtwin.workflows import trials  # noqa: F401 - wired when the trial engine lands
-    except ImportError:
-        return None
-    return getattr(trials, "run_trial_job", None)
+def run_trial_job(spec, progress, stores, actor: str) -> dict:
+    """Run the trial *spec* (a TrialSpec) as a recorded run; the job's result: run id + the trial's summary."""
+    from medtwin import workflows
+    from medtwin.trials.summary import summarise_trial
+    from medtwin.trials.workflow import TrialRequest
+
+    result, record = workflows.run(TrialRequest(spec), stores, actor=actor, progress=progress)
+    return {"run_id": record.run_id, **summarise_trial(spec, result).as_dict()}
 
 
 def run_trial(app, spec: dict, actor: str):
-    """The job callable for *spec*; 501 "trials not installed" while there is no trial engine."""
-    runner = trial_runner()
-    if runner is None:
-        raise HTTPException(501, detail={"field": "spec", "message": "trials not installed: this medtwin has no "
-                                         "trial engine yet"})
+    """The job callable for the trial spec *spec* (checked now: a bad spec is a 422 naming the field)."""
+    from medtwin.errors import MedtwinError
+    from medtwin.trials.spec import TrialSpec
+
+    try:
+        trial = TrialSpec.from_dict(spec)
+    except MedtwinError as exc:
+        raise HTTPException(422, detail={"field": "spec", "message": str(exc)}) from None
     stores = app.state.stores
-    return lambda progress: runner(spec, progress, stores, actor)
+    return lambda progress: run_trial_job(trial, progress, stores, actor)
 
 
 @router.post("/trials", response_model=Job, status_code=202, summary="Submit an in-silico trial (a background job)",
-             responses={501: {"description": "no trial engine installed"}})
+             responses={422: {"description": "the trial engine refuses the spec (the field is named)"}})
 def submit_trial(request: Request, body: TrialIn, user: User = Depends(require_role("researcher", "admin"))):
     """Store a job and run the trial in a worker thread; poll ``GET /jobs/{id}`` for progress."""
     work = run_trial(request.app, body.spec, user.username)
