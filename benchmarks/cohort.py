@@ -153,6 +153,50 @@ def run_w1(sizes, baseline_n):
               f"costs about {touch_s:.3f} s on this machine (measured separately, single thread)")
 
 
+def run_w1_buffers(n: int, repeats: int) -> None:
+    """W1 with the output options of issue 20: a reused caller-supplied buffer (``out=``) and float32 outputs.
+
+    Side by side at the same N, best of ``repeats`` calls each: the default call (the previous path: a fresh
+    float64 output the kernel first-touches) against ``out=`` (one buffer, allocated and touched once, reused by
+    every call, as a caller simulating cohort after cohort does), ``dtype=float32`` (half the memory written)
+    and both.  Accuracy: max relative error of every variant against the default float64 result.
+    """
+    model = get_model("pk2_oral")
+    regimen = Regimen.every(12, "h", 100, "mg", n=14)
+    params = lognormal_params(W1_TYPICAL, n, 0.3, 2)
+    import numba
+
+    threads = numba.get_num_threads()
+    print(f"\n== W1 output options (issue 20), N={n:,}, best of {repeats} calls; ratio vs the default call; CPU of "
+          f"the last call (user + sys, the steadier figure on a shared machine){'; target >= 1,000,000 patients/s' if n >= 1_000_000 else ''}")
+    for dtype in (np.float64, np.float32):  # compile (or load) each specialisation outside the timing
+        simulate(model, lognormal_params(W1_TYPICAL, 10, 0.3, 0), regimen, TIMES, keep_states=False, dtype=dtype)
+    buffers = {dt: np.zeros((len(TIMES), 1, n), dtype=dt) for dt in (np.float64, np.float32)}  # touched once
+    variants = [("default (previous path: fresh float64 output)", {}),
+                ("out= reused float64 buffer", {"out": buffers[np.float64]}),
+                ("dtype=float32 (fresh output)", {"dtype": np.float32}),
+                ("out= reused float32 buffer", {"out": buffers[np.float32]})]
+    reference, base_rate = None, None
+    for label, options in variants:
+        best, values = np.inf, None
+        for _ in range(repeats):
+            values = None  # a fresh output is allocated inside the timed call
+            t0, c0 = time.perf_counter(), time.process_time()
+            tr = simulate(model, params, regimen, TIMES, keep_states=False, **options)
+            best = min(best, time.perf_counter() - t0)
+            cpu = time.process_time() - c0
+            assert tr.ok
+            values = tr.output("C")
+        if reference is None:
+            reference, base_rate = np.array(values, dtype=np.float64), n / best
+        err = max_rel_error(np.asarray(values, dtype=np.float64), reference)  # (n, n_times): per-patient peak
+        rate = n / best
+        cpu_rate = n / (cpu / threads)  # what the threads would reach with their cores to themselves
+        print(f"  {label:<46} {best:7.3f} s wall {rate:>11,.0f} patients/s {rate / base_rate:5.2f}x | CPU {cpu:.2f} s"
+              f" = {cpu_rate:>11,.0f} patients/s on {threads} free cores | max rel. error vs default {err:.1e}")
+        del tr, values
+
+
 def run_w2(sizes, baseline_n, reference_n):
     model = get_model("pk2_oral_mm_effect_idr3")
     regimen = Regimen.every(12, "h", 100, "mg", n=14)
@@ -230,9 +274,11 @@ def main():
           f"cpus={os.cpu_count()}")
     if args.quick:
         run_w1([1_000, 20_000], baseline_n=20)
+        run_w1_buffers(20_000, repeats=2)
         run_w2([1_000], baseline_n=5, reference_n=5)
     else:
         run_w1([1_000, 100_000, 1_000_000], baseline_n=200)
+        run_w1_buffers(1_000_000, repeats=3)
         run_w2([1_000, 100_000], baseline_n=40, reference_n=40)
 
 

@@ -292,6 +292,8 @@ def simulate(
     chunk_size: int = 65_536,
     threads: int | None = None,
     parameter_changes=None,
+    out: np.ndarray | None = None,
+    dtype=np.float64,
 ) -> Trajectory:
     """Simulate ``model`` for one or many patients.
 
@@ -336,6 +338,16 @@ def simulate(
         Piecewise-constant parameters: ``{name: (times, values)}``; from ``times[c]`` h on the
         parameter takes ``values[..., c]`` (shape (n_times,) for everybody or (n_patients, n_times)).
         Before the first change it has its value from ``params``.  Not with ``method="diffrax"``.
+    out : ndarray, optional
+        A caller-supplied buffer for the outputs, shape (n_times, n_outputs, n_patients), C-contiguous,
+        float64 or float32: the cohort fast path (``exact`` on a linear model whose patients share the
+        regimen, the output times and any dosing parameter) writes into it and every
+        ``Trajectory.outputs[name]`` is a view ``out[:, j, :].T``.  Reusing one buffer across calls
+        saves allocating and first touching the memory (at 10⁶ patients × 169 times the operating
+        system's page faults are most of the time).  Other paths refuse it (``SimulationError``).
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the returned outputs (the solution is computed in float64; float32 halves the
+        memory written).  Ignored when ``out`` is given (its dtype is used).
 
     Returns
     -------
@@ -349,6 +361,9 @@ def simulate(
     >>> tr = simulate(m, {"CL": 2.0, "V": 20.0}, Regimen.single(100.0), [0.0, 10.0])
     >>> tr.output("C").round(4).tolist()
     [[5.0, 1.8394]]
+    >>> buf = np.empty((2, 1, 1))  # (n_times, n_outputs, n_patients), reusable across calls
+    >>> simulate(m, {"CL": 2.0, "V": 20.0}, Regimen.single(100.0), [0.0, 10.0], out=buf).output("C").base is buf
+    True
     """
     model.require_well_posed()
     method = resolve_method(model, method)
@@ -356,13 +371,17 @@ def simulate(
         raise SimulationError(f"method {method} needs a step dt > 0 (h)")
     if not (rtol > 0 and atol > 0):
         raise SimulationError("rtol and atol must be > 0")
+    dtype = _output_dtype(out.dtype if out is not None else dtype)
     table = parameter_matrix(model, params)
     n = table.shape[0]
     lay = _layout(model, table.shape[0], regimen, times, pre_dose)
     if method == "diffrax":
         if parameter_changes:
             raise SimulationError("parameter_changes are not supported with method='diffrax'")
-        return _simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, progress)
+        if out is not None:
+            raise SimulationError("out= is for the cohort fast path (method exact), not method='diffrax'")
+        return _with_dtype(_simulate_diffrax(model, table, regimen, lay, rtol, atol, max_steps, ids, progress),
+                           dtype)
 
     callbacks = model_callbacks(model)
     matrix = callbacks["matrix"] if callbacks["matrix"] is not None else kernels.no_matrix()
@@ -391,7 +410,12 @@ def simulate(
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
         program = linear_kernels.linear_program(segments)
     if program is not None:
-        out = np.empty((len(lay.shared_times), len(model.outputs), n))
+        shape = (len(lay.shared_times), len(model.outputs), n)
+        out = _check_out(out, shape) if out is not None else np.empty(shape, dtype=dtype)
+    elif out is not None:
+        raise SimulationError("out= needs the cohort fast path: method exact on a linear model (outputs linear "
+                              "in the state) whose patients share the regimen, the output times and any dosing "
+                              "parameter, without resets, steady-state records or parameter changes")
     else:
         out = np.empty((lay.n_rows if n else 0, len(model.outputs)))
 
@@ -420,5 +444,32 @@ def simulate(
                 progress(hi, n)
 
     solver = SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps))
+    if out.dtype != dtype:  # the general kernels write float64
+        out = out.astype(dtype)
     return _assemble(model, lay, n, out, status, solver, states if keep_states else None, ids,
                      time_major=program is not None)
+
+
+def _output_dtype(dtype) -> np.dtype:
+    value = np.dtype(dtype)
+    if value not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise SimulationError(f"output dtype must be float64 or float32, got {value}")
+    return value
+
+
+def _check_out(out, shape: tuple) -> np.ndarray:
+    """The caller's ``out=`` buffer, checked: shape (n_times, n_outputs, n_patients), C-contiguous, writeable."""
+    if not isinstance(out, np.ndarray) or out.shape != shape:
+        got = out.shape if isinstance(out, np.ndarray) else type(out).__name__
+        raise SimulationError(f"out= must be an array of shape (n_times, n_outputs, n_patients) = {shape}, got {got}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise SimulationError("out= must be C-contiguous and writeable")
+    return out
+
+
+def _with_dtype(trajectory: Trajectory, dtype: np.dtype) -> Trajectory:
+    if dtype == np.dtype(np.float64):
+        return trajectory
+    from dataclasses import replace
+
+    return replace(trajectory, outputs={k: np.asarray(v).astype(dtype) for k, v in trajectory.outputs.items()})

@@ -48,7 +48,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
-from medtwin.core.simulate import simulate
 from medtwin.core.status import Vocabulary
 from medtwin.errors import DataError, MedtwinError
 from medtwin.governance.audit import AuditLog

@@ -22,12 +22,56 @@ Examples
 True
 """
 
-from medtwin.infer.foce import FitResult, fit_focei
-from medtwin.infer.hierarchical import BayesFitResult, fit_nuts
-from medtwin.infer.personalize import personalize
-from medtwin.infer.plots import plot_individual
-from medtwin.infer.posterior import Posterior, probability
-from medtwin.infer.validate import ValidationResult, plot_calibration, validate
+import importlib as _importlib
+import sys as _sys
+import types as _types
+
+#: Loaded on first use (PEP 562): importing one submodule (``medtwin.infer.posterior_codec`` for a live twin's
+#: file) does not load the population fits and their compiled kernels (about a second in a new process).
+_LAZY = {
+    "FitResult": "medtwin.infer.foce",
+    "fit_focei": "medtwin.infer.foce",
+    "BayesFitResult": "medtwin.infer.hierarchical",
+    "fit_nuts": "medtwin.infer.hierarchical",
+    "personalize": "medtwin.infer.personalize",
+    "plot_individual": "medtwin.infer.plots",
+    "Posterior": "medtwin.infer.posterior",
+    "probability": "medtwin.infer.posterior",
+    "ValidationResult": "medtwin.infer.validate",
+    "plot_calibration": "medtwin.infer.validate",
+    "validate": "medtwin.infer.validate",
+}
 
 __all__ = ["BayesFitResult", "FitResult", "Posterior", "ValidationResult", "fit_focei", "personalize",
            "fit_nuts", "plot_calibration", "plot_individual", "probability", "validate"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medtwin.infer' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(_types.ModuleType):
+    """``personalize`` and ``validate`` name both a function and its submodule.  Importing the submodule sets the
+    package attribute to the module; these properties keep the public name the function, as the eager imports did."""
+
+    def _function(name):  # noqa: N805 - a helper run in the class body
+        def get(self):
+            return getattr(_importlib.import_module(f"{__name__}.{name}"), name)
+
+        return property(get, lambda self, value: None)  # the import system's setattr(package, name, module)
+
+    personalize = _function("personalize")
+    validate = _function("validate")
+    del _function
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -49,7 +49,8 @@ import types
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from medtwin.io.storage import data_home, private_dir
+from medtwin.io.paths import data_home, private_dir
+
 
 __all__ = ["CACHE_SWITCH", "MAX_CACHE_BYTES", "enable_persistent_jax_cache", "jax_cache_folder",
            "numba_callback_folder", "warm_model_callbacks"]
@@ -162,7 +163,6 @@ def warm_model_callbacks(model, env: MutableMapping[str, str] | None = None) -> 
     """
     from medtwin.core import kernels
     from medtwin.core.compile_cache import cached, entries, key_for
-
     env = os.environ if env is None else env
     if env.get(CACHE_SWITCH, "").strip().lower() in _OFF or key_for(model, "numba-callbacks") in entries(model):
         return None

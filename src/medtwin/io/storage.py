@@ -48,6 +48,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from medtwin.io.paths import data_home, private_dir  # noqa: F401 (re-exported: storage's own names)
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: BEGIN IMMEDIATE alone serialises the migration
@@ -165,24 +167,6 @@ def default_sqlite_path(env: Mapping[str, str] | None = None) -> Path:
     return data_home(env) / "medtwin.db"
 
 
-def data_home(env: Mapping[str, str] | None = None) -> Path:
-    """The installation's data folder: ``$MEDTWIN_HOME``, else ``$XDG_DATA_HOME/medtwin`` (``~/.local/share``).
-
-    Holds the default SQLite database and, under ``keys/``, the signing key.
-
-    Examples
-    --------
-    >>> data_home({"MEDTWIN_HOME": "/srv/mt"}).as_posix()
-    '/srv/mt'
-    """
-    env = os.environ if env is None else env
-    home = env.get("MEDTWIN_HOME")
-    if home:
-        return Path(home).expanduser()
-    base = env.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
-    return Path(base).expanduser() / "medtwin"
-
-
 def database_url(env: Mapping[str, str] | None = None) -> str:
     """Return the database URL medtwin should use.
 
@@ -231,37 +215,6 @@ def _on_sqlite_begin(conn):
     if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
         raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
     conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def private_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` and every missing folder above it with mode 0700; return it.
-
-    Folders that already exist are left as they are (medtwin never changes the
-    mode of a folder it did not create: ``MEDTWIN_HOME`` may point anywhere);
-    the files medtwin keeps in them are private themselves (0600). Safe when
-    several processes create the same folders at once.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> d = private_dir(Path(tempfile.mkdtemp()) / "a" / "b")
-    >>> oct(d.stat().st_mode & 0o777), oct(d.parent.stat().st_mode & 0o777)
-    ('0o700', '0o700')
-    """
-    path = Path(path).expanduser()
-    missing = []
-    for level in (path, *path.parents):
-        if level.exists():
-            break
-        missing.append(level)
-    for level in reversed(missing):
-        try:
-            level.mkdir(mode=0o700)
-        except FileExistsError:  # another process was quicker: it makes it private
-            continue
-        if os.name == "posix":
-            os.chmod(level, 0o700)  # whatever the umask
-    return path
 
 
 def write_private_temp(directory: str | os.PathLike, name: str, data: bytes) -> Path:
@@ -425,23 +378,62 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     ``flock`` on ``<database>.lock`` (where ``fcntl`` exists) and a
     ``BEGIN IMMEDIATE`` transaction.
     """
-    from alembic import command
-
     if revision == "head" and _at_head(engine):
         return
+    from alembic import command
+
     with _migration_lock(engine) as conn:
         command.upgrade(alembic_config(conn), revision)
 
 
 def _at_head(engine: Engine) -> bool:
-    """True when the schema is at the newest packaged revision (one read, no lock)."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    """True when the schema is at the newest packaged revision (one read, no lock, no Alembic import).
 
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    Alembic's own check imports its migration runtime (about 0.5 s of a new process, every command); the
+    packaged heads are read from the migration files instead (:func:`packaged_heads`) and the current
+    revision with one ``SELECT`` of Alembic's version table.
+    """
+    heads = set(packaged_heads())
     with engine.connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return False
+        current = {row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))}
     return current == heads
+
+
+def packaged_heads() -> tuple[str, ...]:
+    """The head revisions of the packaged migrations: revisions no other revision names as its ``down_revision``.
+
+    Read from the ``revision = ...`` / ``down_revision = ...`` lines of ``medtwin/migrations/versions/*.py``
+    (literal values); a file without both literals falls back to Alembic's script directory.
+
+    Examples
+    --------
+    >>> packaged_heads()[0].startswith("0")
+    True
+    """
+    import ast
+
+    revisions, downs = set(), set()
+    for path in sorted((_MIGRATIONS_DIR / "versions").glob("*.py")):
+        values = {}
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in ("revision", "down_revision")):
+                try:
+                    values[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    break
+        if path.name == "__init__.py" and not values:
+            continue
+        if not isinstance(values.get("revision"), str) or "down_revision" not in values:
+            from alembic.script import ScriptDirectory
+
+            return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+        revisions.add(values["revision"])
+        down = values["down_revision"]
+        downs.update([down] if isinstance(down, str) else (down or ()))
+    return tuple(sorted(revisions - downs))
 
 
 @contextlib.contextmanager
