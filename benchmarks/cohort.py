@@ -188,18 +188,23 @@ def run_w2(sizes, baseline_n, reference_n, previous_n=10_000, repeat=3):
     def x0(p):
         return (0.0, 0.0, 0.0, 0.0, p[names.index("R0")])
 
+    naive_cpu0 = time.process_time()
     naive, naive_s, _ = timed(lambda: naive_loop(lambda t, x, *p: w2_rhs(t, x, p), x0, 0, 100.0, rows, TIMES,
                                                  RTOL, ATOL, outputs=outputs))
     naive_rate = baseline_n / naive_s
-    print(f"  naive solve_ivp loop (RK45 rtol {RTOL:g}): {naive_rate:,.1f} patients/s on {baseline_n} patients")
+    naive_cpu_rate = baseline_n / (time.process_time() - naive_cpu0)
+    print(f"  naive solve_ivp loop (RK45 rtol {RTOL:g}): {naive_rate:,.1f} patients/s on {baseline_n} patients "
+          f"({naive_cpu_rate:,.1f} patients per CPU-second, one thread)")
     threads = numba.get_num_threads()
     prev_n = min(sizes[-1], previous_n)
     prev_params = lognormal_params(typical, prev_n, 0.3, 4)
+    prev_cpu0 = time.process_time()
     _, prev_s, _ = timed(lambda: simulate(model, prev_params, regimen, TIMES, rtol=RTOL, atol=ATOL,
                                           keep_states=False, kernel="patient"))
     prev_rate = prev_n / prev_s
+    prev_cpu_rate = prev_n / (time.process_time() - prev_cpu0)
     print(f"  previous medtwin path (per-patient kernel, kernel='patient'): {prev_rate:,.0f} patients/s on {prev_n:,} "
-          f"patients = {prev_rate / naive_rate:,.0f}x naive")
+          f"patients = {prev_rate / naive_rate:,.0f}x naive ({prev_cpu_rate:,.0f} patients per CPU-second)")
     for n in sizes:
         params = lognormal_params(typical, n, 0.3, 4)
         walls, cpus = [], []
@@ -218,7 +223,9 @@ def run_w2(sizes, baseline_n, reference_n, previous_n=10_000, repeat=3):
             print(f"             {len(walls)} runs: best {rate:,.0f}, median {median:,.0f} patients/s (wall, {threads} "
                   f"threads; contended when the machine is shared)")
         print(f"             CPU time {min(cpus):.3f} s = {cpu_rate:,.0f} patients per CPU-second -> "
-              f"{threads * cpu_rate:,.0f} patients/s on {threads} uncontended threads "
+              f"{threads * cpu_rate:,.0f} patients/s on {threads} uncontended threads = "
+              f"{threads * cpu_rate / naive_cpu_rate:,.0f}x the naive loop's CPU rate, "
+              f"{cpu_rate / prev_cpu_rate:.1f}x the previous kernel's per CPU-second "
               f"(target >= 30,000 patients/s and >= 1,500x naive at N=1e5 on 2 threads)")
     # Accuracy of the largest run against a tighter solve (rtol 1e-12 costs ~10x the steps: a random subset).
     check = np.sort(np.random.default_rng(5).choice(n, size=min(n, 10_000), replace=False))
