@@ -10,6 +10,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from medtwin import Regimen, get_model, simulate
+from medtwin.core import block_dopri
 from medtwin.core.events import DoseEvent
 from medtwin.core.status import Status
 from medtwin.errors import SimulationError
@@ -47,7 +48,7 @@ def test_w2_block_matches_patient_kernel_and_scipy(rng):
     params = _cohort(model, n, rng, ("KA", "VMAX", "KM", "V1", "Q", "V2", "KE0", "EC50", "KOUT", "SC50"))
     regimen = Regimen.every(12, "h", 100, "mg", n=4)
     times = np.arange(0.0, 61.0)
-    block = simulate(model, params, regimen, times, rtol=1e-7, atol=1e-9)
+    block = simulate(model, params, regimen, times, rtol=1e-7, atol=1e-9, kernel="block")
     patient = simulate(model, params, regimen, times, rtol=1e-7, atol=1e-9, kernel="patient")
     assert block.extra["kernel"] == "block" and patient.extra["kernel"] == "patient"
     assert block.ok and patient.ok
@@ -72,7 +73,7 @@ def test_second_model_with_infusion_reset_and_lag(rng):
                        DoseEvent(time=10.0, amount=80.0, cmt=1)))
     times = np.linspace(0.0, 14.0, 29)
     params = {**_cohort(model, n, rng, ("KA", "VMAX", "KM", "V")), "ALAG1": 0.25, "F1": 0.8}
-    block = simulate(model, params, regimen, times)
+    block = simulate(model, params, regimen, times, kernel="block")
     patient = simulate(model, params, regimen, times, kernel="patient")
     assert block.extra["kernel"] == "block" and block.ok and patient.ok
     np.testing.assert_allclose(block.output("C"), patient.output("C"), rtol=1e-10, atol=1e-12)
@@ -83,19 +84,24 @@ def test_second_model_with_infusion_reset_and_lag(rng):
 def test_unsupported_cases_fall_back_to_the_patient_kernel(rng):
     model = get_model("pk1_oral_mm")
     times = np.arange(0.0, 25.0)
-    params = {"VMAX": model.parameter("VMAX").value * rng.lognormal(0.0, 0.3, 4)}
+    n = block_dopri.MIN_PATIENTS
+    params = {"VMAX": model.parameter("VMAX").value * rng.lognormal(0.0, 0.3, n)}
+    assert simulate(model, params, Regimen.single(100.0), times).extra["kernel"] == "block"  # a cohort: auto
+    small = {"VMAX": params["VMAX"][:4]}
+    assert simulate(model, small, Regimen.single(100.0), times).extra["kernel"] == "patient"  # a few: no compile
     ss = Regimen((DoseEvent(time=0.0, amount=100.0, ii=12.0, ss=1),))
     assert simulate(model, params, ss, times).extra["kernel"] == "patient"  # steady-state record
-    changes = {"VMAX": ([6.0], [1.0])}
-    assert simulate(model, params, Regimen.single(100.0), times,
-                    parameter_changes=changes).extra["kernel"] == "patient"
-    regimens = [Regimen.single(100.0 + i) for i in range(4)]  # a schedule per patient
-    assert simulate(model, params, regimens, times).extra["kernel"] == "patient"
-    assert simulate(model, params, Regimen.single(100.0), times, method="rk4", dt=0.1).extra["kernel"] == "patient"
-    with pytest.raises(SimulationError, match="kernel='block'"):
-        simulate(model, params, ss, times, kernel="block")
+    unsupported = [
+        dict(regimen=ss),
+        dict(regimen=Regimen.single(100.0), parameter_changes={"VMAX": ([6.0], [1.0])}),
+        dict(regimen=[Regimen.single(100.0 + i) for i in range(4)]),  # a schedule per patient
+        dict(regimen=Regimen.single(100.0), method="rk4", dt=0.1),
+    ]
+    for case in unsupported:
+        with pytest.raises(SimulationError, match="kernel='block'"):
+            simulate(model, small, times=times, kernel="block", **case)
     with pytest.raises(SimulationError, match="unknown kernel"):
-        simulate(model, params, ss, times, kernel="fast")
+        simulate(model, small, ss, times, kernel="fast")
 
 
 def test_a_failed_patient_is_a_status_and_does_not_disturb_its_block(rng):
@@ -104,8 +110,8 @@ def test_a_failed_patient_is_a_status_and_does_not_disturb_its_block(rng):
     vmax = model.parameter("VMAX").value * rng.lognormal(0.0, 0.3, n)
     times = np.arange(0.0, 49.0)
     regimen = Regimen.every(12, "h", 100, n=4)
-    full = simulate(model, {"VMAX": vmax}, regimen, times)
-    budget = simulate(model, {"VMAX": vmax}, regimen, times, max_steps=40)
+    full = simulate(model, {"VMAX": vmax}, regimen, times, kernel="block")
+    budget = simulate(model, {"VMAX": vmax}, regimen, times, max_steps=40, kernel="block")
     patient = simulate(model, {"VMAX": vmax}, regimen, times, max_steps=40, kernel="patient")
     np.testing.assert_array_equal(budget.status, patient.status)
     assert (budget.status == Status.MAX_STEPS).any()

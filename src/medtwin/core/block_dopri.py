@@ -20,13 +20,15 @@ the next step's k₁ (FSAL) within a segment.
 
 Supported: boluses, infusions (zero-order rates), resets, pre/post-dose
 observations.  Steady-state records, parameter changes and overflowed schedules
-go to the per-patient kernel (:func:`applies`).
+go to the per-patient kernel (:func:`applies`), and so do cohorts smaller than :data:`MIN_PATIENTS`
+unless ``kernel="block"`` is asked for.
 
 Examples
 --------
 >>> from medtwin import Regimen, get_model, simulate
 >>> m = get_model("pk1_iv_mm")
->>> fast = simulate(m, {"VMAX": [5.0, 8.0]}, Regimen.single(100.0), [1.0, 6.0], keep_states=False)
+>>> fast = simulate(m, {"VMAX": [5.0, 8.0]}, Regimen.single(100.0), [1.0, 6.0], keep_states=False,
+...                 kernel="block")
 >>> slow = simulate(m, {"VMAX": [5.0, 8.0]}, Regimen.single(100.0), [1.0, 6.0], keep_states=False,
 ...                 kernel="patient")
 >>> fast.extra["kernel"], slow.extra["kernel"], bool(abs(fast.output("C") - slow.output("C")).max() < 1e-9)
@@ -43,10 +45,13 @@ from numba import types
 
 from medtwin.core.kernels import ST_MAX_STEPS, ST_NON_FINITE, ST_OK, ST_SMALL
 
-__all__ = ["BLOCK", "applies", "block_callback_source", "block_callbacks", "run_dopri_blocks"]
+__all__ = ["BLOCK", "MIN_PATIENTS", "applies", "block_callback_source", "block_callbacks", "run_dopri_blocks"]
 
 #: Patients stepped side by side (lanes of one block).
 BLOCK = 32
+#: ``simulate(kernel="auto")`` uses the block kernel from this many patients on (its per-model callbacks
+#: take seconds to compile once per process; the per-patient kernel does ~2,500 patients per CPU-second).
+MIN_PATIENTS = 512
 
 _DBL = types.CPointer(types.float64)
 BLOCK_RHS_SIG = types.void(_DBL, _DBL, _DBL, _DBL)  # f(t[B]*, x[n,B]*, p[n_par,B]*, out[n,B]*)

@@ -357,7 +357,9 @@ def simulate(
     kernel : {"auto", "block", "patient"}
         Which numba kernel steps ``dopri5``: ``block`` steps patients side by side in blocks
         (:mod:`medtwin.core.block_dopri`; needs one shared schedule without SS records or parameter changes),
-        ``patient`` one patient at a time (the general kernel), ``auto`` the block kernel where it applies.
+        ``patient`` one patient at a time (the general kernel), ``auto`` the block kernel where it applies
+        and the cohort has at least ``block_dopri.MIN_PATIENTS`` patients (below, its one-off compilation
+        per model, seconds, would cost more than it saves).
         Recorded in ``Trajectory.extra["kernel"]``.
 
     Returns
@@ -416,7 +418,8 @@ def simulate(
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
         program = linear_kernels.linear_program(segments)
     blocks = None
-    if code == 5 and kernel != "patient" and use_shared and block_dopri.applies(segments):
+    big = n >= block_dopri.MIN_PATIENTS or kernel == "block"  # small calls skip the per-model compile
+    if code == 5 and kernel != "patient" and big and use_shared and block_dopri.applies(segments):
         blocks = block_callbacks(model)
     if kernel == "block" and blocks is None:
         raise SimulationError("kernel='block' needs method dopri5, one schedule shared by every patient, no "
