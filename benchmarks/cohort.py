@@ -167,7 +167,7 @@ def run_w2(sizes, baseline_n, reference_n, previous_n=10_000, repeat=3):
     print(f"\n== W2: {model.name} ({model.n_states} states: {', '.join(model.state_names)}), "
           f"outputs {', '.join(model.output_names)}; dopri5 rtol {RTOL:g} atol {ATOL:g}")
     _, compile_s, _ = timed(lambda: simulate(model, lognormal_params(typical, 10, 0.3, 0), regimen, TIMES,
-                                             rtol=RTOL, atol=ATOL, keep_states=False))
+                                             rtol=RTOL, atol=ATOL, keep_states=False, kernel="block"))
     print(f"  compile + first call (N=10): {compile_s:.2f} s")
     params = lognormal_params(typical, baseline_n, 0.3, 3)
     table = model.parameter_table(params)
