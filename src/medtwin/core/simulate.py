@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numba
 import numpy as np
 
-from medtwin.core import kernels, linear_kernels
+from medtwin.core import block_dopri, kernels, linear_kernels
 from medtwin.core.compile_cache import cached
 from medtwin.core.events import Regimen, as_regimens, event_matrix
 from medtwin.core.model import Model, parameter_matrix
@@ -262,6 +262,23 @@ def model_callbacks(model: Model) -> dict:
     return cached(model, "numba-callbacks", (), lambda: kernels.model_callbacks(model))
 
 
+def block_callbacks(model: Model) -> dict | None:
+    """The model's block callbacks (:func:`block_dopri.block_callbacks`), built once; None if they do not compile.
+
+    A model whose functions cannot take tuples (e.g. one that slices its state) keeps the per-patient kernel.
+    """
+    def build():
+        try:
+            return block_dopri.block_callbacks(model)
+        except (numba.core.errors.NumbaError, TypeError, ValueError):
+            return None
+
+    return cached(model, "numba-block-callbacks", (block_dopri.BLOCK,), build)
+
+
+KERNELS = ("auto", "block", "patient")
+
+
 def resolve_method(model: Model, method: str) -> str:
     if method == "auto":
         return "exact" if model.is_linear else "dopri5"
@@ -294,6 +311,7 @@ def simulate(
     parameter_changes=None,
     out: np.ndarray | None = None,
     dtype=np.float64,
+    kernel: str = "auto",
 ) -> Trajectory:
     """Simulate ``model`` for one or many patients.
 
@@ -348,6 +366,13 @@ def simulate(
     dtype : {numpy.float64, numpy.float32}
         Precision of the returned outputs (the solution is computed in float64; float32 halves the
         memory written).  Ignored when ``out`` is given (its dtype is used).
+    kernel : {"auto", "block", "patient"}
+        Which numba kernel steps ``dopri5``: ``block`` steps patients side by side in blocks
+        (:mod:`medtwin.core.block_dopri`; needs one shared schedule without SS records or parameter changes),
+        ``patient`` one patient at a time (the general kernel), ``auto`` the block kernel where it applies
+        and the cohort has at least ``block_dopri.MIN_PATIENTS`` patients (below, its one-off compilation
+        per model, seconds, would cost more than it saves).
+        Recorded in ``Trajectory.extra["kernel"]``.
 
     Returns
     -------
@@ -367,6 +392,8 @@ def simulate(
     """
     model.require_well_posed()
     method = resolve_method(model, method)
+    if kernel not in KERNELS:
+        raise SimulationError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
     if method in kernels.FIXED_ORDERS and (dt is None or not dt > 0):
         raise SimulationError(f"method {method} needs a step dt > 0 (h)")
     if not (rtol > 0 and atol > 0):
@@ -409,6 +436,13 @@ def simulate(
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
         program = linear_kernels.linear_program(segments)
+    blocks = None
+    big = n >= block_dopri.MIN_PATIENTS or kernel == "block"  # small calls skip the per-model compile
+    if code == 5 and kernel != "patient" and big and use_shared and block_dopri.applies(segments):
+        blocks = block_callbacks(model)
+    if kernel == "block" and blocks is None:
+        raise SimulationError("kernel='block' needs method dopri5, one schedule shared by every patient, no "
+                              "steady-state records or parameter changes, and a model whose functions take tuples")
     if program is not None:
         shape = (len(lay.shared_times), len(model.outputs), n)
         out = _check_out(out, shape) if out is not None else np.empty(shape, dtype=dtype)
@@ -433,21 +467,38 @@ def simulate(
                                          model.n_states, len(model.outputs), table, *program,
                                          len(lay.shared_times), out, states, keep_states, status, lo, hi)
 
+    def run_dopri_blocks(lo: int, hi: int) -> None:
+        block_dopri.run_dopri_blocks(
+            blocks["rhs"], blocks["step"], blocks["outputs"], callbacks["init"], model.n_states, len(model.outputs), table,
+            segments.start, segments.end, segments.reset, segments.bolus, segments.rates, segments.obs_segment,
+            segments.obs_pre, segments.obs_order, len(lay.shared_times), out, states, keep_states, float(rtol),
+            float(atol), int(max_steps), status, lo, hi)
+
     run_block = run_linear if program is not None else run_general
+    # Block kernel: ranges of a few blocks, handed out to the threads as they become free (balance).
+    piece = None
+    if blocks is not None:
+        run_block, piece = run_dopri_blocks, 64 * block_dopri.BLOCK
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for lo in range(0, n, chunk_size):
             hi = min(n, lo + chunk_size)
-            edges = np.linspace(lo, hi, min(n_threads, hi - lo) + 1).astype(int)
+            if piece is not None:
+                edges = np.append(np.arange(lo, hi, piece), hi)
+            else:
+                edges = np.linspace(lo, hi, min(n_threads, hi - lo) + 1).astype(int)
             list(pool.map(run_block, edges[:-1], edges[1:]))
             if progress is not None:
                 progress(hi, n)
 
     solver = SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps))
+    used = "block" if blocks is not None else ("linear-block" if program is not None else "patient")
     if out.dtype != dtype:  # the general kernels write float64
         out = out.astype(dtype)
-    return _assemble(model, lay, n, out, status, solver, states if keep_states else None, ids,
-                     time_major=program is not None)
+    tr = _assemble(model, lay, n, out, status, solver, states if keep_states else None, ids,
+                   time_major=program is not None)
+    tr.extra["kernel"] = used
+    return tr
 
 
 def _output_dtype(dtype) -> np.dtype:
