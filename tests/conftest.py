@@ -17,3 +17,29 @@ def private_data_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MEDTWIN_HOME", str(home))
     monkeypatch.delenv("MEDTWIN_DATABASE_URL", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium for the real-browser tests (Playwright drives it; no browser download): its path.
+
+    Skips when /usr/bin/chromium (or ``MEDTWIN_CHROMIUM``) or playwright is missing, unless
+    ``MEDTWIN_REQUIRE_CHROMIUM=1`` (set by .ci/run), where it fails instead.
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("MEDTWIN_CHROMIUM", "/usr/bin/chromium"))
+    missing = None
+    if not path.exists():
+        missing = f"no Chromium at {path} (apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            missing = "playwright is not installed (pip install playwright; the test extra has it)"
+    if missing:
+        if os.environ.get("MEDTWIN_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"MEDTWIN_REQUIRE_CHROMIUM=1 but {missing}")
+        pytest.skip(missing)
+    return path

@@ -6,36 +6,14 @@ which installs Debian chromium): in CI this test must run.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
 from medtwin.io.access import OpenData
 from medtwin.models import get_model
 
-CHROMIUM = Path(os.environ.get("MEDTWIN_CHROMIUM", "/usr/bin/chromium"))
-CONTEXTS = ("pk1_iv_pheno", "vancomycin_auc24", "icu_glucose")
-
-
-def _browser_or_skip():
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            missing = "playwright is not installed (pip install playwright; the test extra has it)"
-    if missing:
-        if os.environ.get("MEDTWIN_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"MEDTWIN_REQUIRE_CHROMIUM=1 but {missing}")
-        pytest.skip(missing)
-
-
 @pytest.mark.slow
-def test_three_reports_open_and_screenshot_in_chromium(small, tmp_path):
-    _browser_or_skip()
+def test_three_reports_open_and_screenshot_in_chromium(small, tmp_path, chromium):
     from playwright.sync_api import sync_playwright
 
     from medtwin.credibility import credibility_report
@@ -49,7 +27,7 @@ def test_three_reports_open_and_screenshot_in_chromium(small, tmp_path):
         path.write_text(report.html, encoding="utf-8")
         pages[name] = (path, report)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         for name, (path, report) in pages.items():
             page.goto(path.as_uri())

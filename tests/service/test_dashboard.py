@@ -25,24 +25,6 @@ import pytest
 
 from medtwin.service.demo import DEMO_USERS, demo_password
 
-CHROMIUM = Path(os.environ.get("MEDTWIN_CHROMIUM", "/usr/bin/chromium"))
-
-
-def _browser_or_skip():
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            missing = "playwright is not installed (pip install playwright; the test extra has it)"
-    if missing:
-        if os.environ.get("MEDTWIN_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"MEDTWIN_REQUIRE_CHROMIUM=1 but {missing}")
-        pytest.skip(missing)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,8 +86,7 @@ def _login(page, url: str, role: str) -> None:
     page.wait_for_load_state()
 
 
-def test_ward_in_chromium(ward, tmp_path):
-    _browser_or_skip()
+def test_ward_in_chromium(ward, tmp_path, chromium):
     import httpx
     from playwright.sync_api import expect, sync_playwright
 
@@ -114,7 +95,7 @@ def test_ward_in_chromium(ward, tmp_path):
     print(f"browser screenshots: {shots}")
     app, url = ward
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         _login(page, url, "clinician")
         expect(page.get_by_role("heading", name="Patients")).to_be_visible()
