@@ -6,11 +6,13 @@ which installs Debian chromium): in CI this test must run.
 
 from __future__ import annotations
 
-
 import pytest
 
 from medtwin.io.access import OpenData
 from medtwin.models import get_model
+
+CONTEXTS = ("pk1_iv_pheno", "vancomycin_auc24", "icu_glucose")
+
 
 @pytest.mark.slow
 def test_three_reports_open_and_screenshot_in_chromium(small, tmp_path, chromium):
