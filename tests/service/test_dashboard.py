@@ -25,6 +25,7 @@ import pytest
 
 from medtwin.service.demo import DEMO_USERS, demo_password
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
