@@ -11,7 +11,8 @@ def test_calibrated_icu_twin_estimates_egp_by_default_and_keeps_the_previous_twi
     new, old = calibrated_icu_twin(), calibrated_icu_twin(disturbance=False)
     assert {"log SI", "log EGP"} <= set(new.twin.space.names)
     assert "log SI" in old.twin.space.names and "log EGP" not in old.twin.space.names
-    assert new.matching == old.matching and new.twin.settings.regime_detector is None
+    assert (new.matching.kind, new.matching.floor, old.matching.floor) == ("scale", 0.5, 1.0)
+    assert new.twin.settings.regime_detector is None and new.detector is not None
     with pytest.raises(DataError, match="variant must be one of"):
         variant_twin("ensemble", None)
 

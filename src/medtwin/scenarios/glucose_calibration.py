@@ -18,7 +18,8 @@ Variants (:data:`VARIANTS`):
   ICING's endogenous glucose production EGP as a slow log random walk, the input-disturbance state of
   :func:`~medtwin.scenarios.icu.control_twin_spec` (the same spec the closed-loop controller uses): a
   persistent error in the patient's glucose balance is absorbed there instead of driving SI to its
-  bounds, so the twin keeps tracking glucose when the patient leaves ICING's range.
+  bounds, so the twin keeps tracking glucose when the patient leaves ICING's range; its variance
+  multiplier is two-sided (floor :data:`DISTURBANCE_FLOOR` instead of 1).
 
 Examples
 --------
@@ -37,6 +38,9 @@ from medtwin.assimilate.calibration import CovarianceMatching, coverage, pit_val
 from medtwin.errors import DataError
 
 VARIANTS = ("baseline", "scale", "additive", "disturbance")
+#: Smallest variance multiplier of the ``"disturbance"`` variant: its calibration may narrow the band (the EGP
+#: random walk over-states the 1-h spread where the patient's glucose balance is steady), by at most √0.5.
+DISTURBANCE_FLOOR = 0.5
 
 
 def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict | None = None,
@@ -76,8 +80,9 @@ def variant_twin(variant: str, regimen, patient: str | None = None, spec: dict |
         return twin_from_spec(spec, inputs=regimen, patient=patient)
     spec["settings"] = dict(spec.get("settings") or {}, regime_detector=None)
     twin = twin_from_spec(spec, inputs=regimen, patient=patient)
-    matching = default_matching() if variant in ("scale", "disturbance") else CovarianceMatching(
-        "additive", forgetting=0.95, prior_weight=4.0, floor=0.0, ceiling=100.0)
+    matching = {"scale": default_matching(), "disturbance": default_matching(DISTURBANCE_FLOOR),
+                "additive": CovarianceMatching("additive", forgetting=0.95, prior_weight=4.0, floor=0.0,
+                                               ceiling=100.0)}[variant]
     return CalibratedTwin.create(twin, matching=matching, detector="default")
 
 
