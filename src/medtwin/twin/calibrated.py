@@ -52,12 +52,20 @@ from medtwin.errors import DataError
 __all__ = ["CalibratedTwin", "Prediction", "default_matching"]
 
 
-def default_matching() -> CovarianceMatching:
+def default_matching(floor: float = 1.0) -> CovarianceMatching:
     """The shipped choice: a variance multiplier with a 20-forecast memory and a 4-forecast prior at 1.
 
     Chosen in docs/decisions.md (issue 14, glucose calibration) against the additive discrepancy.
+    ``floor`` is the smallest multiplier used: 1 never narrows the twin's band (the twin without a
+    disturbance state); below 1 the calibration is two-sided, for a twin whose disturbance random walk
+    deliberately over-states the 1-h uncertainty (0.5 for the ICU twin with EGP, docs/decisions.md).
+
+    Examples
+    --------
+    >>> default_matching().floor, default_matching(0.5).floor
+    (1.0, 0.5)
     """
-    return CovarianceMatching("scale", forgetting=0.95, prior_weight=4.0, floor=1.0, ceiling=100.0)
+    return CovarianceMatching("scale", forgetting=0.95, prior_weight=4.0, floor=float(floor), ceiling=100.0)
 
 
 @dataclass(frozen=True)
