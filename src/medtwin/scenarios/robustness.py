@@ -48,14 +48,15 @@ from medtwin.control.targets import AUC24Window
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 
-__all__ = ["Decision", "EvaluationScenario", "PolicyResult", "evaluate", "label_policy", "miss_cause", "pit_coverage",
+__all__ = ["ASSAY_TWIN", "Decision", "EvaluationScenario", "PolicyResult", "evaluate", "label_policy", "miss_cause", "pit_coverage",
            "plot", "reachable", "twin_policy", "wilson"]
 
 TARGET = (400.0, 600.0)
 HIGH = 800.0
-#: P(AUC24 > 800) bound of the twin with the ``window`` objective: the same 0.25 as the window's own tail bounds
-#: (``medtwin.control.dosing.WINDOW_TAIL``; docs/decisions.md "Vancomycin attainment on foreign patients").
-CENTRED_TOXIC_PROBABILITY = 0.25
+#: The twin settings chosen by measurement on foreign patients (docs/decisions.md, "Vancomycin attainment on
+#: foreign patients"): levels fitted with the laboratory's assay error, every prior's Ω × 4 (flattened), and
+#: P(AUC24 > 800) <= 0.25 (the window objective's own tail bound) instead of 0.1.
+ASSAY_TWIN = {"residual": "assay", "omega_scale": 4.0, "max_toxic_probability": 0.25}
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def label_policy(covariates, history, levels, start) -> Decision:
 
 def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: str | None = "steady-state",
                 n_draws: int = 1000, seed: int = 0, scenario: EvaluationScenario = EvaluationScenario(),
-                toxic_auc: float | None = None, max_toxic_probability: float | None = None, method: str = "laplace",
+                toxic_auc: float | None = None, max_toxic_probability: float = 0.1, method: str = "laplace",
                 residual="population", omega_scale: float = 1.0) -> Callable:
     """The twin: personalize ``prior`` on the levels (Laplace), then :func:`recommend_dose` for AUC24 400-600.
 
@@ -132,10 +133,8 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
     mixture's, each component with its own model).  ``aim="window"`` with
     ``objective="pta"`` is the single-model baseline of issue 14 (day-3 window, P(AUC > 600) <= 0.1).
     ``toxic_auc`` (default: 600 mg·h/L for ``"pta"``, 800 otherwise, the AKI-risk exposure the harness counts)
-    is the AUC24 above which a draw is toxic, with P(toxic) <= ``max_toxic_probability`` (default: 0.1 for
-    ``"pta"`` and ``"median"``, :data:`CENTRED_TOXIC_PROBABILITY` (0.25) for ``"window"``, whose tier-0
-    candidates already have P(AUC24 > 600) <= 0.25: a tighter bound on P(> 800) from an over-dispersed
-    mixture posterior pushed the median below the window).
+    is the AUC24 above which a draw is toxic, with P(toxic) <= ``max_toxic_probability``.
+    :data:`ASSAY_TWIN` holds the settings measured best on foreign patients (``twin_policy(prior, **ASSAY_TWIN)``).
     ``method="prior"`` doses from the population prior for the covariates alone (a-priori dosing, no levels).
     ``residual``: the residual error the levels are fitted with: ``"population"`` (each population file's
     published one, which also carries that study's model misfit), ``"assay"`` (the laboratory's assay error the
@@ -163,8 +162,6 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
     target = AUC24Window(*TARGET)
     toxic_auc = (TARGET[1] if objective == "pta" else HIGH) if toxic_auc is None else toxic_auc
     toxic = Threshold(AUC24Window(), above=toxic_auc)
-    if max_toxic_probability is None:
-        max_toxic_probability = CENTRED_TOXIC_PROBABILITY if objective == "window" else 0.1
     constraints = scenario.constraints()
 
     def policy(covariates, history, levels, start) -> Decision:
