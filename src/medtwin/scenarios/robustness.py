@@ -48,11 +48,15 @@ from medtwin.control.targets import AUC24Window
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 
-__all__ = ["Decision", "EvaluationScenario", "PolicyResult", "evaluate", "label_policy", "pit_coverage", "plot",
-           "twin_policy", "wilson"]
+__all__ = ["ASSAY_TWIN", "Decision", "EvaluationScenario", "PolicyResult", "evaluate", "label_policy", "miss_cause", "pit_coverage",
+           "plot", "reachable", "twin_policy", "wilson"]
 
 TARGET = (400.0, 600.0)
 HIGH = 800.0
+#: The twin settings chosen by measurement on foreign patients (docs/decisions.md, "Vancomycin attainment on
+#: foreign patients"): levels fitted with the laboratory's assay error, every prior's Ω × 4 (flattened), and
+#: P(AUC24 > 800) <= 0.25 (the window objective's own tail bound) instead of 0.1.
+ASSAY_TWIN = {"residual": "assay", "omega_scale": 4.0, "max_toxic_probability": 0.25}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ class EvaluationScenario:
     def __post_init__(self):
         if self.decision_h <= 0 or self.proportional < 0 or self.additive < 0 or self.lloq < 0:
             raise DataError("evaluation scenario: decision_h > 0 and non-negative assay error and LLOQ")
+
+    def assay_error(self):
+        """The laboratory's assay error as a residual error model (combined, ``additive`` mg/L, ``proportional``)."""
+        from medtwin.core.observation import ResidualError
+
+        return ResidualError("combined", self.additive, self.proportional)
 
     def constraints(self) -> DoseConstraints:
         """The hard constraints every policy's maintenance regimen must meet."""
@@ -114,7 +124,8 @@ def label_policy(covariates, history, levels, start) -> Decision:
 
 def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: str | None = "steady-state",
                 n_draws: int = 1000, seed: int = 0, scenario: EvaluationScenario = EvaluationScenario(),
-                toxic_auc: float | None = None, max_toxic_probability: float = 0.1, method: str = "laplace") -> Callable:
+                toxic_auc: float | None = None, max_toxic_probability: float = 0.1, method: str = "laplace",
+                residual="population", omega_scale: float = 1.0) -> Callable:
     """The twin: personalize ``prior`` on the levels (Laplace), then :func:`recommend_dose` for AUC24 400-600.
 
     ``prior`` is a shipped population name, a path, a Population, or a list of them: Bayesian model averaging
@@ -123,7 +134,14 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
     ``objective="pta"`` is the single-model baseline of issue 14 (day-3 window, P(AUC > 600) <= 0.1).
     ``toxic_auc`` (default: 600 mg·h/L for ``"pta"``, 800 otherwise, the AKI-risk exposure the harness counts)
     is the AUC24 above which a draw is toxic, with P(toxic) <= ``max_toxic_probability``.
+    :data:`ASSAY_TWIN` holds the settings measured best on foreign patients (``twin_policy(prior, **ASSAY_TWIN)``).
     ``method="prior"`` doses from the population prior for the covariates alone (a-priori dosing, no levels).
+    ``residual``: the residual error the levels are fitted with: ``"population"`` (each population file's
+    published one, which also carries that study's model misfit), ``"assay"`` (the laboratory's assay error the
+    scenario states, :meth:`EvaluationScenario.assay_error`), or a
+    :class:`~medtwin.core.observation.ResidualError`.  ``omega_scale`` (>= 1) multiplies every prior's Ω: a
+    flattened prior (Hughes et al., Clin Pharmacol Ther 2021;109(1):233-242) that lets the patient's levels pull
+    further from a population the patient may not belong to.
     """
     from medtwin.control.dosing import recommend_dose
     from medtwin.control.targets import Threshold
@@ -135,6 +153,10 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
         raise DataError(f"twin policy: method must be laplace or prior, not {method!r}")
     averaged = isinstance(prior, (list, tuple))
     population = [_population(p) for p in prior] if averaged else _population(prior)
+    if not (isinstance(omega_scale, (int, float)) and math.isfinite(omega_scale) and omega_scale >= 1.0):
+        raise DataError(f"twin policy: omega_scale must be a finite number >= 1, got {omega_scale!r}")
+    population = ([_with_residual(p, residual, scenario, omega_scale) for p in population] if averaged
+                  else _with_residual(population, residual, scenario, omega_scale))
     if averaged and method == "prior":
         raise DataError("twin policy: method='prior' takes one population, not a list")
     target = AUC24Window(*TARGET)
@@ -171,6 +193,23 @@ def twin_policy(prior="vancomycin_goti2018", *, objective: str = "window", aim: 
     return policy
 
 
+def _with_residual(population, residual, scenario: EvaluationScenario, omega_scale: float = 1.0):
+    """``population`` with the residual error the levels are fitted with and Ω · ``omega_scale``."""
+    from medtwin.core.observation import ResidualError
+
+    if omega_scale != 1.0:
+        population = population.with_values(omega=np.asarray(population.omega, float) * float(omega_scale))
+    if isinstance(residual, str) and residual == "population":
+        return population
+    if isinstance(residual, str) and residual == "assay":
+        residual = scenario.assay_error()
+    if not isinstance(residual, ResidualError):
+        raise DataError(f"twin policy: residual must be 'population', 'assay' or a ResidualError, not {residual!r}")
+    own = population.residual
+    return population.with_values(residual=ResidualError(residual.model, residual.additive, residual.proportional,
+                                                         own.output, own.unit))
+
+
 def _personalize_averaged(populations, data):
     """Bayesian model averaging over ``populations`` (``medtwin.infer.model_averaging``, Uster et al. 2021)."""
     from medtwin.infer.model_averaging import personalize_averaged
@@ -198,6 +237,35 @@ def _levels(patient, history: Regimen, scenario: EvaluationScenario, rng) -> lis
     return [(float(t), float(max(v, scenario.lloq))) for t, v in zip(times, noisy)]
 
 
+def reachable(patient, constraints: DoseConstraints) -> bool:
+    """True when some allowed maintenance regimen puts the patient's TRUE steady-state AUC24 in 400-600."""
+    from medtwin.control.dosing import _candidates
+
+    model = patient.model()
+    table = {k: np.array([v]) for k, v in patient.params.items()}
+    values = [v[0] for v, _ in steady_candidate_metrics(model, table, AUC24Window(), None, _candidates(constraints),
+                                                          None, 0.05)]
+    return bool(np.any((np.asarray(values) >= TARGET[0]) & (np.asarray(values) <= TARGET[1])))
+
+
+def miss_cause(row) -> str:
+    """Why a (patient, policy) row missed 400-600 (``""`` when it did not miss).
+
+    ``"unreachable"``: no allowed regimen puts the TRUE steady-state AUC24 in 400-600 (dose limits);
+    ``"aim"``: the policy's own predicted median under its regimen lies outside the margin window 420-580
+    (the objective did not centre it); ``"prediction"``: the predicted median was inside 420-580 but the truth
+    was not (prediction error); ``"no prediction"``: a policy without predictive draws (label).
+    """
+    if row["in_target"]:
+        return ""
+    if not row["reachable"]:
+        return "unreachable"
+    median = row.get("pred_median", math.nan)
+    if median is None or not np.isfinite(median):
+        return "no prediction"
+    return "aim" if not 420.0 <= median <= 580.0 else "prediction"
+
+
 def true_steady_auc(patient, decision: Decision) -> float:
     """The patient's TRUE steady-state AUC24 (mg·h/L) under the decision's maintenance regimen."""
     model = patient.model()
@@ -218,13 +286,13 @@ class PolicyResult:
         return self.summary.to_string(float_format=lambda v: f"{v:.3f}")
 
 
-def _row(patient, name, decision: Decision, true_auc, constraints) -> dict:
+def _row(patient, name, decision: Decision, true_auc, constraints, can_reach: bool = True) -> dict:
     row = {"truth": patient.truth, "patient": patient.id, "policy": name, **{k.lower(): patient.covariates[k]
            for k in ("CRCL", "WT", "AGE")}, **decision.action(), "true_ss_auc24": true_auc,
            "in_target": float(TARGET[0] <= true_auc <= TARGET[1]), "above_600": float(true_auc > TARGET[1]),
            "above_800": float(true_auc > HIGH), "below_400": float(true_auc < TARGET[0]),
            "violations": len(constraints.violations(decision.action())), "status": decision.info.get("status", ""),
-           "time_to_90pct_ss_h": decision.info.get("time_to_90pct_ss_h", math.nan)}
+           "time_to_90pct_ss_h": decision.info.get("time_to_90pct_ss_h", math.nan), "reachable": can_reach}
     if decision.predict is not None:
         draws = np.asarray(decision.predict(), float)
         draws = draws[np.isfinite(draws)]
@@ -232,6 +300,7 @@ def _row(patient, name, decision: Decision, true_auc, constraints) -> dict:
         row.update(pred_median=median, pit=float(np.mean(draws <= true_auc)),
                    abs_log_error=abs(math.log(median / true_auc)),
                    pred_p05=float(np.quantile(draws, 0.05)), pred_p95=float(np.quantile(draws, 0.95)))
+    row["miss_cause"] = miss_cause(row)
     return row
 
 
@@ -269,9 +338,11 @@ def evaluate(truths: Sequence, policies: Mapping[str, Callable], *, n_patients: 
         for patient in truth.sample(count, seed=seed + 1000 * m):
             history = label_day1(patient.covariates, scenario.decision_h)
             levels = _levels(patient, history, scenario, np.random.default_rng([seed, m, patient.id, 5]))
+            can_reach = reachable(patient, constraints)
             for name, policy in policies.items():
                 decision = policy(dict(patient.covariates), history, levels, scenario.decision_h)
-                rows.append(_row(patient, name, decision, true_steady_auc(patient, decision), constraints))
+                rows.append(_row(patient, name, decision, true_steady_auc(patient, decision), constraints,
+                                 can_reach))
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -319,7 +390,8 @@ def summarize(frame, policies: Sequence[str], reference: str = "label"):
         row = {"n": n, "attainment": k / n, "attainment_lo95": lo, "attainment_hi95": hi,
                "n_above_800": int(part.above_800.sum()), "share_above_600": float(part.above_600.mean()),
                "share_below_400": float(part.below_400.mean()), "violations": int(part.violations.sum()),
-               "median_true_auc": float(part.true_ss_auc24.median())}
+               "median_true_auc": float(part.true_ss_auc24.median()),
+               **{f"miss_{c}": int((part.miss_cause == c).sum()) for c in ("unreachable", "aim", "prediction")}}
         if "pit" in part and part.pit.notna().any():
             pit = part.pit.to_numpy(float)
             row.update(median_abs_log_error=float(part.abs_log_error.median()), coverage_50=pit_coverage(pit, 0.5),
