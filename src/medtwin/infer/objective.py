@@ -18,6 +18,17 @@ expected-information Hessian; the ½ v vᵀ term is the "interaction").  This is
 reproduces NONMEM's per-subject objective of the pheno run (``pheno.phi``)
 and its OFV 586.276 to about 1e-5.
 
+Inter-occasion variability (IOV).  With ``population.iov`` the random
+effects of subject i are r_i = (η_i, κ_i,0, …, κ_i,K−1): one κ per occasion
+(:mod:`medtwin.infer.occasions`), each κ ~ N(0, Ω_IOV) with the same Ω_IOV
+(NONMEM's ``$OMEGA BLOCK(n) SAME``), and the parameters of occasion k are
+TV · exp(η + κ_k).  Everything above holds with η replaced by r and Ω by
+blockdiag(Ω, Ω_IOV, …, Ω_IOV): the EBE is the joint minimiser over (η, κ) and
+the Laplace term is over the whole vector, as NONMEM does.  K is the largest
+number of occasions of a subject; κ's of occasions a subject does not have
+carry no data, so their EBE is 0 and their log det Ω_IOV and log det Ω_IOV⁻¹
+cancel.
+
 Derivatives.  g is obtained by central differences of the numba-compiled
 :func:`simulate` in log-parameter space (relative step 1e-4, truncation error
 ~1e-8), all subjects and all perturbations in one batched call: the model is the
@@ -45,7 +56,7 @@ ETA_STEP = 1e-4
 class InnerResult:
     """EBEs and everything the FOCEI objective needs, for B parameter sets × N subjects."""
 
-    eta: np.ndarray        # (B, N, n_eta)
+    eta: np.ndarray        # (B, N, n_random): η, then κ of occasion 0, 1, … (IOV)
     ofv_subject: np.ndarray  # (B, N)
     conditional: np.ndarray  # O_i(η̂), (B, N)
     f: np.ndarray          # (B, M) individual predictions at η̂ (output unit)
@@ -58,8 +69,6 @@ class Problem:
     """A population, a library model and a dataset laid out once for repeated objective evaluations."""
 
     def __init__(self, population: Population, model, dataset):
-        if population.iov is not None:
-            raise EstimationError("FOCEI fit: inter-occasion variability is not supported yet; remove 'iov'")
         if population.model != model.name:
             raise EstimationError(f"FOCEI fit: the population is for model {population.model!r}, "
                                   f"got model {model.name!r}")
@@ -103,9 +112,52 @@ class Problem:
         self.ids = dataset.ids
         names = model.parameter_names
         self.eta_columns = np.array([names.index(p) for p in population.iiv])
+        self._layout_random_effects(population, dataset, names)
         self.base_log = np.log(np.maximum(model.typical_values(), 1e-300))
         self.output = population.residual.output
         self.n_simulations = 0
+
+    def _layout_random_effects(self, population, dataset, names) -> None:
+        """Random-effect vector r = (η, κ_0, …, κ_{K−1}): the column and occasions each element moves."""
+        n_eta = len(population.iiv)
+        self.n_eta = n_eta
+        if population.iov is None:
+            self.occasions, self.n_occasions, self.n_iov = None, 1, 0
+            self.iov_columns = np.zeros(0, int)
+        else:
+            from medtwin.infer.occasions import subject_occasions
+
+            self.occasions = subject_occasions(dataset, population.iov.occasion)
+            self.n_occasions, self.n_iov = self.occasions.n_occasions, len(population.iov.parameters)
+            self.iov_columns = np.array([names.index(p) for p in population.iov.parameters])
+        k, n_iov = self.n_occasions, self.n_iov
+        self.n_random = n_eta + k * n_iov
+        self.effect_column = np.concatenate([self.eta_columns, np.tile(self.iov_columns, k)]).astype(int)
+        self.effect_occasions = np.zeros((self.n_random, k), bool)
+        self.effect_occasions[:n_eta] = True
+        for occ in range(k):
+            self.effect_occasions[n_eta + occ * n_iov:n_eta + (occ + 1) * n_iov, occ] = True
+        # incidence (n_random, K, P): r_e moves log parameter effect_column[e] on its occasions
+        self.incidence = np.zeros((self.n_random, k, len(names)))
+        for e in range(self.n_random):
+            self.incidence[e, self.effect_occasions[e], self.effect_column[e]] = 1.0
+
+    def full_omega(self, omega: np.ndarray, omega_iov: np.ndarray | None = None) -> np.ndarray:
+        """Covariance of r = (η, κ_0..κ_{K−1}): blockdiag(Ω, Ω_IOV, …, Ω_IOV), batched over leading axes."""
+        omega = np.asarray(omega, dtype=float)
+        if self.n_iov == 0:
+            return omega
+        lead = omega.shape[:-2]
+        out = np.zeros(lead + (self.n_random, self.n_random))
+        out[..., :self.n_eta, :self.n_eta] = omega
+        for occ in range(self.n_occasions):
+            lo = self.n_eta + occ * self.n_iov
+            out[..., lo:lo + self.n_iov, lo:lo + self.n_iov] = omega_iov
+        return out
+
+    def random_log_parameters(self, log_typical: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """log parameters per occasion (..., N, K, P) from log_typical (..., N, P) and r (..., N, n_random)."""
+        return log_typical[..., None, :] + np.einsum("...e,ekp->...kp", r, self.incidence)
 
     # ------------------------------------------------------------------ predictions
     def log_typical(self, theta: dict) -> np.ndarray:
@@ -119,10 +171,14 @@ class Problem:
         return table
 
     def predict(self, log_params: np.ndarray) -> np.ndarray:
-        """Predictions at the fitted observations for log-parameter tables (K, N, n_parameters) -> (K, M).
+        """Predictions at the fitted observations for log-parameter tables -> (B, M).
 
-        One batched :func:`simulate` call; a failed patient or non-finite parameter gives NaN.
+        ``log_params`` is (B, N, P), or (B, N, K, P) per occasion (IOV: the parameters of occasion k hold
+        from its first record on, :mod:`medtwin.infer.occasions`).  One batched :func:`simulate` call; a
+        failed patient or non-finite parameter gives NaN.
         """
+        if log_params.ndim == 3:
+            log_params = log_params[:, :, None, :]
         k = log_params.shape[0]
         flat = log_params.reshape(k * self.n_subjects, -1)
         out = np.full((k, self.n_obs), np.nan)
@@ -131,11 +187,23 @@ class Problem:
         if not blocks.any():
             return out
         use = np.flatnonzero(blocks)
-        table = np.exp(log_params[use].reshape(len(use) * self.n_subjects, -1))
-        bounds_ok = _within_bounds(self.model, table)
+        per_occasion = np.exp(log_params[use])  # (U, N, K', P)
+        table = per_occasion[:, :, 0].reshape(len(use) * self.n_subjects, -1)
+        bounds_ok = np.all(_within_bounds(self.model, per_occasion.reshape(-1, per_occasion.shape[-1]))
+                           .reshape(len(use) * self.n_subjects, -1), axis=1)
         table = np.where(bounds_ok[:, None], table, self.model.typical_values()[None, :])
+        changes = None
+        if self.occasions is not None and len(self.occasions.change_times):
+            active = self.occasions.active  # (N, C)
+            changes = {}
+            for col in self.iov_columns:
+                values = np.take_along_axis(per_occasion[:, :, :, col], np.broadcast_to(active, (len(use),) + active.shape),
+                                            axis=2).reshape(len(use) * self.n_subjects, -1)
+                good_rows = bounds_ok[:, None] & np.isfinite(values)
+                values = np.where(good_rows, values, table[:, [col]])
+                changes[self.model.parameter_names[col]] = (self.occasions.change_times, values)
         trajectory = simulate(self.model, table, self.regimens * len(use), self.times * len(use),
-                              pre_dose=self.pre * len(use), keep_states=False)
+                              pre_dose=self.pre * len(use), keep_states=False, parameter_changes=changes)
         self.n_simulations += 1
         values = np.asarray(trajectory.output(self.output), dtype=float).reshape(len(use), self.n_rows)
         values = values[:, self.rows]
@@ -150,12 +218,12 @@ class Problem:
         """O_i, its half-gradient, H_i, f and V at η for B parameter sets."""
         b, n, n_eta = eta.shape
         n_pert = 1 + 2 * n_eta
-        log_params = np.repeat(log_typical[:, None], n_pert, axis=1).copy()  # (B, n_pert, N, P)
-        log_params[:, :, :, self.eta_columns] += eta[:, None]
+        base = self.random_log_parameters(log_typical, eta)  # (B, N, K, P)
+        log_params = np.repeat(base[:, None], n_pert, axis=1)  # (B, n_pert, N, K, P)
         for k in range(n_eta):
-            log_params[:, 1 + 2 * k, :, self.eta_columns[k]] += ETA_STEP
-            log_params[:, 2 + 2 * k, :, self.eta_columns[k]] -= ETA_STEP
-        f_all = self.predict(log_params.reshape(b * n_pert, n, -1)).reshape(b, n_pert, self.n_obs)
+            log_params[:, 1 + 2 * k] += ETA_STEP * self.incidence[k]
+            log_params[:, 2 + 2 * k] -= ETA_STEP * self.incidence[k]
+        f_all = self.predict(log_params.reshape((b * n_pert,) + base.shape[1:])).reshape(b, n_pert, self.n_obs)
         f = f_all[:, 0]
         g = np.stack([(f_all[:, 1 + 2 * k] - f_all[:, 2 + 2 * k]) / (2 * ETA_STEP) for k in range(n_eta)], axis=-1)
         var = add_var[:, None] + prop_var[:, None] * f * f
@@ -183,11 +251,12 @@ class Problem:
         ----------
         log_typical : (B, N, P) array
             log model parameters at η = 0.
-        omega : (B, n_eta, n_eta) array
-            Ω per parameter set (positive definite).
+        omega : (B, n_random, n_random) array
+            Covariance of the random effects per parameter set (positive definite): Ω, or
+            :meth:`full_omega` with IOV.
         add_var, prop_var : (B,) arrays
             σ²_add ((output unit)²) and σ²_prop (fraction²).
-        eta0 : (B, N, n_eta) array
+        eta0 : (B, N, n_random) array
             Starting values (warm start).
         """
         omega_inv = np.linalg.inv(omega)
