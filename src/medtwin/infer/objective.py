@@ -50,6 +50,9 @@ from medtwin.errors import EstimationError
 
 #: Relative step of the central differences in log-parameter space.
 ETA_STEP = 1e-4
+#: Largest |η| or |κ| (log units, a factor e^12 ≈ 1.6e5) a Fisher-scoring trial step may reach; beyond it the
+#: step is rejected and halved (no patient is that far out, and the simulation can become singular there).
+MAX_RANDOM_EFFECT = 12.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class Problem:
         self.indicator = np.zeros((self.n_subjects, self.n_obs))
         self.indicator[self.seg, np.arange(self.n_obs)] = 1.0
         self.ids = dataset.ids
+        offsets = np.r_[0, np.cumsum([len(t) for t in self.times])]
+        self._obs_of = [np.flatnonzero(self.seg == i) for i in range(self.n_subjects)]
+        self._local_rows = [self.rows[self._obs_of[i]] - offsets[i] for i in range(self.n_subjects)]
         names = model.parameter_names
         self.eta_columns = np.array([names.index(p) for p in population.iiv])
         self._layout_random_effects(population, dataset, names)
@@ -170,76 +176,92 @@ class Problem:
                 table[:, names.index(p)] = np.log(np.broadcast_to(value, (self.n_subjects,)))
         return table
 
-    def predict(self, log_params: np.ndarray) -> np.ndarray:
+    def predict(self, log_params: np.ndarray, subjects: np.ndarray | None = None) -> np.ndarray:
         """Predictions at the fitted observations for log-parameter tables -> (B, M).
 
         ``log_params`` is (B, N, P), or (B, N, K, P) per occasion (IOV: the parameters of occasion k hold
-        from its first record on, :mod:`medtwin.infer.occasions`).  One batched :func:`simulate` call; a
-        failed patient or non-finite parameter gives NaN.
+        from its first record on, :mod:`medtwin.infer.occasions`).  ``subjects`` (B, N) bool, optional:
+        simulate only these (the others give NaN).  One batched :func:`simulate` call; a failed patient or
+        non-finite parameter gives NaN for that patient's observations.
         """
         if log_params.ndim == 3:
             log_params = log_params[:, :, None, :]
-        k = log_params.shape[0]
-        flat = log_params.reshape(k * self.n_subjects, -1)
-        out = np.full((k, self.n_obs), np.nan)
-        good = np.all(np.isfinite(flat), axis=1) & np.all(np.abs(flat) < 700, axis=1)
-        blocks = good.reshape(k, self.n_subjects).all(axis=1)
-        if not blocks.any():
+        b = log_params.shape[0]
+        out = np.full((b, self.n_obs), np.nan)
+        finite = np.all(np.isfinite(log_params) & (np.abs(log_params) < 700), axis=(2, 3))
+        if subjects is not None:
+            finite &= subjects
+        set_idx, subj_idx = np.nonzero(finite)
+        if not len(set_idx):
             return out
-        use = np.flatnonzero(blocks)
-        per_occasion = np.exp(log_params[use])  # (U, N, K', P)
-        table = per_occasion[:, :, 0].reshape(len(use) * self.n_subjects, -1)
+        per_occasion = np.exp(log_params[set_idx, subj_idx])  # (R, K', P)
         bounds_ok = np.all(_within_bounds(self.model, per_occasion.reshape(-1, per_occasion.shape[-1]))
-                           .reshape(len(use) * self.n_subjects, -1), axis=1)
-        table = np.where(bounds_ok[:, None], table, self.model.typical_values()[None, :])
+                           .reshape(len(set_idx), -1), axis=1)
+        table = np.where(bounds_ok[:, None], per_occasion[:, 0], self.model.typical_values()[None, :])
         changes = None
         if self.occasions is not None and len(self.occasions.change_times):
-            active = self.occasions.active  # (N, C)
+            active = self.occasions.active[subj_idx]  # (R, C)
             changes = {}
             for col in self.iov_columns:
-                values = np.take_along_axis(per_occasion[:, :, :, col], np.broadcast_to(active, (len(use),) + active.shape),
-                                            axis=2).reshape(len(use) * self.n_subjects, -1)
-                good_rows = bounds_ok[:, None] & np.isfinite(values)
-                values = np.where(good_rows, values, table[:, [col]])
+                values = np.take_along_axis(per_occasion[:, :, col], active, axis=1)
+                values = np.where(bounds_ok[:, None] & np.isfinite(values), values, table[:, [col]])
                 changes[self.model.parameter_names[col]] = (self.occasions.change_times, values)
-        trajectory = simulate(self.model, table, self.regimens * len(use), self.times * len(use),
-                              pre_dose=self.pre * len(use), keep_states=False, parameter_changes=changes)
+        try:
+            trajectory = simulate(self.model, table, [self.regimens[i] for i in subj_idx],
+                                  [self.times[i] for i in subj_idx], pre_dose=[self.pre[i] for i in subj_idx],
+                                  keep_states=False, parameter_changes=changes)
+        except ZeroDivisionError:  # a singular steady-state solve at an extreme trial point (no elimination)
+            if len(set_idx) > 1:  # isolate the patient(s) responsible
+                for u, i in zip(set_idx, subj_idx):
+                    mask = np.zeros((1, self.n_subjects), bool)
+                    mask[0, i] = True
+                    out[u, self._obs_of[i]] = self.predict(log_params[u:u + 1], mask)[0, self._obs_of[i]]
+            return out
         self.n_simulations += 1
-        values = np.asarray(trajectory.output(self.output), dtype=float).reshape(len(use), self.n_rows)
-        values = values[:, self.rows]
-        failed = (trajectory.status != 0) | ~bounds_ok
-        seg_failed = failed.reshape(len(use), self.n_subjects)[:, self.seg]
-        values[seg_failed] = np.nan
-        out[use] = values
+        values = np.asarray(trajectory.output(self.output), dtype=float)
+        ok = (trajectory.status == 0) & bounds_ok
+        offset = 0
+        for r, (u, i) in enumerate(zip(set_idx, subj_idx)):
+            if ok[r]:
+                out[u, self._obs_of[i]] = values[offset + self._local_rows[i]]
+            offset += len(self.times[i])
         return out
 
     # ------------------------------------------------------------------ the inner problem
-    def _evaluate(self, log_typical, eta, omega_inv, add_var, prop_var):
-        """O_i, its half-gradient, H_i, f and V at η for B parameter sets."""
+    def _evaluate(self, log_typical, eta, omega_inv, add_var, prop_var, subjects=None):
+        """O_i, its half-gradient, H_i, f and V at η for B parameter sets (only ``subjects`` (B, N) when given)."""
         b, n, n_eta = eta.shape
         n_pert = 1 + 2 * n_eta
         base = self.random_log_parameters(log_typical, eta)  # (B, N, K, P)
+        base[np.max(np.abs(eta), axis=-1) > MAX_RANDOM_EFFECT] = np.nan  # a trial step far out: rejected
         log_params = np.repeat(base[:, None], n_pert, axis=1)  # (B, n_pert, N, K, P)
         for k in range(n_eta):
             log_params[:, 1 + 2 * k] += ETA_STEP * self.incidence[k]
             log_params[:, 2 + 2 * k] -= ETA_STEP * self.incidence[k]
-        f_all = self.predict(log_params.reshape((b * n_pert,) + base.shape[1:])).reshape(b, n_pert, self.n_obs)
+        mask = None if subjects is None else np.repeat(subjects[:, None], n_pert, axis=1).reshape(b * n_pert, n)
+        f_all = self.predict(log_params.reshape((b * n_pert,) + base.shape[1:]), mask).reshape(b, n_pert, self.n_obs)
         f = f_all[:, 0]
         g = np.stack([(f_all[:, 1 + 2 * k] - f_all[:, 2 + 2 * k]) / (2 * ETA_STEP) for k in range(n_eta)], axis=-1)
         var = add_var[:, None] + prop_var[:, None] * f * f
         dvar = 2.0 * prop_var[:, None, None] * f[..., None] * g
         r = self.y[None] - f
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # extreme trial θ: flagged bad below
-            data = (r * r / var + np.log(var)) @ self.indicator.T
-            prior_grad = np.einsum("bij,bnj->bni", omega_inv, eta)
-            conditional = data + np.einsum("bni,bni->bn", eta, prior_grad)
+            per_obs = r * r / var + np.log(var)
             w_g = g * (r / var)[..., None]
             w_v = 0.5 * dvar * (1.0 / var - r * r / var**2)[..., None]
-            grad = prior_grad + np.einsum("nm,bmi->bni", self.indicator, w_v - w_g)
             info = (np.einsum("bmi,bmj->bmij", g, g) / var[..., None, None]
                     + 0.5 * np.einsum("bmi,bmj->bmij", dvar, dvar) / (var**2)[..., None, None])
+            # a patient not simulated or failed (NaN) must not spill into the others' sums through the indicator
+            obs_bad = ~np.isfinite(per_obs) | ~np.all(np.isfinite(info), axis=(2, 3))
+            subject_bad = (obs_bad.astype(float) @ self.indicator.T) > 0
+            per_obs, w = np.where(obs_bad, 0.0, per_obs), np.where(obs_bad[..., None], 0.0, w_v - w_g)
+            info = np.where(obs_bad[..., None, None], 0.0, info)
+            data = per_obs @ self.indicator.T
+            prior_grad = np.einsum("bij,bnj->bni", omega_inv, eta)
+            conditional = data + np.einsum("bni,bni->bn", eta, prior_grad)
+            grad = prior_grad + np.einsum("nm,bmi->bni", self.indicator, w)
             hessian = omega_inv[:, None] + np.einsum("nm,bmij->bnij", self.indicator, info)
-        bad = ~np.isfinite(conditional) | ~np.all(np.isfinite(hessian), axis=(2, 3))
+        bad = subject_bad | ~np.isfinite(conditional) | ~np.all(np.isfinite(hessian), axis=(2, 3))
         conditional = np.where(bad, np.inf, conditional)
         return conditional, grad, hessian, f, var
 
@@ -279,8 +301,14 @@ class Problem:
             if converged.all():
                 break
             trial = eta + (scale * ~converged)[..., None] * step
-            t_cond, t_grad, t_hess, t_f, t_var = self._evaluate(log_typical, trial, omega_inv, add_var, prop_var)
+            t_cond, t_grad, t_hess, t_f, t_var = self._evaluate(log_typical, trial, omega_inv, add_var, prop_var,
+                                                                ~converged)
             accept = (t_cond <= cond + 1e-12 * np.abs(cond)) & ~converged
+            # next scale: the minimum of the parabola through O(0), O'(0) along the step and O(scale)
+            slope = 2.0 * np.einsum("...i,...i->...", grad, step)  # dO/dα at α = 0 (grad is ½∇O)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                curve = (t_cond - cond - slope * scale) / scale**2
+                best = np.where(np.isfinite(curve) & (curve > 0), -slope / (2.0 * curve), np.nan)
             eta = np.where(accept[..., None], trial, eta)
             cond = np.where(accept, t_cond, cond)
             grad = np.where(accept[..., None], t_grad, grad)
@@ -288,7 +316,8 @@ class Problem:
             obs_accept = accept[:, self.seg]
             f = np.where(obs_accept, t_f, f)
             var = np.where(obs_accept, t_var, var)
-            scale = np.where(accept, np.minimum(1.0, scale * 2.0), scale * 0.5)
+            grown = np.where(np.isfinite(best), np.clip(best, 0.25, 1.0), np.minimum(1.0, scale * 2.0))
+            scale = np.where(accept, grown, scale * 0.5)
             converged |= scale < 1e-8  # no further descent possible at this precision
         sign, logdet_h = np.linalg.slogdet(hess)
         _, logdet_omega = np.linalg.slogdet(omega)
