@@ -123,3 +123,24 @@ def test_iov_needs_the_occasion_column():
                                                           "occasion": "VISIT"}})
     with pytest.raises(EstimationError, match="iov.occasion: the dataset has no column 'VISIT'"):
         Problem(bad, get_model("pk1_iv"), _dataset())
+
+
+def test_nuts_refuses_occasions_that_carry_drug_over():
+    from medtwin.infer.hierarchical import fit_nuts
+
+    # occasion 2 starts 24 h after a dose that is still 9 % present: NUTS predicts occasions separately
+    with pytest.raises(EstimationError, match="occasion 2 of ID 1 depends on doses of earlier occasions"):
+        fit_nuts(_population(), _dataset(), chains=1, draws=5, warmup=5)
+
+
+def test_fit_report_lists_iov_omega():
+    from types import SimpleNamespace
+
+    from medtwin.io.fit_report import estimates_table
+
+    fake = SimpleNamespace(population=_population(), parameter_names=("OMEGA_IOV(1,1)",),
+                           estimates=np.array([0.05]), se=np.array([0.01]))
+    table = estimates_table(fake)
+    row = table[table.parameter == "omega_iov_CL"].iloc[0]
+    assert row.estimate == 0.05 and row.RSE_percent == pytest.approx(20.0)
+    assert row.nonmem.startswith("OMEGA(3,3)")

@@ -24,13 +24,13 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from medtwin.errors import EstimationError
 
-__all__ = ["Occasions", "subject_occasions"]
+__all__ = ["Occasions", "subject_occasions", "occasion_parts"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,47 @@ def subject_occasions(dataset, column: str) -> Occasions:
             last = np.flatnonzero(t <= tc)
             active[i, c] = k[last[-1]] if last.size else 0
     return Occasions(int(max(counts, default=1)), change_times, active, obs_occ, dose_occ, np.array(counts))
+
+
+#: Largest relative difference (to the occasion's largest prediction) between a subject's full history and an
+#: occasion predicted from its own doses alone, for :func:`occasion_parts` to split a subject by occasion.
+CARRY_OVER_TOLERANCE = 1e-6
+
+
+def occasion_parts(model, dataset, column: str, index: int, keep: np.ndarray, reference: np.ndarray) -> list:
+    """Subject ``index`` split by occasion: ``[(occasion, regimen of its doses, observation mask)]``.
+
+    For predictors that take one parameter set per patient (the JAX linear path of NUTS): each occasion
+    is predicted from its own dose records only, which is exact when no drug is carried over from earlier
+    occasions (washout, or a reset record EVID 3/4 opening the occasion).  That is checked with
+    :func:`medtwin.core.simulate.simulate` at the parameters ``reference`` (one row, model units):
+    EstimationError names the subject and occasion otherwise.  ``keep`` masks the fitted observations.
+    """
+    from medtwin.core.events import Regimen
+    from medtwin.core.simulate import simulate
+
+    occ = subject_occasions(dataset, column)
+    subject = dataset.subjects[index]
+    obs_occ, dose_occ = occ.obs_occasion[index], occ.dose_occasion[index]
+    events = subject.regimen.events
+    parts = []
+    for k in range(int(occ.count[index])):
+        mask = keep & (obs_occ == k)
+        if not mask.any():
+            continue
+        mine = [e for e, o in zip(events, dose_occ) if o == k]
+        # alone, the occasion starts from the initial state: a reset opening it has nothing left to do
+        mine = [replace(e, evid=1) if e.evid == 4 and j == 0 else e for j, e in enumerate(mine)
+                if not (e.evid == 3 and j == 0)]
+        own = Regimen(tuple(mine))
+        times = np.asarray(subject.obs_times, float)[mask]
+        pre = np.asarray(subject.pre_dose, bool)[mask]
+        both = simulate(model, np.vstack([reference, reference]), [subject.regimen, own], [times, times],
+                        pre_dose=[pre, pre], keep_states=False)
+        full, alone = np.asarray(both.output(model.output_names[0]), float).reshape(2, -1)
+        if np.max(np.abs(full - alone)) > CARRY_OVER_TOLERANCE * max(np.max(np.abs(full)), 1e-300):
+            raise EstimationError(f"iov: occasion {k + 1} of ID {subject.id} depends on doses of earlier occasions "
+                                  f"(drug carried over); fit_nuts predicts each occasion from its own doses — "
+                                  f"open the occasion with a reset record (EVID 4) or use fit_focei")
+        parts.append((k, own, mask))
+    return parts

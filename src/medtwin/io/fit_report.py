@@ -3,7 +3,8 @@
 :func:`write_fit_report` writes, into one folder,
 
 ========================  ===================================================================
-``estimates.csv``         parameter, NONMEM name (THETA(k), OMEGA(i,j), SIGMA(k,k)), estimate,
+``estimates.csv``         parameter, NONMEM name (THETA(k), OMEGA(i,j), SIGMA(k,k); IOV Ω as the block of the first
+                          occasion), estimate,
                           unit, SE, RSE % (from the covariance step; empty when it failed or
                           was skipped), fixed
 ``omega.csv``             Ω (log-scale variances/covariances), one row and column per η
@@ -88,6 +89,16 @@ def estimates_table(fit_result: FitResult) -> pd.DataFrame:
                 continue
             name = f"omega_{pi}" if i == j else f"omega_{pi}_{population.iiv[j]}"
             add(name, key, key, estimate.get(key, float(omega[i, j])), "1")
+    if population.iov is not None:  # NONMEM: the IOV blocks follow the IIV ones ($OMEGA BLOCK(n) ... SAME)
+        iov, first = np.asarray(population.iov.omega, dtype=float), len(population.iiv)
+        for i, pi in enumerate(population.iov.parameters):
+            for j in range(i + 1):
+                key = f"OMEGA_IOV({i + 1},{j + 1})"
+                if i != j and iov[i, j] == 0.0 and key not in estimate:
+                    continue
+                name = f"omega_iov_{pi}" if i == j else f"omega_iov_{pi}_{population.iov.parameters[j]}"
+                add(name, key, f"OMEGA({first + i + 1},{first + j + 1}) (IOV, SAME per occasion)",
+                    estimate.get(key, float(iov[i, j])), "1")
     residual = population.residual
     for component, nonmem in _sigma_names(residual).items():
         unit = "1" if component == "proportional" else f"({residual.unit})^2"
