@@ -18,7 +18,7 @@ from medtwin.infer import fit_focei
 from medtwin.io.access import OpenData
 from medtwin.io.nonmem import read_nonmem
 
-TRUTH = {"TVCL": 2.0, "TVV": 20.0, "OMEGA(1,1)": 0.09, "OMEGA(2,2)": 0.04, "OMEGA_IOV(1,1)": 0.0625,
+TRUTH = {"THETA:TVCL": 2.0, "THETA:TVV": 20.0, "OMEGA(1,1)": 0.09, "OMEGA(2,2)": 0.04, "OMEGA_IOV(1,1)": 0.0625,
          "SIGMA:proportional": 0.01}
 TIMES = (0.5, 2.0, 6.0, 12.0)
 START = 48.0  # second occasion (EVID 4: reset, then the dose)
@@ -29,9 +29,9 @@ def _simulated(n_subjects=40, seed=7):
     lines = ["ID TIME AMT EVID DV OCC"]
     for i in range(1, n_subjects + 1):
         eta = rng.normal(0.0, [math.sqrt(TRUTH["OMEGA(1,1)"]), math.sqrt(TRUTH["OMEGA(2,2)"])])
-        v = TRUTH["TVV"] * math.exp(eta[1])
+        v = TRUTH["THETA:TVV"] * math.exp(eta[1])
         for occ, t0, evid in ((1, 0.0, 1), (2, START, 4)):
-            cl = TRUTH["TVCL"] * math.exp(eta[0] + rng.normal(0.0, math.sqrt(TRUTH["OMEGA_IOV(1,1)"])))
+            cl = TRUTH["THETA:TVCL"] * math.exp(eta[0] + rng.normal(0.0, math.sqrt(TRUTH["OMEGA_IOV(1,1)"])))
             lines.append(f"{i} {t0} 100 {evid} 0 {occ}")
             for t in TIMES:
                 c = 100.0 / v * math.exp(-cl / v * t)
