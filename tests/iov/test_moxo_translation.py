@@ -87,3 +87,63 @@ def test_moxo_predictions_follow_the_occasions():
         expected.append(_advan2(t, 100.0, cl, v, ka, theta["LAG"]) if occasion == 0
                         else _advan2(t - 40.0, 200.0, cl, v, ka, theta["LAG"], ii=12.0))
     np.testing.assert_allclose(f[problem.seg == 0], expected, rtol=1e-9)
+
+
+def _reference_subject_ofv(times, y, occasion, dose, theta, omega_r, sigma2):
+    """NONMEM's FOCEI OFV_i for one moxo subject from the ADVAN2 closed form (independent of medtwin's solver)."""
+    from scipy import optimize
+
+    inv = np.linalg.inv(omega_r)
+    n_occ = (len(omega_r) - 3) // 2
+
+    def pred(r):
+        out = []
+        v = theta["POP_V"] * math.exp(r[1])
+        for t, k in zip(times, occasion):
+            cl = theta["POP_CL"] * math.exp(r[0] + r[3 + 2 * k])
+            ka = theta["POP_KA"] * math.exp(r[2] + r[4 + 2 * k])
+            out.append(_advan2(t, dose[0], cl, v, ka, theta["LAG"]) if k == 0
+                       else _advan2(t - 40.0, dose[1], cl, v, ka, theta["LAG"], ii=12.0))
+        return np.array(out)
+
+    def conditional(r):
+        f = pred(r)
+        var = sigma2 * f * f
+        return float(np.sum((y - f) ** 2 / var + np.log(var)) + r @ inv @ r)
+
+    r = optimize.minimize(conditional, np.zeros(len(omega_r)), method="BFGS", options={"gtol": 1e-9}).x
+    f = pred(r)
+    var = sigma2 * f * f
+    g = np.stack([(pred(r + 1e-6 * e) - pred(r - 1e-6 * e)) / 2e-6 for e in np.eye(len(r))], axis=1)
+    dv = 2 * sigma2 * f[:, None] * g
+    hess = inv + g.T @ (g / var[:, None]) + 0.5 * dv.T @ (dv / (var**2)[:, None])
+    assert n_occ in (1, 2)
+    return conditional(r) + np.linalg.slogdet(omega_r)[1] + np.linalg.slogdet(hess)[1]
+
+
+def test_moxo_subject_objective_matches_closed_form_brute_force():
+    """Subjects 110 (two occasions, the second at steady state) and 123 (one occasion) at moxo.mod's values."""
+    import pandas as pd
+
+    frame = pd.read_csv(_example("moxo.csv"))
+    frame = frame[frame.ID.isin([110, 123])].reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = read_nonmem(frame, access=OpenData("pharmpy's simulated moxonidine data"))
+    pop = load_population(POPULATION)
+    problem = Problem(pop, get_model("pk1_oral"), data)
+    omega, iov = np.asarray(pop.omega), np.asarray(pop.iov.omega)
+    sigma2 = pop.residual.proportional ** 2
+    result = problem.inner(problem.log_typical(pop.theta_values())[None], problem.full_omega(omega, iov)[None],
+                           np.zeros(1), np.array([sigma2]), np.zeros((1, 2, problem.n_random)), tol=1e-10)
+    for i, (subject, doses) in enumerate(((110, (100.0, 200.0)), (123, (100.0, None)))):
+        rows = frame[(frame.ID == subject) & (frame.EVID == 0)]
+        occasion = (rows.VISI.to_numpy() == 8).astype(int)
+        n_r = 3 + 2 * (1 + occasion.max())
+        omega_r = np.zeros((n_r, n_r))
+        omega_r[:3, :3] = omega
+        for k in range(3, n_r, 2):
+            omega_r[k:k + 2, k:k + 2] = iov
+        ref = _reference_subject_ofv(rows.TIME.to_numpy(), rows.DV.to_numpy(), occasion, doses,
+                                     pop.theta_values(), omega_r, sigma2)
+        assert result.ofv_subject[0, i] == pytest.approx(ref, abs=1e-4)
