@@ -67,7 +67,7 @@ def test_focei_recovers_iov():
 def test_nuts_recovers_iov():
     from medtwin.infer.hierarchical import fit_nuts
 
-    fit = fit_nuts(_initial(), _simulated(), chains=2, draws=300, warmup=300, seed=3)
+    fit = fit_nuts(_initial(), _simulated(), chains=2, draws=200, warmup=200, seed=3)
     assert "OMEGA_IOV(1,1)" in fit.parameter_names
     for name, truth in TRUTH.items():
         s = fit.summary[name]
