@@ -231,15 +231,16 @@ def _subjects(population: Population, model, dataset, reference: np.ndarray):
     Returns the data, observation counts, DVs and the (subject, occasion) of each row.
     """
     from medtwin.core.jax_linear import linear_predictor
-    from medtwin.infer.occasions import occasion_parts
+    from medtwin.infer.occasions import occasion_parts, subject_occasions
 
+    occasions = None if population.iov is None else subject_occasions(dataset, population.iov.occasion)
     datas, n_obs, ys, rows = [], [], [], []
     for i, s in enumerate(dataset.subjects):
         keep = (np.asarray(s.obs_evid) == 0) & (np.asarray(s.obs_mdv) == 0) & np.isfinite(np.asarray(s.obs_dv, float))
         if not keep.any():
             continue
         parts = [(0, s.regimen, keep)] if population.iov is None else \
-            occasion_parts(model, dataset, population.iov.occasion, i, keep, reference[i])
+            occasion_parts(model, dataset, population.iov.occasion, i, keep, reference[i], occasions)
         for occ, regimen, obs in parts:
             pred = linear_predictor(model, regimen, np.asarray(s.obs_times, float)[obs], reference[i],
                                     pre_dose=np.asarray(s.pre_dose, bool)[obs])

@@ -100,19 +100,21 @@ def subject_occasions(dataset, column: str) -> Occasions:
 CARRY_OVER_TOLERANCE = 1e-6
 
 
-def occasion_parts(model, dataset, column: str, index: int, keep: np.ndarray, reference: np.ndarray) -> list:
+def occasion_parts(model, dataset, column: str, index: int, keep: np.ndarray, reference: np.ndarray,
+                   occasions: Occasions | None = None) -> list:
     """Subject ``index`` split by occasion: ``[(occasion, regimen of its doses, observation mask)]``.
 
     For predictors that take one parameter set per patient (the JAX linear path of NUTS): each occasion
     is predicted from its own dose records only, which is exact when no drug is carried over from earlier
     occasions (washout, or a reset record EVID 3/4 opening the occasion).  That is checked with
     :func:`medtwin.core.simulate.simulate` at the parameters ``reference`` (one row, model units):
-    EstimationError names the subject and occasion otherwise.  ``keep`` masks the fitted observations.
+    EstimationError names the subject and occasion otherwise.  ``keep`` masks the fitted observations;
+    ``occasions`` (of the whole dataset) saves recomputing them.
     """
     from medtwin.core.events import Regimen
     from medtwin.core.simulate import simulate
 
-    occ = subject_occasions(dataset, column)
+    occ = occasions if occasions is not None else subject_occasions(dataset, column)
     subject = dataset.subjects[index]
     obs_occ, dose_occ = occ.obs_occasion[index], occ.dose_occasion[index]
     events = subject.regimen.events
