@@ -162,8 +162,8 @@ def test_input_errors_name_the_field(dataset, kwargs, field):
 def test_population_errors_name_the_field(dataset):
     with pytest.raises(EstimationError, match="^population: expected a Population"):
         fit_nuts("pop", dataset)
-    with pytest.raises(EstimationError, match="^population.iov"):
-        fit_nuts(_population(iov=InterOccasion(("CL",), ((0.1,),))), dataset)
+    with pytest.raises(EstimationError, match="^population.iov.omega: fit_nuts samples a diagonal IOV"):
+        fit_nuts(_population(iov=InterOccasion(("CL", "V"), ((0.1, 0.02), (0.02, 0.1)))), dataset)
     with pytest.raises(EstimationError, match="^population.iiv"):
         fit_nuts(_population(iiv=(), omega=()), dataset)
     pop = _population(effects=(CovariateEffect("CL", "WT", "power", 0.75, reference=70.0),))

@@ -362,15 +362,21 @@ class Population:
         raise PopulationError(f"thetas: no theta {name!r}")
 
     def with_values(self, *, theta: Mapping[str, float] | None = None, omega=None,
-                    residual: ResidualError | None = None, estimation: Mapping | None = None) -> "Population":
-        """A copy with new θ values, Ω, residual error or estimation record (validated again)."""
+                    residual: ResidualError | None = None, estimation: Mapping | None = None,
+                    iov_omega=None) -> "Population":
+        """A copy with new θ values, Ω, residual error, estimation record or IOV Ω (validated again)."""
         thetas = self.thetas
         if theta:
             unknown = set(theta) - {t.name for t in thetas}
             if unknown:
                 raise PopulationError(f"thetas: unknown {sorted(unknown)}")
             thetas = tuple(replace(t, value=float(theta[t.name])) if t.name in theta else t for t in thetas)
-        return replace(self, thetas=thetas, omega=self.omega if omega is None else omega,
+        iov = self.iov
+        if iov_omega is not None:
+            if iov is None:
+                raise PopulationError("iov.omega: the population has no inter-occasion variability")
+            iov = replace(iov, omega=iov_omega)
+        return replace(self, thetas=thetas, omega=self.omega if omega is None else omega, iov=iov,
                        residual=residual or self.residual,
                        estimation=self.estimation if estimation is None else dict(estimation))
 

@@ -104,6 +104,9 @@ def _setup(fit_result, dataset, model) -> _Setup:
                               f"got {type(fit_result).__name__}")
     if not hasattr(dataset, "subjects") or not hasattr(dataset, "ids"):
         raise EstimationError(f"dataset: expected a medtwin.io.nonmem.Dataset, got {type(dataset).__name__}")
+    if population.iov is not None:
+        raise EstimationError("population.iov: residual diagnostics and VPCs with inter-occasion variability are "
+                              "not supported yet (the fit itself is: fit_focei, fit_nuts)")
     problem = Problem(population, model or get_model(population.model), dataset)
     if isinstance(fit_result, FitResult):
         ids = np.asarray(fit_result.ids, dtype=float)
@@ -458,6 +461,9 @@ def vpc(fit_result, dataset, *, model=None, n_sim: int = 500, bins: int | Sequen
 
     if not hasattr(dataset, "subjects"):
         raise EstimationError(f"dataset: expected a medtwin.io.nonmem.Dataset, got {type(dataset).__name__}")
+    if population.iov is not None:
+        raise EstimationError("population.iov: residual diagnostics and VPCs with inter-occasion variability are "
+                              "not supported yet (the fit itself is: fit_focei, fit_nuts)")
     problem = Problem(population, model or get_model(population.model), dataset)
     setup = _Setup(population, problem, np.zeros((problem.n_subjects, len(population.iiv))))
     times = np.concatenate(problem.times)[problem.rows]

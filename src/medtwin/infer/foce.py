@@ -96,6 +96,12 @@ class FitResult:
         Seconds: ``estimation``, ``covariance``.
     gradients : str
         How the gradients were computed: ``"exact"`` (JAX) or ``"differences"`` (central differences).
+    omega_iov : ndarray or None
+        Ω_IOV estimate (order ``population.iov.parameters``; names ``OMEGA_IOV(i,j)`` in
+        ``parameter_names``), None without IOV.
+    kappa : ndarray or None
+        EBEs of the inter-occasion effects (n_subjects, K occasions, n_iov); 0 for occasions a subject
+        does not have (:mod:`medtwin.infer.occasions`).
     """
 
     population: Population
@@ -126,6 +132,8 @@ class FitResult:
     n_obs: int
     wall_time: Mapping[str, float] = field(default_factory=dict)
     gradients: str = "differences"
+    omega_iov: np.ndarray | None = None
+    kappa: np.ndarray | None = None
 
     def standard_errors(self) -> dict[str, float]:
         """Parameter name -> SE (NaN when the covariance step failed)."""
@@ -140,6 +148,8 @@ class FitResult:
                   "subject_ofv": self.subject_ofv, "ipred": self.ipred, "iwres": self.iwres}
         if self.covariance is not None:
             arrays["covariance"] = self.covariance
+        if self.omega_iov is not None:
+            arrays["omega_iov"], arrays["kappa"] = self.omega_iov, self.kappa
         content = {"parameter_names": list(self.parameter_names), "ofv": self.ofv, "converged": self.converged,
                    "covariance_status": self.covariance_status, "message": self.message,
                    "n_iterations": self.n_iterations, "n_evaluations": self.n_evaluations, **arrays}
@@ -153,14 +163,33 @@ class _Parametrisation:
     def __init__(self, population: Population):
         self.population = population
         self.thetas = [t for t in population.thetas if not t.fixed]
-        omega = np.asarray(population.omega)
+        omega = self.combined(np.asarray(population.omega), population.iov.omega if population.iov else None)
         n = omega.shape[0]
-        self.n_eta = n
+        self.n_eta = n  # size of blockdiag(Ω, Ω_IOV): the estimated variance parameters
+        self.n_iiv = len(population.iiv)
         self.pattern = [(i, j) for i in range(n) for j in range(i + 1) if i == j or omega[i, j] != 0.0]
         residual = population.residual
         self.sigma_names = list(residual.sigma2)
-        self.names = ([f"THETA:{t.name}" for t in self.thetas] + [f"OMEGA({i + 1},{j + 1})" for i, j in self.pattern]
+        self.names = ([f"THETA:{t.name}" for t in self.thetas] + [self._omega_name(i, j) for i, j in self.pattern]
                       + [f"SIGMA:{s}" for s in self.sigma_names])
+
+    def combined(self, omega: np.ndarray, omega_iov: np.ndarray | None) -> np.ndarray:
+        """blockdiag(Ω, Ω_IOV) (Ω alone without IOV)."""
+        if omega_iov is None:
+            return np.array(omega, dtype=float)
+        n, m = omega.shape[0], omega_iov.shape[0]
+        out = np.zeros((n + m, n + m))
+        out[:n, :n], out[n:, n:] = omega, omega_iov
+        return out
+
+    def _omega_name(self, i: int, j: int) -> str:
+        n = self.n_iiv
+        return f"OMEGA({i + 1},{j + 1})" if i < n else f"OMEGA_IOV({i - n + 1},{j - n + 1})"
+
+    def split(self, omega: np.ndarray):
+        """(Ω, Ω_IOV or None) from the combined matrix."""
+        n = self.n_iiv
+        return omega[:n, :n], (omega[n:, n:] if omega.shape[0] > n else None)
 
     # natural ψ <-> (θ, Ω, σ²)
     def natural(self, theta: Mapping[str, float], omega: np.ndarray, sigma2: Mapping[str, float]) -> np.ndarray:
@@ -223,7 +252,7 @@ class _Objective:
 
     def __init__(self, problem: Problem, param: _Parametrisation, residual: ResidualError):
         self.problem, self.param, self.residual = problem, param, residual
-        self.eta = np.zeros((problem.n_subjects, param.n_eta))
+        self.eta = np.zeros((problem.n_subjects, problem.n_random))
         self.best = math.inf
         self.n_evaluations = 0
         self.exact = None
@@ -277,7 +306,7 @@ class _Objective:
                 valid[k] = False
                 omega = np.eye(self.param.n_eta)
             logs.append(self.problem.log_typical(theta))
-            omegas.append(omega)
+            omegas.append(self.problem.full_omega(*self.param.split(omega)))
             add[k] = sigma2.get("additive", 0.0)
             prop[k] = sigma2.get("proportional", 0.0)
         eta0 = np.broadcast_to(self.eta, (b,) + self.eta.shape)
@@ -390,7 +419,8 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
     ----------
     population : Population
         Structure and initial values; Thetas with ``fixed=True`` stay fixed; Ω elements that are zero
-        stay zero.  No IOV (EstimationError).
+        stay zero.  With ``population.iov`` the IOV Ω is estimated too (κ per occasion, joint EBEs over
+        (η, κ), :mod:`medtwin.infer.objective`; central-difference gradients).
     dataset : medtwin.io.nonmem.Dataset
         The records (doses, observations with EVID 0 and MDV 0 are fitted); the population's covariates
         must be columns (first-record value per subject).
@@ -446,8 +476,10 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
         objective.exact = exact_focei(problem)
         if objective.exact is None and gradients == "exact":
             raise EstimationError(f"FOCEI fit: exact gradients need a linear model whose dose times and rates do "
-                                  f"not depend on its parameters, without SS or reset records ({model.name})")
-    psi0 = param.natural(population.theta_values(), np.asarray(population.omega), population.residual.sigma2)
+                                  f"not depend on its parameters, without SS or reset records or IOV ({model.name})")
+    psi0 = param.natural(population.theta_values(),
+                         param.combined(np.asarray(population.omega), population.iov.omega if population.iov else None),
+                         population.residual.sigma2)
     x0 = param.to_x(psi0)
     initial, _ = objective.value_and_gradient(x0)
     if not math.isfinite(initial):
@@ -472,7 +504,8 @@ def fit_focei(population: Population, dataset, model=None, *, covariance: str = 
 
 def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, status, message, covariance, n_eval,
             wall, gradients) -> FitResult:
-    theta, omega, sigma2 = param.unpack(psi)
+    theta, omega_c, sigma2 = param.unpack(psi)
+    omega, omega_iov = param.split(omega_c)
     residual = population.residual
     new_residual = ResidualError(residual.model, math.sqrt(sigma2.get("additive", 0.0)),
                                  math.sqrt(sigma2.get("proportional", 0.0)), residual.output, residual.unit)
@@ -480,12 +513,15 @@ def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, statu
     estimation: dict[str, Any] = {"method": "FOCEI", "software": "medtwin.infer.foce", "ofv": ofv,
                                   "ofv_convention": "-2 log-likelihood without n*log(2*pi) (NONMEM)",
                                   "n_subjects": problem.n_subjects, "n_obs": problem.n_obs}
-    fitted = population.with_values(theta=theta, omega=omega, residual=new_residual, estimation=estimation)
+    fitted = population.with_values(theta=theta, omega=omega, residual=new_residual, estimation=estimation,
+                                    iov_omega=omega_iov)
     if cov is not None:
         se = np.sqrt(np.where(np.diag(cov) >= 0, np.diag(cov), np.nan))
     else:
         se = np.full(len(psi), np.nan)
-    eta = inner.eta[0]
+    eta = inner.eta[0][:, :problem.n_eta]
+    kappa = (inner.eta[0][:, problem.n_eta:].reshape(problem.n_subjects, problem.n_occasions, problem.n_iov)
+             if omega_iov is not None else None)
     omega_sd = np.sqrt(np.diag(omega))
     shrink = 1.0 - np.std(eta, axis=0, ddof=1) / omega_sd if len(eta) > 1 else np.full(len(omega_sd), np.nan)
     ipred, var = inner.f[0], inner.var[0]
@@ -498,4 +534,5 @@ def _result(population, problem, param, psi, subject_ofv, inner, opt, cov, statu
         covariance_message=message, eta=eta, ids=problem.ids, eta_shrinkage=shrink,
         eps_shrinkage=float(1.0 - np.std(iwres, ddof=1)), subject_ofv=np.asarray(subject_ofv), ipred=ipred,
         iwres=iwres, converged=bool(opt.success), message=str(opt.message), n_iterations=int(opt.nit),
-        n_evaluations=n_eval, n_obs=problem.n_obs, wall_time=wall, gradients=gradients)
+        n_evaluations=n_eval, n_obs=problem.n_obs, wall_time=wall, gradients=gradients, omega_iov=omega_iov,
+        kappa=kappa)

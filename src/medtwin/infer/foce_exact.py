@@ -53,10 +53,10 @@ def exact_focei(problem):
 
     None when the exact path does not apply: a nonlinear model, estimated dose times or rates (a lag,
     modelled rate or duration among the population's typical or random-effect parameters; fixed ones are
-    fine: the schedule is built at the model's typical values), SS or reset records.
+    fine: the schedule is built at the model's typical values), SS or reset records, inter-occasion variability.
     """
     model = problem.model
-    if not model.is_linear:
+    if not model.is_linear or problem.population.iov is not None:  # IOV: parameter changes per occasion
         return None
     from medtwin.core.kernels import dose_parameter_index
 

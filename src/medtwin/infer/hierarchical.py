@@ -178,6 +178,14 @@ class _Spec:
     output: int
     ids: np.ndarray
     n_obs: int
+    subject_of: np.ndarray | None = None  # IOV: subject (row of z) of each predictor row (subject × occasion)
+    occasion_of: np.ndarray | None = None
+    iov_columns: np.ndarray | None = None
+    n_occasions: int = 1
+
+    @property
+    def n_subjects(self) -> int:
+        return len(self.ids)
 
 
 def _feature(effect, x: np.ndarray) -> np.ndarray:
@@ -218,20 +226,29 @@ def _stack(datas: list[dict], n_obs: list[int], y: list[np.ndarray]) -> dict:
 
 
 def _subjects(population: Population, model, dataset, reference: np.ndarray):
-    """Per-subject predictor data (observed records only), stacked; covariate table."""
-    from medtwin.core.jax_linear import linear_predictor
+    """Predictor data (observed records only) per subject, or per subject × occasion with IOV.
 
-    datas, n_obs, ys = [], [], []
+    Returns the data, observation counts, DVs and the (subject, occasion) of each row.
+    """
+    from medtwin.core.jax_linear import linear_predictor
+    from medtwin.infer.occasions import occasion_parts, subject_occasions
+
+    occasions = None if population.iov is None else subject_occasions(dataset, population.iov.occasion)
+    datas, n_obs, ys, rows = [], [], [], []
     for i, s in enumerate(dataset.subjects):
         keep = (np.asarray(s.obs_evid) == 0) & (np.asarray(s.obs_mdv) == 0) & np.isfinite(np.asarray(s.obs_dv, float))
         if not keep.any():
             continue
-        pred = linear_predictor(model, s.regimen, np.asarray(s.obs_times, float)[keep], reference[i],
-                                pre_dose=np.asarray(s.pre_dose, bool)[keep])
-        datas.append(pred.data)
-        n_obs.append(int(keep.sum()))
-        ys.append(np.asarray(s.obs_dv, float)[keep])
-    return datas, n_obs, ys
+        parts = [(0, s.regimen, keep)] if population.iov is None else \
+            occasion_parts(model, dataset, population.iov.occasion, i, keep, reference[i], occasions)
+        for occ, regimen, obs in parts:
+            pred = linear_predictor(model, regimen, np.asarray(s.obs_times, float)[obs], reference[i],
+                                    pre_dose=np.asarray(s.pre_dose, bool)[obs])
+            datas.append(pred.data)
+            n_obs.append(int(obs.sum()))
+            ys.append(np.asarray(s.obs_dv, float)[obs])
+            rows.append((i, occ))
+    return datas, n_obs, ys, rows
 
 
 def _check_inputs(population, dataset, model, chains, draws, warmup, seed):
@@ -242,8 +259,9 @@ def _check_inputs(population, dataset, model, chains, draws, warmup, seed):
     for name, value, least in (("chains", chains, 1), ("draws", draws, 1), ("warmup", warmup, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise EstimationError(f"{name}: must be an integer >= {least}, got {value!r}")
-    if population.iov is not None:
-        raise EstimationError("population.iov: inter-occasion variability is not supported by fit_nuts yet")
+    if population.iov is not None and np.count_nonzero(population.iov.omega - np.diag(np.diag(population.iov.omega))):
+        raise EstimationError("population.iov.omega: fit_nuts samples a diagonal IOV Ω (independent κ); "
+                              "correlated IOV is FOCEI only")
     if not population.iiv:
         raise EstimationError("population.iiv: the population has no inter-individual variability")
     if population.model != model.name:
@@ -311,17 +329,17 @@ def _spec(population: Population, dataset, model, priors: Mapping) -> _Spec:
     reference = np.tile(model.typical_values(), (n_subjects, 1))
     for p, v in population.typical_parameters(covariates).items():
         reference[:, names.index(p)] = np.broadcast_to(v, (n_subjects,))
-    datas, n_obs, ys = _subjects(population, model, dataset, reference)
+    datas, n_obs, ys, rows = _subjects(population, model, dataset, reference)
     if not datas:
         raise EstimationError("dataset: no observations (EVID 0, MDV 0, DV present)")
-    used = [i for i, s in enumerate(dataset.subjects)
-            if np.any((np.asarray(s.obs_evid) == 0) & (np.asarray(s.obs_mdv) == 0)
-                      & np.isfinite(np.asarray(s.obs_dv, float)))]
+    used = sorted({i for i, _ in rows})
+    subject_of = np.searchsorted(used, [i for i, _ in rows])  # row of z of each predictor row
     typical = list(population.typical)
     effects = []
     for e in population.effects:
         coefficient = ("theta", theta_names.index(e.theta)) if isinstance(e.theta, str) else ("fixed", float(e.theta))
-        effects.append((typical.index(e.parameter), e.form, _feature(e, covariates[e.covariate][used]), coefficient))
+        effects.append((typical.index(e.parameter), e.form,
+                        _feature(e, covariates[e.covariate][used][subject_of]), coefficient))
     residual = population.residual
     sigma_names = tuple(residual.sigma2)
     scales = {"additive": max(1.0, 5.0 * residual.additive), "proportional": 1.0}
@@ -337,7 +355,10 @@ def _spec(population: Population, dataset, model, priors: Mapping) -> _Spec:
                  iiv_columns=np.array([names.index(p) for p in population.iiv]), effects=tuple(effects),
                  base_log=np.log(np.maximum(model.typical_values(), 1e-300)), batch=_stack(datas, n_obs, ys),
                  output=model.output_names.index(residual.output), ids=np.asarray(dataset.ids)[used],
-                 n_obs=int(sum(n_obs)))
+                 n_obs=int(sum(n_obs)), subject_of=subject_of, occasion_of=np.array([k for _, k in rows]),
+                 iov_columns=None if population.iov is None else
+                 np.array([names.index(p) for p in population.iov.parameters]),
+                 n_occasions=1 + max(k for _, k in rows))
 
 
 # ------------------------------------------------------------------------------- the numpyro model
@@ -426,7 +447,7 @@ def _numpyro_model(spec: _Spec, batch: Mapping, predict=None):
     _, jnp = _jax()
     if predict is None:
         predict = _batched_predictions(spec.model, {k: jnp.asarray(spec.batch[k]) for k in _PREDICTOR_KEYS})
-    n_subjects, n_eta = batch["y"].shape[0], len(spec.population.iiv)
+    n_subjects, n_eta = spec.n_subjects, len(spec.population.iiv)
     u = numpyro.sample("theta_free", dist.Normal(jnp.asarray(spec.prior_mean), jnp.asarray(spec.prior_sd)).to_event(1)) \
         if spec.free else jnp.zeros(0)
     theta = _thetas(jnp, spec, u)
@@ -438,9 +459,14 @@ def _numpyro_model(spec: _Spec, batch: Mapping, predict=None):
     sigma = {s: numpyro.sample(f"sigma_{s}", dist.HalfNormal(scale)) for s, scale in zip(spec.sigma_names,
                                                                                          spec.sigma_scale)}
     log_tv, ok = _log_typical(jnp, spec, theta)
-    log_p = jnp.broadcast_to(jnp.asarray(spec.base_log), (n_subjects, len(spec.base_log)))
+    log_p = jnp.broadcast_to(jnp.asarray(spec.base_log), (batch["y"].shape[0], len(spec.base_log)))
     log_p = log_p.at[:, spec.typical_columns].set(log_tv)
-    log_p = log_p.at[:, spec.iiv_columns].add(z @ chol.T)
+    log_p = log_p.at[:, spec.iiv_columns].add((z @ chol.T)[spec.subject_of])
+    if spec.iov_columns is not None:  # κ = ω_IOV · w per subject and occasion (non-centred)
+        n_iov = len(spec.iov_columns)
+        iov_sd = numpyro.sample("omega_iov_sd", dist.HalfNormal(spec.omega_scale * jnp.ones(n_iov)).to_event(1))
+        w = numpyro.sample("z_iov", dist.Normal(jnp.zeros((n_subjects, spec.n_occasions, n_iov)), 1.0).to_event(3))
+        log_p = log_p.at[:, spec.iov_columns].add(w[spec.subject_of, spec.occasion_of] * iov_sd)
     f = predict(jnp.exp(log_p))[..., spec.output]
     mask = batch["mask"]
     f = jnp.where(mask, f, 1.0)  # padded records: a harmless prediction keeps NaN out of the gradient
@@ -547,7 +573,11 @@ class BayesFitResult:
                       "divergences": int(self.divergences), "n_obs": int(self.n_obs),
                       "n_subjects": len(self.ids),
                       **{k: self.settings[k] for k in ("chains", "draws", "warmup", "seed")}}
-        return self.initial.with_values(theta=theta, omega=omega, residual=residual, estimation=estimation)
+        iov_omega = None
+        if self.initial.iov is not None:
+            iov_omega = np.diag([med[f"OMEGA_IOV({a + 1},{a + 1})"] for a in range(len(self.initial.iov.parameters))])
+        return self.initial.with_values(theta=theta, omega=omega, residual=residual, estimation=estimation,
+                                        iov_omega=iov_omega)
 
 
 def _quantities(spec: _Spec, samples: Mapping[str, np.ndarray]):
@@ -569,6 +599,10 @@ def _quantities(spec: _Spec, samples: Mapping[str, np.ndarray]):
     order = sorted(range(len(spec.free), len(names)), key=lambda c: tuple(int(x) for x in names[c][6:-1].split(",")))
     names = names[:len(spec.free)] + [names[c] for c in order]
     columns = columns[:len(spec.free)] + [columns[c] for c in order]
+    if spec.iov_columns is not None:
+        for a in range(len(spec.iov_columns)):
+            names.append(f"OMEGA_IOV({a + 1},{a + 1})")
+            columns.append(np.asarray(samples["omega_iov_sd"])[..., a] ** 2)
     for s in spec.sigma_names:
         names.append(f"SIGMA:{s}")
         columns.append(np.asarray(samples[f"sigma_{s}"]) ** 2)
@@ -634,6 +668,10 @@ def _init_values(spec: _Spec, init, chains: int, seed: int) -> dict:
             if subject in lookup:
                 z[n] = np.linalg.solve(chol, eta[0][lookup[subject]])
     point["z"] = z
+    if spec.iov_columns is not None:
+        iov = start.iov if start.iov is not None else spec.population.iov
+        point["omega_iov_sd"] = np.log(np.sqrt(np.diag(np.asarray(iov.omega, float))))
+        point["z_iov"] = np.zeros((len(spec.ids), spec.n_occasions, len(spec.iov_columns)))
     sigma = {"additive": start.residual.additive, "proportional": start.residual.proportional}
     for s in spec.sigma_names:
         point[f"sigma_{s}"] = np.log(sigma[s])
@@ -651,7 +689,11 @@ def fit_nuts(population: Population, dataset, *, model=None, priors: Mapping | N
     Parameters
     ----------
     population : Population
-        Structure, bounds and initial values (the priors are centred on them); no IOV; a linear model.
+        Structure, bounds and initial values (the priors are centred on them); a linear model.  With
+        ``iov`` (diagonal Ω_IOV): κ = ω_IOV · w per subject and occasion (non-centred, w ~ N(0, 1),
+        ω_IOV ~ HalfNormal like ω; reported as ``OMEGA_IOV(a,a)``); each occasion is predicted from its
+        own doses, so occasions must not carry drug over (EstimationError otherwise, checked at the
+        typical values).
     dataset : medtwin.io.nonmem.Dataset
         Doses and observations (EVID 0, MDV 0, DV present are fitted; subjects without any are skipped);
         the population's covariates must be columns (first-record value per subject).

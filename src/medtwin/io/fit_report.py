@@ -3,7 +3,8 @@
 :func:`write_fit_report` writes, into one folder,
 
 ========================  ===================================================================
-``estimates.csv``         parameter, NONMEM name (THETA(k), OMEGA(i,j), SIGMA(k,k)), estimate,
+``estimates.csv``         parameter, NONMEM name (THETA(k), OMEGA(i,j), SIGMA(k,k); IOV Ω as the block of the first
+                          occasion), estimate,
                           unit, SE, RSE % (from the covariance step; empty when it failed or
                           was skipped), fixed
 ``omega.csv``             Ω (log-scale variances/covariances), one row and column per η
@@ -16,7 +17,9 @@
 ``fitted_population.yaml``  :func:`medtwin.io.population_file.save_population` of the fit
 ========================  ===================================================================
 
-Plots use matplotlib's Agg canvas (no display is needed).
+Plots use matplotlib's Agg canvas (no display is needed).  With inter-occasion variability only
+``estimates.csv`` (Ω_IOV included), ``omega.csv``, ``shrinkage.csv`` (η), ``summary.json`` and
+``fitted_population.yaml`` are written: residual diagnostics and the VPC do not take IOV yet.
 """
 
 from __future__ import annotations
@@ -88,6 +91,16 @@ def estimates_table(fit_result: FitResult) -> pd.DataFrame:
                 continue
             name = f"omega_{pi}" if i == j else f"omega_{pi}_{population.iiv[j]}"
             add(name, key, key, estimate.get(key, float(omega[i, j])), "1")
+    if population.iov is not None:  # NONMEM: the IOV blocks follow the IIV ones ($OMEGA BLOCK(n) ... SAME)
+        iov, first = np.asarray(population.iov.omega, dtype=float), len(population.iiv)
+        for i, pi in enumerate(population.iov.parameters):
+            for j in range(i + 1):
+                key = f"OMEGA_IOV({i + 1},{j + 1})"
+                if i != j and iov[i, j] == 0.0 and key not in estimate:
+                    continue
+                name = f"omega_iov_{pi}" if i == j else f"omega_iov_{pi}_{population.iov.parameters[j]}"
+                add(name, key, f"OMEGA({first + i + 1},{first + j + 1}) (IOV, SAME per occasion)",
+                    estimate.get(key, float(iov[i, j])), "1")
     residual = population.residual
     for component, nonmem in _sigma_names(residual).items():
         unit = "1" if component == "proportional" else f"({residual.unit})^2"
@@ -200,9 +213,7 @@ def write_fit_report(fit_result: FitResult, dataset, out_dir, *, access, model=N
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EstimationError(f"out_dir: cannot create {out}: {exc}") from None
-    frame = residuals(fit_result, dataset, model=model, npde_samples=npde_samples, seed=seed)
-    check = vpc(fit_result, dataset, model=model, n_sim=vpc_samples, bins=vpc_bins,
-                seed=None if seed is None else seed + 1)
+    iov = fit_result.population.iov is not None  # residual diagnostics and VPC do not take IOV yet: left out
     paths = {name: out / file for name, file in (
         ("estimates", "estimates.csv"), ("omega", "omega.csv"), ("shrinkage", "shrinkage.csv"),
         ("residuals", "residuals.csv"), ("gof", "gof.png"), ("vpc", "vpc.png"), ("vpc_table", "vpc.csv"),
@@ -210,6 +221,14 @@ def write_fit_report(fit_result: FitResult, dataset, out_dir, *, access, model=N
     estimates_table(fit_result).to_csv(paths["estimates"], index=False, lineterminator="\n")
     omega_table(fit_result).to_csv(paths["omega"], lineterminator="\n")
     shrinkage_table(fit_result).to_csv(paths["shrinkage"], index=False, lineterminator="\n")
+    paths["summary"].write_text(json.dumps(_summary(fit_result, seed, vpc_samples, npde_samples),
+                                           indent=2) + "\n", encoding="utf-8")
+    save_population(fit_result.population, paths["population"])
+    if iov:
+        return {k: v for k, v in paths.items() if k in ("estimates", "omega", "shrinkage", "summary", "population")}
+    frame = residuals(fit_result, dataset, model=model, npde_samples=npde_samples, seed=seed)
+    check = vpc(fit_result, dataset, model=model, n_sim=vpc_samples, bins=vpc_bins,
+                seed=None if seed is None else seed + 1)
     frame.to_csv(paths["residuals"], index=False, lineterminator="\n")
     check.to_frame().to_csv(paths["vpc_table"], index=False, lineterminator="\n")
     plot_gof(frame, paths["gof"])
@@ -217,7 +236,4 @@ def write_fit_report(fit_result: FitResult, dataset, out_dir, *, access, model=N
     plot_vpc(check, fig.subplots())
     fig.tight_layout()
     fig.savefig(paths["vpc"], dpi=120)
-    paths["summary"].write_text(json.dumps(_summary(fit_result, seed, vpc_samples, npde_samples),
-                                           indent=2) + "\n", encoding="utf-8")
-    save_population(fit_result.population, paths["population"])
     return paths
