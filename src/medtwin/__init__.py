@@ -15,7 +15,6 @@ True
 []
 """
 
-import importlib as _importlib
 import os as _os
 
 # OpenBLAS's own worker threads spin against JAX's and numba's on small machines: measured ~100x slower MPC
@@ -23,6 +22,7 @@ import os as _os
 # fast choice; set before numpy loads, and a value the user set is kept (docs/decisions.md).
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from medtwin._lazy import lazy_exports as _lazy_exports
 from medtwin.errors import (
     DataError,
     DatasetError,
@@ -93,14 +93,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medtwin' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())

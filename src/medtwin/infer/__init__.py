@@ -26,6 +26,8 @@ import importlib as _importlib
 import sys as _sys
 import types as _types
 
+from medtwin._lazy import lazy_exports as _lazy_exports
+
 #: Loaded on first use (PEP 562): importing one submodule (``medtwin.infer.posterior_codec`` for a live twin's
 #: file) does not load the population fits and their compiled kernels (about a second in a new process).
 _LAZY = {
@@ -46,17 +48,7 @@ __all__ = ["BayesFitResult", "FitResult", "Posterior", "ValidationResult", "fit_
            "fit_nuts", "plot_calibration", "plot_individual", "probability", "validate"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medtwin.infer' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())
 
 
 class _Package(_types.ModuleType):

@@ -7,7 +7,7 @@ about a second), so importing one submodule (``medtwin.io.jax_cache``) does
 not load the others.
 """
 
-import importlib as _importlib
+from medtwin._lazy import lazy_exports as _lazy_exports
 
 _LAZY = {
     "DataAccess": "medtwin.io.access",
@@ -25,14 +25,4 @@ __all__ = ["DataAccess", "Dataset", "OpenData", "Subject", "read_nonmem", "simul
            "write_nonmem", "write_simulation"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medtwin.io' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals())
