@@ -295,7 +295,9 @@ def reproduce(store, run_id: str, *, access, public_keys, env: Mapping | None = 
     resolved = _user_model(stored, model)
     env = environment() if env is None else env
     extra = {} if model is None else {"model": resolved}  # a library run executes exactly as it always did
-    result = execute(stored.spec, access=access, requests=requests, **extra)  # requests: see execute
+    if requests:
+        extra["requests"] = requests  # request classes of higher layers (see execute)
+    result = execute(stored.spec, access=access, **extra)
     return _runs.reproduce_report(stored, result, env=env, model=resolved)
 
 
