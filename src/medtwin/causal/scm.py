@@ -134,14 +134,8 @@ class Equation:
 
 
 @dataclass(frozen=True)
-class Linear(Equation):
-    """``x = intercept + Σ coef_p · p + u`` (additive noise, so abduction is exact).
-
-    Examples
-    --------
-    >>> Linear({"a": 2.0}, intercept=1.0).evaluate({"a": np.array([1.0, 2.0])}, np.zeros(2)).tolist()
-    [3.0, 5.0]
-    """
+class _Weighted(Equation):
+    """An equation on a weighted sum of its parents: ``coefficients`` (parent -> weight) and ``intercept``."""
 
     coefficients: Mapping[str, float]
     intercept: float = 0.0
@@ -154,11 +148,26 @@ class Linear(Equation):
     def parents(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(self.coefficients)
 
-    def mean(self, values):
+    def weighted_sum(self, values) -> np.ndarray:
+        """``intercept + Σ coef_p · p``, shape (n,)."""
         out = np.full(_length(values), self.intercept)
         for p, c in self.coefficients.items():
             out = out + c * np.asarray(values[p], dtype=float)
         return out
+
+
+@dataclass(frozen=True)
+class Linear(_Weighted):
+    """``x = intercept + Σ coef_p · p + u`` (additive noise, so abduction is exact).
+
+    Examples
+    --------
+    >>> Linear({"a": 2.0}, intercept=1.0).evaluate({"a": np.array([1.0, 2.0])}, np.zeros(2)).tolist()
+    [3.0, 5.0]
+    """
+
+    def mean(self, values):
+        return self.weighted_sum(values)
 
     def evaluate(self, values, u):
         return self.mean(values) + u
@@ -209,29 +218,15 @@ class Function(Equation):
 
 
 @dataclass(frozen=True)
-class Bernoulli(Equation):
+class Bernoulli(_Weighted):
     """A binary variable ``x = 1[u < logit⁻¹(intercept + Σ coef_p · p)]`` with u ~ U(0, 1).
 
     Its noise is not identifiable from the observed 0/1 value, so counterfactuals through it are refused.
     Pair it with ``Noise.uniform()``.
     """
 
-    coefficients: Mapping[str, float]
-    intercept: float = 0.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "coefficients", MappingProxyType({str(k): float(v) for k, v in
-                                                                   dict(self.coefficients).items()}))
-
-    @property
-    def parents(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self.coefficients)
-
     def probability(self, values) -> np.ndarray:
-        eta = np.full(_length(values), self.intercept)
-        for p, c in self.coefficients.items():
-            eta = eta + c * np.asarray(values[p], dtype=float)
-        return 1.0 / (1.0 + np.exp(-eta))
+        return 1.0 / (1.0 + np.exp(-self.weighted_sum(values)))
 
     def evaluate(self, values, u):
         return (np.asarray(u) < self.probability(values)).astype(float)
