@@ -45,7 +45,8 @@ from numba import types
 
 from medtwin.core.kernels import ST_MAX_STEPS, ST_NON_FINITE, ST_OK, ST_SMALL
 
-__all__ = ["BLOCK", "MIN_PATIENTS", "applies", "block_callback_source", "block_callbacks", "run_dopri_blocks"]
+__all__ = ["BLOCK", "BUILD_OPTIONS", "MIN_PATIENTS", "applies", "block_callback_source", "block_callbacks",
+           "block_namespace", "block_source", "compile_block_callbacks", "run_dopri_blocks"]
 
 #: Patients stepped side by side (lanes of one block).
 BLOCK = 32
@@ -144,17 +145,42 @@ def block_step_source(model, block: int = BLOCK) -> str:
     return head + "\n".join(body) + "\n"
 
 
-def block_callbacks(model) -> dict:
-    """Compile the block callbacks of ``model`` (numba ``cfunc``, in memory): ``{"rhs", "outputs"}``."""
+def block_namespace(model) -> dict:
+    """The names the block sources refer to: the model's functions lifted with ``numba.njit``."""
     env = {"nb": nb, "f": model.rhs(nb.njit)}
     env.update({f"o{k}": fn for k, fn in enumerate(model.output_functions(nb.njit))})
-    exec(compile(block_callback_source(model) + "\n\n" + block_step_source(model), "<block_callbacks>", "exec"),
-         env)
+    return env
+
+
+def block_source(model) -> str:
+    """The whole generated source of the block callbacks (:func:`block_callback_source` + :func:`block_step_source`)."""
+    return block_callback_source(model) + "\n\n" + block_step_source(model)
+
+
+#: What the compiled block callbacks depend on besides their source and namespace (an on-disk cache keys by it).
+BUILD_OPTIONS = repr((BLOCK, str(BLOCK_RHS_SIG), str(BLOCK_OUT_SIG), str(BLOCK_STEP_SIG), "numpy", sorted(_FAST)))
+
+
+def compile_block_callbacks(namespace: dict, *, cache: bool = False) -> dict:
+    """numba C callbacks of the block functions defined in ``namespace`` (from :func:`block_source`).
+
+    ``cache=True`` keeps the machine code in numba's on-disk cache next to the file the functions were defined
+    in: only a process edge that wrote that file (:func:`medtwin.io.jax_cache.warm_block_callbacks`) asks for
+    it; the core itself writes nothing (as :func:`medtwin.core.kernels.compile_callbacks`).
+    """
     return {
-        "rhs": nb.cfunc(BLOCK_RHS_SIG, error_model="numpy")(env["rhs_block_into"]),
-        "outputs": nb.cfunc(BLOCK_OUT_SIG, error_model="numpy")(env["outputs_block_into"]),
-        "step": nb.cfunc(BLOCK_STEP_SIG, error_model="numpy", fastmath=_FAST)(env["step_block_into"]),
+        "rhs": nb.cfunc(BLOCK_RHS_SIG, error_model="numpy", cache=cache)(namespace["rhs_block_into"]),
+        "outputs": nb.cfunc(BLOCK_OUT_SIG, error_model="numpy", cache=cache)(namespace["outputs_block_into"]),
+        "step": nb.cfunc(BLOCK_STEP_SIG, error_model="numpy", fastmath=_FAST, cache=cache)(
+            namespace["step_block_into"]),
     }
+
+
+def block_callbacks(model) -> dict:
+    """Compile the block callbacks of ``model`` (numba ``cfunc``, in memory): ``{"rhs", "outputs", "step"}``."""
+    env = block_namespace(model)
+    exec(compile(block_source(model), "<block_callbacks>", "exec"), env)
+    return compile_block_callbacks(env)
 
 
 def applies(segments) -> bool:

@@ -53,7 +53,7 @@ from medtwin.io.paths import data_home, private_dir
 
 
 __all__ = ["CACHE_SWITCH", "MAX_CACHE_BYTES", "enable_persistent_jax_cache", "jax_cache_folder",
-           "numba_callback_folder", "warm_model_callbacks"]
+           "numba_callback_folder", "warm_block_callbacks", "warm_model_callbacks"]
 
 #: Environment variable that switches medtwin's on-disk JAX cache off (``0``, ``off``, ``false``, ``no``).
 CACHE_SWITCH = "MEDTWIN_COMPILE_CACHE"
@@ -172,23 +172,79 @@ def warm_model_callbacks(model, env: MutableMapping[str, str] | None = None) -> 
         return None
     namespace = kernels.callback_namespace(model)
     source = kernels.callback_source(model)
-    parts = [model.digest(), source, numba_version()] + [_fingerprint(namespace[k]) for k in sorted(namespace)
-                                                         if k != "nb"]
+    module = _module_in_folder(folder, "callbacks", model, source, namespace, "medtwin.core.kernels")
+    cached(model, "numba-callbacks", (), lambda: kernels.compile_callbacks(module.__dict__, cache=True))
+    return folder
+
+
+def warm_block_callbacks(model, env: MutableMapping[str, str] | None = None) -> Path | None:
+    """Build ``model``'s block-kernel callbacks (:mod:`medtwin.core.block_dopri`) from the on-disk folder.
+
+    The block kernel's per-model callbacks (the vector field, outputs and the fused Dormand–Prince step for 32
+    lanes, the model inlined) take 5-13 s to compile; a process edge that expects a big nonlinear cohort
+    (``simulate(kernel="auto")`` uses them from :data:`~medtwin.core.block_dopri.MIN_PATIENTS` patients on)
+    calls this first, so only the first process of an installation compiles them.  Same folder, switch and
+    rules as :func:`warm_model_callbacks`: the generated module file is named by a hash of the model's digest,
+    the generated source, numba's version, the compile options and the functions it calls; numba's own index
+    (next to it, in ``__pycache__``) adds the CPU and Python version.  The entry goes into the model's store
+    under the key :func:`medtwin.core.simulate.block_callbacks` reads.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder used, or None when none was (switch off, callbacks already built, folder not creatable).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from medtwin.models import get_model
+    >>> model = get_model("pk1_iv_mm").with_changes()  # a fresh copy: no block callbacks yet
+    >>> warm_block_callbacks(model, {"MEDTWIN_HOME": tempfile.mkdtemp(), "MEDTWIN_COMPILE_CACHE": "off"}) is None
+    True
+    """
+    from medtwin.core import block_dopri
+    from medtwin.core.compile_cache import cached, entries, key_for
+    env = os.environ if env is None else env
+    options = (block_dopri.BLOCK,)
+    if (env.get(CACHE_SWITCH, "").strip().lower() in _OFF
+            or key_for(model, "numba-block-callbacks", options) in entries(model)):
+        return None
+    try:
+        folder = private_dir(numba_callback_folder(env))
+    except OSError:
+        return None
+    namespace = block_dopri.block_namespace(model)
+    source = block_dopri.block_source(model)
+    module = _module_in_folder(folder, "block", model, source, namespace, "medtwin.core.block_dopri",
+                               block_dopri.BUILD_OPTIONS)
+    cached(model, "numba-block-callbacks", options,
+           lambda: block_dopri.compile_block_callbacks(module.__dict__, cache=True))
+    return folder
+
+
+def _module_in_folder(folder: Path, kind: str, model, source: str, namespace: dict, origin: str,
+                      options: str = "") -> types.ModuleType:
+    """The module of generated ``source`` as a file of ``folder`` (written once), executed in ``namespace``.
+
+    The file name hashes everything the compiled code depends on: model digest, source, numba's version,
+    ``options`` and the fingerprints of the functions in ``namespace``.  numba's cached code names its module
+    and imports it when loaded: the file is that module.
+    """
+    parts = [model.digest(), source, numba_version()] + ([options] if options else [])  # (old keys kept)
+    parts += [_fingerprint(namespace[k]) for k in sorted(namespace) if k != "nb"]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-    path = folder / f"callbacks_{key}.py"
+    path = folder / f"{kind}_{key}.py"
     if not path.exists():  # written once (numba's cache index is keyed by the file's stamp)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(f"# numba callbacks of model {model.name!r} (medtwin.core.kernels)\n" + source)
+        partial.write_text(f"# numba {kind} callbacks of model {model.name!r} ({origin})\n" + source)
         os.replace(partial, path)
-    # numba's cached code names its module and imports it when loaded: the file is that module
-    name = f"medtwin_numba_callbacks_{key}"
+    name = f"medtwin_numba_{kind}_{key}"
     module = sys.modules.get(name) or types.ModuleType(name)
     module.__file__ = str(path)
     module.__dict__.update(namespace)
     sys.modules[name] = module
     exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
-    cached(model, "numba-callbacks", (), lambda: kernels.compile_callbacks(module.__dict__, cache=True))
-    return folder
+    return module
 
 
 def numba_version() -> str:
