@@ -90,6 +90,7 @@ def simulate_command(
         check_out_file(out)
         stores = edge.open_stores()
         dataset = edge.read_dataset(stores, data, model, actor, purpose, open_data)
+        edge.warm_block_kernel(model, len(dataset), method)
         table = (with_option("--params", params, dataset_simulation.read_parameter_table, params)
                  if params is not None else None)
         if table is not None:

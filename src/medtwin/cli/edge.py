@@ -37,7 +37,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from medtwin.errors import DataError
-from medtwin.io.jax_cache import enable_persistent_jax_cache, warm_model_callbacks
+from medtwin.io.jax_cache import enable_persistent_jax_cache, warm_block_callbacks, warm_model_callbacks
 
 __all__ = ["ACTOR", "COVARIATE", "DATA", "ID", "MAX_OPTION_VALUE", "METHOD", "MedtwinGroup", "OPEN_DATA", "OutFolder",
            "POP", "POPS", "PURPOSES", "SELECT", "WEIGHTING", "ProgressBar", "SEED", "TREATMENT", "check_covariates", "check_method",
@@ -500,6 +500,15 @@ def read_patients(stores, population_files: list, data_file: Path, patient_id, c
         check_covariates(population, data.covariates, data_file)
         warm_model_callbacks(get_model(population.model))
     return populations, data
+
+
+def warm_block_kernel(model, n_patients: int, method: str) -> None:
+    """A big nonlinear cohort (``simulate(kernel="auto")`` may take the block kernel): its compiled callbacks from
+    ``$MEDTWIN_HOME`` when there (:func:`medtwin.io.jax_cache.warm_block_callbacks`), compiled there once else."""
+    from medtwin.core.block_dopri import MIN_PATIENTS
+
+    if n_patients >= MIN_PATIENTS and method in ("auto", "dopri5") and not model.is_linear:
+        warm_block_callbacks(model)
 
 
 def warn_posterior(posterior) -> None:

@@ -70,6 +70,15 @@ def _model(name: str):
     return model
 
 
+def _warm_blocks(model, n: int) -> None:
+    """A chunk big enough for the block kernel: its callbacks from ``$MEDTWIN_HOME`` (compiled there once)."""
+    from medtwin.core.block_dopri import MIN_PATIENTS
+    from medtwin.io.jax_cache import warm_block_callbacks
+
+    if n >= MIN_PATIENTS:
+        warm_block_callbacks(model)
+
+
 def valid_rows(model, params: dict) -> np.ndarray:
     """Boolean (n,): every parameter of the patient finite and inside the model's bounds.
 
@@ -238,6 +247,7 @@ class NonlinearWorkload:
         status = np.full(n, INVALID_PARAMETERS, np.int64)
         ok = valid_rows(model, params)
         if ok.any():
+            _warm_blocks(model, int(ok.sum()))
             tr = simulate(model, {k: np.asarray(v, float)[ok] for k, v in params.items()}, regimen, grid,
                           rtol=self.rtol, atol=self.atol, keep_states=False, threads=self.threads)
             c = tr.output("C")
