@@ -2,6 +2,8 @@
 
 Run:  python benchmarks/cohort.py            (full: W1 N=1e3/1e5/1e6, W2 N=1e3/1e5)
       python benchmarks/cohort.py --quick    (small sizes, for a smoke run)
+      python benchmarks/cohort.py --cold-warm   (only W2's first call in new processes: per-model compiled code
+                                                 from an empty vs a filled $MEDTWIN_HOME cache, ~1 min)
       python benchmarks/cohort.py --backend jax   (also W2 through the JAX/diffrax cohort path, on JAX's
                                                    default device: a GPU when there is one)
 
@@ -321,6 +323,69 @@ def max_rel_error(values, reference):
     return float(np.max(np.abs(values - reference)[mask] / np.abs(reference)[mask]))
 
 
+W2_VARIED = ("KA", "VMAX", "KM", "V1", "Q", "V2", "KE0", "EC50", "KOUT", "SC50")
+
+
+def cold_warm_child(home: str, out: str, n: int) -> None:
+    """One process of ``--cold-warm``: W2's per-model callbacks from ``home`` ("-": compiled in memory), then
+    the first simulate call (N=n, ``kernel="auto"``: the block kernel); prints one JSON line, saves the outputs."""
+    import json
+    import sys
+
+    from medtwin.core.simulate import block_callbacks
+    from medtwin.io.jax_cache import warm_block_callbacks, warm_model_callbacks
+
+    model = get_model("pk2_oral_mm_effect_idr3")
+    env = {"MEDTWIN_COMPILE_CACHE": "0"} if home == "-" else {"MEDTWIN_HOME": home}
+    t0 = time.perf_counter()
+    warm_model_callbacks(model, env)
+    warm_block_callbacks(model, env)
+    t1 = time.perf_counter()
+    params = lognormal_params({k: model.parameter(k).value for k in W2_VARIED}, n, 0.3, 11)
+    r = simulate(model, params, Regimen.every(12, "h", 100, "mg", n=14), TIMES, rtol=RTOL, atol=ATOL,
+                 keep_states=False)
+    t2 = time.perf_counter()
+    np.save(out, np.stack([r.output(name) for name in model.output_names]))
+    hits = {k: f.cache_hits for k, f in block_callbacks(model).items()}
+    json.dump({"warm_s": t1 - t0, "first_s": t2 - t1, "kernel": r.extra["kernel"], "hits": hits}, sys.stdout)
+
+
+def run_cold_warm(n: int) -> None:
+    """W2's first call in a new process: per-model compiled code from an empty vs a filled ``$MEDTWIN_HOME``.
+
+    Three processes, one after the other: (1) no disk cache (callbacks compiled in memory; it also fills
+    numba's cache of the model-independent kernels, so the next two differ only in the per-model code),
+    (2) cold: an empty ``MEDTWIN_HOME`` (compiles, writes the folder), (3) warm: the same folder (loads).
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    print(f"\n== W2 first call in a new process (N={n}, kernel auto): per-model callbacks cold vs warm cache")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = {}
+        for label, home in (("in memory", "-"), ("cold", tmp), ("warm", tmp)):
+            out = os.path.join(tmp, f"{label.replace(' ', '_')}.npy")
+            wall = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--cold-warm-child", home, out, str(n)],
+                                  capture_output=True, text=True, check=False)
+            wall = time.perf_counter() - wall
+            if proc.returncode:
+                raise SystemExit(f"{label} process failed:\n{proc.stderr[-3000:]}")
+            rows[label] = json.loads(proc.stdout.strip().splitlines()[-1]) | {"wall": wall, "y": np.load(out)}
+            r = rows[label]
+            print(f"  {label:>9}: callbacks {r['warm_s']:6.2f} s, first simulate {r['first_s']:6.2f} s, total "
+                  f"{r['warm_s'] + r['first_s']:6.2f} s (process wall {wall:5.1f} s); kernel {r['kernel']}, block "
+                  f"callbacks from numba's cache: {sum(r['hits'].values())}/3")
+        cold, warm = (rows[k]["warm_s"] + rows[k]["first_s"] for k in ("cold", "warm"))
+        same = all(np.array_equal(rows[k]["y"], rows["in memory"]["y"], equal_nan=True) for k in ("cold", "warm"))
+        print(f"  compile seconds saved by the filled cache: {cold - warm:.2f} s ({cold / warm:.1f}x faster first "
+              f"call); outputs bit-identical across the three processes: {same}")
+        if not same or sum(rows["warm"]["hits"].values()) != 3:
+            raise SystemExit("cold/warm: outputs differ or the warm process compiled")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -328,7 +393,15 @@ def main():
     parser.add_argument("--backend", choices=("numba", "jax"), default="numba",
                         help="jax: also run W2 on the JAX cohort path (GPU when present)")
     parser.add_argument("--only", choices=("w1", "w2"), help="run one workload")
+    parser.add_argument("--cold-warm", action="store_true",
+                        help="only: W2's first call in new processes, empty vs filled per-model compile cache")
+    parser.add_argument("--cold-warm-child", nargs=3, metavar=("HOME", "OUT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cold_warm_child:
+        home, out, n = args.cold_warm_child
+        return cold_warm_child(home, out, int(n))
+    if args.cold_warm:
+        return run_cold_warm(1_000)
 
     print(f"threads: NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} (numba uses {numba.get_num_threads()}), "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, "
