@@ -51,7 +51,8 @@ __all__ = ["BLOCK", "BUILD_OPTIONS", "MIN_PATIENTS", "applies", "block_callback_
 #: Patients stepped side by side (lanes of one block).
 BLOCK = 32
 #: ``simulate(kernel="auto")`` uses the block kernel from this many patients on (its per-model callbacks
-#: take seconds to compile once per process; the per-patient kernel does ~2,500 patients per CPU-second).
+#: take seconds to compile once per process, unless a process edge loads them from disk:
+#: :func:`medtwin.io.jax_cache.warm_block_callbacks`; the per-patient kernel does ~2,500 patients per CPU-second).
 MIN_PATIENTS = 512
 
 _DBL = types.CPointer(types.float64)
