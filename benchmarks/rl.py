@@ -13,9 +13,11 @@ sepsis   ICU-Sepsis (icu-sepsis 2.0.1 data file): exact DP values of the random,
          covers the true value?, ESS, interval width.
 glucose  ICU glucose env (12 h, hourly decisions): behaviour = JBDS scale made epsilon-soft (0.5, neighbouring
 vanco    rates); vancomycin env (5 days): behaviour = label dosing epsilon-soft (0.5).  Conservative FQI
-         (ExtraTrees, BCQ tau 0.2) on the training episodes; OPE of the learned policy and of the protocol on
-         held-out episodes, beside their values by fresh closed-loop simulation on new virtual patients
-         (mean ± SE, cost, P(unsafe)).
+         (ExtraTrees, BCQ tau 0.2 on the logged behaviour probabilities) on the training episodes; OPE of the
+         learned policy and of the protocol on held-out episodes (PDIS, per-decision WIS, WIS, cross-fitted DR,
+         FQE), beside their values by fresh closed-loop simulation on new virtual patients (mean ± SE, cost,
+         P(unsafe)); "covers" = the 95 % interval of (OPE estimate - simulated value) contains 0, i.e. the
+         simulation's own SE is allowed for in quadrature (OPEResult.covers(value, se)).
 harness  Full mode: the learned policies, MPC/dose optimiser (the twin) and the standard protocol side by side
          in the closed-loop harnesses (few patients, short horizons).
 speed    Environment steps per second, 1,000 patients in one vector env vs a naive loop over 1,000 single envs

@@ -148,7 +148,9 @@ def _warnings(diag: dict) -> tuple[str, ...]:
     n = diag["n_episodes"]
     if diag["ess"] < max(10.0, 0.05 * n):
         out.append(f"poor support: effective sample size {diag['ess']:.1f} of {n} episodes")
-    if diag["max_weight_share"] > 0.3:
+    if diag["nonzero_weight_share"] == 0:
+        out.append("no support: no episode keeps a non-zero importance weight to its end (WIS undefined)")
+    elif diag["max_weight_share"] > 0.3:
         out.append(f"poor support: one episode carries {100 * diag['max_weight_share']:.0f} % of the weight")
     if diag["unsupported_mass"] > 0.05:
         out.append(f"poor support: {100 * diag['unsupported_mass']:.0f} % of the target policy's probability is on "
