@@ -6,6 +6,10 @@ logged under a behaviour policy with known propensities ``b(a_t | s_t)``:
 ``pdis``  per-decision importance sampling (Precup D, Sutton RS, Singh S.
           Eligibility traces for off-policy policy evaluation. ICML 2000):
           ``mean_i sum_t gamma^t w_it r_it`` with ``w_it = prod_{k<=t} pi/b``.
+``pdwis`` per-decision weighted importance sampling (Precup et al. 2000; Thomas PS. Safe reinforcement
+          learning, PhD thesis 2015, ch. 3): ``sum_t gamma^t sum_i w_it r_it / sum_i w_it``; each step's
+          weights are self-normalised, which removes the deficit of a heavy-tailed sample's mean weight
+          (typically < 1 when the rare large ratios are missing) that biases PDIS downwards in practice.
 ``wis``   weighted (self-normalised) trajectory importance sampling:
           ``sum_i W_i G_i / sum_i W_i`` with ``W_i`` the whole-episode ratio.
 ``dr``    doubly robust (Jiang N, Li L. Doubly robust off-policy value
@@ -56,7 +60,7 @@ from medtwin.rl.fqi import BehaviourModel, TabularQ, TreeQ, fitted_q_evaluation
 
 __all__ = ["OPEResult", "evaluate_policy", "support_diagnostics", "importance_weights", "ESTIMATORS"]
 
-ESTIMATORS = ("pdis", "wis", "dr", "fqe")
+ESTIMATORS = ("pdis", "pdwis", "wis", "dr", "fqe")
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,28 @@ class OPEResult:
     warnings: tuple[str, ...] = ()
     details: dict = field(default_factory=dict)
 
-    def covers(self, value: float) -> bool:
-        return bool(self.low <= value <= self.high)
+    def covers(self, value: float, se: float = 0.0) -> bool:
+        """Whether ``value`` is in the interval; with ``se`` > 0 (the standard error of an independent
+        estimate of it, e.g. a simulated mean), whether the interval of the *difference* estimate - value
+        contains 0: ``|estimate - value| <= sqrt(h^2 + (z se)^2)``, ``h`` the interval's half-width on the
+        side of ``value`` (asymmetric bootstrap intervals keep their sides) and ``z`` the normal quantile of
+        ``level``.  Two independent errors add in quadrature; requiring the two intervals merely to overlap
+        (``h + z se``) would be too lenient."""
+        if not (se > 0):
+            return bool(self.low <= value <= self.high)
+        z = float(_norm_ppf(0.5 + self.level / 2))
+        h = (self.value - self.low) if value <= self.value else (self.high - self.value)
+        return bool(abs(self.value - value) <= np.hypot(h, z * se))
 
     @property
     def width(self) -> float:
         return float(self.high - self.low)
+
+
+def _norm_ppf(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
 
 
 def importance_weights(data: Episodes, policy: Callable) -> dict:
@@ -128,7 +148,9 @@ def _warnings(diag: dict) -> tuple[str, ...]:
     n = diag["n_episodes"]
     if diag["ess"] < max(10.0, 0.05 * n):
         out.append(f"poor support: effective sample size {diag['ess']:.1f} of {n} episodes")
-    if diag["max_weight_share"] > 0.3:
+    if diag["nonzero_weight_share"] == 0:
+        out.append("no support: no episode keeps a non-zero importance weight to its end (WIS undefined)")
+    elif diag["max_weight_share"] > 0.3:
         out.append(f"poor support: one episode carries {100 * diag['max_weight_share']:.0f} % of the weight")
     if diag["unsupported_mass"] > 0.05:
         out.append(f"poor support: {100 * diag['unsupported_mass']:.0f} % of the target policy's probability is on "
@@ -140,7 +162,8 @@ def _per_episode(pad: dict, gamma: float, q_sa=None, v_s=None) -> dict:
     mask = pad["mask"]
     disc = gamma ** np.arange(mask.shape[1])[None, :]
     r = np.where(mask, pad["reward"], 0.0)
-    out = {"pdis": np.sum(disc * pad["w"] * r, axis=1), "G": np.sum(disc * r, axis=1), "W": pad["W"]}
+    out = {"pdis": np.sum(disc * pad["w"] * r, axis=1), "G": np.sum(disc * r, axis=1), "W": pad["W"],
+           "wr": disc * pad["w"] * r, "wm": np.where(mask, pad["w"], 0.0)}
     if q_sa is not None:
         w_prev = np.concatenate([np.ones((mask.shape[0], 1)), pad["w"][:, :-1]], axis=1)
         out["dr"] = np.sum(np.where(mask, disc * (pad["w"] * (r - q_sa) + w_prev * v_s), 0.0), axis=1)
@@ -160,10 +183,33 @@ def _fit_fqe(data, policy, q_factory, gamma, n_iter, weight=None):
     return fitted_q_evaluation(data, policy, q_factory(), n_iter=n_iter, gamma=gamma, weight=weight)
 
 
+def _pdwis(wr, wm) -> float:
+    """Per-decision WIS from (N, T) discounted weighted rewards and masked weights (steps with no weight: 0)."""
+    num, den = wr.sum(0), wm.sum(0)
+    return float(np.sum(np.divide(num, den, out=np.zeros_like(num), where=den > 0)))
+
+
+def _cross_fitted_dr(data: Episodes, pad: dict, policy, q_factory, gamma, n_iter, folds: int, seed: int):
+    """Per-episode DR terms (N,) with the Q of each episode fitted by FQE on the *other* folds of episodes.
+
+    With known propensities, DR with any Q that is independent of the episode is unbiased, so these terms
+    are independent (given the folds' Q) and unbiased: the bootstrap over episodes needs no refit."""
+    ids = data.episode_ids
+    N = len(ids)
+    fold = np.random.default_rng([seed, 7]).permutation(N) % folds
+    qsa, vs = np.zeros(pad["mask"].shape), np.zeros(pad["mask"].shape)
+    for k in range(folds):
+        q_k = _fit_fqe(data.subset(ids[fold != k]), policy, q_factory, gamma, n_iter)
+        qsa_k, vs_k, _ = _q_terms(data, pad, policy, q_k)
+        qsa[fold == k], vs[fold == k] = qsa_k[fold == k], vs_k[fold == k]
+    return _per_episode(pad, gamma, qsa, vs)["dr"]
+
+
 def evaluate_policy(data: Episodes, policy: Callable, *, estimators: Sequence[str] = ESTIMATORS,
                     q_factory: Callable | None = None, gamma: float = 1.0, n_iter: int = 100, n_boot: int = 200,
                     n_boot_fqe: int | None = None, level: float = 0.95, seed: int = 0,
-                    behaviour: BehaviourModel | None = None, n_states: int | None = None) -> dict:
+                    behaviour: BehaviourModel | None = None, n_states: int | None = None,
+                    cross_fit: int = 0) -> dict:
     """Estimate ``policy``'s value with each of ``estimators``; returns {name: OPEResult}.
 
     Parameters
@@ -182,6 +228,11 @@ def evaluate_policy(data: Episodes, policy: Callable, *, estimators: Sequence[st
         Interval coverage, e.g. 0.95.
     behaviour : BehaviourModel, optional
         Estimated behaviour policy for the support diagnostic (fitted on ``data`` when not given).
+    cross_fit : int
+        ``K >= 2``: DR uses K-fold cross-fitted FQE (each episode's Q fitted on the other folds; unbiased
+        with known propensities), and its interval is the bootstrap of the per-episode DR terms with
+        ``n_boot`` replicates (no refits; ``n_boot_fqe`` then only serves FQE).  0: DR with the Q fitted on
+        all of ``data`` and refitted per replicate, as FQE.
     """
     bad = [e for e in estimators if e not in ESTIMATORS]
     if bad or not (0 < level < 1) or n_boot < 10:
@@ -207,12 +258,16 @@ def evaluate_policy(data: Episodes, policy: Callable, *, estimators: Sequence[st
     results = {}
     point = {"pdis": float(np.mean(terms["pdis"])),
              "wis": float(np.sum(terms["W"] * terms["G"]) / np.sum(terms["W"])) if np.sum(terms["W"]) > 0 else np.nan}
-    boots = {"pdis": [], "wis": [], "dr": [], "fqe": []}
+    point["pdwis"] = _pdwis(terms["wr"], terms["wm"])
+    boots = {"pdis": [], "pdwis": [], "wis": [], "dr": [], "fqe": []}
     for _ in range(n_boot):
         idx = rng.integers(0, N, N)
         boots["pdis"].append(np.mean(terms["pdis"][idx]))
+        boots["pdwis"].append(_pdwis(terms["wr"][idx], terms["wm"][idx]))
         sw = np.sum(terms["W"][idx])
         boots["wis"].append(np.sum(terms["W"][idx] * terms["G"][idx]) / sw if sw > 0 else np.nan)
+    if need_q and cross_fit >= 2 and "dr" in estimators:
+        terms["dr"] = _cross_fitted_dr(data, pad, policy, q_factory, gamma, n_iter, cross_fit, seed)
     if need_q:
         point["dr"], point["fqe"] = float(np.mean(terms["dr"])), float(np.mean(terms["fqe"]))
         for _ in range(n_boot if n_boot_fqe is None else n_boot_fqe):
@@ -222,8 +277,11 @@ def evaluate_policy(data: Episodes, policy: Callable, *, estimators: Sequence[st
             q_b = _fit_fqe(data, policy, q_factory, gamma, n_iter, weight)
             qsa, vs, v0 = _q_terms(data, pad, policy, q_b)
             per = _per_episode(pad, gamma, qsa, vs)
-            boots["dr"].append(np.sum(reps * per["dr"]) / N)
+            if cross_fit < 2:
+                boots["dr"].append(np.sum(reps * per["dr"]) / N)
             boots["fqe"].append(np.sum(reps * v0) / N)
+        if cross_fit >= 2:
+            boots["dr"] = [np.mean(terms["dr"][rng.integers(0, N, N)]) for _ in range(n_boot)]
     for name in estimators:
         b = np.asarray(boots[name], float)
         b = b[np.isfinite(b)]
