@@ -36,10 +36,30 @@ __all__ = ["AveragedForecastRequest", "AveragedRecommendRequest", "averaged_from
            "recommend_request"]
 
 
+def _default_weighting() -> str:
+    from medtwin.infer.model_averaging import DEFAULT_WEIGHTING
+
+    return DEFAULT_WEIGHTING
+
+
+@dataclass(frozen=True, eq=False)
 class _Averaged:
-    """Shared checks, spec and execution of the averaged requests (fields: candidates, weighting, mode)."""
+    """Fields, checks, spec and execution shared by the averaged requests; mixed in before the request class
+    (its fields come after the request's, its ``__post_init__``/``spec`` extend the request's)."""
 
     averaging_key: ClassVar[str] = "model_averaging"
+
+    candidates: tuple = ()
+    weighting: str = dataclasses.field(default_factory=_default_weighting)
+    mode: str = "average"
+    sources: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_averaging()
+
+    def spec(self):
+        return self._with_averaging(super().spec())
 
     def _check_averaging(self) -> None:
         from medtwin.infer.model_averaging import MODES, WEIGHTINGS, check_candidates
@@ -75,44 +95,14 @@ class _Averaged:
         return dataclasses.replace(spec, inputs={**spec.inputs, self.averaging_key: extra})
 
 
-def _default_weighting() -> str:
-    from medtwin.infer.model_averaging import DEFAULT_WEIGHTING
-
-    return DEFAULT_WEIGHTING
-
-
 @dataclass(frozen=True, eq=False)
 class AveragedForecastRequest(_Averaged, ForecastRequest):
     """A forecast on the model-averaged posterior over ``candidates`` (Populations, >= 2, one drug)."""
-
-    candidates: tuple = ()
-    weighting: str = dataclasses.field(default_factory=_default_weighting)
-    mode: str = "average"
-    sources: tuple = ()
-
-    def __post_init__(self):
-        super().__post_init__()
-        self._check_averaging()
-
-    def spec(self):
-        return self._with_averaging(super().spec())
 
 
 @dataclass(frozen=True, eq=False)
 class AveragedRecommendRequest(_Averaged, RecommendRequest):
     """A dose recommendation on the model-averaged posterior over ``candidates`` (Populations, >= 2, one drug)."""
-
-    candidates: tuple = ()
-    weighting: str = dataclasses.field(default_factory=_default_weighting)
-    mode: str = "average"
-    sources: tuple = ()
-
-    def __post_init__(self):
-        super().__post_init__()
-        self._check_averaging()
-
-    def spec(self):
-        return self._with_averaging(super().spec())
 
 
 def _averaging(populations, weighting, mode, sources) -> dict:
