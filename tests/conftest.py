@@ -1,6 +1,8 @@
 """Shared test settings: float64 references, a fixed seed, and a private data home per test
 (repository-wide settings — JAX compilation cache, slow doctests, xdist grouping — are in ../conftest.py)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,6 @@ def chromium():
     Skips when /usr/bin/chromium (or ``MEDTWIN_CHROMIUM``) or playwright is missing, unless
     ``MEDTWIN_REQUIRE_CHROMIUM=1`` (set by .ci/run), where it fails instead.
     """
-    import os
     from pathlib import Path
 
     path = Path(os.environ.get("MEDTWIN_CHROMIUM", "/usr/bin/chromium"))
@@ -43,3 +44,52 @@ def chromium():
             pytest.fail(f"MEDTWIN_REQUIRE_CHROMIUM=1 but {missing}")
         pytest.skip(missing)
     return path
+
+
+#: The PostgreSQL server of the storage and service tests (a fresh schema per test).
+PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_unreachable() -> str | None:
+    from medtwin.io.storage import make_engine
+
+    try:
+        eng = make_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with eng.connect() as c:
+            c.exec_driver_sql("select 1")
+        eng.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+        return f"PostgreSQL not reachable at {PG_URL} ({type(exc).__name__}: {exc})"
+
+
+@pytest.fixture
+def pg_schema():
+    """Name of a fresh, empty PostgreSQL schema (dropped afterwards) on ``PG_URL``
+    (``MEDTWIN_TEST_POSTGRES_URL``); skipped when the server is unreachable, failed instead when
+    ``MEDTWIN_REQUIRE_POSTGRES=1`` (.ci/run sets it, so CI never silently skips)."""
+    import uuid
+
+    from medtwin.io.storage import make_engine
+
+    why = _pg_unreachable()
+    if why:
+        if os.environ.get("MEDTWIN_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    schema = "mt_" + uuid.uuid4().hex[:12]
+    admin = make_engine(PG_URL)
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_schema):
+    """A database URL on a fresh PostgreSQL schema (:func:`pg_schema`)."""
+    return f"{PG_URL}?options=-csearch_path%3D{pg_schema}"

@@ -3,9 +3,6 @@ one user per role, bearer tokens, a settable clock, a patient, a small live-twin
 
 from __future__ import annotations
 
-import os
-
-PG_URL = os.environ.get("MEDTWIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ROLES = ("clinician", "pharmacist", "researcher", "auditor", "admin")
 
 
@@ -19,19 +16,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _pg_unreachable() -> str | None:
-    from medtwin.io.storage import make_engine
-
-    try:
-        eng = make_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with eng.connect() as c:
-            c.exec_driver_sql("select 1")
-        eng.dispose()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
-        return f"PostgreSQL not reachable at {PG_URL} ({type(exc).__name__}: {exc})"
 
 
 def make_service(url: str, home, clock=None, **settings):
