@@ -192,3 +192,25 @@ def test_covers_with_the_simulations_standard_error():
     assert not r.covers(1.15) and r.covers(1.15, se=0.06)           # high side, h = 0.1: hypot(0.1, 0.118) = 0.154
     assert not r.covers(1.15, se=0.05)                              # hypot(0.1, 0.098) = 0.140 < 0.15
     assert r.covers(0.78, se=0.05) and not r.covers(0.75, se=0.05)  # low side, h = 0.2: hypot = 0.223
+
+
+def test_pdwis_with_episodes_of_different_lengths():
+    """Episodes that end early stay in the per-step normalisers (absorbing state, ratio 1).  On-policy every
+    weight is 1, so per-decision WIS is the mean return exactly; off-policy, on a chain MDP with random
+    episode lengths, it agrees with the exact value by dynamic programming (100,000 episodes)."""
+    # chain 0 -> 1 -> 2 (terminal); a0: stop now (terminal, reward 1 from s0, 0.5 from s1); a1: go on (reward 0.2)
+    P = np.zeros((3, 2, 3))
+    P[0, 0, 2] = P[1, 0, 2] = P[1, 1, 2] = 1.0
+    P[0, 1, 1] = 1.0
+    P[2, :, 2] = 1.0
+    r = np.array([[1.0, 0.2], [0.5, 0.2], [0.0, 0.0]])
+    mdp = TabularMDP(P, r, np.array([1.0, 0.0, 0.0]), np.array([False, False, True]), gamma=1.0)
+    behaviour = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    target = np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]])
+    on = sample_episodes(mdp, behaviour, 2000, seed=3)
+    res = evaluate_policy(on, lambda o: behaviour[o[:, 0].astype(int)], estimators=("pdwis",), n_boot=10)
+    assert res["pdwis"].value == pytest.approx(np.mean(on.returns()), rel=1e-12)
+    off = sample_episodes(mdp, behaviour, 100_000, seed=4)
+    truth = policy_value(mdp, target)                                   # 0.2 + 0.8 * 0.2 + ... by DP
+    res = evaluate_policy(off, lambda o: target[o[:, 0].astype(int)], estimators=("pdwis", "wis"), n_boot=10)
+    assert abs(res["pdwis"].value - truth) < 0.01 and abs(res["wis"].value - truth) < 0.01

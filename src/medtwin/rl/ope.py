@@ -162,8 +162,11 @@ def _per_episode(pad: dict, gamma: float, q_sa=None, v_s=None) -> dict:
     mask = pad["mask"]
     disc = gamma ** np.arange(mask.shape[1])[None, :]
     r = np.where(mask, pad["reward"], 0.0)
+    # "wm": an episode that has ended stays in an absorbing state with reward 0 and ratio 1, so its weight is
+    # carried forward (w is a cumulative product over padded steps with rho = 1) and it still counts in the
+    # later steps' normalisers; masking it out would normalise each step over the episodes still running only
     out = {"pdis": np.sum(disc * pad["w"] * r, axis=1), "G": np.sum(disc * r, axis=1), "W": pad["W"],
-           "wr": disc * pad["w"] * r, "wm": np.where(mask, pad["w"], 0.0)}
+           "wr": disc * pad["w"] * r, "wm": pad["w"]}
     if q_sa is not None:
         w_prev = np.concatenate([np.ones((mask.shape[0], 1)), pad["w"][:, :-1]], axis=1)
         out["dr"] = np.sum(np.where(mask, disc * (pad["w"] * (r - q_sa) + w_prev * v_s), 0.0), axis=1)
@@ -184,7 +187,7 @@ def _fit_fqe(data, policy, q_factory, gamma, n_iter, weight=None):
 
 
 def _pdwis(wr, wm) -> float:
-    """Per-decision WIS from (N, T) discounted weighted rewards and masked weights (steps with no weight: 0)."""
+    """Per-decision WIS from (N, T) discounted weighted rewards and cumulative weights (carried past the end)."""
     num, den = wr.sum(0), wm.sum(0)
     return float(np.sum(np.divide(num, den, out=np.zeros_like(num), where=den > 0)))
 
