@@ -214,3 +214,28 @@ def test_pdwis_with_episodes_of_different_lengths():
     truth = policy_value(mdp, target)                                   # 0.2 + 0.8 * 0.2 + ... by DP
     res = evaluate_policy(off, lambda o: target[o[:, 0].astype(int)], estimators=("pdwis", "wis"), n_boot=10)
     assert abs(res["pdwis"].value - truth) < 0.01 and abs(res["wis"].value - truth) < 0.01
+
+
+def test_minari_buffers_round_trip():
+    """Logged glucose episodes as Minari episode buffers: T + 1 observations chaining obs -> next_obs, the
+    propensity and cost in the stacked infos (entry 0 the reset's), and back to the same table."""
+    from medtwin.rl.trajectories import collect, epsilon_soft, glucose_protocol
+    from medtwin.rl.envs import GlucoseVectorEnv
+
+    data = collect(GlucoseVectorEnv(4, hours=3), epsilon_soft(glucose_protocol, 0.5, len(INSULIN_RATES)), seed=5)
+    buffers = data.to_minari_buffers()
+    assert len(buffers) == 4
+    for i, b in enumerate(buffers):
+        rows = data.episode == i
+        assert b["observations"].shape == (4, 4) and b["observations"].dtype == np.float32
+        np.testing.assert_array_equal(b["observations"][1:], data.next_obs[rows])
+        np.testing.assert_array_equal(b["actions"], data.action[rows])
+        assert np.isnan(b["infos"]["propensity"][0]) and len(b["infos"]["cost"]) == 4
+        assert b["truncations"][-1] and not b["terminations"].any()
+    back = Episodes.from_minari_buffers(buffers, n_actions=data.n_actions, obs_names=data.obs_names)
+    for name in ("episode", "step", "obs", "action", "reward", "next_obs", "terminated", "truncated", "propensity",
+                 "cost"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(data, name))
+    broken = dict(buffers[0], actions=buffers[0]["actions"][:2])
+    with pytest.raises(DataError, match="T \\+ 1"):
+        Episodes.from_minari_buffers([broken], n_actions=data.n_actions)

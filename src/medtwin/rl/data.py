@@ -19,7 +19,9 @@ An :class:`Episodes` value is a table of transitions sorted by (episode, step)::
 carrying ``medtwin.rl.format`` = ``"episodes/1"``, ``n_actions``, the
 observation names and free-text metadata (the behaviour policy, the
 environment id, the seed); :meth:`Episodes.from_parquet` reads it back.  The
-flat table is what d3rlpy, Minari's ``EpisodeData`` and pandas all take in.
+flat table is what d3rlpy and pandas take in; :meth:`Episodes.to_minari_buffers` gives the per-episode
+buffers of Minari's ``create_dataset_from_buffers`` (observations T + 1, actions, rewards, terminations,
+truncations, infos with the propensity and the cost) and :meth:`Episodes.from_minari_buffers` reads them back.
 
 Examples
 --------
@@ -157,6 +159,58 @@ class Episodes:
         cols.update(terminated=np.asarray(self.terminated, bool), truncated=np.asarray(self.truncated, bool),
                     propensity=np.asarray(self.propensity, float), cost=np.asarray(self.cost, float))
         return pd.DataFrame(cols)
+
+    def to_minari_buffers(self) -> list[dict]:
+        """The episodes as Minari episode buffers (``minari.create_dataset_from_buffers(id, buffer, ...)``).
+
+        One dict per episode (episode-id order) with ``observations`` (T + 1, d) float32: the T decision
+        observations and the last next observation; ``actions`` (T,) int64; ``rewards`` (T,) float64;
+        ``terminations``, ``truncations`` (T,) bool; ``infos``: ``propensity`` and ``cost`` of length T + 1 as
+        Minari's stacked infos (entry 0 is the reset's: NaN and 0; entry t + 1 belongs to decision t).
+        Consecutive rows of an episode must chain (next_obs of step t = obs of step t + 1, the logged
+        trajectories do); DataError otherwise.  Needs no ``minari`` installed.
+        """
+        ids, starts = np.unique(self.episode, return_index=True)
+        ends = np.append(starts[1:], len(self))
+        out = []
+        for s, e in zip(starts, ends):
+            if not np.array_equal(self.obs[s + 1:e], self.next_obs[s:e - 1]):
+                raise DataError(f"episodes: episode {self.episode[s]} does not chain next_obs to obs")
+            out.append({"observations": np.vstack([self.obs[s:e], self.next_obs[e - 1:e]]).astype(np.float32),
+                        "actions": np.asarray(self.action[s:e], np.int64),
+                        "rewards": np.asarray(self.reward[s:e], float),
+                        "terminations": np.asarray(self.terminated[s:e], bool),
+                        "truncations": np.asarray(self.truncated[s:e], bool),
+                        "infos": {"propensity": np.concatenate([[np.nan], self.propensity[s:e]]),
+                                  "cost": np.concatenate([[0.0], self.cost[s:e]])}})
+        return out
+
+    @classmethod
+    def from_minari_buffers(cls, buffers, *, n_actions: int, obs_names: tuple[str, ...] = (),
+                            metadata: Mapping[str, str] | None = None) -> "Episodes":
+        """The inverse of :meth:`to_minari_buffers` (also reads ``minari`` EpisodeData-like dicts; propensity
+        NaN and cost 0 where their infos lack them)."""
+        cols = {k: [] for k in ("episode", "step", "obs", "action", "reward", "next_obs", "terminated",
+                                "truncated", "propensity", "cost")}
+        for i, b in enumerate(buffers):
+            o = np.asarray(b["observations"], float)
+            T = len(b["actions"])
+            if o.shape[0] != T + 1:
+                raise DataError(f"minari buffer {i}: {o.shape[0]} observations for {T} actions (T + 1 needed)")
+            infos = b.get("infos") or {}
+            cols["episode"].append(np.full(T, i))
+            cols["step"].append(np.arange(T))
+            cols["obs"].append(o[:-1])
+            cols["next_obs"].append(o[1:])
+            for key, name in (("action", "actions"), ("reward", "rewards"), ("terminated", "terminations"),
+                              ("truncated", "truncations")):
+                cols[key].append(np.asarray(b[name]).reshape(T))
+            cols["propensity"].append(np.asarray(infos.get("propensity", np.full(T + 1, np.nan)), float)[1:])
+            cols["cost"].append(np.asarray(infos.get("cost", np.zeros(T + 1)), float)[1:])
+        if not cols["episode"]:
+            raise DataError("from_minari_buffers: no episodes")
+        joined = {k: np.concatenate(v) for k, v in cols.items()}
+        return cls(**joined, n_actions=n_actions, obs_names=tuple(obs_names), metadata=dict(metadata or {}))
 
     def to_parquet(self, path) -> None:
         """Write the table to ``path`` (Parquet, pyarrow) with the format, action count and names in its metadata."""
