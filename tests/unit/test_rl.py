@@ -214,6 +214,12 @@ def test_pdwis_with_episodes_of_different_lengths():
     truth = policy_value(mdp, target)                                   # 0.2 + 0.8 * 0.2 + ... by DP
     res = evaluate_policy(off, lambda o: target[o[:, 0].astype(int)], estimators=("pdwis", "wis"), n_boot=10)
     assert abs(res["pdwis"].value - truth) < 0.01 and abs(res["wis"].value - truth) < 0.01
+    # no episode keeps any weight (the target always takes the action the behaviour never does): undefined,
+    # not a sum that silently drops the unsupported steps
+    never = sample_episodes(mdp, np.array([[1.0, 0.0], [0.5, 0.5], [0.5, 0.5]]), 200, seed=5)
+    res = evaluate_policy(never, lambda o: np.tile([0.0, 1.0], (len(o), 1)), estimators=("pdwis", "wis"), n_boot=10)
+    assert np.isnan(res["pdwis"].value) and np.isnan(res["wis"].value)
+    assert any("no support" in w for w in res["pdwis"].warnings)
 
 
 def test_minari_buffers_round_trip():

@@ -200,7 +200,10 @@ class BehaviourModel:
         if self.table is not None:
             return self.table[obs[:, 0].astype(int)]
         p = np.zeros((len(obs), self.n_actions))
-        p[:, self.model.classes_] = self.model.predict_proba(obs)
+        if len(self.model.classes_) == 1:      # one logged action only (sklearn's probabilities then have 2 columns)
+            p[:, self.model.classes_[0]] = 1.0
+        else:
+            p[:, self.model.classes_] = self.model.predict_proba(obs)
         return p
 
 

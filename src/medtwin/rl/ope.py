@@ -187,9 +187,14 @@ def _fit_fqe(data, policy, q_factory, gamma, n_iter, weight=None):
 
 
 def _pdwis(wr, wm) -> float:
-    """Per-decision WIS from (N, T) discounted weighted rewards and cumulative weights (carried past the end)."""
+    """Per-decision WIS from (N, T) discounted weighted rewards and cumulative weights (carried past the end).
+
+    NaN when some step has no episode with weight left (as WIS, undefined: dropping that step's term would
+    count its reward as 0)."""
     num, den = wr.sum(0), wm.sum(0)
-    return float(np.sum(np.divide(num, den, out=np.zeros_like(num), where=den > 0)))
+    if np.any(den <= 0):
+        return float("nan")
+    return float(np.sum(num / den))
 
 
 def _cross_fitted_dr(data: Episodes, pad: dict, policy, q_factory, gamma, n_iter, folds: int, seed: int):
