@@ -47,6 +47,8 @@ def test_harness_sampling_designs_and_validation():
         EvaluationScenario(sampling="mid")
     with pytest.raises(DataError, match="sampling"):
         EvaluationScenario(sampling=(3.0, 30.0))
+    with pytest.raises(DataError, match="sampling"):
+        EvaluationScenario(sampling=5.0)
 
 
 def test_design_variance_is_the_inverse_posterior_precision():

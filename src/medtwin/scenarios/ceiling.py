@@ -79,7 +79,8 @@ def oracle_policy(truths: Sequence, *, scenario: EvaluationScenario = Evaluation
     ----------
     truths : sequence
         Truth models with ``log_prior(covariates) -> (log mean (CL L/h, V L), log SD)`` (one compartment,
-        log-normal IIV: :class:`~medtwin.scenarios.truth.RobertsICU2011`, :class:`~medtwin.scenarios.truth.RevillaICU2010`).
+        log-normal IIV: :class:`~medtwin.scenarios.truth.RobertsICU2011`,
+        :class:`~medtwin.scenarios.truth.RevillaICU2010`).
     scenario : EvaluationScenario
         Its assay error is the likelihood's; its constraints the candidates'.
     n_draws : int

@@ -7,7 +7,8 @@ not use, or any population file) and policies, and runs one decision scenario pe
    CrCl < 50 mL/min, infused at <= 1 g/h: :func:`medtwin.scenarios.vanco_loop.label_dose`);
 2. **two levels** drawn from the true concentrations with assay error (``proportional`` 10 % +
    ``additive`` 0.5 mg/L, normal, floored at ``lloq`` 0.5 mg/L; an assumption for a routine immunoassay):
-   the peak 1 h after the end of the last day-1 infusion and the trough 0.5 h before the day-2 dose (23.5 h);
+   the peak 1 h after the end of the last day-1 infusion and the trough 0.5 h before the day-2 dose (23.5 h)
+   by default (``EvaluationScenario.sampling``: the first level after the first infusion, or any two times);
 3. **one decision** at 24 h: the policy's maintenance regimen (the label policy repeats the label regimen; the
    twin personalizes its prior on the two levels and asks :func:`medtwin.control.dosing.recommend_dose`).
 
@@ -48,8 +49,8 @@ from medtwin.control.targets import AUC24Window
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 
-__all__ = ["ASSAY_TWIN", "Decision", "EvaluationScenario", "PolicyResult", "evaluate", "label_policy", "miss_cause", "pit_coverage",
-           "plot", "reachable", "twin_policy", "wilson"]
+__all__ = ["ASSAY_TWIN", "Decision", "EvaluationScenario", "PolicyResult", "SAMPLING_DESIGNS", "evaluate",
+           "label_policy", "level_times", "miss_cause", "pit_coverage", "plot", "reachable", "twin_policy", "wilson"]
 
 TARGET = (400.0, 600.0)
 HIGH = 800.0
@@ -65,7 +66,11 @@ ASSAY_TWIN = {"residual": "assay", "omega_scale": 4.0, "max_toxic_probability": 
 
 @dataclass(frozen=True)
 class EvaluationScenario:
-    """The decision scenario (h, mg, mg/L): label day 1, two levels with assay error, one recommendation."""
+    """The decision scenario (h, mg, mg/L): label day 1, two levels with assay error, one recommendation.
+
+    ``sampling`` places the two levels: a design of :data:`SAMPLING_DESIGNS` or two times (h) before
+    ``decision_h``.
+    """
 
     decision_h: float = 24.0
     proportional: float = 0.10
@@ -84,9 +89,15 @@ class EvaluationScenario:
             if self.sampling not in SAMPLING_DESIGNS:
                 raise DataError(f"evaluation scenario: sampling must be one of {SAMPLING_DESIGNS} or two times (h), "
                                 f"not {self.sampling!r}")
-        elif not (len(tuple(self.sampling)) == 2 and all(0.0 < float(t) < self.decision_h for t in self.sampling)):
-            raise DataError(f"evaluation scenario: sampling times must be two times in (0, decision_h) h, "
-                            f"got {self.sampling!r}")
+        else:
+            try:
+                times = tuple(float(t) for t in self.sampling)
+            except (TypeError, ValueError):
+                times = ()
+            if not (len(times) == 2 and all(0.0 < t < self.decision_h for t in times)):
+                raise DataError(f"evaluation scenario: sampling times must be two times in (0, decision_h) h, "
+                                f"got {self.sampling!r}")
+            object.__setattr__(self, "sampling", times)
 
     def assay_error(self):
         """The laboratory's assay error as a residual error model (combined, ``additive`` mg/L, ``proportional``)."""

@@ -149,7 +149,10 @@ class RobertsICU2011:
                 "V": ROBERTS["V_per_kg"] * np.asarray(covariates["WT"])}
 
     def log_prior(self, covariates: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Log typical (CL L/h, V L) and log SDs for one patient's covariates (CRCL, WT, HT; a ceiling's prior)."""
+        """Log typical (CL L/h, V L) and log SDs for one patient's covariates (CRCL, WT, HT).
+
+        The prior a ceiling policy (:mod:`medtwin.scenarios.ceiling`) uses; never a twin's.
+        """
         crcl_bsa = float(covariates["CRCL"]) * 1.73 / float(dubois_bsa(covariates["WT"], covariates["HT"]))
         typical = self.typical({"CRCL_BSA": crcl_bsa, "WT": float(covariates["WT"])})
         return (np.log([float(typical["CL"]), float(typical["V"])]),
@@ -183,7 +186,10 @@ class RevillaICU2010:
         return {"CL": per_kg * wt * 0.06, "V": v}
 
     def log_prior(self, covariates: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Log typical (CL L/h, V L) and log SDs for one patient's covariates (CRCL, WT, AGE, SCR; a ceiling's prior)."""
+        """Log typical (CL L/h, V L) and log SDs for one patient's covariates (CRCL, WT, AGE, SCR).
+
+        The prior a ceiling policy (:mod:`medtwin.scenarios.ceiling`) uses; never a twin's.
+        """
         typical = self.typical({k: float(covariates[k]) for k in ("CRCL", "WT", "AGE", "SCR")})
         return (np.log([float(typical["CL"]), float(typical["V"])]),
                 np.sqrt([omega2(REVILLA["cv_CL"]), omega2(REVILLA["cv_V"])]))
