@@ -7,7 +7,8 @@ not use, or any population file) and policies, and runs one decision scenario pe
    CrCl < 50 mL/min, infused at <= 1 g/h: :func:`medtwin.scenarios.vanco_loop.label_dose`);
 2. **two levels** drawn from the true concentrations with assay error (``proportional`` 10 % +
    ``additive`` 0.5 mg/L, normal, floored at ``lloq`` 0.5 mg/L; an assumption for a routine immunoassay):
-   the peak 1 h after the end of the last day-1 infusion and the trough 0.5 h before the day-2 dose (23.5 h);
+   the peak 1 h after the end of the last day-1 infusion and the trough 0.5 h before the day-2 dose (23.5 h)
+   by default (``EvaluationScenario.sampling``: the first level after the first infusion, or any two times);
 3. **one decision** at 24 h: the policy's maintenance regimen (the label policy repeats the label regimen; the
    twin personalizes its prior on the two levels and asks :func:`medtwin.control.dosing.recommend_dose`).
 
@@ -48,11 +49,15 @@ from medtwin.control.targets import AUC24Window
 from medtwin.core.events import Regimen
 from medtwin.errors import DataError
 
-__all__ = ["ASSAY_TWIN", "Decision", "EvaluationScenario", "PolicyResult", "evaluate", "label_policy", "miss_cause", "pit_coverage",
-           "plot", "reachable", "twin_policy", "wilson"]
+__all__ = ["ASSAY_TWIN", "Decision", "EvaluationScenario", "PolicyResult", "SAMPLING_DESIGNS", "evaluate",
+           "label_policy", "level_times", "miss_cause", "pit_coverage", "plot", "reachable", "twin_policy", "wilson"]
 
 TARGET = (400.0, 600.0)
 HIGH = 800.0
+#: Where the two levels before the decision are drawn: ``"last-peak"`` 1 h after the end of the last infusion
+#: before the decision and 0.5 h before it (the classic peak-trough pair); ``"first-peak"`` 1 h after the end of
+#: the FIRST infusion and 0.5 h before the decision (the design chosen by :func:`medtwin.scenarios.sampling_design`).
+SAMPLING_DESIGNS = ("last-peak", "first-peak")
 #: The twin settings chosen by measurement on foreign patients (docs/decisions.md, "Vancomycin attainment on
 #: foreign patients"): levels fitted with the laboratory's assay error, every prior's Ω × 4 (flattened), and
 #: P(AUC24 > 800) <= 0.25 (the window objective's own tail bound) instead of 0.1.
@@ -61,7 +66,11 @@ ASSAY_TWIN = {"residual": "assay", "omega_scale": 4.0, "max_toxic_probability": 
 
 @dataclass(frozen=True)
 class EvaluationScenario:
-    """The decision scenario (h, mg, mg/L): label day 1, two levels with assay error, one recommendation."""
+    """The decision scenario (h, mg, mg/L): label day 1, two levels with assay error, one recommendation.
+
+    ``sampling`` places the two levels: a design of :data:`SAMPLING_DESIGNS` or two times (h) before
+    ``decision_h``.
+    """
 
     decision_h: float = 24.0
     proportional: float = 0.10
@@ -71,10 +80,24 @@ class EvaluationScenario:
     max_daily_mg: float = 4500.0
     max_rate_mg_per_h: float = 1000.0
     intervals_h: tuple = (8.0, 12.0, 24.0)
+    sampling: object = "last-peak"
 
     def __post_init__(self):
         if self.decision_h <= 0 or self.proportional < 0 or self.additive < 0 or self.lloq < 0:
             raise DataError("evaluation scenario: decision_h > 0 and non-negative assay error and LLOQ")
+        if isinstance(self.sampling, str):
+            if self.sampling not in SAMPLING_DESIGNS:
+                raise DataError(f"evaluation scenario: sampling must be one of {SAMPLING_DESIGNS} or two times (h), "
+                                f"not {self.sampling!r}")
+        else:
+            try:
+                times = tuple(float(t) for t in self.sampling)
+            except (TypeError, ValueError):
+                times = ()
+            if not (len(times) == 2 and all(0.0 < t < self.decision_h for t in times)):
+                raise DataError(f"evaluation scenario: sampling times must be two times in (0, decision_h) h, "
+                                f"got {self.sampling!r}")
+            object.__setattr__(self, "sampling", times)
 
     def assay_error(self):
         """The laboratory's assay error as a residual error model (combined, ``additive`` mg/L, ``proportional``)."""
@@ -226,11 +249,18 @@ def _population(prior):
     return prior
 
 
-def _levels(patient, history: Regimen, scenario: EvaluationScenario, rng) -> list[tuple[float, float]]:
+def level_times(history: Regimen, scenario: EvaluationScenario) -> list[float]:
+    """The two level times (h) of ``scenario.sampling`` for the day-1 ``history`` (see :data:`SAMPLING_DESIGNS`)."""
+    if not isinstance(scenario.sampling, str):
+        return sorted(float(t) for t in scenario.sampling)
     doses = [e for e in history.expanded() if e.amount > 0 and e.time < scenario.decision_h]
-    last = doses[-1]
-    peak = last.time + (last.amount / last.rate if last.rate > 0 else 0.0) + 1.0
-    times = sorted({round(peak, 9), round(scenario.decision_h - 0.5, 9)})
+    dose = doses[0] if scenario.sampling == "first-peak" else doses[-1]
+    peak = dose.time + (dose.amount / dose.rate if dose.rate > 0 else 0.0) + 1.0
+    return sorted({round(peak, 9), round(scenario.decision_h - 0.5, 9)})
+
+
+def _levels(patient, history: Regimen, scenario: EvaluationScenario, rng) -> list[tuple[float, float]]:
+    times = level_times(history, scenario)
     true = patient.outputs(history, times)["C"]
     noisy = true * (1.0 + scenario.proportional * rng.standard_normal(len(times))) \
         + scenario.additive * rng.standard_normal(len(times))

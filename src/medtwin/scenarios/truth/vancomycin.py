@@ -148,6 +148,16 @@ class RobertsICU2011:
         return {"CL": ROBERTS["CL_per_100"] * np.asarray(covariates["CRCL_BSA"]) / 100.0,
                 "V": ROBERTS["V_per_kg"] * np.asarray(covariates["WT"])}
 
+    def log_prior(self, covariates: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Log typical (CL L/h, V L) and log SDs for one patient's covariates (CRCL, WT, HT).
+
+        The prior a ceiling policy (:mod:`medtwin.scenarios.ceiling`) uses; never a twin's.
+        """
+        crcl_bsa = float(covariates["CRCL"]) * 1.73 / float(dubois_bsa(covariates["WT"], covariates["HT"]))
+        typical = self.typical({"CRCL_BSA": crcl_bsa, "WT": float(covariates["WT"])})
+        return (np.log([float(typical["CL"]), float(typical["V"])]),
+                np.sqrt([omega2(ROBERTS["cv_CL"]), omega2(ROBERTS["cv_V"])]))
+
     def sample(self, n: int, seed: int = 0) -> list[TruePatient]:
         cov = sample_hospital_adults(n, seed)
         rng = np.random.default_rng([int(seed), 2011])
@@ -174,6 +184,15 @@ class RevillaICU2010:
                   + np.asarray(covariates["AGE"], float) ** REVILLA["age_exponent"])      # mL/min/kg
         v = REVILLA["V_per_kg"] * REVILLA["V_scr_factor"] ** (np.asarray(covariates["SCR"]) > REVILLA["scr_cut"]) * wt
         return {"CL": per_kg * wt * 0.06, "V": v}
+
+    def log_prior(self, covariates: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Log typical (CL L/h, V L) and log SDs for one patient's covariates (CRCL, WT, AGE, SCR).
+
+        The prior a ceiling policy (:mod:`medtwin.scenarios.ceiling`) uses; never a twin's.
+        """
+        typical = self.typical({k: float(covariates[k]) for k in ("CRCL", "WT", "AGE", "SCR")})
+        return (np.log([float(typical["CL"]), float(typical["V"])]),
+                np.sqrt([omega2(REVILLA["cv_CL"]), omega2(REVILLA["cv_V"])]))
 
     def sample(self, n: int, seed: int = 0) -> list[TruePatient]:
         cov = sample_hospital_adults(n, seed)
