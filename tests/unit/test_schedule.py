@@ -107,6 +107,7 @@ def test_plain_python_and_numba_schedules_are_identical(monkeypatch):
               np.arange(0.0, 480.0, 0.5), None, None)]
     for regimen, obs, pre, ch in cases:
         monkeypatch.setattr(schedule, "JIT_ABOVE", 10**9)
+        monkeypatch.setattr(schedule, "JIT_AFTER", 10**9)
         monkeypatch.delitem(sys.modules, "medtwin.core.schedule_jit")  # else the compiled copies are used
         plain = compile_schedule(model, regimen, obs, THETA, pre_dose=pre, parameter_changes=ch)
         monkeypatch.undo()

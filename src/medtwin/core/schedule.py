@@ -66,9 +66,12 @@ PRI_RESET, PRI_OBS_PRE, PRI_SS, PRI_DOSE, PRI_OBS_POST = 0, 1, 2, 3, 4
 #: How many still-running infusions of earlier steady-state doses one SS record may carry (DUR > II).
 MAX_SS_RESIDUALS = 8
 #: :func:`compile_schedule` runs the numba-compiled functions when a schedule has more event records plus
-#: output times than this (or when numba's copies are already loaded); below it, plain Python is cheaper than
-#: importing numba and loading the compiled code (about 0.5 s CPU in a new process).
+#: output times than ``JIT_ABOVE``, when numba's copies are already loaded, or once the process has built
+#: ``JIT_AFTER`` records and times in plain Python (≈ 8 µs each); below that, plain Python is cheaper than
+#: importing numba and loading the compiled code (0.3–0.5 s CPU in a new process).
 JIT_ABOVE = 2000
+JIT_AFTER = 20_000
+_plain_work = 0  # records + output times this process has built in plain Python
 
 
 # ----------------------------------------------------------------- event records → actions
@@ -456,9 +459,12 @@ def compile_schedule(model, regimen: Regimen | None, times=(), theta=None, *, pr
     if len(pre) != len(times):
         raise SimulationError("pre_dose must give one flag per output time")
     changes = ParameterChanges.build(model, parameter_changes)
-    build = segment_arrays
-    if len(ev) + len(times) > JIT_ABOVE or "medtwin.core.schedule_jit" in sys.modules:
+    global _plain_work
+    build, size = segment_arrays, len(ev) + len(times)
+    if size > JIT_ABOVE or _plain_work > JIT_AFTER or "medtwin.core.schedule_jit" in sys.modules:
         from medtwin.core.schedule_jit import segment_arrays as build  # the same code, compiled by numba
+    else:
+        _plain_work += size
     parts = build(reference, ev, times, pre, dose_parameter_index(model), n, changes.times)
     return Segments.from_arrays(parts, changes=changes, events=ev, reference=reference)
 
