@@ -81,3 +81,41 @@ def test_parameter_changes_are_checked():
         simulate(model, None, Regimen.single(1.0), [1.0], parameter_changes={"XX": ([1.0], [1.0])})
     with pytest.raises(SimulationError, match="values must have shape"):
         simulate(model, None, Regimen.single(1.0), [1.0], parameter_changes={"CL": ([1.0, 2.0], [1.0])})
+
+
+def _assert_same_segments(a, b):
+    for name in ("start", "end", "reset", "bolus", "bolus_dose", "rates", "ss_segment", "ss_record", "obs_segment",
+                 "obs_pre", "obs_order", "change_segment"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    assert a.overflow == b.overflow
+
+
+def test_plain_python_and_numba_schedules_are_identical(monkeypatch):
+    """compile_schedule's plain-Python path (small schedules) gives the numba path's arrays, bit for bit."""
+    import sys
+
+    import medtwin.core.schedule as schedule
+    from medtwin.core import schedule_jit
+
+    model = get_model("pk1_oral")
+    changes = {"CL": ([5.0, 11.0], [4.0, 3.0])}
+    ss_cut = Regimen((DoseEvent(time=0.0, amount=100.0, cmt=2, rate=1.0, ii=8.0, ss=1),))  # > MAX_SS_RESIDUALS
+    cases = [(TRICKY, OBS, PRE, None), (TRICKY, OBS, PRE, changes), (None, OBS, None, None), (ss_cut, OBS, None, None),
+             (Regimen(tuple(DoseEvent(time=12.0 * k, amount=500.0, cmt=2, rate=250.0) for k in range(40))),
+              np.arange(0.0, 480.0, 0.5), None, None)]
+    for regimen, obs, pre, ch in cases:
+        monkeypatch.setattr(schedule, "JIT_ABOVE", 10**9)
+        monkeypatch.setattr(schedule, "JIT_AFTER", 10**9)
+        monkeypatch.delitem(sys.modules, "medtwin.core.schedule_jit")  # else the compiled copies are used
+        plain = compile_schedule(model, regimen, obs, THETA, pre_dose=pre, parameter_changes=ch)
+        monkeypatch.undo()
+        monkeypatch.setattr(schedule, "JIT_ABOVE", -1)
+        compiled = compile_schedule(model, regimen, obs, THETA, pre_dose=pre, parameter_changes=ch)
+        monkeypatch.undo()
+        _assert_same_segments(plain, compiled)
+    ev = compiled.events
+    args = (compiled.reference, ev, np.zeros(0), np.zeros(0, bool), schedule.dose_parameter_index(model))
+    for a, b in zip(schedule.build_schedule(*args), schedule_jit.build_schedule(*args)):
+        np.testing.assert_array_equal(a, b)

@@ -16,39 +16,80 @@ from medtwin.errors import MedtwinError
 __all__ = ["register", "replay_command"]
 
 
-def _plot(frame, twin, path: Path) -> None:
-    import matplotlib
+def _order(values):
+    """The row order of pandas' ``sort_values`` on a float column (quicksort, NaN last)."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    nan = np.isnan(values)
+    keep = np.flatnonzero(~nan)
+    return np.concatenate([keep[values[keep].argsort(kind="quicksort")], np.flatnonzero(nan)])
+
+
+def _plot(cols: dict, twin, path: Path) -> None:
+    """replay.png from the tracked columns (:func:`medtwin.cli.table.columns` of the rows).
+
+    Drawn on a ``Figure`` with the Agg canvas (pyplot, its backend machinery and the
+    global figure registry are not needed to write a file).
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     parameters = list(twin.space.estimated)
-    fig, axes = plt.subplots(1 + len(parameters), 1, figsize=(10, 3.2 * (1 + len(parameters))), sharex=True,
-                             squeeze=False)
+    fig = Figure(figsize=(10, 3.2 * (1 + len(parameters))))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1 + len(parameters), 1, sharex=True, squeeze=False)
     ax = axes[0, 0]
-    ok = frame[frame["accepted"]].sort_values("time_h")
-    for output, part in ok.groupby("output"):
+    ok = np.flatnonzero(cols["accepted"].astype(bool))
+    ok = ok[_order(cols["time_h"][ok])]
+    outputs = cols["output"][ok]
+    for output in sorted(set(outputs.tolist())):  # groupby("output"): sorted keys, rows in the sorted order
+        part = ok[outputs == output]
+        time, predicted = cols["time_h"][part], cols["predicted"][part]
         unit = twin.model.output(output).unit
-        band = part["predicted_sd"] * 1.6449
-        ax.fill_between(part["time_h"], part["predicted"] - band, part["predicted"] + band, alpha=0.25,
+        band = cols["predicted_sd"][part] * 1.6449
+        ax.fill_between(time, predicted - band, predicted + band, alpha=0.25,
                         label=f"{output}: one-step forecast, 90 %")
-        ax.plot(part["time_h"], part["estimate_mean"], lw=1.2, label=f"{output}: twin estimate")
-        ax.plot(part["time_h"], part["measured"], ".", ms=3, color="k", label=f"{output}: measured ({unit})")
+        ax.plot(time, cols["estimate_mean"][part], lw=1.2, label=f"{output}: twin estimate")
+        ax.plot(time, cols["measured"][part], ".", ms=3, color="k", label=f"{output}: measured ({unit})")
         ax.set_ylabel(f"{output} ({unit})")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"{twin.model.name}: measured vs estimated ({twin.observer.name.upper()})")
-    frame = frame.sort_values("twin_time_h")
+    order = _order(cols["twin_time_h"])
+    time = cols["twin_time_h"][order]
     for i, name in enumerate(parameters, start=1):
         ax = axes[i, 0]
-        ax.fill_between(frame["twin_time_h"], frame[f"{name}_p05"], frame[f"{name}_p95"], alpha=0.3, label="90 %")
-        ax.plot(frame["twin_time_h"], frame[f"{name}_median"], lw=1.2, label="median")
+        ax.fill_between(time, cols[f"{name}_p05"][order], cols[f"{name}_p95"][order], alpha=0.3, label="90 %")
+        ax.plot(time, cols[f"{name}_median"][order], lw=1.2, label="median")
         ax.set_ylabel(f"{name} ({twin.model.parameter(name).unit})")
         ax.set_yscale("log")
         ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("time (h)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def _write_tables(result, out: Path) -> None:
+    """tracked.csv, rejected.csv (as pandas' ``to_csv`` wrote them: tests/unit/test_replay_fast.py), alarms.json."""
+    from medtwin.cli.table import write_csv
+
+    write_csv(out / "tracked.csv", result.rows)
+    write_csv(out / "rejected.csv", [{"row": r.row, "reason": r.reason, "item": repr(r.item)} for r in result.rejected],
+              ["row", "reason", "item"])
+    alarms = {"raised": list(result.raised), "active": [a.message for a in result.twin.alarms],
+              "clock_offsets": list(result.clocks)}
+    if result.verdict is not None:
+        alarms["clock_verdict"] = result.verdict
+    (out / "alarms.json").write_text(json.dumps(alarms, indent=2))
+
+
+def _write_plot(result, out: Path) -> None:
+    """replay.png, when at least one measurement was assimilated."""
+    from medtwin.cli.table import columns
+
+    cols = columns(result.rows)
+    if len(result.rows) and cols["accepted"].astype(bool).any():
+        _plot(cols, result.twin, out / "replay.png")
 
 
 def replay_command(
@@ -70,7 +111,6 @@ def replay_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Feed a recorded stream through a twin; write the tracked state with bands, the alarms and a PNG."""
-    import pandas as pd
     import yaml
 
     from medtwin import workflows
@@ -91,18 +131,9 @@ def replay_command(
 
         def write(result, access):  # every output is written before the run is recorded
             out.mkdir(parents=True, exist_ok=True)
-            frame = pd.DataFrame(list(result.rows))
-            frame.to_csv(out / "tracked.csv", index=False)
-            pd.DataFrame([{"row": r.row, "reason": r.reason, "item": repr(r.item)} for r in result.rejected],
-                         columns=["row", "reason", "item"]).to_csv(out / "rejected.csv", index=False)
-            alarms = {"raised": list(result.raised), "active": [a.message for a in result.twin.alarms],
-                      "clock_offsets": list(result.clocks)}
-            if result.verdict is not None:
-                alarms["clock_verdict"] = result.verdict
-            (out / "alarms.json").write_text(json.dumps(alarms, indent=2))
+            _write_tables(result, out)
             save_twin(out / "twin.json", result.twin, access=access)
-            if len(frame) and frame["accepted"].any():
-                _plot(frame, result.twin, out / "replay.png")
+            _write_plot(result, out)
 
         with edge.ProgressBar("replaying", enabled=not no_progress, unit="") as bar:
             result, record = workflows.run(request, edge.open_stores(), actor=actor, progress=bar,

@@ -29,7 +29,8 @@ import numpy as np
 from numba import types
 
 from medtwin.core.events import EV_CMT, EV_II, EV_SS
-from medtwin.core.schedule import dose_parameter_index, dose_terms, segment_arrays  # noqa: F401  (dose_parameter_index: re-export)
+from medtwin.core.schedule import dose_parameter_index  # noqa: F401  (re-export)
+from medtwin.core.schedule_jit import dose_terms, segment_arrays
 from medtwin.core.status import Status
 
 # Plain ints for numba, taken from the one definition of the status values.

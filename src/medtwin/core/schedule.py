@@ -20,10 +20,14 @@ Construction has two stages, both here:
    compartment's rate returns to exactly 0 when its last infusion ends; a reset
    or an SS=1 record stops every infusion) — and groups them by distinct time.
 
-Both are ``numba.njit`` functions, so the compiled per-patient kernels build a
-patient's segments inside their parallel loop, and Python/JAX callers call the
-same functions (through :func:`compile_schedule`, which wraps the arrays in
-the frozen :class:`Segments` value).
+Both are written once, in the subset of Python that numba compiles.  Here they are
+plain Python (this module does not import numba); :mod:`medtwin.core.schedule_jit`
+compiles the *same code objects* with ``numba.njit`` so that the per-patient
+kernels build a patient's segments inside their parallel loop.
+:func:`compile_schedule` (which wraps the arrays in the frozen
+:class:`Segments` value) runs the plain-Python functions for a small schedule —
+a live twin's regimen, so a new process need not load numba — and the compiled
+ones for a large one; both give the same arrays (tested).
 
 Semantics of segment ``k`` (times in h): at ``start[k]`` apply, in order, the
 parameter changes, the reset (state back to its initial value, infusions
@@ -47,23 +51,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
+import sys
+
 import numpy as np
 
 from medtwin.core.events import EV_AMT, EV_CMT, EV_EVID, EV_II, EV_RATE, EV_SS, EV_TIME, Regimen, event_matrix
 from medtwin.errors import SimulationError
 
 __all__ = ["Segments", "ParameterChanges", "compile_schedule", "build_schedule", "segment_arrays",
-           "dose_parameter_index", "dose_terms"]
+           "dose_parameter_index", "dose_terms", "JIT_ABOVE"]
 
 ACT_RESET, ACT_SS, ACT_BOLUS, ACT_INF_START, ACT_INF_END, ACT_OBS = 0, 1, 2, 3, 4, 5
 PRI_RESET, PRI_OBS_PRE, PRI_SS, PRI_DOSE, PRI_OBS_POST = 0, 1, 2, 3, 4
 #: How many still-running infusions of earlier steady-state doses one SS record may carry (DUR > II).
 MAX_SS_RESIDUALS = 8
+#: :func:`compile_schedule` runs the numba-compiled functions when a schedule has more event records plus
+#: output times than ``JIT_ABOVE``, when numba's copies are already loaded, or once the process has built
+#: ``JIT_AFTER`` records and times in plain Python (≈ 8 µs each); below that, plain Python is cheaper than
+#: importing numba and loading the compiled code (0.3–0.5 s CPU in a new process).
+JIT_ABOVE = 2000
+JIT_AFTER = 20_000
+_plain_work = 0  # records + output times this process has built in plain Python
 
 
 # ----------------------------------------------------------------- event records → actions
-@nb.njit(cache=True)
 def dose_terms(p, row, idx):
     """(bioavailable amount mg, rate mg/h, duration h, lag h) of a dose record; duration 0 for a bolus.
 
@@ -88,7 +99,6 @@ def dose_terms(p, row, idx):
     return amt, rate, dur, lag
 
 
-@nb.njit(cache=True)
 def build_schedule(p, ev, obs_t, obs_pre, idx):
     """All actions of one patient, sorted by (time, priority, record order).
 
@@ -168,7 +178,6 @@ def build_schedule(p, ev, obs_t, obs_pre, idx):
 
 
 # ----------------------------------------------------------------- actions → segments
-@nb.njit(cache=True)
 def _merge_unique(a, b):
     """The distinct values of two sorted arrays, sorted (a linear merge)."""
     out = np.empty(a.shape[0] + b.shape[0])
@@ -186,7 +195,6 @@ def _merge_unique(a, b):
     return out[:m].copy()
 
 
-@nb.njit(cache=True)
 def segment_arrays(p, ev, obs_t, obs_pre, idx, n, change_t):
     """One patient's segments as a tuple of arrays (the fields of :class:`Segments`, in this order).
 
@@ -451,7 +459,13 @@ def compile_schedule(model, regimen: Regimen | None, times=(), theta=None, *, pr
     if len(pre) != len(times):
         raise SimulationError("pre_dose must give one flag per output time")
     changes = ParameterChanges.build(model, parameter_changes)
-    parts = segment_arrays(reference, ev, times, pre, dose_parameter_index(model), n, changes.times)
+    global _plain_work
+    build, size = segment_arrays, len(ev) + len(times)
+    if size > JIT_ABOVE or _plain_work > JIT_AFTER or "medtwin.core.schedule_jit" in sys.modules:
+        from medtwin.core.schedule_jit import segment_arrays as build  # the same code, compiled by numba
+    else:
+        _plain_work += size
+    parts = build(reference, ev, times, pre, dose_parameter_index(model), n, changes.times)
     return Segments.from_arrays(parts, changes=changes, events=ev, reference=reference)
 
 

@@ -20,9 +20,8 @@ from medtwin.core import block_dopri, kernels, linear_kernels
 from medtwin.core.compile_cache import cached
 from medtwin.core.events import Regimen, as_regimens, event_matrix
 from medtwin.core.model import Model, parameter_matrix
-from medtwin.core.schedule import (
-    ParameterChanges, Segments, dose_parameter_index, empty_segment_arrays, segment_arrays,
-)
+from medtwin.core.schedule import ParameterChanges, Segments, dose_parameter_index, empty_segment_arrays
+from medtwin.core.schedule_jit import segment_arrays
 from medtwin.core.status import Status
 from medtwin.errors import SimulationError
 

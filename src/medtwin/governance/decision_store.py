@@ -58,16 +58,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from medtwin.control.decisions import Decision, recommendation_content, recommendation_id
 from medtwin.errors import DataError
 from medtwin.governance.audit import AuditLog
 from medtwin.governance.canonical import digest
 from medtwin.governance.provenance import ProvenanceRecord, environment, new_run_id, now, sign, verify
 from medtwin.io.access import authorize
 from medtwin.io.storage import decisions_table
+
+if TYPE_CHECKING:
+    from medtwin.control.decisions import Decision
 
 __all__ = ["DATA_CLASSES", "DecisionStore", "StoredDecision"]
 
@@ -171,6 +174,10 @@ class DecisionStore:
         ConsentError
             The write is denied (nothing stored, no ``decision.record`` entry).
         """
+        # control.decisions (pandas, scipy) imported here: a process that only opens the stores (a replay)
+        # records no decision
+        from medtwin.control.decisions import Decision, recommendation_content, recommendation_id
+
         if not isinstance(decision, Decision):
             raise DataError(f"DecisionStore.record needs a Decision, got {type(decision).__name__}")
         if not isinstance(operator, str) or not operator.strip():
@@ -209,6 +216,8 @@ class DecisionStore:
 
     @staticmethod
     def _stored(row) -> StoredDecision:
+        from medtwin.control.decisions import Decision
+
         return StoredDecision(Decision.from_dict(json.loads(row[0])), json.loads(row[1]),
                               ProvenanceRecord.from_dict(json.loads(row[2])), row[3])
 

@@ -43,8 +43,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import sys
+
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
 from medtwin.core.events import DoseEvent, Regimen
@@ -56,7 +57,6 @@ from medtwin.governance.provenance import (
     ProvenanceRecord, output_digest, record_for_result, result_view, sign, verify,
 )
 from medtwin.io.access import authorize, patient_ids
-from medtwin.io.nonmem import data_classes, read_nonmem
 from medtwin.io.storage import runs_table
 from medtwin.models import get_model, model_reference, resolve_model
 
@@ -89,7 +89,8 @@ def _json_floats(values) -> list | float | None:
 
 def _columns(values) -> dict[str, list]:
     """A parameter table (mapping of scalars/arrays, or DataFrame) as JSON columns."""
-    if isinstance(values, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # a DataFrame can only come from a process that imported pandas
+    if pd is not None and isinstance(values, pd.DataFrame):
         values = {str(c): values[c].to_numpy() for c in values.columns}
     if not isinstance(values, Mapping):
         raise DataError(f"run inputs: parameters must be a mapping or DataFrame to be recorded, "
@@ -280,6 +281,10 @@ def _dataset_json(dataset) -> dict:
 
 def dataset_from_json(columns: Mapping, *, access, model):
     """The Dataset of a spec's ``dataset`` columns, read (consent-checked) through *access*."""
+    import pandas as pd  # imported here: a replay or a recommendation records runs without pandas
+
+    from medtwin.io.nonmem import read_nonmem
+
     frame = pd.DataFrame({c: np.array(v, dtype=float) for c, v in columns.items()})
     return read_nonmem(frame, access=access, model=model)
 
@@ -602,6 +607,8 @@ def integrity_problems(stored: StoredRun, public_keys) -> list[str]:
 def spec_data_classes(spec: RunSpec) -> tuple[str, ...]:
     """Consent data classes a spec's inputs hold."""
     if spec.operation in ("simulate_dataset", "fit"):
+        from medtwin.io.nonmem import data_classes
+
         return data_classes(spec.inputs["dataset"])
     if spec.operation in ("personalize", "forecast", "recommend"):
         return ("observations", "medications", "demographics")
