@@ -5,8 +5,9 @@ Run:  python benchmarks/recommend_process.py            (3 processes of each kin
       python benchmarks/recommend_process.py --before REV   (another "before" revision; default 6c4748f)
 
 Every timed run is a whole ``medtwin recommend`` command line in a new Python
-process, started as each tree's ``medtwin`` console script starts it (:func:`entry_code`; import, data checks, MAP + Laplace fit, 1,000-draw regimen search,
-sensitivity, plot, stored run), on a synthetic vancomycin patient (Goti 2018
+process, started as each tree's ``medtwin`` console script starts it
+(:func:`entry_code`; import, data checks, MAP + Laplace fit, 1,000-draw regimen
+search, sensitivity, plot, stored run), on a synthetic vancomycin patient (Goti 2018
 population, 4 x 1,000 mg q12h, a trough and a peak).  All processes share one
 temporary ``MEDTWIN_HOME``, so the database and the numba kernels' on-disk cache
 are warm for every timed run alike; they differ in JAX's compiled programs and
