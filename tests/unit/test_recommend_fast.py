@@ -143,6 +143,8 @@ from medtwin.cli.process import run_and_exit
 marker = Path(sys.argv[1])
 atexit.register(lambda: marker.write_text("atexit ran"))
 def app():
+    import gc
+    assert gc.get_threshold() == (50_000, 20, 100)
     print("output before the end", end="")  # unflushed: the fast end must flush it
     if sys.argv[2] != "none":
         sys.exit(int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2])

@@ -1,4 +1,13 @@
-"""The end of a ``medtwin`` process: exit without tearing the interpreter down.
+"""The start and end of a ``medtwin`` process: fewer garbage collections, and an exit without teardown.
+
+The cyclic garbage collector runs every 700 container allocations by default;
+importing numba, SciPy, pandas, SQLAlchemy and matplotlib allocates millions of
+objects that all live until the process ends, so those collections (several
+full ones among them) cost a ``recommend`` process 0.3 s of CPU and free
+nothing.  :func:`run_and_exit` raises the thresholds to :data:`GC_THRESHOLDS`
+(a collection every 50,000 allocations: cycles are still collected, and a
+long-running command such as ``serve`` holds at most that many more objects
+before they are; the peak memory of a ``recommend`` stays 386 MB).
 
 A ``medtwin recommend`` process spends 0.4-0.5 s of CPU *after* its work is
 done, in the interpreter's finalization: every module of numba, SciPy, pandas,
@@ -29,14 +38,17 @@ embedding :data:`~medtwin.cli.app`) never come here.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 import threading
 
-__all__ = ["FAST_EXIT_SWITCH", "exit_status", "run_and_exit"]
+__all__ = ["FAST_EXIT_SWITCH", "GC_THRESHOLDS", "exit_status", "run_and_exit"]
 
 #: Environment variable that turns the fast end off (``0``, ``off``, ``false``, ``no``).
 FAST_EXIT_SWITCH = "MEDTWIN_FAST_EXIT"
+#: The garbage collector's thresholds in a ``medtwin`` process (Python's default is (700, 10, 10)).
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def exit_status(code) -> int:
@@ -67,6 +79,7 @@ def _flushed(status: int) -> int:
 
 def run_and_exit(app) -> None:
     """Run the command line ``app`` and end the process without the interpreter's teardown (module docstring)."""
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         app()
         code = None
