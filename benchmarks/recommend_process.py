@@ -5,8 +5,9 @@ Run:  python benchmarks/recommend_process.py            (3 processes of each kin
       python benchmarks/recommend_process.py --before REV   (another "before" revision; default 6c4748f)
 
 Every timed run is a whole ``medtwin recommend`` command line in a new Python
-process (import, data checks, MAP + Laplace fit, 1,000-draw regimen search,
-sensitivity, plot, stored run), on a synthetic vancomycin patient (Goti 2018
+process, started as each tree's ``medtwin`` console script starts it
+(:func:`entry_code`; import, data checks, MAP + Laplace fit, 1,000-draw regimen
+search, sensitivity, plot, stored run), on a synthetic vancomycin patient (Goti 2018
 population, 4 x 1,000 mg q12h, a trough and a peak).  All processes share one
 temporary ``MEDTWIN_HOME``, so the database and the numba kernels' on-disk cache
 are warm for every timed run alike; they differ in JAX's compiled programs and
@@ -61,7 +62,7 @@ import medtwin  # noqa: E402
 from medtwin.io.population_file import shipped_population_path  # noqa: E402
 
 TARGET_RATIO = 3.0
-CLI = "import sys; from medtwin.cli import app; sys.exit(app())"
+CLI = "import sys; from medtwin.cli import app; sys.exit(app())"  # the console script of revisions before 06145c2
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "6c4748f"  # main just before the issue-13 redesign (as benchmarks/side_by_side.py)
 
@@ -74,6 +75,20 @@ def write_patient(path: Path, trough: float, peak: float, crcl: float, weight: f
              dict(ID=1, TIME=38.0, AMT=0, RATE=0, DV=peak, EVID=0, CRCL=crcl, WT=weight, DIAL=0)]
     pd.DataFrame(rows).sort_values("TIME", kind="stable").to_csv(path, index=False)
     return path
+
+
+def entry_code(tree: Path | None = None) -> str:
+    """``python -c`` code that runs what the ``medtwin`` console script of ``tree`` (default this one) runs.
+
+    Read from the tree's ``pyproject.toml`` (``[project.scripts] medtwin = "module:function"``), as pip writes
+    the script: ``sys.exit(function())``.  Since issue 20's fast exit that is ``medtwin.cli:main``; before, it
+    was ``medtwin.cli:app`` (:data:`CLI`).
+    """
+    import tomllib
+
+    project = tomllib.loads(((tree or ROOT) / "pyproject.toml").read_text())
+    module, _, function = project["project"]["scripts"]["medtwin"].partition(":")
+    return f"import sys; from {module} import {function}; sys.exit({function}())"
 
 
 def checkout(rev: str, where: Path) -> Path:
@@ -103,7 +118,7 @@ def run_recommend(work: Path, data: Path, cache: bool, tag: str, tree: Path | No
     population = shipped_population_path("vancomycin_goti2018")
     if tree is not None:  # the old tree's own copy of the shipped file
         population = tree / "src" / "medtwin" / population.relative_to(Path(medtwin.__file__).parent)
-    cmd = [sys.executable, "-c", CLI, "recommend", "--population", str(population),
+    cmd = [sys.executable, "-c", entry_code(tree), "recommend", "--population", str(population),
            "--data", str(data), "--out", str(out), "--open-data", "synthetic benchmark patient"]
     home = work / ("home" if tree is None else "home-before")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

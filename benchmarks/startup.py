@@ -5,7 +5,8 @@ Run:  python benchmarks/startup.py            (this tree and the BEFORE revision
       python benchmarks/startup.py --before REV
       python benchmarks/startup.py --only replay --repeat 5   (some commands only; more warm processes)
 
-Every timed run is a whole command line in a new Python process:
+Every timed run is a whole command line in a new Python process, started as that tree's ``medtwin`` console
+script starts it (``recommend_process.entry_code``):
 
 * ``medtwin --help``;
 * ``medtwin recommend`` for one synthetic vancomycin patient (the patient of
@@ -51,7 +52,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recommend_process import CLI, checkout, child_env, write_patient  # noqa: E402
+from recommend_process import checkout, child_env, entry_code, write_patient  # noqa: E402
 
 BEFORE = "b798898"  # main when issue 20's startup work began
 TARGETS = {"help": 0.5, "recommend": 3.0, "replay": 3.0}  # s wall, warm process
@@ -104,7 +105,8 @@ class Installation:
             env["NUMBA_CACHE_DIR"] = str(self.numba)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", CLI, *command(name, inputs, self.src, out)], env=env,
+        done = subprocess.run([sys.executable, "-c", entry_code(self.tree), *command(name, inputs, self.src, out)],
+                              env=env,
                               capture_output=True, text=True)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

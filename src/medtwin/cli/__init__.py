@@ -16,7 +16,7 @@ One module per command group, each adding its commands to :data:`app` through ``
 :mod:`~medtwin.cli.edge` holds what every command shares (input and ``--out`` checks, options, consoles, the
 one-line ``error:`` exit, the stores) and :mod:`~medtwin.cli.render` how results are shown.  Errors from the
 library's exception tree are printed as one clear line and exit with status 2.  The process starts in
-:func:`main` (console script ``medtwin = "medtwin.cli:app"``; ``python -m medtwin.cli``), through
+:func:`main` (console script ``medtwin = "medtwin.cli:main"``; ``python -m medtwin``, ``python -m medtwin.cli``), through
 :class:`~medtwin.cli.edge.MedtwinGroup.main`.
 """
 
@@ -26,6 +26,7 @@ import typer
 
 from medtwin.cli import basics, control, credibility, evaluate, governance, imaging, infer, serve, trial, twin
 from medtwin.cli.edge import MedtwinGroup
+from medtwin.cli.process import run_and_exit
 
 __all__ = ["app", "main"]
 
@@ -36,4 +37,4 @@ for _group in (basics, infer, control, twin, governance, credibility, imaging, e
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    run_and_exit(app)  # ends the process without the interpreter's teardown (medtwin.cli.process)

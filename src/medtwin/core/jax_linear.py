@@ -45,7 +45,7 @@ from medtwin.core.model import Model
 from medtwin.core.schedule import compile_schedule, dose_parameter_index, scan_steps
 from medtwin.errors import ModelError, SimulationError
 
-__all__ = ["LinearPredictor", "linear_predictor"]
+__all__ = ["LinearPredictor", "linear_predictor", "linear_steps"]
 
 
 def _jax():
@@ -173,14 +173,28 @@ def linear_predictor(model: Model, regimen: Regimen, times, params=None, *, pre_
     pre_dose : bool array, optional
         Outputs recorded before a dose at the same time (NONMEM record order).
     """
+    reference, steps = _reference_steps(model, regimen, times, params, pre_dose)
+    jax, jnp = _jax()
+    with jax.enable_x64(True):
+        data = {k: jnp.asarray(v) for k, v in steps.items()}
+    return LinearPredictor(model, data, reference)
+
+
+def _reference_steps(model: Model, regimen: Regimen, times, params, pre_dose) -> tuple[np.ndarray, dict]:
     if not model.is_linear:
         raise ModelError(f"model {model.name} is not linear: use the diffrax path (medtwin.core.jax_solve)")
     model.require_well_posed()
     from medtwin.core.model import parameter_matrix  # the same parameter parsing and checks as simulate()
 
     reference = parameter_matrix(model, params)[0]
-    steps = _steps(model, regimen, times, pre_dose, reference)
-    jax, jnp = _jax()
-    with jax.enable_x64(True):
-        data = {k: jnp.asarray(v) for k, v in steps.items()}
-    return LinearPredictor(model, data, reference)
+    return reference, _steps(model, regimen, times, pre_dose, reference)
+
+
+def linear_steps(model: Model, regimen: Regimen, times, params=None, *, pre_dose=None) -> dict:
+    """The padded scan steps of :func:`linear_predictor` as NumPy arrays (no JAX imported).
+
+    Same arguments and checks as :func:`linear_predictor`; the keys are those of
+    :func:`medtwin.core.schedule.scan_steps`.  The NumPy path
+    (:mod:`medtwin.core.linear_exact`) evaluates them.
+    """
+    return _reference_steps(model, regimen, times, params, pre_dose)[1]

@@ -21,7 +21,12 @@ reverse-mode differentiates: the exact superposition solution for linear models
 field otherwise (:mod:`medtwin.core.jax_ode`: Michaelis–Menten PK, glucose–insulin
 models).  Both scan over the same padded step arrays and the observations are
 padded to a multiple of ``OBS_PAD``, so patients with similar data share one
-compilation of the potential.
+compilation of the potential.  The Laplace fit of a linear model skips JAX
+altogether (engine ``"auto"`` of :func:`_laplace`): the same potential in NumPy,
+its gradient from the same arithmetic with complex-step derivatives
+(:mod:`medtwin.core.linear_exact`, checked per patient against central
+differences), the same posterior to rounding (mode 1e-13, covariance 1e-9
+relative in the tests), and a new process that imports no JAX (issue 20).
 
 Sequential updating (:meth:`Posterior.update`).  A Laplace posterior is a
 Gaussian and becomes the next prior as it is: exact for a linear-Gaussian
@@ -149,13 +154,12 @@ def _theta_base(model, prior: IndividualPrior) -> tuple[np.ndarray, np.ndarray]:
     return base, np.array([names.index(p) for p in prior.parameters], dtype=np.int64)
 
 
-def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
-    """One batch of data as JAX arguments: predictor data, observations (padded) and masks."""
-    from medtwin.core.jax_linear import linear_predictor
+def _batch_arrays(model, prior: IndividualPrior, data: PatientData) -> dict:
+    """One batch of data as NumPy arrays: predictor steps, observations (padded to ``OBS_PAD``) and masks."""
+    from medtwin.core.jax_linear import linear_steps
     from medtwin.core.jax_ode import ode_steps
     from medtwin.core.model import parameter_matrix
 
-    jax, jnp = _jax()
     output = data.output or prior.residual.output
     if output not in model.output_names:
         raise EstimationError(f"personalize: model {model.name} has no output {output!r}")
@@ -164,7 +168,7 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
     size = max(OBS_PAD, -(-j // OBS_PAD) * OBS_PAD)
     base, _ = _theta_base(model, prior)
     if model.is_linear:
-        steps = linear_predictor(model, data.regimen, data.times, base, pre_dose=data.pre_dose).data
+        steps = linear_steps(model, data.regimen, data.times, base, pre_dose=data.pre_dose)
     else:
         model.require_well_posed()
         steps = ode_steps(model, data.regimen, data.times, parameter_matrix(model, base)[0], pre_dose=data.pre_dose)
@@ -177,13 +181,22 @@ def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
 
     steps = {k: np.asarray(v) for k, v in steps.items()}
     steps["obs_step"] = padded(steps["obs_step"], np.int64)
+    return {"pred": steps, "y": padded(np.nan_to_num(data.values), np.float64), "blq": padded(data.blq, bool),
+            "lloq": padded(0.0 if data.lloq is None else data.lloq, np.float64), "mask": padded(1.0, np.float64),
+            "output": model.output_names.index(output)}
+
+
+def _batch(model, prior: IndividualPrior, data: PatientData) -> dict:
+    """One batch of data as JAX arguments (:func:`_batch_arrays` on the device)."""
+    return _on_device(_batch_arrays(model, prior, data))
+
+
+def _on_device(arrays: dict) -> dict:
+    jax, jnp = _jax()
     with jax.enable_x64(True):
-        return {"pred": {k: jnp.asarray(v) for k, v in steps.items()},
-                "y": jnp.asarray(padded(np.nan_to_num(data.values), np.float64)),
-                "blq": jnp.asarray(padded(data.blq, bool)),
-                "lloq": jnp.asarray(padded(0.0 if data.lloq is None else data.lloq, np.float64)),
-                "mask": jnp.asarray(padded(1.0, np.float64)),
-                "output": jnp.int64(model.output_names.index(output))}
+        return {"pred": {k: jnp.asarray(v) for k, v in arrays["pred"].items()},
+                **{k: jnp.asarray(arrays[k]) for k in ("y", "blq", "lloq", "mask")},
+                "output": jnp.int64(arrays["output"])}
 
 
 def _potential(model, ode_adjoint: str = "forward"):
@@ -303,8 +316,8 @@ def fd_hessian(gradient, z, rel_step: float = 1e-5) -> np.ndarray:
     return 0.5 * (out + out.T)
 
 
-def _map(model, args, start):
-    """Mode and Hessian of a patient's −log posterior (:func:`laplace_mode` on the jitted potential)."""
+def _jax_value_grad(model, args):
+    """``fun(z) -> (U, ∇U)`` through the jitted potential of :func:`_potential` (any model)."""
     jax, jnp = _jax()
     _, value_grad = _potential(model)
 
@@ -312,14 +325,101 @@ def _map(model, args, start):
         v, g = value_grad(jnp.asarray(z), args)
         return float(v), np.asarray(g, dtype=float)
 
+    return fun
+
+
+def _linear_value_grad(model, prior: IndividualPrior, batches: Sequence[dict], mean, covariance):
+    """``fun(z) -> (U, ∇U)`` of a linear model in NumPy, without JAX: the potential of :func:`_build_potential`.
+
+    The same −log posterior as the JAX path, term by term: the predictions and their derivatives come from
+    :func:`medtwin.core.linear_exact.outputs_and_log_derivatives` (exact to rounding), the likelihood's
+    derivative in the prediction f is written out (``var = add + prop·f²``)::
+
+        normal:  ∂ℓ/∂f = r/var + (r²/var − 1)/(2 var) · ∂var/∂f,         r = y − f
+        M3:      ∂ℓ/∂f = φ(w)/Φ(w) · ∂w/∂f,   w = (LLOQ − f)/√var,   ∂w/∂f = −1/√var − (LLOQ − f)·prop·f/var^{3/2}
+
+    ``batches`` are :func:`_batch_arrays`; a non-finite total is +inf, as in the JAX path.
+    """
+    from scipy.special import log_ndtr
+
+    from medtwin.core.linear_exact import outputs_and_log_derivatives
+    from medtwin.core.observation import LOG_2PI, normal_loglik
+
+    base, index = _theta_base(model, prior)
+    err: ResidualError = prior.residual
+    add_var, prop_var = err.additive ** 2, err.proportional ** 2
+    precision = np.linalg.inv(np.asarray(covariance, dtype=float))
+    symmetric = 0.5 * (precision + precision.T)
+    mean = np.asarray(mean, dtype=float)
+
+    def fun(z):
+        z = np.asarray(z, dtype=float)
+        theta = base.copy()
+        theta[index] = np.exp(z)
+        r = z - mean
+        total, grad = 0.5 * r @ precision @ r, symmetric @ r
+        for b in batches:
+            used = b["mask"] > 0
+            outputs, derivatives = outputs_and_log_derivatives(model, b["pred"], theta, index)
+            f = np.where(used, outputs[:, b["output"]], 1.0)
+            var = add_var + prop_var * f * f
+            dvar = 2.0 * prop_var * f
+            with np.errstate(all="ignore"):
+                resid = b["y"] - f
+                normal = normal_loglik(b["y"], f, var), resid / var + (resid * resid / var - 1.0) / (2 * var) * dvar
+                w = (b["lloq"] - f) / np.sqrt(var)
+                log_cdf = log_ndtr(w)
+                mills = np.exp(-0.5 * w * w - 0.5 * LOG_2PI - log_cdf)
+                m3 = log_cdf, mills * (-1.0 / np.sqrt(var) - (b["lloq"] - f) * prop_var * f / var ** 1.5)
+            ll = np.where(b["blq"], m3[0], normal[0])
+            dll = np.where(used, np.where(b["blq"], m3[1], normal[1]), 0.0)
+            total = total - np.sum(np.where(used, ll, 0.0))
+            grad = grad - derivatives[:, b["output"], :].T @ dll
+        return (float(total) if np.isfinite(total) else np.inf), grad
+
+    return fun
+
+
+def _complex_step_holds(model, prior: IndividualPrior, batches: Sequence[dict], z) -> bool:
+    """The NumPy path's derivatives hold for this model and data at ``z`` (the prior mean): every batch passes
+    :func:`medtwin.core.linear_exact.complex_step_applies`; else the Laplace fit takes the JAX path."""
+    from medtwin.core.linear_exact import complex_step_applies
+
+    base, index = _theta_base(model, prior)
+    theta = base.copy()
+    theta[index] = np.exp(np.asarray(z, dtype=float))
+    return all(complex_step_applies(model, b["pred"], theta, index) for b in batches)
+
+
+#: Engines of the Laplace fit: ``"numpy"`` (linear models only: :func:`_linear_value_grad`), ``"jax"`` (any);
+#: ``"auto"``: NumPy for a linear model whose derivatives pass :func:`_complex_step_holds`, JAX otherwise.
+ENGINES = ("auto", "numpy", "jax")
+
+
+def _mode(fun, start):
+    """Mode and Hessian (central differences of the exact gradient) of −log posterior ``fun``."""
     return laplace_mode(fun, lambda z: fd_hessian(lambda x: fun(x)[1], z), start)
 
 
-def _laplace(model, prior, data_batches, mean, covariance):
+def _map(model, args, start):
+    """Mode and Hessian of a patient's −log posterior (:func:`laplace_mode` on the jitted potential)."""
+    return _mode(_jax_value_grad(model, args), start)
+
+
+def _laplace(model, prior, data_batches, mean, covariance, engine: str = "auto"):
+    """The Laplace posterior; ``engine`` one of :data:`ENGINES` (the same posterior to rounding, 1e-9 relative)."""
     from medtwin.infer.posterior import Posterior
 
-    args = _args(model, prior, mean, covariance, [_batch(model, prior, d) for d in data_batches])
-    res, h = _map(model, args, mean)
+    if engine not in ENGINES or (engine == "numpy" and not model.is_linear):
+        raise DataError(f"personalize: engine {engine!r} is not one of {ENGINES} (numpy: linear models only)")
+    arrays = [_batch_arrays(model, prior, d) for d in data_batches] if model.is_linear else None
+    if engine == "numpy" or (engine == "auto" and arrays is not None and _complex_step_holds(model, prior, arrays,
+                                                                                               mean)):
+        fun = _linear_value_grad(model, prior, arrays, mean, covariance)
+    else:
+        arrays = arrays or [_batch_arrays(model, prior, d) for d in data_batches]
+        fun = _jax_value_grad(model, _args(model, prior, mean, covariance, [_on_device(a) for a in arrays]))
+    res, h = _mode(fun, mean)
     eig = np.linalg.eigvalsh(0.5 * (h + h.T))
     if not np.isfinite(res.fun) or eig.min() <= 0:
         status, message = FitStatus.FAILED, (f"no proper mode: objective {res.fun}, smallest Hessian eigenvalue "
