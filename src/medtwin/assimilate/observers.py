@@ -147,7 +147,7 @@ class UnscentedKalmanFilter:
         points = self.sigma_points(belief.mean, belief.cov)
         if points is None:
             return replace(belief, time=t1, healthy=False)
-        points = _propagate(self.space, points, belief.time, t1, inputs)
+        points = _propagate(self.space, points, belief.time, t1, inputs, self.space.numpy_functions())
         wm, wc = self.weights()
         mean = wm @ points
         d = points - mean
@@ -161,7 +161,7 @@ class UnscentedKalmanFilter:
         if points is None or not belief.healthy:
             return float("nan"), float("nan")
         wm, wc = self.weights()
-        y = self.space.measure(points, output)
+        y = self.space.measure(points, output, self.space.numpy_functions())
         mean = float(wm @ y)
         return mean, float(np.sqrt(max(float(wc @ (y - mean) ** 2), 0.0)))
 
@@ -176,7 +176,7 @@ class UnscentedKalmanFilter:
         if points is None:
             return _failed(belief, time, value, output)
         wm, wc = self.weights()
-        y = self.space.measure(points, output)
+        y = self.space.measure(points, output, self.space.numpy_functions())
         y_mean = float(wm @ y)
         dy = y - y_mean
         variance = float(wc @ dy**2) + float(error.variance(y_mean))
@@ -250,9 +250,10 @@ def _gaussian_init(space: StateSpace, mean, cov, time) -> GaussianBelief:
     return GaussianBelief(float(time), mean, cov, space.names)
 
 
-def _propagate(space: StateSpace, z: np.ndarray, t0: float, t1: float, inputs: InputSchedule) -> np.ndarray:
-    """A batch of z (m, n) through the doses, resets and stretches of [t0, t1)."""
-    f = space.functions()
+def _propagate(space: StateSpace, z: np.ndarray, t0: float, t1: float, inputs: InputSchedule,
+               functions: dict | None = None) -> np.ndarray:
+    """A batch of z (m, n) through the doses, resets and stretches of [t0, t1) (default: the JAX functions)."""
+    f = space.functions() if functions is None else functions
     z = np.array(z, dtype=float)
     for piece in inputs.pieces(t0, t1):
         if piece.reset:
