@@ -59,6 +59,7 @@ from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError, ParameterError
 
 LOG_2PI = math.log(2.0 * math.pi)
+KNOWN_SD = 1e-12  # a state with sd <= KNOWN_SD·|mean| is known exactly (UnscentedKalmanFilter.sigma_points)
 
 
 def _check_time(belief, time: float) -> None:
@@ -121,19 +122,29 @@ class UnscentedKalmanFilter:
     def sigma_points(self, mean: np.ndarray, cov: np.ndarray) -> np.ndarray | None:
         """(2n+1, n) sigma points, or None when ``cov`` is not positive semi-definite.
 
-        The square root is Cholesky's; a singular covariance (a state known
-        exactly, e.g. an empty compartment before the first dose) falls back to
-        the symmetric root V·diag(√λ) of its eigen-decomposition.
+        A state whose sd is at most ``KNOWN_SD`` (1e-12) times its mean's
+        magnitude is *known*: every point holds its mean (an amount fixed by the
+        inputs, e.g. gut glucose that only the feed moves, carries no spread but
+        the rounding of the weighted mean, of order 1e-16·|mean|).  The square
+        root of the other rows and columns is Cholesky's; where that fails (a
+        singular block), the symmetric root D·V·diag(√λ) of the eigen-decomposition
+        of the correlation matrix, D the sd's.  So the points do not depend on
+        rounding residue: a root of the whole matrix would, because whether
+        Cholesky fails and where the eigen-decomposition puts its error
+        (≈ 1e-16 of the largest variance, in any direction) turn on it.
         """
         n = len(mean)
-        scaled = (n + self._lambda) * cov
-        try:
-            root = np.linalg.cholesky(scaled)
-        except np.linalg.LinAlgError:
-            values, vectors = np.linalg.eigh(0.5 * (scaled + scaled.T))
-            if not np.all(np.isfinite(values)) or values.min() < -1e-9 * max(1.0, float(np.abs(values).max())):
+        scaled = (n + self._lambda) * np.asarray(cov, dtype=float)
+        if not np.all(np.isfinite(scaled)):
+            return None
+        var = np.diag(scaled)
+        free = np.abs(var) > (KNOWN_SD**2 * (n + self._lambda)) * np.asarray(mean, dtype=float) ** 2
+        root = np.zeros((n, n))
+        if free.any():
+            sub = _psd_root(scaled[np.ix_(free, free)])
+            if sub is None:
                 return None
-            root = vectors * np.sqrt(np.clip(values, 0.0, None))
+            root[np.ix_(free, free)] = sub
         return np.vstack([mean, mean + root.T, mean - root.T])
 
     def init(self, mean=None, cov=None, time: float = 0.0) -> GaussianBelief:
@@ -149,7 +160,7 @@ class UnscentedKalmanFilter:
             return replace(belief, time=t1, healthy=False)
         points = _propagate(self.space, points, belief.time, t1, inputs, self.space.numpy_functions())
         wm, wc = self.weights()
-        mean = wm @ points
+        mean = points[0] + wm @ (points - points[0])  # = wm @ points; a state every point agrees on keeps its value
         d = points - mean
         cov = (wc[:, None] * d).T @ d + np.diag(self.space.process_variance(t1 - belief.time))
         healthy = bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(cov)))
@@ -236,6 +247,23 @@ class ExtendedKalmanFilter:
         cross = belief.cov @ grad
         variance = float(grad @ cross) + r
         return _kalman_step(belief, time, value, output, y_mean, variance, cross, joseph=(grad, r))
+
+
+def _psd_root(scaled: np.ndarray) -> np.ndarray | None:
+    """A root L (L·Lᵀ = ``scaled``): Cholesky's, else the correlation eigen-root; None if not PSD."""
+    try:
+        return np.linalg.cholesky(scaled)
+    except np.linalg.LinAlgError:
+        pass
+    var = np.diag(scaled)
+    if not np.all(var > 0):
+        return None
+    sd = np.sqrt(var)
+    corr = scaled / np.outer(sd, sd)
+    values, vectors = np.linalg.eigh(0.5 * (corr + corr.T))
+    if not np.all(np.isfinite(values)) or values.min() < -1e-9 * max(1.0, float(np.abs(values).max())):
+        return None
+    return sd[:, None] * (vectors * np.sqrt(np.clip(values, 0.0, None)))
 
 
 def _gaussian_init(space: StateSpace, mean, cov, time) -> GaussianBelief:
