@@ -224,6 +224,39 @@ def _default_step(model: Model, theta: np.ndarray) -> float:
     return min(0.25, 0.5 / norm) if norm > 0 else 0.25
 
 
+def rk4_steps(field, t0, x, h, n, fori_loop=None):
+    """``n`` classical RK4 steps of ``h`` hours from ``t0``: the one scheme of the JAX and the numpy functions.
+
+    Parameters
+    ----------
+    field : callable
+        ``field(t, x)``, dx/dt at time t (h) in the array type of ``x`` (a JAX
+        array per point, or numpy rows ``x[i]`` of shape (m,) for a batch).
+    t0, h : float
+        Start and step (h).
+    x : array
+        The state at ``t0``.
+    n : int
+        Number of steps.
+    fori_loop : callable, optional
+        ``jax.lax.fori_loop`` inside a JAX program (one traced step, differentiable
+        forward); default a Python loop.  The arithmetic is the same either way.
+    """
+    def step(i, x):
+        t = t0 + i * h
+        k1 = field(t, x)
+        k2 = field(t + h / 2, x + h / 2 * k1)
+        k3 = field(t + h / 2, x + h / 2 * k2)
+        k4 = field(t + h, x + h * k3)
+        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    if fori_loop is not None:
+        return fori_loop(0, n, step, x)
+    for i in range(n):
+        x = step(i, x)
+    return x
+
+
 def jax_pieces(space: StateSpace):
     """The pieces every JAX integration of a state space shares (observers here, the MPC rollout in control/).
 
@@ -243,15 +276,7 @@ def jax_pieces(space: StateSpace):
         return jnp.stack(jnp.broadcast_arrays(*rhs(t, x, p))).astype(jnp.float64) + rates
 
     def rk4(t0, x, p, rates, h, n):
-        def body(i, x):
-            t = t0 + i * h
-            k1 = field(t, x, p, rates)
-            k2 = field(t + h / 2, x + h / 2 * k1, p, rates)
-            k3 = field(t + h / 2, x + h / 2 * k2, p, rates)
-            k4 = field(t + h, x + h * k3, p, rates)
-            return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-        return jax.lax.fori_loop(0, n, body, x)
+        return rk4_steps(lambda t, v: field(t, v, p, rates), t0, x, h, n, jax.lax.fori_loop)
 
     return params, field, rk4
 
@@ -298,7 +323,7 @@ def _numpy_functions(space: StateSpace) -> dict:
     The batch runs along the last axis: the model's functions receive the
     states and parameters as rows (x[i] and p[j] of shape (m,)), so every
     operation is the elementwise one the vmapped JAX program does per point, in
-    the same order (RK4 as in :func:`jax_pieces`).
+    the same order (the same :func:`rk4_steps`).
     """
     model, n_x = space.model, space.n_states
     rhs, init, outputs = model.rhs(), model.init(), model.output_functions()
@@ -320,14 +345,7 @@ def _numpy_functions(space: StateSpace) -> dict:
         def field(t, x):
             return rows(rhs(t, x, p), m) + r
 
-        x = z[:, :n_x].T
-        for i in range(n_sub):
-            t = t0 + i * h
-            k1 = field(t, x)
-            k2 = field(t + h / 2, x + h / 2 * k1)
-            k3 = field(t + h / 2, x + h / 2 * k2)
-            k4 = field(t + h, x + h * k3)
-            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        x = rk4_steps(field, t0, z[:, :n_x].T, h, n_sub)
         return np.concatenate([x.T, z[:, n_x:]], axis=1)
 
     def reset(z, theta):
