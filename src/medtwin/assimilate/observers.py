@@ -122,10 +122,11 @@ class UnscentedKalmanFilter:
     def sigma_points(self, mean: np.ndarray, cov: np.ndarray) -> np.ndarray | None:
         """(2n+1, n) sigma points, or None when ``cov`` is not positive semi-definite.
 
-        A state whose sd is at most ``KNOWN_SD`` (1e-12) times its mean's
-        magnitude is *known*: every point holds its mean (an amount fixed by the
-        inputs, e.g. gut glucose that only the feed moves, carries no spread but
-        the rounding of the weighted mean, of order 1e-16·|mean|).  The square
+        A state whose variance is at most (``KNOWN_SD``·mean)², ``KNOWN_SD`` =
+        1e-12, or slightly negative (rounding in an update's subtraction) is
+        *known*: every point holds its mean (an amount fixed by the inputs, e.g.
+        gut glucose that only the feed moves, carries no spread but the rounding
+        of the weighted mean, of order 1e-16·|mean|).  The square
         root of the other rows and columns is Cholesky's; where that fails (a
         singular block), the symmetric root D·V·diag(√λ) of the eigen-decomposition
         of the correlation matrix, D the sd's.  So the points do not depend on
@@ -138,7 +139,9 @@ class UnscentedKalmanFilter:
         if not np.all(np.isfinite(scaled)):
             return None
         var = np.diag(scaled)
-        free = np.abs(var) > (KNOWN_SD**2 * (n + self._lambda)) * np.asarray(mean, dtype=float) ** 2
+        if var.min() < -1e-9 * max(1.0, float(np.abs(var).max())):
+            return None
+        free = var > (KNOWN_SD**2 * (n + self._lambda)) * np.asarray(mean, dtype=float) ** 2
         root = np.zeros((n, n))
         if free.any():
             sub = _psd_root(scaled[np.ix_(free, free)])
@@ -255,10 +258,7 @@ def _psd_root(scaled: np.ndarray) -> np.ndarray | None:
         return np.linalg.cholesky(scaled)
     except np.linalg.LinAlgError:
         pass
-    var = np.diag(scaled)
-    if not np.all(var > 0):
-        return None
-    sd = np.sqrt(var)
+    sd = np.sqrt(np.diag(scaled))  # every variance > 0 (UnscentedKalmanFilter.sigma_points)
     corr = scaled / np.outer(sd, sd)
     values, vectors = np.linalg.eigh(0.5 * (corr + corr.T))
     if not np.all(np.isfinite(values)) or values.min() < -1e-9 * max(1.0, float(np.abs(values).max())):
