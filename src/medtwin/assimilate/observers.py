@@ -135,19 +135,26 @@ class UnscentedKalmanFilter:
         (≈ 1e-16 of the largest variance, in any direction) turn on it.
         """
         n = len(mean)
-        scaled = (n + self._lambda) * np.asarray(cov, dtype=float)
-        if not np.all(np.isfinite(scaled)):
+        scale = n + self._lambda
+        scaled = scale * np.asarray(cov, dtype=float)
+        if not np.isfinite(scaled).all():
             return None
-        var = np.diag(scaled)
-        if var.min() < -1e-9 * max(1.0, float(np.abs(var).max())):
+        var = scaled.diagonal()
+        lowest = var.min()
+        if lowest < 0.0 and lowest < -1e-9 * max(1.0, float(np.abs(var).max())):
             return None
-        free = var > (KNOWN_SD**2 * (n + self._lambda)) * np.asarray(mean, dtype=float) ** 2
-        root = np.zeros((n, n))
-        if free.any():
-            sub = _psd_root(scaled[np.ix_(free, free)])
-            if sub is None:
+        free = np.flatnonzero(var > (KNOWN_SD * KNOWN_SD * scale) * np.square(mean))
+        if len(free) == n:  # the usual case: no known state
+            root = _psd_root(scaled)
+            if root is None:
                 return None
-            root[np.ix_(free, free)] = sub
+        else:
+            root = np.zeros((n, n))
+            if len(free):
+                sub = _psd_root(scaled[free[:, None], free])
+                if sub is None:
+                    return None
+                root[free[:, None], free] = sub
         return np.vstack([mean, mean + root.T, mean - root.T])
 
     def init(self, mean=None, cov=None, time: float = 0.0) -> GaussianBelief:
