@@ -124,15 +124,18 @@ class UnscentedKalmanFilter:
 
         A state whose variance is at most (``KNOWN_SD``·mean)², ``KNOWN_SD`` =
         1e-12, or slightly negative (rounding in an update's subtraction) is
-        *known*: every point holds its mean (an amount fixed by the inputs, e.g.
-        gut glucose that only the feed moves, carries no spread but the rounding
-        of the weighted mean, of order 1e-16·|mean|).  The square
-        root of the other rows and columns is Cholesky's; where that fails (a
-        singular block), the symmetric root D·V·diag(√λ) of the eigen-decomposition
-        of the correlation matrix, D the sd's.  So the points do not depend on
-        rounding residue: a root of the whole matrix would, because whether
-        Cholesky fails and where the eigen-decomposition puts its error
-        (≈ 1e-16 of the largest variance, in any direction) turn on it.
+        *known*: every point holds its mean, and its covariances with the other
+        states (at most its sd times theirs) are dropped.  Such a state is, e.g.,
+        gut glucose, which only the feed moves: every point carries the same
+        value, and its variance is zero or the rounding of the weighted mean
+        (of order (1e-16·mean)²).  The root of the other rows and columns is
+        Cholesky's; where that fails (a singular block), the symmetric root
+        D·V·diag(√λ) of the eigen-decomposition of the correlation matrix, D the
+        sd's.  So the points do not depend on rounding residue, as a root of the
+        whole matrix did: whether Cholesky failed, and where the
+        eigen-decomposition put its error (≈ 1e-16 of the largest variance, in
+        any direction, hence sd's of order 1e-7 in exactly known states), turned
+        on it.
         """
         n = len(mean)
         scale = n + self._lambda
