@@ -119,12 +119,12 @@ def test_replay_plot_equals_the_pandas_and_pyplot_reference(tmp_path):
     assert (tmp_path / "new.png").read_bytes() == (tmp_path / "reference.png").read_bytes()
 
 
-def test_a_replay_process_loads_neither_pandas_nor_numba_nor_pyplot(tmp_path):
+def test_a_replay_process_loads_neither_pandas_nor_numba_nor_pyplot_nor_jax(tmp_path):
     spec, stream, out = tmp_path / "twin.yaml", tmp_path / "stream.csv", tmp_path / "out"
     spec.write_text(yaml.safe_dump(SPEC))
     _write_stream(stream)
     probe = ("import sys\nfrom medtwin.cli import app\ntry:\n    app()\nexcept SystemExit as e:\n    assert not e.code\n"
-             "print(sorted(m for m in ('pandas', 'numba', 'matplotlib.pyplot') if m in sys.modules))")
+             "print(sorted(m for m in ('pandas', 'numba', 'matplotlib.pyplot', 'jax') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe, "replay", str(spec), "--stream", str(stream), "--out",
                            str(out), "--open-data", "synthetic test patient", "--no-progress"],
                           capture_output=True, text=True, env={**__import__("os").environ,

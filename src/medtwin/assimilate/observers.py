@@ -59,6 +59,7 @@ from medtwin.core.observation import ResidualError
 from medtwin.errors import DataError, ParameterError
 
 LOG_2PI = math.log(2.0 * math.pi)
+KNOWN_SD = 1e-12  # a state with sd <= KNOWN_SD·|mean| is known exactly (UnscentedKalmanFilter.sigma_points)
 
 
 def _check_time(belief, time: float) -> None:
@@ -121,19 +122,42 @@ class UnscentedKalmanFilter:
     def sigma_points(self, mean: np.ndarray, cov: np.ndarray) -> np.ndarray | None:
         """(2n+1, n) sigma points, or None when ``cov`` is not positive semi-definite.
 
-        The square root is Cholesky's; a singular covariance (a state known
-        exactly, e.g. an empty compartment before the first dose) falls back to
-        the symmetric root V·diag(√λ) of its eigen-decomposition.
+        A state whose variance is at most (``KNOWN_SD``·mean)², ``KNOWN_SD`` =
+        1e-12, or slightly negative (rounding in an update's subtraction) is
+        *known*: every point holds its mean, and its covariances with the other
+        states (at most its sd times theirs) are dropped.  Such a state is, e.g.,
+        gut glucose, which only the feed moves: every point carries the same
+        value, and its variance is zero or the rounding of the weighted mean
+        (of order (1e-16·mean)²).  The root of the other rows and columns is
+        Cholesky's; where that fails (a singular block), the symmetric root
+        D·V·diag(√λ) of the eigen-decomposition of the correlation matrix, D the
+        sd's.  So the points do not depend on rounding residue, as a root of the
+        whole matrix did: whether Cholesky failed, and where the
+        eigen-decomposition put its error (≈ 1e-16 of the largest variance, in
+        any direction, hence sd's of order 1e-7 in exactly known states), turned
+        on it.
         """
         n = len(mean)
-        scaled = (n + self._lambda) * cov
-        try:
-            root = np.linalg.cholesky(scaled)
-        except np.linalg.LinAlgError:
-            values, vectors = np.linalg.eigh(0.5 * (scaled + scaled.T))
-            if not np.all(np.isfinite(values)) or values.min() < -1e-9 * max(1.0, float(np.abs(values).max())):
+        scale = n + self._lambda
+        scaled = scale * np.asarray(cov, dtype=float)
+        if not np.isfinite(scaled).all():
+            return None
+        var = scaled.diagonal()
+        lowest = var.min()
+        if lowest < 0.0 and lowest < -1e-9 * max(1.0, float(np.abs(var).max())):
+            return None
+        free = np.flatnonzero(var > (KNOWN_SD * KNOWN_SD * scale) * np.square(mean))
+        if len(free) == n:  # the usual case: no known state
+            root = _psd_root(scaled)
+            if root is None:
                 return None
-            root = vectors * np.sqrt(np.clip(values, 0.0, None))
+        else:
+            root = np.zeros((n, n))
+            if len(free):
+                sub = _psd_root(scaled[free[:, None], free])
+                if sub is None:
+                    return None
+                root[free[:, None], free] = sub
         return np.vstack([mean, mean + root.T, mean - root.T])
 
     def init(self, mean=None, cov=None, time: float = 0.0) -> GaussianBelief:
@@ -147,9 +171,9 @@ class UnscentedKalmanFilter:
         points = self.sigma_points(belief.mean, belief.cov)
         if points is None:
             return replace(belief, time=t1, healthy=False)
-        points = _propagate(self.space, points, belief.time, t1, inputs)
+        points = _propagate(self.space, points, belief.time, t1, inputs, self.space.numpy_functions())
         wm, wc = self.weights()
-        mean = wm @ points
+        mean = points[0] + wm @ (points - points[0])  # = wm @ points; a state every point agrees on keeps its value
         d = points - mean
         cov = (wc[:, None] * d).T @ d + np.diag(self.space.process_variance(t1 - belief.time))
         healthy = bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(cov)))
@@ -161,7 +185,7 @@ class UnscentedKalmanFilter:
         if points is None or not belief.healthy:
             return float("nan"), float("nan")
         wm, wc = self.weights()
-        y = self.space.measure(points, output)
+        y = self.space.measure(points, output, self.space.numpy_functions())
         mean = float(wm @ y)
         return mean, float(np.sqrt(max(float(wc @ (y - mean) ** 2), 0.0)))
 
@@ -176,7 +200,7 @@ class UnscentedKalmanFilter:
         if points is None:
             return _failed(belief, time, value, output)
         wm, wc = self.weights()
-        y = self.space.measure(points, output)
+        y = self.space.measure(points, output, self.space.numpy_functions())
         y_mean = float(wm @ y)
         dy = y - y_mean
         variance = float(wc @ dy**2) + float(error.variance(y_mean))
@@ -238,6 +262,20 @@ class ExtendedKalmanFilter:
         return _kalman_step(belief, time, value, output, y_mean, variance, cross, joseph=(grad, r))
 
 
+def _psd_root(scaled: np.ndarray) -> np.ndarray | None:
+    """A root L (L·Lᵀ = ``scaled``): Cholesky's, else the correlation eigen-root; None if not PSD."""
+    try:
+        return np.linalg.cholesky(scaled)
+    except np.linalg.LinAlgError:
+        pass
+    sd = np.sqrt(np.diag(scaled))  # every variance > 0 (UnscentedKalmanFilter.sigma_points)
+    corr = scaled / np.outer(sd, sd)
+    values, vectors = np.linalg.eigh(0.5 * (corr + corr.T))
+    if not np.all(np.isfinite(values)) or values.min() < -1e-9 * max(1.0, float(np.abs(values).max())):
+        return None
+    return sd[:, None] * (vectors * np.sqrt(np.clip(values, 0.0, None)))
+
+
 def _gaussian_init(space: StateSpace, mean, cov, time) -> GaussianBelief:
     mean = space.initial_mean() if mean is None else np.asarray(mean, dtype=float)
     cov = np.zeros((space.n, space.n)) if cov is None else np.asarray(cov, dtype=float)
@@ -250,9 +288,10 @@ def _gaussian_init(space: StateSpace, mean, cov, time) -> GaussianBelief:
     return GaussianBelief(float(time), mean, cov, space.names)
 
 
-def _propagate(space: StateSpace, z: np.ndarray, t0: float, t1: float, inputs: InputSchedule) -> np.ndarray:
-    """A batch of z (m, n) through the doses, resets and stretches of [t0, t1)."""
-    f = space.functions()
+def _propagate(space: StateSpace, z: np.ndarray, t0: float, t1: float, inputs: InputSchedule,
+               functions: dict | None = None) -> np.ndarray:
+    """A batch of z (m, n) through the doses, resets and stretches of [t0, t1) (default: the JAX functions)."""
+    f = space.functions() if functions is None else functions
     z = np.array(z, dtype=float)
     for piece in inputs.pieces(t0, t1):
         if piece.reset:
