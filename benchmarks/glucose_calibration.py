@@ -7,8 +7,8 @@ changes, IV insulin by the JBDS-IP scale on the latest reading, enteral feed
 and variant (baseline = the shipped twin; ``scale`` / ``additive`` = the
 calibrated twin, :mod:`medtwin.twin.calibrated`; ``disturbance`` = ``scale`` on the
 twin that also estimates EGP as a disturbance state, the one ``calibrated_icu_twin()``
-ships; ``ensemble`` = the model ensemble of :mod:`medtwin.twin.ensemble` (ICING with EGP, Bergman with Gb,
-weighted online by their calibrated 1-h predictive likelihood, forecast = mixture), judged by default; ``--calibrated
+ships; ``ensemble`` = the model ensemble of :mod:`medtwin.twin.ensemble` (ICING with EGP, Bergman with Gb at
+the shipped and at twice the hourly SI variability, weighted online by their calibrated 1-h predictive likelihood, forecast = mixture), judged by default; ``--calibrated
 disturbance`` judges the previous one) it prints, in one run, for each cohort seed (``--seeds``):
 
 - coverage of the 90 % band of the reading 1 h ahead (pooled, and per-patient range),
@@ -105,6 +105,8 @@ def main(argv=None) -> int:
                         default="ensemble", help="the variant judged (default: the model ensemble; 'disturbance' is "
                                                  "the previous twin, 'scale' the one before)")
     parser.add_argument("--seeds", default="2026,99,5", help="cohort seeds (comma-separated)")
+    parser.add_argument("--variants", default=None, help="variants of the cohort tables (comma-separated; default: "
+                        "baseline, scale, additive, disturbance, ensemble)")
     parser.add_argument("--patients", type=int, default=10)
     parser.add_argument("--hours", type=int, default=72)
     parser.add_argument("--changes", type=int, default=3, help="patients per model with a regime change")
@@ -112,6 +114,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     n, hours, variants = args.patients, args.hours, ("baseline", "scale", "additive", "disturbance", "ensemble")
     n_stat, judged, seeds = args.stationary, args.calibrated, [int(x) for x in args.seeds.split(",")]
+    if args.variants:
+        variants = tuple(args.variants.split(","))
     if args.quick:
         n, hours, variants, n_stat, args.changes, seeds = 1, 12, ("baseline", "disturbance", "ensemble"), 0, 0, [2026]
     if judged not in variants:

@@ -79,7 +79,7 @@ def test_ensemble_scores_are_the_discounted_log_densities_of_the_members_forecas
     patient = sample_icu_patients(1, model="icing", hours=4, seed=3)[0]
     synthetic = synthetic_stream(patient, 3, every_min=15.0, seed=0)
     ens = variant_twin("ensemble", synthetic.stream.regimen)
-    assert isinstance(ens, EnsembleTwin) and ens.names == ("icing", "bergman")
+    assert isinstance(ens, EnsembleTwin) and ens.names == ("icing", "bergman", "bergman-variable")
     for m in synthetic.stream.measurements:
         ens = ens.assimilate([m])
     # independent reference: S_m = sum_k phi^(n-1-k) l_mk over the member's scored forecasts

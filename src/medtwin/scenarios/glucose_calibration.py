@@ -22,13 +22,16 @@ Variants (:data:`VARIANTS`):
   multiplier is two-sided (floor :data:`DISTURBANCE_FLOOR` instead of 1);
 - ``"bergman"`` — ``"disturbance"`` on the Bergman-minimal-model twin
   (:func:`~medtwin.scenarios.icu.bergman_twin_spec`, Gb as the disturbance state), alone;
-- ``"ensemble"`` — :class:`~medtwin.twin.ensemble.EnsembleTwin` of the ``"disturbance"`` (ICING) and
-  ``"bergman"`` twins, weighted online by their calibrated 1-h predictive likelihood, forecast = mixture.
+  ``"bergman_variable"`` the same with SI drifting twice as fast (hourly log-SD 0.4,
+  :data:`~medtwin.scenarios.icu.FAST_SI_DRIFT`);
+- ``"ensemble"`` — :class:`~medtwin.twin.ensemble.EnsembleTwin` of the ``"disturbance"`` (ICING),
+  ``"bergman"`` and ``"bergman_variable"`` twins, weighted online by their calibrated 1-h predictive
+  likelihood, forecast = the mixture.
 
 Examples
 --------
 >>> VARIANTS
-('baseline', 'scale', 'additive', 'disturbance', 'bergman', 'ensemble')
+('baseline', 'scale', 'additive', 'disturbance', 'bergman', 'bergman_variable', 'ensemble')
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ import numpy as np
 from medtwin.assimilate.calibration import CovarianceMatching, coverage, pit_values
 from medtwin.errors import DataError
 
-VARIANTS = ("baseline", "scale", "additive", "disturbance", "bergman", "ensemble")
+VARIANTS = ("baseline", "scale", "additive", "disturbance", "bergman", "bergman_variable", "ensemble")
 #: Smallest variance multiplier of the ``"disturbance"`` variant: its calibration may narrow the band (the EGP
 #: random walk over-states the 1-h spread where the patient's glucose balance is steady), by at most √0.5.
 DISTURBANCE_FLOOR = 0.5
 #: The members of the ``"ensemble"`` variant (ICING with EGP, Bergman with Gb as disturbance states).
-ENSEMBLE_MEMBERS = ("disturbance", "bergman")
+ENSEMBLE_MEMBERS = ("disturbance", "bergman", "bergman_variable")
 
 
 def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict | None = None,
@@ -71,7 +74,7 @@ def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict |
 
 def ensemble_icu_twin(inputs=None, *, patient: str | None = None):
     """The ICU glycaemic forecast ensemble (variant ``"ensemble"``): ICING with EGP and Bergman with Gb as
-    disturbance states, each a calibrated twin (:func:`calibrated_icu_twin`'s settings), weighted online by
+    disturbance states (Bergman twice: shipped SI drift and twice the hourly log-SD), each a calibrated twin (:func:`calibrated_icu_twin`'s settings), weighted online by
     their calibrated 1-h predictive likelihood; its forecast is the mixture
     (:class:`~medtwin.twin.ensemble.EnsembleTwin`; docs/decisions.md, issue 14 robust RMSE).
 
@@ -80,8 +83,8 @@ def ensemble_icu_twin(inputs=None, *, patient: str | None = None):
     Examples
     --------
     >>> ens = ensemble_icu_twin()
-    >>> ens.names, [round(float(w), 2) for w in ens.weights]
-    (('icing', 'bergman'), [0.5, 0.5])
+    >>> ens.names, [round(float(w), 3) for w in ens.weights]
+    (('icing', 'bergman', 'bergman-variable'), [0.333, 0.333, 0.333])
     """
     return variant_twin("ensemble", inputs, patient)
 
@@ -102,18 +105,18 @@ def variant_twin(variant: str, regimen, patient: str | None = None, spec: dict |
         from medtwin.twin.ensemble import EnsembleTwin
 
         members = [variant_twin(v, regimen, patient) for v in ENSEMBLE_MEMBERS]
-        return EnsembleTwin.create(members, names=("icing", "bergman"))
-    if variant == "bergman":
-        from medtwin.scenarios.icu import bergman_twin_spec
+        return EnsembleTwin.create(members, names=("icing", "bergman", "bergman-variable"))
+    if variant in ("bergman", "bergman_variable"):
+        from medtwin.scenarios.icu import FAST_SI_DRIFT, bergman_twin_spec
 
-        spec = spec or bergman_twin_spec()
+        spec = spec or bergman_twin_spec(si_drift=FAST_SI_DRIFT if variant == "bergman_variable" else None)
     spec = dict(spec or (control_twin_spec() if variant == "disturbance" else icu_twin_spec()))
     if variant == "baseline":
         return twin_from_spec(spec, inputs=regimen, patient=patient)
     spec["settings"] = dict(spec.get("settings") or {}, regime_detector=None)
     twin = twin_from_spec(spec, inputs=regimen, patient=patient)
     matching = {"scale": default_matching(), "disturbance": default_matching(DISTURBANCE_FLOOR),
-                "bergman": default_matching(DISTURBANCE_FLOOR),
+                "bergman": default_matching(DISTURBANCE_FLOOR), "bergman_variable": default_matching(DISTURBANCE_FLOOR),
                 "additive": CovarianceMatching("additive", forgetting=0.95, prior_weight=4.0, floor=0.0,
                                                ceiling=100.0)}[variant]
     return CalibratedTwin.create(twin, matching=matching, detector="default")
