@@ -8,8 +8,8 @@ and variant (baseline = the shipped twin; ``scale`` / ``additive`` = the
 calibrated twin, :mod:`medtwin.twin.calibrated`; ``disturbance`` = ``scale`` on the
 twin that also estimates EGP as a disturbance state, the one ``calibrated_icu_twin()``
 ships; ``ensemble`` = the model ensemble of :mod:`medtwin.twin.ensemble` (ICING with EGP, Bergman with Gb at
-the shipped and at twice the hourly SI variability, weighted online by their calibrated 1-h predictive likelihood, forecast = mixture), judged by default; ``--calibrated
-disturbance`` judges the previous one) it prints, in one run, for each cohort seed (``--seeds``):
+the shipped and at twice the hourly SI variability, weighted online by their calibrated 1-h predictive
+likelihood, forecast = mixture), judged by default; ``--calibrated disturbance`` judges the previous one) it prints, in one run, for each cohort seed (``--seeds``):
 
 - coverage of the 90 % band of the reading 1 h ahead (pooled, and per-patient range),
 - PIT summary (mean, sd — 0.5 and 0.289 when calibrated — KS distance, 10 % tails),

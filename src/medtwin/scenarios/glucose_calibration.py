@@ -74,7 +74,8 @@ def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict |
 
 def ensemble_icu_twin(inputs=None, *, patient: str | None = None):
     """The ICU glycaemic forecast ensemble (variant ``"ensemble"``): ICING with EGP and Bergman with Gb as
-    disturbance states (Bergman twice: shipped SI drift and twice the hourly log-SD), each a calibrated twin (:func:`calibrated_icu_twin`'s settings), weighted online by
+    disturbance states (Bergman twice: shipped SI drift and twice the hourly log-SD), each a calibrated twin
+    (:func:`calibrated_icu_twin`'s settings), weighted online by
     their calibrated 1-h predictive likelihood; its forecast is the mixture
     (:class:`~medtwin.twin.ensemble.EnsembleTwin`; docs/decisions.md, issue 14 robust RMSE).
 

@@ -82,7 +82,8 @@ BERGMAN_X_PRIOR_SD = 0.3
 FAST_SI_DRIFT = 0.16
 
 
-def bergman_twin_spec(*, gb_drift: float = EGP_DRIFT, gb_sd: float = EGP_PRIOR_SD, si_drift: float | None = None) -> dict:
+def bergman_twin_spec(*, gb_drift: float = EGP_DRIFT, gb_sd: float = EGP_PRIOR_SD,
+                      si_drift: float | None = None) -> dict:
     """A second ICU twin for the model ensemble: the Bergman minimal model with insulin kinetics.
 
     The shipped ``bergman_insulin`` model (:mod:`medtwin.models.glucose`, its ICU parameter values), with

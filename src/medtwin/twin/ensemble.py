@@ -158,6 +158,9 @@ class EnsembleTwin:
         φ, discount of the scores per scored forecast (0 < φ <= 1).
     weight_floor : float
         Smallest weight of a member.
+    temper : float
+        Factor on each log density before it enters the scores (1: plain Bayes; below 1 flattens the weights,
+        e.g. for overlapping forecasts; 1 kept, docs/decisions.md).
     scores : ndarray, shape (M,)
         Discounted predictive log densities so far.
     resolved : tuple of int
