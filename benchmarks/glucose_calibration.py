@@ -7,7 +7,9 @@ changes, IV insulin by the JBDS-IP scale on the latest reading, enteral feed
 and variant (baseline = the shipped twin; ``scale`` / ``additive`` = the
 calibrated twin, :mod:`medtwin.twin.calibrated`; ``disturbance`` = ``scale`` on the
 twin that also estimates EGP as a disturbance state, the one ``calibrated_icu_twin()``
-ships; ``--calibrated scale`` judges the previous one) it prints, in one run:
+ships; ``ensemble`` = the model ensemble of :mod:`medtwin.twin.ensemble` (ICING with EGP, Bergman with Gb at
+the shipped and at twice the hourly SI variability, weighted online by their calibrated 1-h predictive
+likelihood, forecast = mixture), judged by default; ``--calibrated disturbance`` judges the previous one) it prints, in one run, for each cohort seed (``--seeds``):
 
 - coverage of the 90 % band of the reading 1 h ahead (pooled, and per-patient range),
 - PIT summary (mean, sd — 0.5 and 0.289 when calibrated — KS distance, 10 % tails),
@@ -21,8 +23,9 @@ RMSE <= 0.8 mmol/L, false alarms <= 1 per 72 h on stationary patients.
 
 Usage::
 
-    python benchmarks/glucose_calibration.py --quick   # 1 patient per model, 12 h, baseline/scale/disturbance
-    python benchmarks/glucose_calibration.py           # 10 patients per model, 72 h, all variants + stationary
+    python benchmarks/glucose_calibration.py --quick   # 1 patient per model, 12 h, baseline/disturbance/ensemble
+    python benchmarks/glucose_calibration.py           # 10 patients per model, 72 h, seeds 2026, 99, 5, all
+                                                       # variants + stationary + regime changes
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def _stationary_icing(n, hours, seed):
             sample_icu_patients(n, model="icing", hours=hours + 1, seed=seed, si_step_sd=0.0)]
 
 
-def _regime_changes(n, hours=48, change_at=24, variants=("baseline", "scale", "disturbance")):
+def _regime_changes(n, hours=48, change_at=24, variants=("baseline", "scale", "disturbance", "ensemble")):
     """Stationary patients whose SIscale halves at ``change_at`` h: alarms before, and detection delay after."""
     from medtwin.scenarios.foreign_glucose import ForeignICUPatient
     from medtwin.scenarios.glucose_calibration import variant_twin
@@ -97,50 +100,61 @@ def _regime_changes(n, hours=48, change_at=24, variants=("baseline", "scale", "d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 patient per model, 12 h, baseline/scale/disturbance")
-    parser.add_argument("--calibrated", choices=("disturbance", "scale", "additive"), default="disturbance",
-                        help="the variant judged (default: the shipped one; 'scale' is the previous twin)")
+    parser.add_argument("--quick", action="store_true", help="1 patient per model, 12 h, baseline/disturbance/ensemble")
+    parser.add_argument("--calibrated", choices=("ensemble", "disturbance", "scale", "additive", "bergman"),
+                        default="ensemble", help="the variant judged (default: the model ensemble; 'disturbance' is "
+                                                 "the previous twin, 'scale' the one before)")
+    parser.add_argument("--seeds", default="2026,99,5", help="cohort seeds (comma-separated)")
+    parser.add_argument("--variants", default=None, help="variants of the cohort tables (comma-separated; default: "
+                        "baseline, scale, additive, disturbance, ensemble)")
     parser.add_argument("--patients", type=int, default=10)
     parser.add_argument("--hours", type=int, default=72)
     parser.add_argument("--changes", type=int, default=3, help="patients per model with a regime change")
     parser.add_argument("--stationary", type=int, default=4, help="stationary patients per model")
     args = parser.parse_args(argv)
-    n, hours, variants = args.patients, args.hours, ("baseline", "scale", "additive", "disturbance")
-    n_stat, judged = args.stationary, args.calibrated
+    n, hours, variants = args.patients, args.hours, ("baseline", "scale", "additive", "disturbance", "ensemble")
+    n_stat, judged, seeds = args.stationary, args.calibrated, [int(x) for x in args.seeds.split(",")]
+    if args.variants:
+        variants = tuple(args.variants.split(","))
     if args.quick:
-        n, hours, variants, n_stat, args.changes = 1, 12, ("baseline", "scale", "disturbance"), 0, 0
+        n, hours, variants, n_stat, args.changes, seeds = 1, 12, ("baseline", "disturbance", "ensemble"), 0, 0, [2026]
     if judged not in variants:
         variants = variants + (judged,)
     start = time.perf_counter()
     summary = {}
-    _header(f"1-h-ahead forecasts, {n} patients per model, {hours} h, hour-to-hour SI changes (JBDS insulin, feed)")
-    for model in FOREIGN_MODELS:
-        streams = [foreign_stream(p, hours) for p in sample_foreign_patients(n, model=model, hours=hours, seed=2026)]
-        for variant in variants:
-            summary[(model, variant)] = _row(model, variant, [evaluate_stream(s, variant) for s in streams])
+    for seed in seeds:
+        _header(f"1-h-ahead forecasts, {n} patients per model, {hours} h, hour-to-hour SI changes (JBDS insulin, "
+                f"feed), cohort seed {seed}")
+        for model in FOREIGN_MODELS:
+            streams = [foreign_stream(p, hours) for p in sample_foreign_patients(n, model=model, hours=hours,
+                                                                                 seed=seed)]
+            for variant in variants:
+                summary[(model, seed, variant)] = _row(model, variant, [evaluate_stream(s, variant) for s in streams])
     if n_stat:
         _header(f"stationary patients (no hour-to-hour SI change), {n_stat} per model, {hours} h: false alarms")
         groups = {m: [foreign_stream(p, hours) for p in sample_foreign_patients(
             n_stat, model=m, hours=hours, seed=7, si_step_sd=0.0)] for m in FOREIGN_MODELS}
         groups["icing (own)"] = _stationary_icing(n_stat, hours, 7)
         for label, streams in groups.items():
-            for variant in ("baseline", "scale", judged) if judged != "scale" else ("baseline", "scale"):
+            for variant in dict.fromkeys(("baseline", "scale", "disturbance", judged)):
                 summary[("stationary", label, variant)] = _row(label, variant,
                                                                [evaluate_stream(s, variant) for s in streams])
     if args.changes:
-        _regime_changes(args.changes, variants=tuple(dict.fromkeys(("baseline", "scale", judged))))
+        _regime_changes(args.changes, variants=tuple(dict.fromkeys(("baseline", "disturbance", judged))))
     if args.quick:
         print("\n(--quick: a smoke run of the whole pipeline; 11 forecasts per model are no acceptance figure)")
     print(f"\nacceptance (calibrated = {judged}): coverage in 0.85-0.95 and median RMSE <= 0.8 (vs the true "
           "glucose) per foreign model; stationary false alarms <= 1 per 72 h")
-    for model in FOREIGN_MODELS:
-        cov, rmse, _, _ = summary[(model, judged)]
-        base_cov, base_rmse, _, _ = summary[(model, "baseline")]
-        prev_cov, prev_rmse, _, _ = summary[(model, "scale")]
-        print(f"  {model:<14} coverage {cov:.3f} (previous {prev_cov:.3f}, baseline {base_cov:.3f})  median RMSE "
-              f"{rmse:.2f} (previous {prev_rmse:.2f}, baseline {base_rmse:.2f})  "
-              f"{'MET' if 0.85 <= cov <= 0.95 and rmse <= 0.8 else 'NOT MET'}")
-    pooled = np.concatenate([summary[(m, judged)][3] for m in FOREIGN_MODELS])
+    previous = "disturbance" if judged != "disturbance" else "scale"
+    for seed in seeds:
+        for model in FOREIGN_MODELS:
+            cov, rmse, _, _ = summary[(model, seed, judged)]
+            base_cov, base_rmse, _, _ = summary[(model, seed, "baseline")]
+            prev_cov, prev_rmse, _, _ = summary.get((model, seed, previous), (np.nan, np.nan, 0, 0))
+            print(f"  seed {seed:<5} {model:<14} coverage {cov:.3f} (previous {prev_cov:.3f}, baseline {base_cov:.3f})"
+                  f"  median RMSE {rmse:.3f} (previous {prev_rmse:.3f}, baseline {base_rmse:.3f})  "
+                  f"{'MET' if 0.85 <= cov <= 0.95 and rmse <= 0.8 else 'NOT MET'}")
+    pooled = np.concatenate([summary[(m, s, judged)][3] for m in FOREIGN_MODELS for s in seeds])
     print(f"  median RMSE over the patients of both foreign models: {np.median(pooled):.2f} mmol/L")
     for key, (_, _, alarms, _) in summary.items():
         if key[0] == "stationary":

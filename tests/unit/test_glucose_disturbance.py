@@ -14,7 +14,7 @@ def test_calibrated_icu_twin_estimates_egp_by_default_and_keeps_the_previous_twi
     assert (new.matching.kind, new.matching.floor, old.matching.floor) == ("scale", 0.5, 1.0)
     assert new.twin.settings.regime_detector is None and new.detector is not None
     with pytest.raises(DataError, match="variant must be one of"):
-        variant_twin("ensemble", None)
+        variant_twin("mixture", None)
 
 
 @pytest.mark.slow  # compiles two ICU twins and the Hovorka truth (about 10 s warm, 30 s cold on one core)

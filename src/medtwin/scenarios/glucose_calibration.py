@@ -19,12 +19,19 @@ Variants (:data:`VARIANTS`):
   :func:`~medtwin.scenarios.icu.control_twin_spec` (the same spec the closed-loop controller uses): a
   persistent error in the patient's glucose balance is absorbed there instead of driving SI to its
   bounds, so the twin keeps tracking glucose when the patient leaves ICING's range; its variance
-  multiplier is two-sided (floor :data:`DISTURBANCE_FLOOR` instead of 1).
+  multiplier is two-sided (floor :data:`DISTURBANCE_FLOOR` instead of 1);
+- ``"bergman"`` — ``"disturbance"`` on the Bergman-minimal-model twin
+  (:func:`~medtwin.scenarios.icu.bergman_twin_spec`, Gb as the disturbance state), alone;
+  ``"bergman_variable"`` the same with SI drifting twice as fast (hourly log-SD 0.4,
+  :data:`~medtwin.scenarios.icu.FAST_SI_DRIFT`);
+- ``"ensemble"`` — :class:`~medtwin.twin.ensemble.EnsembleTwin` of the ``"disturbance"`` (ICING),
+  ``"bergman"`` and ``"bergman_variable"`` twins, weighted online by their calibrated 1-h predictive
+  likelihood, forecast = the mixture.
 
 Examples
 --------
 >>> VARIANTS
-('baseline', 'scale', 'additive', 'disturbance')
+('baseline', 'scale', 'additive', 'disturbance', 'bergman', 'bergman_variable', 'ensemble')
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ import numpy as np
 from medtwin.assimilate.calibration import CovarianceMatching, coverage, pit_values
 from medtwin.errors import DataError
 
-VARIANTS = ("baseline", "scale", "additive", "disturbance")
+VARIANTS = ("baseline", "scale", "additive", "disturbance", "bergman", "bergman_variable", "ensemble")
 #: Smallest variance multiplier of the ``"disturbance"`` variant: its calibration may narrow the band (the EGP
 #: random walk over-states the 1-h spread where the patient's glucose balance is steady), by at most √0.5.
 DISTURBANCE_FLOOR = 0.5
+#: The members of the ``"ensemble"`` variant (ICING with EGP, Bergman with Gb as disturbance states).
+ENSEMBLE_MEMBERS = ("disturbance", "bergman", "bergman_variable")
 
 
 def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict | None = None,
@@ -63,6 +72,24 @@ def calibrated_icu_twin(inputs=None, *, patient: str | None = None, spec: dict |
     return variant_twin("disturbance" if disturbance else "scale", inputs, patient, spec)
 
 
+def ensemble_icu_twin(inputs=None, *, patient: str | None = None):
+    """The ICU glycaemic forecast ensemble (variant ``"ensemble"``): ICING with EGP and Bergman with Gb as
+    disturbance states (Bergman twice: shipped SI drift and twice the hourly log-SD), each a calibrated twin
+    (:func:`calibrated_icu_twin`'s settings), weighted online by
+    their calibrated 1-h predictive likelihood; its forecast is the mixture
+    (:class:`~medtwin.twin.ensemble.EnsembleTwin`; docs/decisions.md, issue 14 robust RMSE).
+
+    The closed-loop controller keeps its single ICING twin (:func:`~medtwin.scenarios.icu.control_twin_spec`).
+
+    Examples
+    --------
+    >>> ens = ensemble_icu_twin()
+    >>> ens.names, [round(float(w), 3) for w in ens.weights]
+    (('icing', 'bergman', 'bergman-variable'), [0.333, 0.333, 0.333])
+    """
+    return variant_twin("ensemble", inputs, patient)
+
+
 def variant_twin(variant: str, regimen, patient: str | None = None, spec: dict | None = None):
     """The twin of one variant for a stream with inputs ``regimen`` (a Twin or a CalibratedTwin).
 
@@ -75,12 +102,22 @@ def variant_twin(variant: str, regimen, patient: str | None = None, spec: dict |
 
     if variant not in VARIANTS:
         raise DataError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "ensemble":
+        from medtwin.twin.ensemble import EnsembleTwin
+
+        members = [variant_twin(v, regimen, patient) for v in ENSEMBLE_MEMBERS]
+        return EnsembleTwin.create(members, names=("icing", "bergman", "bergman-variable"))
+    if variant in ("bergman", "bergman_variable"):
+        from medtwin.scenarios.icu import FAST_SI_DRIFT, bergman_twin_spec
+
+        spec = spec or bergman_twin_spec(si_drift=FAST_SI_DRIFT if variant == "bergman_variable" else None)
     spec = dict(spec or (control_twin_spec() if variant == "disturbance" else icu_twin_spec()))
     if variant == "baseline":
         return twin_from_spec(spec, inputs=regimen, patient=patient)
     spec["settings"] = dict(spec.get("settings") or {}, regime_detector=None)
     twin = twin_from_spec(spec, inputs=regimen, patient=patient)
     matching = {"scale": default_matching(), "disturbance": default_matching(DISTURBANCE_FLOOR),
+                "bergman": default_matching(DISTURBANCE_FLOOR), "bergman_variable": default_matching(DISTURBANCE_FLOOR),
                 "additive": CovarianceMatching("additive", forgetting=0.95, prior_weight=4.0, floor=0.0,
                                                ceiling=100.0)}[variant]
     return CalibratedTwin.create(twin, matching=matching, detector="default")

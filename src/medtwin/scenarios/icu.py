@@ -72,6 +72,47 @@ def control_twin_spec(*, egp_drift: float = EGP_DRIFT, egp_sd: float = EGP_PRIOR
     return spec
 
 
+#: Prior SD of the Bergman twin's remote insulin action X, 1/h (assumption: the shipped Bergman model's X at
+#: the JBDS scale's largest rate, 6 U/h, is SI·ΔI ≈ 0.0063·90 ≈ 0.57 1/h, covered at two SD).
+BERGMAN_X_PRIOR_SD = 0.3
+#: SI random-walk variance of the ensemble's "variable patient" member, (log units)²/h: an hourly log-SD of 0.4,
+#: twice the shipped twin's 0.2 (assumption: a member for patients whose sensitivity moves faster, or looks so
+#: to a model that is not theirs; multiple-model adaptive estimation, Magill DT. IEEE Trans Autom Control
+#: 1965;10:434-439, lets the readings choose).
+FAST_SI_DRIFT = 0.16
+
+
+def bergman_twin_spec(*, gb_drift: float = EGP_DRIFT, gb_sd: float = EGP_PRIOR_SD,
+                      si_drift: float | None = None) -> dict:
+    """A second ICU twin for the model ensemble: the Bergman minimal model with insulin kinetics.
+
+    The shipped ``bergman_insulin`` model (:mod:`medtwin.models.glucose`, its ICU parameter values), with
+    the ICU twin's noise, errors and settings (:func:`icu_twin_spec`): SI tracked as the same log random walk,
+    and the basal glucose Gb — the model's insulin-independent glucose balance p1·VG·(Gb − G) — as the
+    disturbance state, the role EGP plays in :func:`control_twin_spec` (same drift and prior log-SD).  Its
+    insulin acts through one remote compartment X with p2 = 1.7 1/h (35 min; Fisher 1991) and without
+    saturation, where ICING's interstitial insulin Q responds in about an hour and saturates.  ``si_drift``
+    replaces the SI random-walk variance ((log units)²/h; default the shipped twin's).
+
+    Examples
+    --------
+    >>> spec = bergman_twin_spec()
+    >>> spec["model"], spec["estimated"], sorted(spec["initial_sd"])
+    ('bergman_insulin', ['SI', 'Gb'], ['GLU', 'Gb', 'INS', 'SI', 'X'])
+    """
+    if not (gb_drift >= 0 and gb_sd > 0) or (si_drift is not None and not si_drift >= 0):
+        raise DataError(f"bergman_twin_spec: gb_drift, si_drift >= 0 and gb_sd > 0 needed, got {gb_drift}, "
+                        f"{si_drift}, {gb_sd}")
+    spec = icu_twin_spec()
+    if si_drift is not None:
+        spec["parameter_drift"] = {**spec["parameter_drift"], "SI": float(si_drift)}
+    sd = {k: v for k, v in spec["initial_sd"].items() if k != "Q"}
+    spec.update(model="bergman_insulin", estimated=["SI", "Gb"],
+                parameter_drift={**spec["parameter_drift"], "Gb": float(gb_drift)},
+                initial_sd={**sd, "X": BERGMAN_X_PRIOR_SD, "Gb": float(gb_sd)})
+    return spec
+
+
 def icu_protocol_regimen(hours: int, *, seed: int = 0) -> Regimen:
     """A plausible ICU input history: enteral feed 3.5 g/h and insulin 0–6 U/h changed every hour.
 
