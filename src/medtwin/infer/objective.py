@@ -133,7 +133,7 @@ class Problem:
         else:
             from medtwin.infer.occasions import subject_occasions
 
-            self.occasions = subject_occasions(dataset, population.iov.occasion)
+            self.occasions = subject_occasions(dataset, population.iov.occasion, population.iov.timing)
             self.n_occasions, self.n_iov = self.occasions.n_occasions, len(population.iov.parameters)
             self.iov_columns = np.array([names.index(p) for p in population.iov.parameters])
         k, n_iov = self.n_occasions, self.n_iov
