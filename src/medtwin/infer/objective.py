@@ -180,7 +180,8 @@ class Problem:
         """Predictions at the fitted observations for log-parameter tables -> (B, M).
 
         ``log_params`` is (B, N, P), or (B, N, K, P) per occasion (IOV: the parameters of occasion k hold
-        from its first record on, :mod:`medtwin.infer.occasions`).  ``subjects`` (B, N) bool, optional:
+        from its first record on, or with ``iov.timing == "nonmem"`` over the intervals closed by its records,
+        :mod:`medtwin.infer.occasions`).  ``subjects`` (B, N) bool, optional:
         simulate only these (the others give NaN).  One batched :func:`simulate` call; a failed patient or
         non-finite parameter gives NaN for that patient's observations.
         """
