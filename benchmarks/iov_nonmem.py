@@ -97,10 +97,30 @@ def section_objective(population, dataset, reference) -> None:
         print(f"            with iov.timing 'record' instead: {other:.4f} ({other - values['ofv']:+.4f} from NONMEM)")
 
 
+def progress(method):
+    """``method`` (the outer objective's value_and_gradient) printing each evaluation's OFV and CPU time."""
+    start, count = time.process_time(), [0]
+
+    def wrapped(self, x, *a, **k):
+        value, grad = method(self, x, *a, **k)
+        count[0] += 1
+        print(f"     evaluation {count[0]:3d}: OFV {value:.4f}, |gradient| {np.max(np.abs(grad)):.3g}, "
+              f"{time.process_time() - start:.0f} s CPU", flush=True)
+        return value, grad
+    return wrapped
+
+
 def section_fit(population, dataset, reference) -> None:
-    print("2. Full FOCEI fit from iov.mod's initial estimates (central differences, no covariance step)")
+    from medtwin.infer import foce
+
+    print("2. Full FOCEI fit from iov.mod's initial estimates (central differences, no covariance step)", flush=True)
     cpu, wall = time.process_time(), time.perf_counter()
-    fit = fit_focei(population, dataset, gradients="differences", covariance="none")
+    original = foce._Objective.value_and_gradient
+    foce._Objective.value_and_gradient = progress(original)  # progress lines only; the values are untouched
+    try:
+        fit = fit_focei(population, dataset, gradients="differences", covariance="none")
+    finally:
+        foce._Objective.value_and_gradient = original
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     final = reference["final"]
     print(f"   {fit.n_iterations} BFGS iterations, {fit.n_evaluations} objective evaluations, converged "
