@@ -27,6 +27,8 @@ import sys
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--quick", action="store_true", help="objective at NONMEM's estimates only")
+parser.add_argument("--start", choices=("initial", "final", "both"), default="both",
+                    help="start the full fit at iov.mod's initial estimates, at NONMEM's final ones, or both")
 args = parser.parse_args()
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[var] = str(args.threads)
@@ -110,10 +112,13 @@ def progress(method):
     return wrapped
 
 
-def section_fit(population, dataset, reference) -> None:
+def section_fit(population, dataset, reference, start: str) -> None:
     from medtwin.infer import foce
 
-    print("2. Full FOCEI fit from iov.mod's initial estimates (central differences, no covariance step)", flush=True)
+    print(f"2. Full FOCEI fit from {'iov.mod' if start == 'initial' else 'NONMEM'}'s {start} estimates (central "
+          "differences, no covariance step)", flush=True)
+    if start == "final":
+        population = at_values(population, reference["final"])
     cpu, wall = time.process_time(), time.perf_counter()
     original = foce._Objective.value_and_gradient
     foce._Objective.value_and_gradient = progress(original)  # progress lines only; the values are untouched
@@ -162,7 +167,8 @@ def main() -> int:
           f"{reference['source']['paths'][0]} ({reference['source']['software']})")
     section_objective(population, dataset, reference)
     if not args.quick:
-        section_fit(population, dataset, reference)
+        for start in ("initial", "final") if args.start == "both" else (args.start,):
+            section_fit(population, dataset, reference, start)
     return 0
 
 
