@@ -623,11 +623,27 @@ def _run_one(i, rhs, init, outputs, matrix, code, has_matrix, n, n_out, P, ev_fl
     ev = ev_flat[ev_start[i]:ev_stop[i]]
     if use_shared:
         seg = shared
+        par, val = chg_par, chg_val[i]
     else:
+        keep = _effective_changes(p, chg_par, chg_val[i])
+        par, val = chg_par[keep], chg_val[i][keep]
         seg = segment_arrays(p, ev, obs_flat[obs_start[i]:obs_stop[i]], pre_flat[obs_start[i]:obs_stop[i]], idx, n,
-                             chg_t)
-    return run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, idx, seg, chg_par, chg_val[i],
+                             chg_t[keep])
+    return run_patient(rhs, init, outputs, matrix, code, has_matrix, n, n_out, p, ev, idx, seg, par, val,
                        out, states_out, keep_states, row_start[i], rtol, atol, dt, max_steps)
+
+
+@nb.njit(cache=True, nogil=True)
+def _effective_changes(p, chg_par, chg_val):
+    """Mask of the parameter changes (C,) that change this patient's value: the others (the batch shares one set
+    of change times, e.g. IOV occasions of other subjects) would only split its segments."""
+    current = p.copy()
+    keep = np.zeros(chg_par.shape[0], np.bool_)
+    for c in range(chg_par.shape[0]):
+        if chg_val[c] != current[chg_par[c]]:
+            keep[c] = True
+            current[chg_par[c]] = chg_val[c]
+    return keep
 
 
 @nb.njit(cache=True, nogil=True)

@@ -218,22 +218,34 @@ class CovariateEffect:
         return np.where(holds, 1.0 + theta_value, 1.0)
 
 
+#: Occasion timings of :class:`InterOccasion` (see there).
+IOV_TIMINGS = ("record", "nonmem")
+
+
 @dataclass(frozen=True)
 class InterOccasion:
     """Inter-occasion variability: κ ~ N(0, ``omega``) per occasion on ``parameters`` (log scale).
 
-    ``occasion`` names the dataset column numbering occasions (NONMEM ``OCC``).
+    ``occasion`` names the dataset column numbering occasions (NONMEM ``OCC``).  ``timing`` says over which
+    times an occasion's parameters hold: ``"record"`` (default) from the time of the occasion's first record on;
+    ``"nonmem"`` NONMEM PREDPP's rule, the parameters over (t_{i−1}, t_i] are those of record i (the record
+    closing the interval, "next observation carried backward"), so an occasion column that differs between
+    neighbouring records (e.g. dose and observation records) acts on the interval before each record
+    (:mod:`medtwin.infer.occasions`).
     """
 
     parameters: tuple[str, ...]
     omega: Any
     occasion: str = "OCC"
+    timing: str = "record"
 
     def __post_init__(self):
         object.__setattr__(self, "parameters", tuple(self.parameters))
         if len(set(self.parameters)) != len(self.parameters) or not self.parameters:
             raise PopulationError(f"iov.parameters: must be distinct and non-empty, got {list(self.parameters)}")
         object.__setattr__(self, "omega", check_covariance(self.omega, "iov.omega", len(self.parameters)))
+        if self.timing not in IOV_TIMINGS:
+            raise PopulationError(f"iov.timing: must be one of {IOV_TIMINGS}, got {self.timing!r}")
 
 
 @dataclass(frozen=True)
@@ -478,6 +490,8 @@ class Population:
         if self.iov is not None:
             out["iov"] = {"parameters": list(self.iov.parameters), "omega": _matrix_list(self.iov.omega),
                           "occasion": self.iov.occasion}
+            if self.iov.timing != "record":
+                out["iov"]["timing"] = self.iov.timing
         if self.estimation:
             out["estimation"] = dict(self.estimation)
         return out

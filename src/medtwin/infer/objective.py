@@ -133,7 +133,7 @@ class Problem:
         else:
             from medtwin.infer.occasions import subject_occasions
 
-            self.occasions = subject_occasions(dataset, population.iov.occasion)
+            self.occasions = subject_occasions(dataset, population.iov.occasion, population.iov.timing)
             self.n_occasions, self.n_iov = self.occasions.n_occasions, len(population.iov.parameters)
             self.iov_columns = np.array([names.index(p) for p in population.iov.parameters])
         k, n_iov = self.n_occasions, self.n_iov
@@ -180,7 +180,8 @@ class Problem:
         """Predictions at the fitted observations for log-parameter tables -> (B, M).
 
         ``log_params`` is (B, N, P), or (B, N, K, P) per occasion (IOV: the parameters of occasion k hold
-        from its first record on, :mod:`medtwin.infer.occasions`).  ``subjects`` (B, N) bool, optional:
+        from its first record on, or with ``iov.timing == "nonmem"`` over the intervals closed by its records,
+        :mod:`medtwin.infer.occasions`).  ``subjects`` (B, N) bool, optional:
         simulate only these (the others give NaN).  One batched :func:`simulate` call; a failed patient or
         non-finite parameter gives NaN for that patient's observations.
         """

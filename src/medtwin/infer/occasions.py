@@ -9,6 +9,24 @@ record of that occasion on (a piecewise-constant parameter of
 :func:`medtwin.core.simulate.simulate`, applied before any reset, steady-state
 record or dose at that time, as NONMEM reads the record's PK block first).
 
+With ``timing="nonmem"`` the occasion of each *interval* is the occasion of the
+record that closes it: NONMEM's PREDPP calls $PK at every event record and
+advances the system from the previous record's time t_{i−1} to the record's
+time t_i with the parameters computed at record i ("next observation carried
+backward").  The parameter change into record i's occasion therefore happens
+just after record i−1, at t_{i−1} + :data:`NONMEM_CHANGE_OFFSET` (after
+record i−1's own observation, dose, lag and bioavailability were evaluated
+with its own occasion, since :func:`~medtwin.core.simulate.simulate` applies a
+change at time t before the records at t).  The offset is the only
+approximation: over it the previous occasion's parameters still act, a
+relative error of at most offset·|Δk| in the state (about 1e-9 for rate
+constants below 10/h).  This matters when the occasion column differs between
+neighbouring records — e.g. pharmpy's ``iov.mod``, whose occasion flag FA1 is
+1 on dose records and 0 on observation records: every interval ending at an
+observation decays with occasion 0's parameters, every interval ending at a
+dose with occasion 1's.  Two records at the same time with different
+occasions cannot be separated this way and are refused.
+
 Examples
 --------
 >>> import io
@@ -62,8 +80,18 @@ class Occasions:
     count: np.ndarray
 
 
-def subject_occasions(dataset, column: str) -> Occasions:
-    """The :class:`Occasions` of ``dataset`` read from its column ``column`` (EstimationError names a bad row)."""
+#: Time (h) after record i−1 at which ``timing="nonmem"`` switches to record i's occasion (module docstring).
+NONMEM_CHANGE_OFFSET = 1e-7
+
+
+def subject_occasions(dataset, column: str, timing: str = "record") -> Occasions:
+    """The :class:`Occasions` of ``dataset`` read from its column ``column`` (EstimationError names a bad row).
+
+    ``timing``: ``"record"`` (an occasion's parameters from its first record's time on) or ``"nonmem"``
+    (those of the record closing each interval, the module docstring).
+    """
+    if timing not in ("record", "nonmem"):
+        raise EstimationError(f"iov.timing: must be 'record' or 'nonmem', got {timing!r}")
     if column not in dataset.frame.columns:
         raise EstimationError(f"iov.occasion: the dataset has no column {column!r} (columns: "
                               f"{list(dataset.frame.columns)})")
@@ -81,7 +109,16 @@ def subject_occasions(dataset, column: str) -> Occasions:
         order = {v: k for k, v in enumerate(occ[np.sort(first)])}
         index = np.array([order[v] for v in occ], dtype=int)
         change = np.flatnonzero(np.r_[False, index[1:] != index[:-1]])
-        per_subject.append((times[rows][change], index[change]))
+        if timing == "record":
+            per_subject.append((times[rows][change], index[change]))
+        else:
+            before = times[rows][change - 1]
+            close = np.flatnonzero(times[rows][change] - before <= 2 * NONMEM_CHANGE_OFFSET)
+            if close.size:
+                row = rows[change[close[0]]] + 1
+                raise EstimationError(f"row {row}, column {column}: the occasion changes between two records at "
+                                      f"the same time (ID {s.id}); iov.timing 'nonmem' cannot separate them")
+            per_subject.append((before + NONMEM_CHANGE_OFFSET, index[change]))
         position = {int(r): k for k, r in enumerate(rows)}
         obs_occ.append(np.array([index[position[int(r) - 1]] for r in s.obs_row], dtype=int))
         dose_occ.append(np.array([index[position[int(r) - 1]] for r in s.dose_row], dtype=int))

@@ -18,7 +18,8 @@ Fields, with units carried next to the numbers:
 ``iiv``
     ``{parameters: [...], omega: [[...]]}``: Ω of the log-normal η (variances, log scale).
 ``iov`` (optional)
-    ``{parameters, omega, occasion}``.
+    ``{parameters, omega, occasion, timing?}`` (timing ``record``, the default, or ``nonmem``:
+    :class:`medtwin.core.population.InterOccasion`).
 ``residual``
     ``{model, additive_sd, proportional_sd, output, unit}``: SDs (σ² = SD²).
 ``estimation`` (optional)
