@@ -35,7 +35,7 @@ def test_numpy_functions_equal_the_jax_programs_to_rounding(name, parameters, es
                                    np.asarray(jax_f["measure"][k](z, space.theta)), rtol=1e-13, atol=1e-300)
 
 
-def test_ukf_on_numpy_equals_the_ukf_on_jax_on_a_well_conditioned_replay(monkeypatch):
+def test_ukf_on_numpy_equals_the_ukf_on_jax_on_a_well_conditioned_replay():
     model = get_model("pk1_iv")
     space = StateSpace.build(model, {"CL": 2.0, "V": 20.0}, estimated=("CL",), parameter_drift={"CL": 0.01},
                              state_noise={"CENTRAL": 0.5})
@@ -47,8 +47,8 @@ def test_ukf_on_numpy_equals_the_ukf_on_jax_on_a_well_conditioned_replay(monkeyp
     times = np.sort(rng.uniform(0.2, 40.0, 25))
     values = 20.0 * np.exp(rng.normal(0.0, 0.3, len(times)))
 
-    def run():
-        ukf = UnscentedKalmanFilter(space)
+    def run(transition):
+        ukf = UnscentedKalmanFilter(space, transition=transition)
         belief = ukf.init(space.initial_mean(), np.diag([1.0, 0.3**2]), time=0.0)
         out = []
         for t, y in zip(times, values):
@@ -57,6 +57,24 @@ def test_ukf_on_numpy_equals_the_ukf_on_jax_on_a_well_conditioned_replay(monkeyp
             out.append([*belief.mean, *belief.cov.ravel(), innovation.predicted, innovation.variance])
         return np.array(out)
 
-    on_numpy = run()
-    monkeypatch.setattr(StateSpace, "numpy_functions", StateSpace.functions)  # the same filter on the JAX programs
-    np.testing.assert_allclose(on_numpy, run(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(run("numpy"), run("jax"), rtol=1e-10, atol=1e-12)
+
+
+def test_the_transition_is_a_saved_setting_and_a_replay_defaults_to_numpy():
+    """The library's UKF steps on the JAX programs; a replay request on NumPy unless its spec names one;
+    the choice is saved with the twin (the two agree to ~1e-9, not bit for bit) and unknown values are refused."""
+    from medtwin.errors import ParameterError
+    from medtwin.twin.codec import twin_from_dict, twin_from_spec, twin_to_dict
+    from medtwin.workflows.engine import _one_shot
+
+    spec = {"model": "pk1_iv", "parameters": {"CL": 2.0, "V": 20.0}, "estimated": ["CL"],
+            "initial_sd": {"CL": 0.3}, "errors": {"C": {"model": "additive", "additive": 0.5}}}
+    assert twin_from_spec(spec).observer.transition == "jax"
+    assert twin_from_spec(_one_shot(spec)).observer.transition == "numpy"
+    named = {**spec, "observer": {"kind": "ukf", "transition": "jax"}}
+    assert twin_from_spec(_one_shot(named)).observer.transition == "jax"
+    assert _one_shot({**spec, "observer": {"kind": "ekf"}})["observer"] == {"kind": "ekf"}
+    twin = twin_from_spec(_one_shot(spec))
+    assert twin_from_dict(twin_to_dict(twin)).observer.transition == "numpy"
+    with pytest.raises(ParameterError, match="transition"):
+        UnscentedKalmanFilter(twin.space, transition="torch")

@@ -91,16 +91,27 @@ class UnscentedKalmanFilter:
     space : StateSpace
     alpha, beta, kappa : float
         Sigma-point spread and weights (λ = α²(n+κ) − n).
+    transition : {"jax", "numpy"}
+        What advances and measures the sigma points: the state space's compiled
+        JAX programs (:meth:`StateSpace.functions`, ≈ 0.2 ms per 5-min ICU update,
+        but a process pays ≈ 1 s to import JAX and trace them) or the same RK4
+        arithmetic in NumPy (:meth:`StateSpace.numpy_functions`, ≈ 0.9 ms per
+        update, nothing to import or trace: what a one-shot replay of a recorded
+        stream uses).  The two agree to ≈ 1e-9 relative, not bit for bit, so the
+        choice is part of the twin's settings (saved with it).
     """
 
     space: StateSpace
     alpha: float = 1.0
     beta: float = 2.0
     kappa: float = 0.0
+    transition: str = "jax"
 
     name = "ukf"
 
     def __post_init__(self):
+        if self.transition not in ("jax", "numpy"):
+            raise ParameterError(f"ukf: transition must be 'jax' or 'numpy', not {self.transition!r}")
         n = self.space.n
         if not (self.alpha > 0 and n + self._lambda > 0):
             raise ParameterError(f"ukf: alpha={self.alpha}, kappa={self.kappa} give no valid sigma points for n={n}")
@@ -109,6 +120,9 @@ class UnscentedKalmanFilter:
     def _lambda(self) -> float:
         n = self.space.n
         return self.alpha**2 * (n + self.kappa) - n
+
+    def _functions(self) -> dict:
+        return self.space.numpy_functions() if self.transition == "numpy" else self.space.functions()
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance weights, each (2n+1,)."""
@@ -171,7 +185,7 @@ class UnscentedKalmanFilter:
         points = self.sigma_points(belief.mean, belief.cov)
         if points is None:
             return replace(belief, time=t1, healthy=False)
-        points = _propagate(self.space, points, belief.time, t1, inputs, self.space.numpy_functions())
+        points = _propagate(self.space, points, belief.time, t1, inputs, self._functions())
         wm, wc = self.weights()
         mean = points[0] + wm @ (points - points[0])  # = wm @ points; a state every point agrees on keeps its value
         d = points - mean
@@ -185,7 +199,7 @@ class UnscentedKalmanFilter:
         if points is None or not belief.healthy:
             return float("nan"), float("nan")
         wm, wc = self.weights()
-        y = self.space.measure(points, output, self.space.numpy_functions())
+        y = self.space.measure(points, output, self._functions())
         mean = float(wm @ y)
         return mean, float(np.sqrt(max(float(wc @ (y - mean) ** 2), 0.0)))
 
@@ -200,7 +214,7 @@ class UnscentedKalmanFilter:
         if points is None:
             return _failed(belief, time, value, output)
         wm, wc = self.weights()
-        y = self.space.measure(points, output, self.space.numpy_functions())
+        y = self.space.measure(points, output, self._functions())
         y_mean = float(wm @ y)
         dy = y - y_mean
         variance = float(wc @ dy**2) + float(error.variance(y_mean))

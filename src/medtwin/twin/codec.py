@@ -18,7 +18,7 @@ YAML file; see the ``medtwin replay`` documentation)::
     parameter_drift: {SI: 0.04}       # (log units)^2 per hour
     state_noise: {GLUCOSE: 0.5}       # (state unit)^2 per hour
     initial_sd: {SI: 0.5}             # log-scale SD of estimated parameters; state SDs in state units
-    observer: {kind: ukf}             # ukf | ekf | particle (n_particles, seed)
+    observer: {kind: ukf}             # ukf (alpha, beta, kappa, transition) | ekf | particle (n_particles, seed)
     errors: {G: {model: proportional, proportional: 0.06}}
     settings: {checkpoint_every_h: 1, rewind_h: 24, substances: {G: glucose}}
 
@@ -49,7 +49,7 @@ from medtwin.models import model_reference, resolve_model
 FORMAT = "medtwin-twin/2"
 #: Formats :func:`twin_from_dict` reads (/1: a live twin, the model by name and digest in ``space``).
 READABLE = ("medtwin-twin/1", FORMAT)
-_OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa"), "ekf": (), "particle": ("n_particles", "resample_below",
+_OBSERVER_FIELDS = {"ukf": ("alpha", "beta", "kappa", "transition"), "ekf": (), "particle": ("n_particles", "resample_below",
                                                                                   "nonnegative")}
 
 
