@@ -129,11 +129,29 @@ def test_personalizing_a_linear_model_imports_no_jax():
         pop = load_population(shipped_population_path("vancomycin_goti2018"))
         data = PatientData(Regimen.every(12.0, "h", 1000.0, "mg", n=4, duration=1.0), times=[35.5, 38.0],
                            values=[17.5, 38.0], covariates={"CRCL": 45.0, "WT": 82.0, "DIAL": 0.0})
-        post = personalize(pop, data)
+        post = personalize(pop, data, engine="auto")
         print(post.status, "jax" in sys.modules)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["converged", "False"]
+
+
+def test_the_library_default_is_the_jax_engine_and_the_workflow_operations_take_auto():
+    """personalize() keeps the compiled JAX potential (fast when warm); the one-shot operations of the
+    workflow layer take NumPy for a linear model; both give the same posterior to rounding."""
+    from medtwin.workflows import engine as workflow_engine
+    from medtwin.workflows.requests import PersonalizeRequest
+
+    population = load_population(shipped_population_path("vancomycin_goti2018"))
+    data = CASES["two levels"]
+    assert workflow_engine.LAPLACE_ENGINE == "auto"
+    library = personalize_module.personalize(population, data)
+    np.testing.assert_array_equal(library.mean, _fit(data, "jax").mean)
+    request = PersonalizeRequest(population=population, data=data, open_data="test")
+    operation = workflow_engine._personalize(request, None)
+    np.testing.assert_array_equal(operation.mean, _fit(data, "numpy").mean)
+    with pytest.raises(DataError, match="engine must be one of"):
+        personalize_module.personalize(population, data, engine="torch")
 
 
 _APP = """

@@ -380,7 +380,7 @@ def score(diagnostics: Mapping, weighting: str) -> float:
 
 def personalize_averaged(populations: Sequence[Population], data: PatientData | Sequence[PatientData], *,
                          weighting: str = DEFAULT_WEIGHTING, mode: str = "average", models=None,
-                         sources: Sequence[str] | None = None) -> ModelAveragedPosterior:
+                         sources: Sequence[str] | None = None, engine: str = "jax") -> ModelAveragedPosterior:
     """Personalize ``data`` under every candidate population and weight the candidates by the data.
 
     Parameters
@@ -398,6 +398,8 @@ def personalize_averaged(populations: Sequence[Population], data: PatientData | 
         The Model of each population (default: the library model each names).
     sources : sequence of str, optional
         How each population is named in error messages (its file); default its name.
+    engine : {"jax", "auto", "numpy"}
+        The Laplace fits' engine (:func:`medtwin.infer.personalize.personalize`).
 
     Returns
     -------
@@ -415,7 +417,7 @@ def personalize_averaged(populations: Sequence[Population], data: PatientData | 
     models = [None] * len(populations) if models is None else list(models)
     components, diagnostics = [], []
     for pop, model in zip(populations, models):
-        post = personalize(pop, data, method="laplace", model=model)  # its refusals name the population
+        post = personalize(pop, data, method="laplace", model=model, engine=engine)  # refusals name the population
         components.append(post)
         diagnostics.append(_scores(post, pop.name))
     scores = np.array([score(d, weighting) for d in diagnostics])

@@ -21,8 +21,8 @@ reverse-mode differentiates: the exact superposition solution for linear models
 field otherwise (:mod:`medtwin.core.jax_ode`: Michaelis–Menten PK, glucose–insulin
 models).  Both scan over the same padded step arrays and the observations are
 padded to a multiple of ``OBS_PAD``, so patients with similar data share one
-compilation of the potential.  The Laplace fit of a linear model skips JAX
-altogether (engine ``"auto"`` of :func:`_laplace`): the same potential in NumPy,
+compilation of the potential.  The Laplace fit of a linear model can skip JAX
+altogether (``engine="auto"``, what the one-shot workflow operations use): the same potential in NumPy,
 its gradient from the same arithmetic with complex-step derivatives
 (:mod:`medtwin.core.linear_exact`, checked per patient against central
 differences), the same posterior to rounding (mode 1e-13, covariance 1e-9
@@ -406,7 +406,7 @@ def _map(model, args, start):
     return _mode(_jax_value_grad(model, args), start)
 
 
-def _laplace(model, prior, data_batches, mean, covariance, engine: str = "auto"):
+def _laplace(model, prior, data_batches, mean, covariance, engine: str = "jax"):
     """The Laplace posterior; ``engine`` one of :data:`ENGINES` (the same posterior to rounding, 1e-9 relative)."""
     from medtwin.infer.posterior import Posterior
 
@@ -514,7 +514,7 @@ def _nuts(model, prior, data_batches, mean, covariance, *, chains: int, draws: i
 
 def personalize(population: Population, data: PatientData | Sequence[PatientData], *, method: str = "laplace",
                 model=None, prior: IndividualPrior | None = None, chains: int = 4, draws: int = 1000,
-                warmup: int = 1000, seed: int = 0, progress: bool = False):
+                warmup: int = 1000, seed: int = 0, progress: bool = False, engine: str = "jax"):
     """The posterior of one patient's parameters from a population prior and the patient's data.
 
     Parameters
@@ -534,6 +534,14 @@ def personalize(population: Population, data: PatientData | Sequence[PatientData
     progress : bool
         Accepted for compatibility and ignored: NUTS runs as one compiled program
         (reused by every patient with the same padded shapes), without a progress bar.
+    engine : {"jax", "auto", "numpy"}
+        What evaluates the Laplace fit's potential and gradient (:data:`ENGINES`; the
+        same posterior to rounding, not bit for bit): the compiled JAX program
+        (default: ≈ 17 ms per warm vancomycin fit, but a process pays ≈ 1 s to import
+        JAX and trace it), or, for a linear model, NumPy (``"auto"`` where the
+        complex-step check holds: ≈ 70 ms per fit, nothing to import or trace; what
+        the one-shot ``personalize``/``forecast``/``recommend`` operations of
+        :mod:`medtwin.workflows` use).
 
     Returns
     -------
@@ -542,6 +550,8 @@ def personalize(population: Population, data: PatientData | Sequence[PatientData
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}, not {method!r}")
+    if engine not in ENGINES:
+        raise DataError(f"personalize: engine must be one of {ENGINES}, not {engine!r}")
     batches = [data] if isinstance(data, PatientData) else list(data)
     if not batches or not all(isinstance(b, PatientData) for b in batches):
         raise DataError("data must be a PatientData or a non-empty sequence of them")
@@ -555,6 +565,6 @@ def personalize(population: Population, data: PatientData | Sequence[PatientData
     _check(model, population, prior)
     mean, covariance = np.asarray(prior.log_mean, dtype=float), np.asarray(prior.covariance, dtype=float)
     if method == "laplace":
-        return _laplace(model, prior, batches, mean, covariance)
+        return _laplace(model, prior, batches, mean, covariance, engine=engine)
     return _nuts(model, prior, batches, mean, covariance, chains=chains, draws=draws, warmup=warmup, seed=seed,
                  progress=progress)

@@ -83,11 +83,11 @@ class _Averaged:
             except ModelError as exc:
                 raise ModelError(f"population {p.name}: model averaging uses library models only ({exc})") from None
 
-    def personalize_averaged(self):
+    def personalize_averaged(self, engine: str = "jax"):
         from medtwin.infer.model_averaging import personalize_averaged
 
         return personalize_averaged(self.candidates, self.data, weighting=self.weighting, mode=self.mode,
-                                    sources=list(self.sources) or None)
+                                    sources=list(self.sources) or None, engine=engine)
 
     def _with_averaging(self, spec):
         extra = {"populations": [p.to_dict() for p in self.candidates], "weighting": self.weighting,

@@ -50,16 +50,21 @@ __all__ = ["execute", "reproduce", "reproduce_run", "run", "run_and_record"]
 Progress = Callable[[int, int], None]
 
 
+#: The Laplace engine of the personalize, forecast and recommend operations: NumPy for a linear model (no JAX
+#: to import or trace in a one-shot process), JAX otherwise; fixed here, so ``reproduce`` runs the same arithmetic.
+LAPLACE_ENGINE = "auto"
+
+
 def _personalize(request: rq.PersonalizeRequest, progress: Progress | None):
     personalize_module = importlib.import_module("medtwin.infer.personalize")  # looked up at call time
 
     if progress is not None:
         progress(0, 1)
     if getattr(request, "candidates", ()):  # several candidate priors (medtwin.workflows.averaging)
-        posterior = request.personalize_averaged()
+        posterior = request.personalize_averaged(engine=LAPLACE_ENGINE)
     else:
         posterior = personalize_module.personalize(request.population, request.data, model=request.model,
-                                                   **request.options())
+                                                   engine=LAPLACE_ENGINE, **request.options())
     if progress is not None:
         progress(1, 1)
     return posterior
