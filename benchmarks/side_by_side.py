@@ -11,6 +11,12 @@ side runs its own copy of the benchmark script with ``--quick``; the figures are
 (the regular expressions below) and printed in one table with the ratio after/before (for times, < 1 is
 faster; for rates, > 1 is faster).  The first run of the old tree compiles its numba kernels (about a
 minute, not counted in any figure: every script reports compile time apart from warm time).
+
+The environment is today's.  The pre-redesign MPC reads SLSQP's callback argument as an ``OptimizeResult``,
+which SciPy passes from 1.17 on; with the SciPy 1.15 that EconML (issue 15) pins, its MPC benchmark stops with
+an AttributeError and the row says "figure not found".  To measure it, give the old code a SciPy of its time on
+the side: ``pip install --no-deps --target /tmp/scipy117 "scipy==1.17.*"`` and ``--before-path /tmp/scipy117``
+(the after side keeps the installed SciPy; its MPC handles both callback forms).
 """
 
 from __future__ import annotations
@@ -52,8 +58,8 @@ def checkout(rev: str, where: Path) -> Path:
     return where
 
 
-def run_benchmark(tree: Path, name: str, timeout: float) -> tuple[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+def run_benchmark(tree: Path, name: str, timeout: float, extra_path: str = "") -> tuple[str, float]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(tree / "src"), extra_path) if p))
     env.setdefault("JAX_COMPILATION_CACHE_DIR", "")  # no persistent JAX cache: compile figures stay comparable
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(tree / "benchmarks" / f"{name}.py"), "--quick"], cwd=tree, env=env,
@@ -82,6 +88,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per benchmark run")
     parser.add_argument("--keep-output", type=Path, help="folder to write every run's full output to")
+    parser.add_argument("--before-path", default="",
+                        help="folders put on the 'before' code's PYTHONPATH after its src (a package version it "
+                             "needs, e.g. a SciPy >= 1.17 installed with pip --target: see the module docstring)")
     args = parser.parse_args()
     names = sorted({f[0] for f in FIGURES}, key=[f[0] for f in FIGURES].index)
     if args.only:
@@ -95,7 +104,7 @@ def main() -> int:
         for name in names:
             outputs = {}
             for side, tree in (("before", before_tree), ("after", ROOT)):
-                out, wall = run_benchmark(tree, name, args.timeout)
+                out, wall = run_benchmark(tree, name, args.timeout, args.before_path if side == "before" else "")
                 outputs[side] = out
                 print(f"  ran {name:12s} {side:6s} in {wall:6.1f} s", flush=True)
                 if args.keep_output:
