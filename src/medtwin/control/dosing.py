@@ -338,7 +338,7 @@ def _search(scorer, table, candidates, objective, eps, aim="window"):
         windowed = _summarise(candidates, _score(scorer, table, candidates, "window"), scorer.target, scorer.toxic)
         secondary = {w.candidate: w for w in windowed}
     ranked, feasible = _rank(scored, objective, eps, secondary)
-    return scored, ranked, feasible
+    return scored, ranked, feasible, secondary
 
 
 def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_steady: int = 200) -> dict:
@@ -372,11 +372,18 @@ def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_s
                           "steady-state value (quantiles over draws; None: not within the horizon)"}
 
 
-def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt) -> dict:
-    """The best candidate at steady state and over the window, and its time to 90 % of steady state."""
+def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt, secondary: dict | None = None) -> dict:
+    """The best candidate at steady state and over the window, and its time to 90 % of steady state.
+
+    ``secondary`` (candidate -> its _Scored on the other horizon, from :func:`_search`) is reused when it holds
+    the best candidate: the same draws and the same scoring, so the same numbers without a second simulation.
+    """
     other = "window" if aim == "steady-state" else "steady-state"
-    (stats_other,) = _summarise([best.candidate], _score(scorer, table, [best.candidate], other), scorer.target,
-                                scorer.toxic)
+    if secondary is not None and best.candidate in secondary:
+        stats_other = secondary[best.candidate]
+    else:
+        (stats_other,) = _summarise([best.candidate], _score(scorer, table, [best.candidate], other), scorer.target,
+                                    scorer.toxic)
     steady, windowed = (best, stats_other) if aim == "steady-state" else (stats_other, best)
     return {"steady_state": steady.stats(), "window": windowed.stats(),
             "time_to_90pct_steady_state": _time_to_steady(scorer, table, best, steady.values, start, cmt)}
@@ -441,7 +448,7 @@ def _sensitivity(posterior, z, values, scorer, candidates, objective, eps, aim="
     for label, q in (("p05", 0.05), ("p95", 0.95)):
         value = float(np.quantile(z[:, k], q))
         table = posterior.parameter_table(_conditioned(z, k, value))
-        _, ranked, _ = _search(scorer, table, candidates, objective, eps, aim)
+        ranked = _search(scorer, table, candidates, objective, eps, aim)[1]
         out[f"{name}_{label}"] = float(np.exp(value))
         out[f"recommended_at_{label}"] = ranked[0].candidate.label()
     return out
@@ -578,9 +585,9 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         table = posterior.parameter_table(z)
         scorer = _Scorer(model, target, toxic, window, history, start, window[1], constraints.cmt, grid_h)
     candidates = _candidates(constraints)
-    scored, ranked, feasible = _search(scorer, table, candidates, objective, eps, aim)
+    scored, ranked, feasible, secondary = _search(scorer, table, candidates, objective, eps, aim)
     best = ranked[0]
-    horizons = _both_horizons(scorer, table, best, aim, start, constraints.cmt)
+    horizons = _both_horizons(scorer, table, best, aim, start, constraints.cmt, secondary)
     regimen = candidate_regimen(best.candidate, start, window[1], constraints.cmt)
     if constraints.violations(best.candidate.action()):         # by construction never; a guard, not an assert
         raise DataError(f"recommend_dose: internal error, {constraints.violations(best.candidate.action())}")
