@@ -18,24 +18,64 @@ import math
 import numba as nb
 import numpy as np
 
-from medtwin.core.kernels import ST_NON_FINITE, ST_OK, expm_block
+from medtwin.core.events import EV_CMT, EV_II, EV_SS
+from medtwin.core.kernels import ST_NON_FINITE, ST_OK, expm_block, solve_small
+from medtwin.core.schedule import dose_terms
 
-OP_ADVANCE, OP_BOLUS, OP_RATE, OP_OBS = 0, 1, 2, 3
+OP_ADVANCE, OP_BOLUS, OP_RATE, OP_OBS, OP_ZERO, OP_PERIODIC = 0, 1, 2, 3, 4, 5
 BLOCK = 512
 
 
-def linear_program(segments):
+def _steady_ops(seg, idx, steps: dict) -> dict | None:
+    """Per segment: the ops of its SS=1 records, run at its start (see :func:`linear_program`).
+
+    The state becomes the periodic one, as the general kernel's ``steady_state`` computes it for a linear
+    model: from zero, one period of the record's dose (an infusion longer than II overlaps itself:
+    ``n_full + 1`` then ``n_full`` times the rate), then ``x = (I - Φ(II))⁻¹ x`` per patient
+    (:data:`OP_PERIODIC`); the rates in force before are restored.  None (the general kernel runs) for
+    SS=2, a constant infusion (II = 0) or a lag time.
+    """
+    before = np.vstack([np.zeros((1, seg.n_states)), seg.rates[:-1]]).tolist()
+    out: dict[int, list] = {}
+    for k, r in zip(seg.ss_segment.tolist(), seg.ss_record.tolist()):
+        row = seg.events[r]
+        amt, rate, dur, lag = dose_terms(seg.reference, row, idx)
+        ii, c = float(row[EV_II]), int(row[EV_CMT])
+        if int(row[EV_SS]) != 1 or not ii > 0.0 or lag != 0.0:
+            return None
+        ops = [(OP_ZERO, 0, 0.0)]
+        if dur == 0.0:
+            ops += [(OP_BOLUS, c, amt), (OP_ADVANCE, steps.setdefault(ii, len(steps)), 0.0)]
+        else:
+            n_full = math.floor(dur / ii)
+            mid = min(dur - n_full * ii, ii)
+            ops.append((OP_RATE, c, rate * (n_full + 1)))
+            if mid > 0.0:
+                ops.append((OP_ADVANCE, steps.setdefault(mid, len(steps)), 0.0))
+            ops.append((OP_RATE, c, rate * n_full))
+            if ii - mid > 0.0:
+                ops.append((OP_ADVANCE, steps.setdefault(ii - mid, len(steps)), 0.0))
+        ops.append((OP_PERIODIC, steps.setdefault(ii, len(steps)), 0.0))
+        ops += [(OP_RATE, j, v) for j, v in enumerate(before[k])]
+        out.setdefault(k, []).extend(ops)
+    return out
+
+
+def linear_program(segments, idx=None):
     """Turn shared :class:`~medtwin.core.schedule.Segments` into a straight-line program for :func:`run_linear_blocks`.
 
-    Returns (op_kind, op_int, op_float, step_sizes, uses_rates) or None when the
-    schedule has resets, steady-state records or parameter changes (the general
-    kernel handles those).
+    Returns (op_kind, op_int, op_float, step_sizes, uses_rates) or None when the schedule has resets or
+    parameter changes, or steady-state records other than SS=1 with II > 0 and no lag time (or ``idx``, the
+    model's dose-parameter index, is not given): the general kernel handles those.
     """
     seg = segments
-    if seg.reset.any() or len(seg.ss_segment) or len(seg.change_segment) or seg.overflow:
+    if seg.reset.any() or len(seg.change_segment) or seg.overflow or (len(seg.ss_segment) and idx is None):
         return None
     kinds, ints, floats = [], [], []
     steps: dict[float, int] = {}
+    ss_at = _steady_ops(seg, idx, steps) if len(seg.ss_segment) else {}
+    if ss_at is None:
+        return None
     # Plain Python lists: the loop below runs once per segment, numpy calls per segment would dominate.
     reads: list[list[int]] = [[] for _ in range(seg.n_segments)]
     for o in seg.obs_order.tolist():
@@ -50,6 +90,8 @@ def linear_program(segments):
         for r in reads[k]:
             if pre[r]:
                 kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
+        for kind, i, f in ss_at.get(k, ()):
+            kinds.append(kind), ints.append(i), floats.append(f)
         for c in acts.get(k, ((), ()))[0]:
             kinds.append(OP_BOLUS), ints.append(c), floats.append(bolus[k][c])
         for c in acts.get(k, ((), ()))[1]:
@@ -60,8 +102,9 @@ def linear_program(segments):
         if length[k] > 0:
             kinds.append(OP_ADVANCE), ints.append(steps.setdefault(length[k], len(steps))), floats.append(0.0)
     step_sizes = np.array(sorted(steps, key=steps.get), dtype=float)
+    ss_rates = any(kind == OP_RATE and f != 0.0 for ops in ss_at.values() for kind, _, f in ops)
     return (np.array(kinds, np.int64), np.array(ints, np.int64), np.array(floats, float), step_sizes,
-            bool(np.any(seg.rates != 0.0)))
+            bool(np.any(seg.rates != 0.0)) or ss_rates)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -159,6 +202,11 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                 amt = op_float[op]
                 for b in range(BLOCK):
                     xf[oc + b] += amt
+            elif kind == OP_ZERO:
+                for b in range(n * BLOCK):
+                    xf[b] = 0.0
+            elif kind == OP_PERIODIC:
+                _periodic(phi[op_int[op]], xf, n, m)
             else:
                 r[op_int[op]] = op_float[op]
                 any_rate = False
@@ -171,3 +219,18 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                 if not math.isfinite(xf[j * BLOCK + b]):
                     ok = False
             status[start + b] = ST_OK if ok else ST_NON_FINITE
+
+
+@nb.njit(cache=True, nogil=True)
+def _periodic(phi, xf, n, m):
+    """x = (I - Φ)⁻¹ x per patient (the first ``m`` lanes of the flat SoA state ``xf``): the steady state."""
+    lhs = np.empty((n, n))
+    rhs = np.empty(n)
+    for b in range(m):
+        for i in range(n):
+            for j in range(n):
+                lhs[i, j] = (1.0 if i == j else 0.0) - phi[i, j, b]
+            rhs[i] = xf[i * BLOCK + b]
+        sol = solve_small(lhs, rhs)
+        for i in range(n):
+            xf[i * BLOCK + b] = sol[i]

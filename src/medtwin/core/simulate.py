@@ -434,7 +434,7 @@ def simulate(
     # it writes a time-major buffer (contiguous across patients), the general kernel a row per output time.
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
-        program = linear_kernels.linear_program(segments)
+        program = linear_kernels.linear_program(segments, idx)
     blocks = None
     big = n >= block_dopri.MIN_PATIENTS or kernel == "block"  # small calls skip the per-model compile
     if code == 5 and kernel != "patient" and big and use_shared and block_dopri.applies(segments):
