@@ -61,6 +61,12 @@ def _steady_ops(seg, idx, steps: dict) -> dict | None:
     return out
 
 
+def _index(values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Position in ``values`` (distinct floats) of each element of ``query`` (all present, compared exactly)."""
+    order = np.argsort(values, kind="stable")
+    return order[np.searchsorted(values[order], query)]
+
+
 def linear_program(segments, idx=None):
     """Turn shared :class:`~medtwin.core.schedule.Segments` into a straight-line program for :func:`run_linear_blocks`.
 
@@ -76,34 +82,36 @@ def linear_program(segments, idx=None):
     ss_at = _steady_ops(seg, idx, steps) if len(seg.ss_segment) else {}
     if ss_at is None:
         return None
-    # Plain Python lists: the loop below runs once per segment, numpy calls per segment would dominate.
-    reads: list[list[int]] = [[] for _ in range(seg.n_segments)]
-    for o in seg.obs_order.tolist():
-        reads[seg.obs_segment[o]].append(o)
-    pre = seg.obs_pre.tolist()
-    changed = np.diff(seg.rates, axis=0, prepend=np.zeros((1, seg.n_states))) != 0.0
-    bolus, rates, length = seg.bolus.tolist(), seg.rates.tolist(), (seg.end - seg.start).tolist()
-    dosed = np.flatnonzero(seg.bolus.any(axis=1) | changed.any(axis=1)).tolist()
-    acts = {k: ([c for c in range(seg.n_states) if bolus[k][c] != 0.0], np.flatnonzero(changed[k]).tolist())
-            for k in dosed}
-    for k in range(seg.n_segments):
-        for r in reads[k]:
-            if pre[r]:
-                kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
-        for kind, i, f in ss_at.get(k, ()):
-            kinds.append(kind), ints.append(i), floats.append(f)
-        for c in acts.get(k, ((), ()))[0]:
-            kinds.append(OP_BOLUS), ints.append(c), floats.append(bolus[k][c])
-        for c in acts.get(k, ((), ()))[1]:
-            kinds.append(OP_RATE), ints.append(c), floats.append(rates[k][c])
-        for r in reads[k]:
-            if not pre[r]:
-                kinds.append(OP_OBS), ints.append(r), floats.append(0.0)
-        if length[k] > 0:
-            kinds.append(OP_ADVANCE), ints.append(steps.setdefault(length[k], len(steps))), floats.append(0.0)
+    # Every op gets a sort key (segment, phase, order within the phase): phase 0 pre-dose reads, 1 steady-state
+    # ops, 2 boluses then rate changes, 3 post-dose reads, 4 the advance; one stable sort lays out the program
+    # (numpy, not a Python loop per segment: a 30-day schedule on a 15-min grid has thousands of segments).
+    n_seg, n_st = seg.n_segments, seg.n_states
+    order = np.asarray(seg.obs_order, np.int64)
+    o_seg = np.asarray(seg.obs_segment, np.int64)[order]
+    o_phase = np.where(np.asarray(seg.obs_pre, bool)[order], 0, 3)
+    changed = np.diff(seg.rates, axis=0, prepend=np.zeros((1, n_st))) != 0.0
+    b_seg, b_cmt = np.nonzero(seg.bolus != 0.0)
+    r_seg, r_cmt = np.nonzero(changed)
+    ss_list = [(k, kind, i, f) for k, ops in ss_at.items() for kind, i, f in ops]
+    length = seg.end - seg.start
+    a_seg = np.flatnonzero(length > 0)
+    for h in np.unique(length[a_seg]).tolist():
+        steps.setdefault(h, len(steps))
+    a_idx = _index(np.array(list(steps), float), length[a_seg])  # a dict's keys keep their order: key i -> i
+    parts = [  # (segment, phase, kind, int, float)
+        (o_seg, o_phase, np.full(len(order), OP_OBS), order, np.zeros(len(order))),
+        (np.array([k for k, *_ in ss_list], np.int64), np.ones(len(ss_list), np.int64),
+         np.array([kind for _, kind, _, _ in ss_list], np.int64), np.array([i for _, _, i, _ in ss_list], np.int64),
+         np.array([f for *_, f in ss_list], float)),
+        (b_seg, np.full(len(b_seg), 2), np.full(len(b_seg), OP_BOLUS), b_cmt, seg.bolus[b_seg, b_cmt]),
+        (r_seg, np.full(len(r_seg), 2), np.full(len(r_seg), OP_RATE), r_cmt, seg.rates[r_seg, r_cmt]),
+        (a_seg, np.full(len(a_seg), 4), np.full(len(a_seg), OP_ADVANCE), a_idx, np.zeros(len(a_seg)))]
+    segs, phases, kinds_, ints_, floats_ = (np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(5))
+    perm = np.lexsort((phases, segs))  # stable: within a (segment, phase) the order above
+    kinds, ints, floats = kinds_[perm].astype(np.int64), ints_[perm].astype(np.int64), floats_[perm].astype(float)
     step_sizes = np.array(sorted(steps, key=steps.get), dtype=float)
     ss_rates = any(kind == OP_RATE and f != 0.0 for ops in ss_at.values() for kind, _, f in ops)
-    return (np.array(kinds, np.int64), np.array(ints, np.int64), np.array(floats, float), step_sizes,
+    return (kinds, ints, floats, step_sizes,
             bool(np.any(seg.rates != 0.0)) or ss_rates)
 
 
@@ -169,16 +177,16 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
                 h0 = op_int[op] * nn
                 for i in range(n):
                     oi = i * BLOCK
-                    for b in range(BLOCK):
+                    for b in range(m):
                         xnf[oi + b] = 0.0
                     for j in range(n):
                         om = h0 + (i * n + j) * BLOCK
                         oj = j * BLOCK
-                        for b in range(BLOCK):
+                        for b in range(m):
                             xnf[oi + b] += phf[om + b] * xf[oj + b]
                         if any_rate and r[j] != 0.0:
                             rj = r[j]
-                            for b in range(BLOCK):
+                            for b in range(m):
                                 xnf[oi + b] += gmf[om + b] * rj
                 xf, xnf = xnf, xf  # the new state becomes current without a copy
             elif kind == OP_OBS:
@@ -200,11 +208,12 @@ def run_linear_blocks(matrix, outputs, init, n, n_out, P, op_kind, op_int, op_fl
             elif kind == OP_BOLUS:
                 oc = op_int[op] * BLOCK
                 amt = op_float[op]
-                for b in range(BLOCK):
+                for b in range(m):
                     xf[oc + b] += amt
             elif kind == OP_ZERO:
-                for b in range(n * BLOCK):
-                    xf[b] = 0.0
+                for i in range(n):
+                    for b in range(m):
+                        xf[i * BLOCK + b] = 0.0
             elif kind == OP_PERIODIC:
                 _periodic(phi[op_int[op]], xf, n, m)
             else:
