@@ -238,24 +238,53 @@ def margin_window(target: Target, margin: float = WINDOW_MARGIN) -> tuple:
     return (low, high)
 
 
+def _draw_stats(metrics, target: Target, toxic: Threshold | None) -> np.ndarray | None:
+    """Per candidate (rows): median, p05, p95, P(target), P(toxic), P(below), P(above) of its draws, in one
+    vectorised pass; None unless every candidate has the same number of draws, all finite (then per candidate)."""
+    if not metrics or len({len(v) for v, _ in metrics}) != 1:
+        return None
+    values = np.vstack([v for v, _ in metrics])
+    if not np.isfinite(values).all():
+        return None
+    zeros = np.zeros(len(values))
+    return np.column_stack([
+        *np.quantile(values, (0.5, 0.05, 0.95), axis=1), np.mean(target.attained(values), axis=1),
+        np.mean(toxic.attained(np.vstack([t for _, t in metrics])), axis=1) if toxic is not None else zeros,
+        np.mean(values < target.low, axis=1) if target.low is not None else zeros,
+        np.mean(values > target.high, axis=1) if target.high is not None else zeros])
+
+
 def _summarise(candidates, metrics, target: Target, toxic: Threshold | None) -> list[_Scored]:
     out = []
     centre = target.centre()
     inner_low, inner_high = margin_window(target)
-    for c, (values, tox) in zip(candidates, metrics):
+    stats = _draw_stats(metrics, target, toxic)
+    for i, (c, (values, tox)) in enumerate(zip(candidates, metrics)):
+        if stats is not None:
+            median, p05, p95, p_target, p_toxic, p_below, p_above = stats[i]
+            out.append(_scored(c, values, median, p05, p95, float(p_target), float(p_toxic), float(p_below),
+                               float(p_above), target, centre, inner_low, inner_high))
+            continue
         finite = values[np.isfinite(values)]
         median, p05, p95 = (np.quantile(finite, (0.5, 0.05, 0.95)) if finite.size else (np.nan,) * 3)
         p_toxic = float(np.mean(toxic.attained(tox))) if toxic is not None else 0.0
-        off = abs(median - centre) if centre is not None and np.isfinite(median) else 0.0
-        distance = target.distance(median) if np.isfinite(median) else math.inf
-        margin_distance = (max((inner_low - median) if inner_low is not None else 0.0,
-                               (median - inner_high) if inner_high is not None else 0.0, 0.0)
-                           if np.isfinite(median) else math.inf)
         p_below = float(np.mean(values < target.low)) if target.low is not None else 0.0
         p_above = float(np.mean(values > target.high)) if target.high is not None else 0.0
-        out.append(_Scored(c, float(np.mean(target.attained(values))), p_toxic, float(median), float(p05),
-                           float(p95), distance, float(off), values, p_below, p_above, margin_distance))
+        out.append(_scored(c, values, median, p05, p95, float(np.mean(target.attained(values))), p_toxic, p_below,
+                           p_above, target, centre, inner_low, inner_high))
     return out
+
+
+def _scored(c, values, median, p05, p95, p_target, p_toxic, p_below, p_above, target, centre, inner_low,
+            inner_high) -> _Scored:
+    """One candidate's :class:`_Scored` from its draw statistics (the rankings' distances computed here)."""
+    off = abs(median - centre) if centre is not None and np.isfinite(median) else 0.0
+    distance = target.distance(median) if np.isfinite(median) else math.inf
+    margin_distance = (max((inner_low - median) if inner_low is not None else 0.0,
+                           (median - inner_high) if inner_high is not None else 0.0, 0.0)
+                       if np.isfinite(median) else math.inf)
+    return _Scored(c, p_target, p_toxic, float(median), float(p05), float(p95), distance, float(off), values,
+                   p_below, p_above, margin_distance)
 
 
 def _objective_key(s: _Scored, objective: str) -> tuple:
