@@ -238,24 +238,53 @@ def margin_window(target: Target, margin: float = WINDOW_MARGIN) -> tuple:
     return (low, high)
 
 
+def _draw_stats(metrics, target: Target, toxic: Threshold | None) -> np.ndarray | None:
+    """Per candidate (rows): median, p05, p95, P(target), P(toxic), P(below), P(above) of its draws, in one
+    vectorised pass; None unless every candidate has the same number of draws, all finite (then per candidate)."""
+    if not metrics or len({len(v) for v, _ in metrics}) != 1:
+        return None
+    values = np.vstack([v for v, _ in metrics])
+    if not np.isfinite(values).all():
+        return None
+    zeros = np.zeros(len(values))
+    return np.column_stack([
+        *np.quantile(values, (0.5, 0.05, 0.95), axis=1), np.mean(target.attained(values), axis=1),
+        np.mean(toxic.attained(np.vstack([t for _, t in metrics])), axis=1) if toxic is not None else zeros,
+        np.mean(values < target.low, axis=1) if target.low is not None else zeros,
+        np.mean(values > target.high, axis=1) if target.high is not None else zeros])
+
+
 def _summarise(candidates, metrics, target: Target, toxic: Threshold | None) -> list[_Scored]:
     out = []
     centre = target.centre()
     inner_low, inner_high = margin_window(target)
-    for c, (values, tox) in zip(candidates, metrics):
+    stats = _draw_stats(metrics, target, toxic)
+    for i, (c, (values, tox)) in enumerate(zip(candidates, metrics)):
+        if stats is not None:
+            median, p05, p95, p_target, p_toxic, p_below, p_above = stats[i]
+            out.append(_scored(c, values, median, p05, p95, float(p_target), float(p_toxic), float(p_below),
+                               float(p_above), target, centre, inner_low, inner_high))
+            continue
         finite = values[np.isfinite(values)]
         median, p05, p95 = (np.quantile(finite, (0.5, 0.05, 0.95)) if finite.size else (np.nan,) * 3)
         p_toxic = float(np.mean(toxic.attained(tox))) if toxic is not None else 0.0
-        off = abs(median - centre) if centre is not None and np.isfinite(median) else 0.0
-        distance = target.distance(median) if np.isfinite(median) else math.inf
-        margin_distance = (max((inner_low - median) if inner_low is not None else 0.0,
-                               (median - inner_high) if inner_high is not None else 0.0, 0.0)
-                           if np.isfinite(median) else math.inf)
         p_below = float(np.mean(values < target.low)) if target.low is not None else 0.0
         p_above = float(np.mean(values > target.high)) if target.high is not None else 0.0
-        out.append(_Scored(c, float(np.mean(target.attained(values))), p_toxic, float(median), float(p05),
-                           float(p95), distance, float(off), values, p_below, p_above, margin_distance))
+        out.append(_scored(c, values, median, p05, p95, float(np.mean(target.attained(values))), p_toxic, p_below,
+                           p_above, target, centre, inner_low, inner_high))
     return out
+
+
+def _scored(c, values, median, p05, p95, p_target, p_toxic, p_below, p_above, target, centre, inner_low,
+            inner_high) -> _Scored:
+    """One candidate's :class:`_Scored` from its draw statistics (the rankings' distances computed here)."""
+    off = abs(median - centre) if centre is not None and np.isfinite(median) else 0.0
+    distance = target.distance(median) if np.isfinite(median) else math.inf
+    margin_distance = (max((inner_low - median) if inner_low is not None else 0.0,
+                           (median - inner_high) if inner_high is not None else 0.0, 0.0)
+                       if np.isfinite(median) else math.inf)
+    return _Scored(c, p_target, p_toxic, float(median), float(p05), float(p95), distance, float(off), values,
+                   p_below, p_above, margin_distance)
 
 
 def _objective_key(s: _Scored, objective: str) -> tuple:
@@ -338,7 +367,7 @@ def _search(scorer, table, candidates, objective, eps, aim="window"):
         windowed = _summarise(candidates, _score(scorer, table, candidates, "window"), scorer.target, scorer.toxic)
         secondary = {w.candidate: w for w in windowed}
     ranked, feasible = _rank(scored, objective, eps, secondary)
-    return scored, ranked, feasible
+    return scored, ranked, feasible, secondary
 
 
 def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_steady: int = 200) -> dict:
@@ -372,11 +401,18 @@ def _time_to_steady(scorer, table, best: _Scored, steady_values, start, cmt, n_s
                           "steady-state value (quantiles over draws; None: not within the horizon)"}
 
 
-def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt) -> dict:
-    """The best candidate at steady state and over the window, and its time to 90 % of steady state."""
+def _both_horizons(scorer, table, best: _Scored, aim: str, start: float, cmt, secondary: dict | None = None) -> dict:
+    """The best candidate at steady state and over the window, and its time to 90 % of steady state.
+
+    ``secondary`` (candidate -> its _Scored on the other horizon, from :func:`_search`) is reused when it holds
+    the best candidate: the same draws and the same scoring, so the same numbers without a second simulation.
+    """
     other = "window" if aim == "steady-state" else "steady-state"
-    (stats_other,) = _summarise([best.candidate], _score(scorer, table, [best.candidate], other), scorer.target,
-                                scorer.toxic)
+    if secondary is not None and best.candidate in secondary:
+        stats_other = secondary[best.candidate]
+    else:
+        (stats_other,) = _summarise([best.candidate], _score(scorer, table, [best.candidate], other), scorer.target,
+                                    scorer.toxic)
     steady, windowed = (best, stats_other) if aim == "steady-state" else (stats_other, best)
     return {"steady_state": steady.stats(), "window": windowed.stats(),
             "time_to_90pct_steady_state": _time_to_steady(scorer, table, best, steady.values, start, cmt)}
@@ -441,7 +477,7 @@ def _sensitivity(posterior, z, values, scorer, candidates, objective, eps, aim="
     for label, q in (("p05", 0.05), ("p95", 0.95)):
         value = float(np.quantile(z[:, k], q))
         table = posterior.parameter_table(_conditioned(z, k, value))
-        _, ranked, _ = _search(scorer, table, candidates, objective, eps, aim)
+        ranked = _search(scorer, table, candidates, objective, eps, aim)[1]
         out[f"{name}_{label}"] = float(np.exp(value))
         out[f"recommended_at_{label}"] = ranked[0].candidate.label()
     return out
@@ -578,9 +614,9 @@ def recommend_dose(posterior, target: Target, *, constraints: DoseConstraints | 
         table = posterior.parameter_table(z)
         scorer = _Scorer(model, target, toxic, window, history, start, window[1], constraints.cmt, grid_h)
     candidates = _candidates(constraints)
-    scored, ranked, feasible = _search(scorer, table, candidates, objective, eps, aim)
+    scored, ranked, feasible, secondary = _search(scorer, table, candidates, objective, eps, aim)
     best = ranked[0]
-    horizons = _both_horizons(scorer, table, best, aim, start, constraints.cmt)
+    horizons = _both_horizons(scorer, table, best, aim, start, constraints.cmt, secondary)
     regimen = candidate_regimen(best.candidate, start, window[1], constraints.cmt)
     if constraints.violations(best.candidate.action()):         # by construction never; a guard, not an assert
         raise DataError(f"recommend_dose: internal error, {constraints.violations(best.candidate.action())}")

@@ -276,6 +276,10 @@ def block_callbacks(model: Model) -> dict | None:
 
 
 KERNELS = ("auto", "block", "patient")
+#: The linear cohort kernel runs in the calling thread (``threads`` not given) when patients x program ops is
+#: at most this (1,000 draws of a 3-day regimen: about 2 ms of work, less than 2 threads' start and hand-off
+#: on a loaded machine); larger cohorts use ``threads`` threads.
+INLINE_LANE_OPS = 500_000
 
 
 def resolve_method(model: Model, method: str) -> str:
@@ -349,7 +353,8 @@ def simulate(
     chunk_size : int
         Patients per progress update.
     threads : int, optional
-        Worker threads (default: numba's thread count, ``NUMBA_NUM_THREADS``);
+        Worker threads (default: numba's thread count, ``NUMBA_NUM_THREADS``, except that a small
+        linear cohort, at most ``INLINE_LANE_OPS`` patients x program ops, runs in the calling thread);
         results do not depend on it.
     parameter_changes : mapping, optional
         Piecewise-constant parameters: ``{name: (times, values)}``; from ``times[c]`` h on the
@@ -434,7 +439,7 @@ def simulate(
     # it writes a time-major buffer (contiguous across patients), the general kernel a row per output time.
     program = None
     if code == 0 and use_shared and all(o.linear for o in model.outputs):
-        program = linear_kernels.linear_program(segments)
+        program = linear_kernels.linear_program(segments, idx)
     blocks = None
     big = n >= block_dopri.MIN_PATIENTS or kernel == "block"  # small calls skip the per-model compile
     if code == 5 and kernel != "patient" and big and use_shared and block_dopri.applies(segments):
@@ -479,16 +484,26 @@ def simulate(
     if blocks is not None:
         run_block, piece = run_dopri_blocks, 64 * block_dopri.BLOCK
 
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+    if threads is None and program is not None and n * len(program[0]) <= INLINE_LANE_OPS:
+        n_threads = 1  # a small linear problem: starting threads and handing off cost more than they save
+    pool = ThreadPoolExecutor(max_workers=n_threads) if n_threads > 1 else None
+    try:
         for lo in range(0, n, chunk_size):
             hi = min(n, lo + chunk_size)
             if piece is not None:
                 edges = np.append(np.arange(lo, hi, piece), hi)
             else:
                 edges = np.linspace(lo, hi, min(n_threads, hi - lo) + 1).astype(int)
-            list(pool.map(run_block, edges[:-1], edges[1:]))
+            if pool is None:  # in this thread (patients are independent: the same numbers as threaded)
+                for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+                    run_block(a, b)
+            else:
+                list(pool.map(run_block, edges[:-1], edges[1:]))
             if progress is not None:
                 progress(hi, n)
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
     solver = SolverSettings(method, float(rtol), float(atol), float(dt) if dt is not None else None, int(max_steps))
     used = "block" if blocks is not None else ("linear-block" if program is not None else "patient")
