@@ -33,7 +33,9 @@ the model's numba callbacks (both kept on disk by the command line since issue 1
   covariate values, same number of records): reads the programs back.
 
 Reported: wall time and CPU time (user + sys of the child) per process, medians,
-and the ratios before / second process and today-caches-off / second process.  Wall time on a shared machine drifts
+and the ratios before / second process (issue 13's target, >= 3x) and today-caches-off / second process (a
+diagnostic: what the on-disk caches save; since a linear recommend runs no JAX program, only the model's numba
+callbacks, about 1.25x).  Wall time on a shared machine drifts
 with its load; CPU time is the steadier of the two.  JAX's own environment
 (``JAX_COMPILATION_CACHE_DIR`` ...) is removed from the children so that the
 command line's default is what is measured.
@@ -177,9 +179,12 @@ def main(quick: bool, rev: str = BEFORE) -> float:
     for name, runs in (("before", old), ("today-cache-off", today)):
         wall_ratio, cpu_ratio = med(runs, 0) / med(second, 0), med(runs, 1) / med(second, 1)
         ratios[name] = wall_ratio
-        print(f"ratio {name} / second process: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x (target >= "
-              f"{TARGET_RATIO:g}x: wall {'MET' if wall_ratio >= TARGET_RATIO else 'NOT MET'}, CPU "
-              f"{'MET' if cpu_ratio >= TARGET_RATIO else 'NOT MET'})")
+        if name == "before":  # issue 13's acceptance: the second process against the pre-redesign code
+            verdict = (f"target >= {TARGET_RATIO:g}x: wall {'MET' if wall_ratio >= TARGET_RATIO else 'NOT MET'}, "
+                       f"CPU {'MET' if cpu_ratio >= TARGET_RATIO else 'NOT MET'}")
+        else:  # what the on-disk caches still save: little once a linear recommend needs no JAX program
+            verdict = "diagnostic, no target: the caches' share of the second process"
+        print(f"ratio {name} / second process: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x ({verdict})")
     return ratios["before"]
 
 
